@@ -1,0 +1,305 @@
+"""The `digest` command: a thin click shell; each command opens the store and calls one function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .clock import parse_moment, utcnow
+from .config import Config, load_config, with_overrides
+from .errors import DigestError
+from .store import SUBSCRIBER_STATUSES, open_db
+
+
+class DigestGroup(click.Group):
+    """Turns our own errors into one clear line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DigestError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class State:
+    """The config and database, loaded only when a command needs them."""
+
+    def __init__(self, config_path: str | None, db_path: str | None):
+        self.config_path = config_path
+        self.db_path = db_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            config = load_config(self.config_path)
+            if self.db_path:
+                config = with_overrides(config, db_path=Path(self.db_path))
+            self._config = config
+        return self._config
+
+    def db(self):
+        return open_db(self.config.db_path)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def warn(message: str) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def moment_option(function):
+    return click.option(
+        "--now",
+        "now",
+        metavar="ISO",
+        help="Act as if it were this time (ISO 8601, UTC if no offset); default: the clock.",
+    )(function)
+
+
+def newsletter_option(function):
+    return click.option(
+        "--newsletter", metavar="NAME", help="Newsletter from the config; default: the first."
+    )(function)
+
+
+def _now(value: str | None):
+    return parse_moment(value) if value else utcnow()
+
+
+@click.group(cls=DigestGroup)
+@click.version_option(package_name="digest")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="DIGEST_CONFIG",
+    metavar="FILE",
+    help="Config file; default: digest.toml in the working directory. Env: DIGEST_CONFIG.",
+)
+@click.option(
+    "--db", "db_path", envvar="DIGEST_DB", metavar="FILE", help="SQLite database. Env: DIGEST_DB."
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, db_path: str | None) -> None:
+    """Build the daily digest from a story store and send it to every reader, once."""
+    ctx.obj = State(config_path, db_path)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@pass_state
+def ingest(state: State, sources: tuple[str, ...]) -> None:
+    """Read stories from feeds or files (RSS, Atom, JSON Feed, .jsonl, .csv) into the store.
+
+    Each SOURCE is a path or an http(s) URL. A failing source is reported and the others
+    still go in; the exit status is 1 if any failed.
+    """
+    from .ingest import ingest_sources
+
+    db = state.db()
+    report = ingest_sources(db, sources)
+    for result in report.results:
+        click.echo(result.summary(), err=bool(result.error))
+        for reason in result.skipped:
+            click.echo(f"  skipped: {reason}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@newsletter_option
+@moment_option
+@click.option("--dry-run", is_flag=True, help="Build and report; send and record nothing.")
+@click.option("--retry-failed", is_flag=True, help="Send the edition's failed recipients again.")
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="Send again the batches a killed run left unknown (may duplicate those few).",
+)
+@pass_state
+def send(
+    state: State,
+    newsletter: str | None,
+    now: str | None,
+    dry_run: bool,
+    retry_failed: bool,
+    resend_unknown: bool,
+) -> None:
+    """Send the newsletter's latest edition at or before --now to every active reader."""
+    from .send import send_newsletter
+
+    db = state.db()
+    report = send_newsletter(
+        db,
+        state.config,
+        newsletter,
+        _now(now),
+        dry_run=dry_run,
+        retry_failed=retry_failed,
+        resend_unknown=resend_unknown,
+    )
+    for message in report.warnings:
+        warn(message)
+    for result in report.editions:
+        click.echo(result.line())
+    click.echo(report.summary())
+    if report.total("failed"):
+        sys.exit(1)
+
+
+@cli.command()
+@newsletter_option
+@moment_option
+@click.option("--as", "as_email", metavar="EMAIL", help="Personalize for this subscriber.")
+@click.option(
+    "--out", "out_dir", default="preview", show_default=True, type=click.Path(file_okay=False)
+)
+@pass_state
+def preview(
+    state: State, newsletter: str | None, now: str | None, as_email: str | None, out_dir: str
+) -> None:
+    """Write the HTML and text a reader would get to DIR/<newsletter>.html and .txt."""
+    from .preview import write_preview
+
+    result = write_preview(state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email)
+    for message in result.warnings:
+        warn(message)
+    click.echo(f"{result.subject}  ({result.story_count} stories, as {result.reader})")
+    click.echo(str(result.html_path))
+    click.echo(str(result.text_path))
+
+
+@cli.command()
+@moment_option
+@click.option(
+    "--dir", "directory", default="demo", show_default=True, type=click.Path(file_okay=False)
+)
+@pass_state
+def demo(state: State, now: str | None, directory: str) -> None:
+    """Run the whole job on sample content in a fresh DIR: store, select, render, outbox."""
+    from .demo import run_demo
+
+    report = run_demo(state.config, Path(directory), _now(now))
+    click.echo(f"stories: {report.stories.added} sample stories loaded")
+    click.echo(report.subscribers.summary())
+    for result in report.send.editions:
+        click.echo(result.line())
+    click.echo(report.send.summary())
+    click.echo(f"outbox:  {report.outbox}")
+    click.echo(f"preview: {report.preview.html_path}")
+    click.echo(f"         {report.preview.text_path}")
+
+
+@cli.group(cls=DigestGroup)
+def subscribers() -> None:
+    """Add, import, unsubscribe and list readers."""
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@pass_state
+def subscribers_import(state: State, csv_file: str) -> None:
+    """Import readers from a CSV with columns email, name, topics, timezone.
+
+    Bad rows are reported with their line number and the good rows still go in.
+    """
+    from .subscribers import import_csv
+
+    report = import_csv(state.db(), csv_file)
+    for line, reason in report.bad_rows:
+        click.echo(f"{csv_file}:{line}: {reason}", err=True)
+    for note in report.suppressed:
+        click.echo(f"{csv_file}: {note}; not reactivated", err=True)
+    click.echo(report.summary())
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="The reader's name, used in the greeting.")
+@click.option("--topics", default="", help="Categories separated by ';' (empty: every topic).")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@pass_state
+def subscribers_add(state: State, email: str, name: str, topics: str, timezone: str) -> None:
+    """Add one active reader."""
+    from .subscribers import add_subscriber
+
+    subscriber = add_subscriber(state.db(), email, name, topics.split(";"), timezone)
+    click.echo(f"added {subscriber.email} (id {subscriber.id})")
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@pass_state
+def subscribers_unsubscribe(state: State, email: str) -> None:
+    """Unsubscribe a reader: they get no more digests."""
+    from .subscribers import unsubscribe
+
+    subscriber = unsubscribe(state.db(), email)
+    click.echo(f"unsubscribed {subscriber.email}")
+
+
+@subscribers.command("list")
+@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
+@click.option("--topic", help="Only readers who chose this topic.")
+@pass_state
+def subscribers_list(state: State, status: str | None, topic: str | None) -> None:
+    """List readers: email, status, time zone, topics, name (tab-separated)."""
+    from .subscribers import list_subscribers
+
+    for s in list_subscribers(state.db(), status, topic):
+        click.echo("\t".join([s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name]))
+
+
+@cli.group(cls=DigestGroup)
+def stories() -> None:
+    """List stories and set an editor's pin or score."""
+
+
+@stories.command("list")
+@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@pass_state
+def stories_list(state: State, limit: int) -> None:
+    """List stories: id, published time, score, pin, category, title, url."""
+    from .store import list_stories
+
+    for s in list_stories(state.db(), limit):
+        pin = "pinned" if s.pinned else "-"
+        click.echo(
+            f"{s.id}\t{s.published_at:%Y-%m-%d %H:%M}\t{s.score:g}\t{pin}\t{s.category}\t"
+            f"{s.title}\t{s.url}"
+        )
+
+
+def _editorial(state: State, ref: str, **change) -> None:
+    from .store import set_story_editorial
+
+    story = set_story_editorial(state.db(), ref, **change)
+    click.echo(f"{story.id}: score {story.score:g}, {'pinned' if story.pinned else 'not pinned'}")
+
+
+@stories.command("pin")
+@click.argument("story")
+@pass_state
+def stories_pin(state: State, story: str) -> None:
+    """Pin STORY (id or url) to the top; kept when its feed is read again."""
+    _editorial(state, story, pinned=True)
+
+
+@stories.command("unpin")
+@click.argument("story")
+@pass_state
+def stories_unpin(state: State, story: str) -> None:
+    """Unpin STORY (id or url)."""
+    _editorial(state, story, pinned=False)
+
+
+@stories.command("score")
+@click.argument("story")
+@click.argument("value", type=float)
+@pass_state
+def stories_score(state: State, story: str, value: float) -> None:
+    """Set STORY's editorial score (higher ranks first); kept when its feed is read again."""
+    _editorial(state, story, score=value)

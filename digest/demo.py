@@ -1,0 +1,65 @@
+"""The embedded default: sample stories and readers, one digest through the outbox, a preview."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .config import PROJECT_TEMPLATES, Config, with_overrides
+from .edition import latest_slot
+from .preview import Preview, write_preview
+from .send import SendReport, send_newsletter
+from .store import UpsertCounts, open_db, upsert_stories
+from .subscribers import ImportReport, import_csv
+
+SAMPLE_STORIES = Path(__file__).resolve().parent / "data" / "sample_stories.jsonl"
+EXAMPLE_SUBSCRIBERS = PROJECT_TEMPLATES.parent / "subscribers" / "example.csv"
+
+
+def sample_stories(published_before: datetime) -> list[dict]:
+    """The sample stories with publish times counted back from `published_before`."""
+    stories = []
+    for line in SAMPLE_STORIES.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            story = json.loads(line)
+            story["published_at"] = published_before - timedelta(minutes=story.pop("age_minutes"))
+            stories.append(story)
+    return stories
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    directory: Path
+    stories: UpsertCounts
+    subscribers: ImportReport
+    send: SendReport
+    outbox: Path
+    preview: Preview
+
+
+def run_demo(config: Config, directory: Path, now: datetime) -> DemoReport:
+    """Start `directory` afresh and run the whole job in it on the built-in sample content."""
+    directory = directory.resolve()
+    for name in ("digest.db", "digest.db-wal", "digest.db-shm"):
+        (directory / name).unlink(missing_ok=True)
+    for name in ("outbox", "preview"):
+        shutil.rmtree(directory / name, ignore_errors=True)
+    config = with_overrides(
+        config,
+        db_path=directory / "digest.db",
+        outbox_dir=directory / "outbox",
+        transport="outbox",
+    )
+    newsletter = config.newsletter(None)
+    db = open_db(config.db_path)
+    try:
+        stories = upsert_stories(db, sample_stories(latest_slot(newsletter, now)), "sample")
+        readers = import_csv(db, EXAMPLE_SUBSCRIBERS)
+        report = send_newsletter(db, config, newsletter.name, now)
+        preview = write_preview(db, config, newsletter.name, now, directory / "preview")
+    finally:
+        db.close()
+    return DemoReport(directory, stories, readers, report, config.outbox_dir, preview)

@@ -1,0 +1,163 @@
+"""Build an edition variant (select, then render once) for a newsletter slot, and keep it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+from sqlite_utils import Database
+
+from .clock import from_db, to_db, utcnow
+from .config import Config, NewsletterConfig
+from .render import Renderer
+from .select import normalize_topics, select_digest, variant_key
+from .store import stories_published_between
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One rendered variant of one newsletter slot: the same bytes for every reader in it."""
+
+    newsletter: str
+    slot_at: datetime
+    variant: str
+    topics: tuple[str, ...]
+    timezone: str | None
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    story_ids: tuple[int, ...]
+    id: int | None = None
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name, used for the outbox folder."""
+        topics = "+".join(self.topics) or "all"
+        zone = f"-{self.timezone.replace('/', '_')}" if self.timezone else ""
+        return f"{self.newsletter}-{self.slot_at:%Y%m%dT%H%MZ}-{topics}{zone}"
+
+
+def latest_slot(
+    newsletter: NewsletterConfig, now: datetime, timezone: str | None = None
+) -> datetime:
+    """The newsletter's latest scheduled time at or before `now`, in UTC.
+
+    The schedule is read in `timezone` (else the newsletter's own), so 07:00 stays 07:00
+    local time across daylight-saving changes.
+    """
+    zone = ZoneInfo(timezone or newsletter.timezone)
+    # One second past `now` so that a slot falling exactly on `now` counts as due.
+    start = (now + timedelta(seconds=1)).astimezone(zone)
+    previous = croniter(newsletter.schedule, start).get_prev(datetime)
+    return previous.astimezone(ZoneInfo("UTC"))
+
+
+def carried_story_ids(db: Database, newsletter: str, variant: str, before: datetime) -> set[int]:
+    """Stories that earlier editions of this newsletter already carried to these readers."""
+    carried: set[int] = set()
+    for row in db.query(
+        "SELECT story_ids FROM editions WHERE newsletter = ? AND variant = ? AND slot_at < ?",
+        [newsletter, variant, to_db(before)],
+    ):
+        carried.update(json.loads(row["story_ids"]))
+    return carried
+
+
+def build_edition(
+    db: Database,
+    config: Config,
+    renderer: Renderer,
+    newsletter: NewsletterConfig,
+    slot_at: datetime,
+    topics: tuple[str, ...] = (),
+    timezone: str | None = None,
+) -> tuple[Edition, int]:
+    """Select and render one variant; returns the edition (not yet saved) and its story count."""
+    topics = normalize_topics(topics)
+    variant = variant_key(topics, timezone)
+    lookback = max(
+        timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
+    )
+    stories = stories_published_between(db, slot_at - lookback, slot_at)
+    selection = select_digest(
+        stories,
+        slot_at,
+        newsletter,
+        topics,
+        already_sent=carried_story_ids(db, newsletter.name, variant, slot_at),
+    )
+    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
+    rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
+    edition = Edition(
+        newsletter=newsletter.name,
+        slot_at=slot_at,
+        variant=variant,
+        topics=topics,
+        timezone=timezone,
+        subject=rendered.subject,
+        preheader=rendered.preheader,
+        html=rendered.html,
+        text=rendered.text,
+        story_ids=tuple(selection.story_ids),
+        warnings=tuple(rendered.warnings),
+    )
+    return edition, len(selection)
+
+
+def _edition(row: dict) -> Edition:
+    return Edition(
+        id=row["id"],
+        newsletter=row["newsletter"],
+        slot_at=from_db(row["slot_at"]),
+        variant=row["variant"],
+        topics=tuple(t for t in row["topics"].split(";") if t),
+        timezone=row["timezone"],
+        subject=row["subject"],
+        preheader=row["preheader"],
+        html=row["html"],
+        text=row["text"],
+        story_ids=tuple(json.loads(row["story_ids"])),
+    )
+
+
+def find_edition(db: Database, newsletter: str, slot_at: datetime, variant: str) -> Edition | None:
+    row = next(
+        db.query(
+            "SELECT * FROM editions WHERE newsletter = ? AND slot_at = ? AND variant = ?",
+            [newsletter, to_db(slot_at), variant],
+        ),
+        None,
+    )
+    return _edition(row) if row else None
+
+
+def get_edition(db: Database, edition_id: int) -> Edition:
+    return _edition(next(db.query("SELECT * FROM editions WHERE id = ?", [edition_id])))
+
+
+def save_edition(db: Database, edition: Edition) -> Edition:
+    """Store a built edition; call inside the transaction that queues its audience."""
+    cursor = db.execute(
+        """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
+           preheader, html, text, story_ids, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            edition.newsletter,
+            to_db(edition.slot_at),
+            edition.variant,
+            ";".join(edition.topics),
+            edition.timezone,
+            edition.subject,
+            edition.preheader,
+            edition.html,
+            edition.text,
+            json.dumps(list(edition.story_ids)),
+            to_db(utcnow()),
+        ],
+    )
+    return replace(edition, id=cursor.lastrowid)

@@ -1,0 +1,45 @@
+"""The one error hierarchy whose messages the CLI and web app show to users as they are."""
+
+
+class DigestError(Exception):
+    """A problem the user can act on; the message names the thing and the fix."""
+
+
+class ConfigError(DigestError):
+    """The configuration file is missing, unreadable or holds a bad value."""
+
+
+class StoreError(DigestError):
+    """The database cannot be opened or is in a state we cannot work with."""
+
+
+class SourceError(DigestError):
+    """A feed or story file could not be read or parsed."""
+
+
+class TemplateError(DigestError):
+    """A template is missing or does not render."""
+
+
+class SubscriberError(DigestError):
+    """A subscriber address, time zone or status is not acceptable."""
+
+
+class NotFoundError(DigestError):
+    """A story, subscriber, newsletter or edition named by the user does not exist."""
+
+
+class TransportError(DigestError):
+    """Mail could not be handed to the transport."""
+
+
+class LeaseHeldError(DigestError):
+    """Another process holds the lease for this work."""
+
+
+class SendRejectedError(TransportError):
+    """The provider refused a batch for its content (HTTP 400/413): sending it again won't help."""
+
+
+class TransportAuthError(TransportError):
+    """The provider refused our credentials (HTTP 401/403): the whole run must stop."""

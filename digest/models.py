@@ -1,0 +1,59 @@
+"""The plain records passed between pipeline stages: stories, readers and selections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Story:
+    id: int
+    url: str
+    title: str
+    published_at: datetime
+    summary: str = ""
+    author: str = ""
+    category: str = ""
+    image_url: str = ""
+    score: float = 0.0
+    pinned: bool = False
+    guid: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TopStory:
+    story: Story
+    rank: float
+    also_read: Story | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one edition variant carries: top stories first, then recent posts."""
+
+    top_stories: tuple[TopStory, ...]
+    recent_posts: tuple[Story, ...]
+
+    @property
+    def story_ids(self) -> list[int]:
+        """Every story the edition carries, also-read links included."""
+        ids = [t.story.id for t in self.top_stories]
+        ids += [t.also_read.id for t in self.top_stories if t.also_read]
+        ids += [s.id for s in self.recent_posts]
+        return ids
+
+    def __len__(self) -> int:
+        return len(self.top_stories) + len(self.recent_posts)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    status: str = "active"
+    extra: dict = field(default_factory=dict)

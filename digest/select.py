@@ -1,0 +1,134 @@
+"""Choose an edition's top stories and recent posts: a pure function of stories, readers and a time.
+
+Ranking (also in the README):
+
+    rank = (1 + score) * 0.5 ** (age_hours / half_life_hours)
+
+so a story loses half its weight every `half_life_hours` [12]. Top stories are the
+pinned ones first, then by rank, ties newest first, then lowest id, with at most
+`per_category` [2] stories from one category. Nothing here reads a clock or a database.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
+
+from .config import NewsletterConfig
+from .models import Selection, Story, TopStory
+
+
+def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:
+    """Topics as stored and compared: lower case, stripped, unique, sorted."""
+    return tuple(sorted({t.strip().lower() for t in topics if t.strip()}))
+
+
+def variant_key(topics: Iterable[str], timezone: str | None = None) -> str:
+    """The name of the edition variant that readers with these topics share."""
+    key = "topics:" + (";".join(normalize_topics(topics)) or "*")
+    return f"{key}|tz:{timezone}" if timezone else key
+
+
+def story_rank(story: Story, now: datetime, half_life_hours: float) -> float:
+    age_hours = max(0.0, (now - story.published_at).total_seconds() / 3600)
+    return (1 + story.score) * 0.5 ** (age_hours / half_life_hours)
+
+
+def _in_topics(story: Story, topics: tuple[str, ...]) -> bool:
+    return not topics or story.category.strip().lower() in topics
+
+
+def _newest_first(story: Story) -> tuple[float, int]:
+    return (-story.published_at.timestamp(), -story.id)
+
+
+def select_top_stories(
+    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig
+) -> list[TopStory]:
+    """Pinned first, then by decayed score (ties newest first), capped per category."""
+    ranked = sorted(
+        ((story, story_rank(story, now, settings.half_life_hours)) for story in candidates),
+        key=lambda pair: (not pair[0].pinned, -pair[1], *_newest_first(pair[0])),
+    )
+    per_category: Counter[str] = Counter()
+    chosen: list[TopStory] = []
+    for story, rank in ranked:
+        if len(chosen) == settings.top_stories:
+            break
+        category = story.category.strip().lower()
+        if per_category[category] >= settings.per_category:
+            continue
+        per_category[category] += 1
+        chosen.append(TopStory(story=story, rank=rank))
+    return chosen
+
+
+def select_recent_posts(
+    candidates: Iterable[Story], exclude: Collection[int], limit: int
+) -> list[Story]:
+    """The newest stories that are not already among the top stories."""
+    fresh = [story for story in candidates if story.id not in exclude]
+    return sorted(fresh, key=_newest_first)[:limit]
+
+
+def select_also_read(
+    top: list[TopStory],
+    pool: Iterable[Story],
+    exclude: Collection[int],
+    now: datetime,
+    settings: NewsletterConfig,
+) -> list[TopStory]:
+    """Give each top story one related link: the best-ranked other story of its category."""
+    taken = set(exclude)
+    pool = sorted(
+        (s for s in pool if s.category.strip()),
+        key=lambda s: (-story_rank(s, now, settings.half_life_hours), *_newest_first(s)),
+    )
+    result = []
+    for item in top:
+        category = item.story.category.strip().lower()
+        related = (
+            next(
+                (s for s in pool if s.id not in taken and s.category.strip().lower() == category),
+                None,
+            )
+            if category
+            else None
+        )
+        if related is not None:
+            taken.add(related.id)
+        result.append(TopStory(story=item.story, rank=item.rank, also_read=related))
+    return result
+
+
+def select_digest(
+    stories: Iterable[Story],
+    now: datetime,
+    settings: NewsletterConfig,
+    topics: Iterable[str] = (),
+    already_sent: Collection[int] = frozenset(),
+) -> Selection:
+    """The whole selection for one edition variant at `now`.
+
+    `stories` may reach further back than the window (also-read links may come from
+    the last `also_read_days`); stories published after `now`, outside the reader's
+    topics, or carried by an earlier edition to the same readers are never chosen.
+    """
+    wanted = normalize_topics(topics)
+    window_start = now - timedelta(hours=settings.window_hours)
+    pool_start = now - timedelta(days=settings.also_read_days)
+    eligible = [
+        s
+        for s in stories
+        if s.published_at <= now and s.id not in already_sent and _in_topics(s, wanted)
+    ]
+    in_window = [s for s in eligible if s.published_at > window_start]
+    top = select_top_stories(in_window, now, settings)
+    top_ids = {t.story.id for t in top}
+    recent = select_recent_posts(in_window, top_ids, settings.recent_posts)
+    if settings.also_read:
+        used = top_ids | {s.id for s in recent}
+        pool = [s for s in eligible if s.published_at > pool_start]
+        top = select_also_read(top, pool, used, now, settings)
+    return Selection(top_stories=tuple(top), recent_posts=tuple(recent))

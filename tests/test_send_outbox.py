@@ -1,0 +1,163 @@
+"""Sending through the local outbox: the .eml files, the ledger, idempotence and the audience."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from digest.clock import utcnow
+from digest.config import parse_config
+from digest.ledger import edition_counts
+from digest.send import send_newsletter
+from digest.subscribers import add_subscriber, unsubscribe
+from digest.tokens import TokenSigner
+
+from conftest import EDITION_TIME, add_stories, make_config, story
+
+NOW = EDITION_TIME + timedelta(minutes=3)
+
+
+@pytest.fixture
+def newsroom(db):
+    """Four stories, two active readers, one unsubscribed reader."""
+    add_stories(
+        db,
+        story(1, title="Tram runs all night", category="world"),
+        story(2, title="Café prices rise", category="business"),
+        story(3, title="Otters return", category="science"),
+        story(5, title="Cup final tonight", category="sport"),
+    )
+    add_subscriber(db, "ana@example.com", "Ana Lind")
+    add_subscriber(db, "bo@example.org", "", ["science", "sport"], "Asia/Tokyo")
+    add_subscriber(db, "cy@example.net", "Cy")
+    unsubscribe(db, "cy@example.net")
+    return db
+
+
+def outbox_messages(config) -> dict[str, email.message.EmailMessage]:
+    return {
+        path.name: email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        for path in sorted(config.outbox_dir.rglob("*.eml"))
+    }
+
+
+def test_each_active_reader_gets_one_eml_and_inactive_ones_none(newsroom, config):
+    report = send_newsletter(newsroom, config, None, NOW)
+    assert set(outbox_messages(config)) == {"ana@example.com.eml", "bo@example.org.eml"}
+    assert report.total("sent") == 2
+    assert (
+        report.summary() == "daily at 2026-11-26 07:00 UTC: sent 2, failed 0, skipped 0, unknown 0"
+    )
+
+
+def test_the_eml_is_multipart_alternative_text_first_html_last_utf8(newsroom, config):
+    send_newsletter(newsroom, config, None, NOW)
+    message = outbox_messages(config)["ana@example.com.eml"]
+    assert message.get_content_type() == "multipart/alternative"
+    parts = list(message.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in parts)
+    assert "Café prices rise" in parts[0].get_content()
+    assert "Caf\u00e9 prices rise" in parts[1].get_content()
+    assert "Hello Ana Lind," in parts[0].get_content()
+
+
+def test_the_eml_headers_are_complete(newsroom, config):
+    before = utcnow()
+    send_newsletter(newsroom, config, None, NOW)
+    message = outbox_messages(config)["ana@example.com.eml"]
+    assert message["From"].addresses[0].addr_spec == "digest@news.test"
+    assert message["To"].addresses[0].addr_spec == "ana@example.com"
+    assert message["Subject"] == "Test Daily: Tram runs all night"
+    assert parsedate_to_datetime(message["Date"]) >= before - timedelta(seconds=1)
+    assert re.fullmatch(r"<[^@\s]+@news\.test>", message["Message-ID"])
+    assert message["List-Id"] == '"Test Daily" <daily.news.test>'
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_the_unsubscribe_header_and_body_link_carry_the_same_signed_token(newsroom, config):
+    send_newsletter(newsroom, config, None, NOW)
+    message = outbox_messages(config)["ana@example.com.eml"]
+    url = re.fullmatch(r"<(https://news\.test/u/(\S+))>", message["List-Unsubscribe"])
+    assert url, message["List-Unsubscribe"]
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert f'href="{url.group(1)}"' in html
+    assert url.group(1) in text
+    ana = newsroom.execute("SELECT id FROM subscribers WHERE email = 'ana@example.com'").fetchone()
+    assert TokenSigner("test-secret").read(url.group(2)) == (ana[0], "daily")
+
+
+def test_readers_with_topics_get_their_own_variant(newsroom, config):
+    report = send_newsletter(newsroom, config, None, NOW)
+    assert len(report.editions) == 2
+    bo = outbox_messages(config)["bo@example.org.eml"].get_body(("plain",)).get_content()
+    assert "Otters return" in bo and "Cup final tonight" in bo
+    assert "Tram runs all night" not in bo
+
+
+def test_every_recipient_is_recorded_in_the_ledger(newsroom, config):
+    report = send_newsletter(newsroom, config, None, NOW)
+    for result in report.editions:
+        assert edition_counts(newsroom, result.edition.id)["sent"] == 1
+    rows = newsroom.execute(
+        "SELECT email, status, sent_at FROM deliveries ORDER BY email"
+    ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("ana@example.com", "sent"), ("bo@example.org", "sent")]
+    assert all(r[2] for r in rows)
+
+
+def test_a_second_send_of_the_same_edition_sends_nothing(newsroom, config):
+    send_newsletter(newsroom, config, None, NOW)
+    first = {p: p.stat().st_mtime_ns for p in config.outbox_dir.rglob("*.eml")}
+    report = send_newsletter(newsroom, config, None, NOW + timedelta(hours=1))
+    assert report.total("sent") == 2  # the same two, not two more
+    assert newsroom.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 2
+    assert {p: p.stat().st_mtime_ns for p in config.outbox_dir.rglob("*.eml")} == first
+
+
+def test_a_reader_who_joins_after_the_edition_started_waits_for_the_next(newsroom, config):
+    send_newsletter(newsroom, config, None, NOW)
+    add_subscriber(newsroom, "late@example.com", "Late")
+    send_newsletter(newsroom, config, None, NOW + timedelta(minutes=5))
+    assert "late@example.com.eml" not in outbox_messages(config)
+
+
+def test_dry_run_builds_and_reports_but_sends_and_records_nothing(newsroom, config):
+    report = send_newsletter(newsroom, config, None, NOW, dry_run=True)
+    assert "would go to 2 readers" in report.summary()
+    assert not config.outbox_dir.exists()
+    for table in ("editions", "deliveries"):
+        assert newsroom.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0
+
+
+def test_next_days_edition_never_repeats_a_story(newsroom, config):
+    send_newsletter(newsroom, config, None, NOW)
+    add_stories(newsroom, story(1, at=EDITION_TIME + timedelta(days=1), title="New day story"))
+    report = send_newsletter(newsroom, config, None, NOW + timedelta(days=1))
+    [everyone] = [r.edition for r in report.editions if not r.edition.topics]
+    assert "New day story" in everyone.text
+    for old in ("Tram runs all night", "Café prices rise", "Otters return", "Cup final tonight"):
+        assert old not in everyone.text
+
+
+def test_an_edition_with_no_stories_is_skipped(db, config):
+    add_subscriber(db, "ana@example.com")
+    report = send_newsletter(db, config, None, NOW)
+    assert [r.note for r in report.editions] == ["skipped: no new stories"]
+    assert not config.outbox_dir.exists()
+
+
+def test_environment_overrides_the_transport_and_outbox(tmp_path):
+    config = make_config(tmp_path)
+    data = {"transport": {"kind": "outbox", "outbox": "outbox"}}
+    env = {"DIGEST_OUTBOX": str(tmp_path / "elsewhere"), "DIGEST_TRANSPORT": "sendgrid"}
+    overridden = parse_config(data, tmp_path / "digest.toml", env)
+    assert overridden.outbox_dir == tmp_path / "elsewhere"
+    assert overridden.transport == "sendgrid"
+    assert config.transport == "outbox"

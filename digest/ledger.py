@@ -32,20 +32,31 @@ class Batch:
     recipients: tuple[Recipient, ...]
 
 
-def queue_audience(db: Database, edition_id: int, topics: str, timezone: str | None = None) -> int:
+def audience_filter(newsletter: str, timezone: str | None = None) -> tuple[str, dict]:
+    """The WHERE clause (over `subscribers`) of who receives `newsletter` now, and its params.
+
+    The one place that says who is mailed: sending, dry runs and reports all use it.
+    """
+    clause = "status = 'active'"
+    if timezone:
+        clause += " AND timezone = :timezone"
+    return clause, {"newsletter": newsletter, "timezone": timezone}
+
+
+def queue_audience(
+    db: Database, edition_id: int, newsletter: str, topics: str, timezone: str | None = None
+) -> int:
     """Freeze the edition's audience: every active reader of the variant, queued now.
 
     Who joins later waits for the next edition; who leaves before their batch goes is skipped.
     """
-    now = to_db(utcnow())
-    zone_clause = "AND timezone = :timezone" if timezone else ""
+    where, params = audience_filter(newsletter, timezone)
     cursor = db.execute(
         f"""INSERT OR IGNORE INTO deliveries
                (edition_id, subscriber_id, email, status, created_at, updated_at)
            SELECT :edition, id, email, 'queued', :now, :now FROM subscribers
-           WHERE status = 'active' AND topics = :topics {zone_clause}
-           ORDER BY id""",
-        {"edition": edition_id, "now": now, "topics": topics, "timezone": timezone},
+           WHERE {where} AND topics = :topics ORDER BY id""",
+        {**params, "edition": edition_id, "now": to_db(utcnow()), "topics": topics},
     )
     return cursor.rowcount
 

@@ -19,6 +19,7 @@ from .errors import SendRejectedError, TransportAuthError, TransportError
 from .lease import Lease
 from .ledger import (
     Batch,
+    audience_filter,
     claim_batch,
     edition_counts,
     mark_batch_failed,
@@ -97,13 +98,15 @@ class SendReport:
         )
 
 
-def audience_variants(db: Database, timezone: str | None = None) -> list[tuple[str, int]]:
-    """Each distinct topic set among active readers, with how many readers have it."""
-    zone_clause = "AND timezone = ?" if timezone else ""
+def audience_variants(
+    db: Database, newsletter: str, timezone: str | None = None
+) -> list[tuple[str, int]]:
+    """Each distinct topic set among the newsletter's readers, with how many have it."""
+    where, params = audience_filter(newsletter, timezone)
     rows = db.query(
         f"""SELECT topics, COUNT(*) AS readers FROM subscribers
-            WHERE status = 'active' {zone_clause} GROUP BY topics ORDER BY topics""",
-        [timezone] if timezone else [],
+            WHERE {where} GROUP BY topics ORDER BY topics""",
+        params,
     )
     return [(row["topics"], row["readers"]) for row in rows]
 
@@ -168,14 +171,14 @@ def prepare_edition(
     edition, story_count = build_edition(
         db, config, renderer, newsletter, slot_at, topic_tuple, timezone
     )
-    readers = dict(audience_variants(db, timezone)).get(topics, 0)
+    readers = dict(audience_variants(db, newsletter.name, timezone)).get(topics, 0)
     if story_count < max(newsletter.min_stories, 1):
         return EditionResult(edition, readers, note="skipped: no new stories")
     if dry_run:
         return EditionResult(edition, readers, note=f"would send to {readers} readers")
     with db.atomic():
         edition = save_edition(db, edition)
-        queued = queue_audience(db, edition.id, topics, timezone)
+        queued = queue_audience(db, edition.id, newsletter.name, topics, timezone)
     return EditionResult(edition, audience=queued)
 
 
@@ -197,14 +200,14 @@ def send_slot(
     renderer = renderer or Renderer(config.templates_dir)
     report = SendReport(newsletter.name, slot_at, dry_run=dry_run)
     if dry_run:
-        for topics, _ in audience_variants(db, timezone):
+        for topics, _ in audience_variants(db, newsletter.name, timezone):
             report.editions.append(
                 prepare_edition(db, config, renderer, newsletter, slot_at, topics, timezone, True)
             )
         return report
     transport = transport or make_transport(config)
     with Lease(db, f"send:{newsletter.name}") as lease:
-        for topics, _ in audience_variants(db, timezone):
+        for topics, _ in audience_variants(db, newsletter.name, timezone):
             result = prepare_edition(
                 db, config, renderer, newsletter, slot_at, topics, timezone, False
             )

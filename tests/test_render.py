@@ -194,3 +194,45 @@ def test_an_undefined_variable_names_the_template(tmp_path):
 def test_a_missing_template_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TemplateError, match="does not exist"):
         Renderer(tmp_path / "nope")
+
+
+def fixture_context() -> dict:
+    """Every variable an email template may use, with realistic values."""
+    from types import SimpleNamespace
+
+    from digest.render import StoryView
+
+    related = StoryView("Related", "https://news.test/r", "Rel.", "", "world", "", EDITION_TIME)
+    view = StoryView(
+        "A title",
+        "https://news.test/a",
+        "A summary.",
+        "A. Reporter",
+        "world",
+        "https://news.test/a.jpg",
+        EDITION_TIME - timedelta(hours=2),
+        related,
+    )
+    return {
+        "newsletter": NEWSLETTER,
+        "site": SITE,
+        "edition_time": EDITION_TIME,
+        "edition_date": "Thursday 26 November 2026",
+        "subject": "Subject",
+        "preheader": "Preheader",
+        "top_stories": [view],
+        "recent_posts": [view],
+        "story": view,
+        "topics": ["world"],
+        "reader": SimpleNamespace(greeting="Hello Ana,"),
+        "unsubscribe_url": "https://news.test/u/T",
+        "preferences_url": "https://news.test/u/T#preferences",
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.name for p in PROJECT_TEMPLATES.iterdir() if p.suffix in (".html", ".txt")),
+)
+def test_every_email_template_renders_with_fixture_data(renderer, name):
+    assert renderer.render_template(name, fixture_context()).strip()

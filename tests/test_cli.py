@@ -1,0 +1,164 @@
+"""The command line: each command end to end on a real database, and errors as one clear line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import cli
+from digest.config import PROJECT_TEMPLATES
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = "2026-11-26T07:05:00Z"
+
+CONFIG = """
+[site]
+name = "Test Courier"
+url = "https://news.test"
+postal_address = "1 Test Street"
+from_email = "digest@news.test"
+
+[templates]
+path = "{templates}"
+
+[transport]
+secret_key = "test-secret"
+
+[newsletters.daily]
+title = "Test Daily"
+timezone = "UTC"
+"""
+
+STORIES = """url,title,summary,author,category,published_at,score,pinned
+https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-26T05:00:00Z,3,false
+https://news.test/b,Otters return,Otters seen.,Priya,science,2026-11-26T04:00:00Z,1,false
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A project folder with a config, a story file and a subscriber list."""
+    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    (tmp_path / "stories.csv").write_text(STORIES)
+    (tmp_path / "readers.csv").write_text(
+        "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbad-address,X,,UTC\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_ingest_import_send_then_send_again(workdir):
+    assert "2 added" in run("ingest", "stories.csv").output
+    imported = run("subscribers", "import", "readers.csv")
+    assert "readers.csv:3: invalid address 'bad-address'" in imported.output
+    assert "imported: 1 added" in imported.output
+    sent = run("send", "--now", NOW)
+    assert sent.exit_code == 0, sent.output
+    assert "sent 1, failed 0, skipped 0, unknown 0" in sent.output
+    assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
+    again = run("send", "--now", NOW)
+    assert "sent 1, failed 0" in again.output
+    assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
+
+
+def test_a_failing_source_makes_ingest_exit_non_zero_but_keeps_the_others(workdir):
+    result = CliRunner().invoke(cli, ["ingest", "missing.xml", "stories.csv"])
+    assert result.exit_code == 1
+    assert "missing.xml" in result.output
+    assert "stories.csv: 2 added" in result.output
+
+
+def test_preview_writes_html_and_text_for_a_reader_and_records_nothing(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "add", "ana@example.com", "--name", "Ana")
+    result = run("preview", "--now", NOW, "--as", "ana@example.com", "--out", "pv")
+    assert result.exit_code == 0, result.output
+    html = (workdir / "pv" / "daily.html").read_text()
+    assert "Hello Ana," in html and "Tram runs all night" in html
+    assert "https://news.test/u/" in (workdir / "pv" / "daily.txt").read_text()
+    assert str(Path("pv") / "daily.html") in result.output
+    assert not (workdir / "outbox").exists()
+
+
+def test_dry_run_says_who_would_get_it(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "add", "ana@example.com")
+    result = run("send", "--now", NOW, "--dry-run")
+    assert "would go to 1 readers" in result.output
+    assert not (workdir / "outbox").exists()
+
+
+def test_stories_pin_score_and_list(workdir):
+    run("ingest", "stories.csv")
+    assert "pinned" in run("stories", "pin", "https://news.test/b").output
+    assert "score 7" in run("stories", "score", "1", "7").output
+    listing = run("stories", "list").output.splitlines()
+    assert listing[0].startswith("1\t2026-11-26 05:00\t7\t-\tworld\tTram runs all night")
+    assert "\tpinned\tscience\t" in listing[1]
+
+
+def test_subscribers_add_list_and_unsubscribe(workdir):
+    run("subscribers", "add", "ana@example.com", "--topics", "World;science")
+    assert run("subscribers", "list").output == "ana@example.com\tactive\tUTC\tscience;world\t\n"
+    run("subscribers", "unsubscribe", "ana@example.com")
+    assert run("subscribers", "list", "--status", "active").output == ""
+
+
+def test_the_demo_runs_the_whole_job_in_its_folder(workdir):
+    result = run("demo", "--dir", "d", "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "sent 8, failed 0" in result.output
+    assert len(list((workdir / "d" / "outbox").rglob("*.eml"))) == 8
+    assert (workdir / "d" / "preview" / "daily.html").exists()
+
+
+def digest_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    for text in expected:
+        assert text in line
+
+
+def test_a_bad_config_is_one_clear_line_not_a_traceback(workdir):
+    (workdir / "digest.toml").write_text('[newsletters.daily]\ntimezone = "Europe/Londn"\n')
+    result = digest_process("send", "--dry-run", cwd=workdir)
+    assert_one_clear_line(result, "Europe/Londn", "IANA time zone", "digest.toml")
+
+
+def test_a_config_typo_names_the_key_and_the_known_ones(workdir):
+    (workdir / "digest.toml").write_text("[newsletters.daily]\ntop_storys = 3\n")
+    result = digest_process("send", "--dry-run", cwd=workdir)
+    assert_one_clear_line(result, "top_storys", "known keys are")
+
+
+def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
+    templates = workdir / "templates"
+    shutil.copytree(PROJECT_TEMPLATES, templates)
+    (templates / "_top_story.html").write_text("{{ story.title }\n")
+    (workdir / "digest.toml").write_text(CONFIG.format(templates="templates"))
+    run("ingest", "stories.csv")
+    result = digest_process("preview", "--now", NOW, cwd=workdir)
+    assert_one_clear_line(result, "_top_story.html line 1")
+
+
+def test_a_bad_now_is_one_clear_line(workdir):
+    result = digest_process("send", "--now", "tomorrow morning", cwd=workdir)
+    assert_one_clear_line(result, "'tomorrow morning'", "ISO 8601")

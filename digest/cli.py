@@ -119,6 +119,11 @@ def ingest(state: State, sources: tuple[str, ...]) -> None:
     is_flag=True,
     help="Send again the batches a killed run left unknown (may duplicate those few).",
 )
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="Only readers in this time zone, at the slot read in it (as `digest run` sends).",
+)
 @pass_state
 def send(
     state: State,
@@ -127,27 +132,74 @@ def send(
     dry_run: bool,
     retry_failed: bool,
     resend_unknown: bool,
+    timezone: str | None,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
     from .send import send_newsletter
+    from .subscribers import check_timezone
 
     db = state.db()
-    report = send_newsletter(
-        db,
-        state.config,
-        newsletter,
-        _now(now),
-        dry_run=dry_run,
-        retry_failed=retry_failed,
-        resend_unknown=resend_unknown,
-    )
+    with TerminalProgress() as progress:
+        report = send_newsletter(
+            db,
+            state.config,
+            newsletter,
+            _now(now),
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+            resend_unknown=resend_unknown,
+            timezone=check_timezone(timezone) if timezone else None,
+            progress=progress,
+        )
     for message in report.warnings:
         warn(message)
     for result in report.editions:
         click.echo(result.line())
+    for batch in report.unknown_batches:
+        click.echo(unknown_batch_line(batch), err=True)
     click.echo(report.summary())
     if report.total("failed"):
         sys.exit(1)
+
+
+def unknown_batch_line(batch: dict) -> str:
+    return (
+        f"unknown: batch {batch['batch_key']} ({batch['recipients']} readers, since "
+        f"{batch['since']}) may or may not have reached the provider; check its activity "
+        "log, then `digest send --resend-unknown` sends it again."
+    )
+
+
+class TerminalProgress:
+    """One progress bar per edition on a terminal (recipients and batches); silent under cron."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.bars: dict[str, tuple] = {}
+
+    def __call__(self, result, recipients: int) -> None:
+        if not self.enabled:
+            return
+        slug = result.edition.slug
+        if slug not in self.bars:
+            bar = click.progressbar(
+                length=result.audience,
+                label=slug,
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda item: item,
+            )
+            self.bars[slug] = (bar.__enter__(), [0])
+        bar, batches = self.bars[slug]
+        batches[0] += 1
+        bar.update(recipients, current_item=f"{batches[0]} batches")
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar, _ in self.bars.values():
+            bar.__exit__(None, None, None)
 
 
 @cli.command()
@@ -191,6 +243,36 @@ def demo(state: State, now: str | None, directory: str) -> None:
     click.echo(f"outbox:  {report.outbox}")
     click.echo(f"preview: {report.preview.html_path}")
     click.echo(f"         {report.preview.text_path}")
+
+
+@cli.command("run")
+@moment_option
+@pass_state
+def run_command(state: State, now: str | None) -> None:
+    """Ingest the sources, then send every newsletter slot that is due (cron runs this).
+
+    Prints one line per action, or `nothing due`; exits 1 only if something failed. A run
+    started while another holds the lease says so and does nothing.
+    """
+    from .run import run_due
+
+    report = run_due(state.db(), state.config, _now(now))
+    for line in report.lines:
+        click.echo(line)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@moment_option
+@click.option("--limit", default=10, show_default=True, help="Recent slots per newsletter.")
+@pass_state
+def status(state: State, now: str | None, limit: int) -> None:
+    """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
+    from .status import digest_status
+
+    for line in digest_status(state.db(), state.config, _now(now), limit).lines():
+        click.echo(line)
 
 
 @cli.group(cls=DigestGroup)

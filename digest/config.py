@@ -82,6 +82,7 @@ class SendGridSettings:
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
+    retry_after_timeout: bool = False
     sandbox_mode: bool = False
 
 

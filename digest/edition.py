@@ -7,12 +7,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from sqlite_utils import Database
 
 from .clock import from_db, to_db, utcnow
 from .config import Config, NewsletterConfig
 from .render import Renderer
+from .schedule import latest_slot_at
 from .select import normalize_topics, select_digest, variant_key
 from .store import stories_published_between
 
@@ -48,13 +48,9 @@ def latest_slot(
     """The newsletter's latest scheduled time at or before `now`, in UTC.
 
     The schedule is read in `timezone` (else the newsletter's own), so 07:00 stays 07:00
-    local time across daylight-saving changes.
+    local time across daylight-saving changes; `digest.schedule` says how gaps and repeats go.
     """
-    zone = ZoneInfo(timezone or newsletter.timezone)
-    # One second past `now` so that a slot falling exactly on `now` counts as due.
-    start = (now + timedelta(seconds=1)).astimezone(zone)
-    previous = croniter(newsletter.schedule, start).get_prev(datetime)
-    return previous.astimezone(ZoneInfo("UTC"))
+    return latest_slot_at(newsletter.schedule, timezone or newsletter.timezone, now)
 
 
 def carried_story_ids(db: Database, newsletter: str, variant: str, before: datetime) -> set[int]:

@@ -43,3 +43,7 @@ class SendRejectedError(TransportError):
 
 class TransportAuthError(TransportError):
     """The provider refused our credentials (HTTP 401/403): the whole run must stop."""
+
+
+class DeliveryUnknownError(TransportError):
+    """The request left but no answer came back: the provider may or may not have accepted it."""

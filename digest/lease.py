@@ -14,6 +14,21 @@ from .clock import to_db, utcnow
 from .errors import LeaseHeldError
 
 
+def _holder_is_dead(holder: str) -> bool:
+    """True when the holder ran on this host and its process no longer exists."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Lease:
     """Held while sending; `renew()` between batches pushes the expiry forward."""
 
@@ -36,6 +51,15 @@ class Lease:
         row = self.db.execute(
             "SELECT holder, expires_at FROM leases WHERE name = ?", [self.name]
         ).fetchone()
+        if row[0] != self.holder and _holder_is_dead(row[0]):
+            # A process on this machine that was killed: no need to wait out its lease.
+            self.db.execute(
+                "UPDATE leases SET holder = ?, expires_at = ? WHERE name = ? AND holder = ?",
+                [self.holder, to_db(now + self.ttl), self.name, row[0]],
+            )
+            row = self.db.execute(
+                "SELECT holder, expires_at FROM leases WHERE name = ?", [self.name]
+            ).fetchone()
         if row[0] != self.holder:
             raise LeaseHeldError(
                 f"Another process ({row[0]}) is already doing {self.name!r} until {row[1]}; "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from .clock import to_db, utcnow
+from .store import write_transaction
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,17 @@ class Batch:
 def audience_filter(newsletter: str, timezone: str | None = None) -> tuple[str, dict]:
     """The WHERE clause (over `subscribers`) of who receives `newsletter` now, and its params.
 
-    The one place that says who is mailed: sending, dry runs and reports all use it.
+    The one place that says who is mailed: sending, dry runs and reports all use it. A reader
+    is mailed when their address is active (not pending, unsubscribed from everything,
+    bounced or complained) and their subscription to this newsletter is active.
     """
-    clause = "status = 'active'"
+    clause = (
+        "subscribers.status = 'active' AND EXISTS (SELECT 1 FROM subscriptions"
+        " WHERE subscriptions.subscriber_id = subscribers.id"
+        " AND subscriptions.newsletter = :newsletter AND subscriptions.status = 'active')"
+    )
     if timezone:
-        clause += " AND timezone = :timezone"
+        clause += " AND subscribers.timezone = :timezone"
     return clause, {"newsletter": newsletter, "timezone": timezone}
 
 
@@ -61,30 +68,31 @@ def queue_audience(
     return cursor.rowcount
 
 
-def claim_batch(db: Database, edition_id: int, size: int) -> Batch | None:
+def claim_batch(db: Database, edition_id: int, newsletter: str, size: int) -> Batch | None:
     """Mark the next queued recipients `sending` under one batch key, in one transaction.
 
-    Readers who are no longer active are marked `skipped` instead. None when nothing is queued.
+    Readers who left the newsletter since the audience was frozen are marked `skipped`
+    instead. None when nothing is queued.
     """
     now = to_db(utcnow())
-    with db.atomic():
+    where, params = audience_filter(newsletter)
+    with write_transaction(db):
         while True:
             rows = db.execute(
-                """SELECT d.id, d.subscriber_id, d.email, s.name, s.status
+                f"""SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, ''),
+                       EXISTS (SELECT 1 FROM subscribers
+                               WHERE subscribers.id = d.subscriber_id AND {where})
                    FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
-                   WHERE d.edition_id = ? AND d.status = 'queued' ORDER BY d.id LIMIT ?""",
-                [edition_id, size],
+                   WHERE d.edition_id = :edition AND d.status = 'queued'
+                   ORDER BY d.id LIMIT :size""",
+                {**params, "edition": edition_id, "size": size},
             ).fetchall()
             if not rows:
                 return None
-            gone = [row[0] for row in rows if row[4] != "active"]
+            gone = [row[0] for row in rows if not row[4]]
             if gone:
-                _set_status(db, gone, "skipped", now, error="no longer active when sent")
-            recipients = tuple(
-                Recipient(row[0], row[1], row[2], row[3] or "")
-                for row in rows
-                if row[4] == "active"
-            )
+                _set_status(db, gone, "skipped", now, error="left before their batch was sent")
+            recipients = tuple(Recipient(*row[:4]) for row in rows if row[4])
             if recipients:
                 break
         key = f"{edition_id}-{uuid.uuid4().hex[:12]}"
@@ -116,6 +124,15 @@ def mark_batch_sent(db: Database, batch_key: str, provider_id: str | None) -> No
 def mark_batch_failed(db: Database, batch_key: str, error: str) -> None:
     db.execute(
         """UPDATE deliveries SET status = 'failed', error = ?, updated_at = ?
+           WHERE batch_key = ? AND status = 'sending'""",
+        [error, to_db(utcnow()), batch_key],
+    )
+
+
+def note_batch_unknown(db: Database, batch_key: str, error: str) -> None:
+    """Keep the batch `sending` (unknown) but say why, for `digest status` and the operator."""
+    db.execute(
+        """UPDATE deliveries SET error = ?, updated_at = ?
            WHERE batch_key = ? AND status = 'sending'""",
         [error, to_db(utcnow()), batch_key],
     )

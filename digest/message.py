@@ -37,15 +37,11 @@ def list_headers(config: Config, newsletter: str, unsubscribe: str) -> dict[str,
     }
 
 
-def personal_values(config: Config, recipient: Recipient, unsubscribe: str) -> dict[str, str]:
-    return recipient_values(recipient.name, unsubscribe, f"{unsubscribe}#preferences")
-
-
 def build_message(
     config: Config, edition: Edition, recipient: Recipient, unsubscribe: str, sent_at: datetime
 ) -> EmailMessage:
     """multipart/alternative, text/plain first and text/html last, UTF-8."""
-    values = personal_values(config, recipient, unsubscribe)
+    values = recipient_values(recipient.name, unsubscribe)
     domain = urlsplit(config.site.url).hostname or "localhost"
     message = EmailMessage()
     message["From"] = Address(config.site.from_name, addr_spec=config.site.from_email)

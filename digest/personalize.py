@@ -7,12 +7,9 @@ import re
 from collections.abc import Mapping
 
 # Different keys for the two parts: a name is escaped in HTML and raw in text, and SendGrid
-# applies each substitution to every part alike.
-HTML_PLACEHOLDERS = {
-    "greeting": "%%greeting_html%%",
-    "unsubscribe_url": "%%unsubscribe_url%%",
-    "preferences_url": "%%preferences_url%%",
-}
+# applies each substitution to every part alike. The URL is the same in both: config checks
+# that the site URL needs no escaping, and tokens are URL-safe.
+HTML_PLACEHOLDERS = {"greeting": "%%greeting_html%%", "unsubscribe_url": "%%unsubscribe_url%%"}
 TEXT_PLACEHOLDERS = {**HTML_PLACEHOLDERS, "greeting": "%%greeting_text%%"}
 _PLACEHOLDER = re.compile(r"%%[a-z_]+%%")
 
@@ -21,15 +18,12 @@ def greeting(name: str) -> str:
     return f"Hello {name}," if name.strip() else "Hello,"
 
 
-def recipient_values(name: str, unsubscribe_url: str, preferences_url: str) -> dict[str, str]:
+def recipient_values(name: str, unsubscribe_url: str) -> dict[str, str]:
     """The placeholder -> value map for one reader, good for both parts of the message."""
     return {
         "%%greeting_html%%": html.escape(greeting(name)),
         "%%greeting_text%%": greeting(name),
-        # URLs are the same in both parts: config checks that the site URL needs no escaping
-        # and tokens are URL-safe.
         "%%unsubscribe_url%%": unsubscribe_url,
-        "%%preferences_url%%": preferences_url,
     }
 
 

@@ -11,8 +11,8 @@ from sqlite_utils import Database
 from .config import Config
 from .edition import build_edition, latest_slot
 from .ledger import Recipient
-from .message import personal_values, unsubscribe_url
-from .personalize import personalize
+from .message import unsubscribe_url
+from .personalize import personalize, recipient_values
 from .render import Renderer
 from .subscribers import get_subscriber
 from .tokens import TokenSigner
@@ -54,7 +54,7 @@ def write_preview(
     url = unsubscribe_url(
         config, TokenSigner(config.secret_key), reader.subscriber_id, newsletter.name
     )
-    values = personal_values(config, reader, url)
+    values = recipient_values(reader.name, url)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"{newsletter.name}.html"
     text_path = out_dir / f"{newsletter.name}.txt"

@@ -204,10 +204,12 @@ class Renderer:
 
 
 def _placeholders(values: dict[str, str]) -> dict[str, Any]:
+    """The per-reader template variables, as placeholders filled after inlining."""
     return {
         "reader": SimpleNamespace(greeting=values["greeting"]),
         "unsubscribe_url": values["unsubscribe_url"],
-        "preferences_url": values["preferences_url"],
+        # The preferences form is on the unsubscribe page: no second per-reader value needed.
+        "preferences_url": values["unsubscribe_url"] + "#preferences",
     }
 
 

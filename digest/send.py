@@ -6,6 +6,7 @@ Every recipient is recorded before their batch leaves (`sending`) and after (`se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,9 +14,10 @@ from typing import Protocol
 
 from sqlite_utils import Database
 
+from .clock import to_db
 from .config import Config, NewsletterConfig
 from .edition import Edition, build_edition, find_edition, latest_slot, save_edition
-from .errors import SendRejectedError, TransportAuthError, TransportError
+from .errors import DeliveryUnknownError, SendRejectedError, TransportAuthError, TransportError
 from .lease import Lease
 from .ledger import (
     Batch,
@@ -24,12 +26,15 @@ from .ledger import (
     edition_counts,
     mark_batch_failed,
     mark_batch_sent,
+    note_batch_unknown,
     queue_audience,
     requeue,
+    unknown_batches,
 )
 from .message import unsubscribe_url
 from .render import Renderer
 from .select import variant_key
+from .store import write_transaction
 from .tokens import TokenSigner
 
 
@@ -75,7 +80,7 @@ class SendReport:
     slot_at: datetime
     dry_run: bool = False
     editions: list[EditionResult] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    unknown_batches: list[dict] = field(default_factory=list)
 
     def total(self, status: str) -> int:
         return sum(r.counts.get(status, 0) for r in self.editions)
@@ -126,7 +131,7 @@ def deliver_edition(
     """
     assert edition.id is not None
     signer = TokenSigner(config.secret_key)
-    while batch := claim_batch(db, edition.id, transport.batch_size):
+    while batch := claim_batch(db, edition.id, edition.newsletter, transport.batch_size):
         urls = {
             r.delivery_id: unsubscribe_url(config, signer, r.subscriber_id, edition.newsletter)
             for r in batch.recipients
@@ -136,6 +141,9 @@ def deliver_edition(
         except TransportAuthError:
             requeue_batch(db, batch)
             raise
+        except DeliveryUnknownError as exc:
+            # Left `sending`: neither re-sent by a plain re-run nor forgotten (see ledger).
+            note_batch_unknown(db, batch.key, str(exc))
         except (SendRejectedError, TransportError) as exc:
             mark_batch_failed(db, batch.key, str(exc))
         else:
@@ -176,10 +184,28 @@ def prepare_edition(
         return EditionResult(edition, readers, note="skipped: no new stories")
     if dry_run:
         return EditionResult(edition, readers, note=f"would send to {readers} readers")
-    with db.atomic():
+    with write_transaction(db):
         edition = save_edition(db, edition)
         queued = queue_audience(db, edition.id, newsletter.name, topics, timezone)
     return EditionResult(edition, audience=queued)
+
+
+def slot_variants(
+    db: Database, newsletter: str, slot_at: datetime, timezone: str | None
+) -> list[str]:
+    """The topic sets to send for a slot: today's audience, plus editions already started.
+
+    An edition that started before its last readers left still has its queue finished.
+    """
+    topics = {t for t, _ in audience_variants(db, newsletter, timezone)}
+    topics.update(
+        row["topics"]
+        for row in db.query(
+            "SELECT topics FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone IS ?",
+            [newsletter, to_db(slot_at), timezone],
+        )
+    )
+    return sorted(topics)
 
 
 def send_slot(
@@ -194,20 +220,23 @@ def send_slot(
     dry_run: bool = False,
     retry_failed: bool = False,
     resend_unknown: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[EditionResult, int], None] | None = None,
 ) -> SendReport:
-    """Build and send every variant of one newsletter slot, under the newsletter's lease."""
+    """Build and send every variant of one newsletter slot, under the newsletter's lease.
+
+    `progress(result, recipients)` is called after each batch.
+    """
     renderer = renderer or Renderer(config.templates_dir)
     report = SendReport(newsletter.name, slot_at, dry_run=dry_run)
     if dry_run:
-        for topics, _ in audience_variants(db, newsletter.name, timezone):
+        for topics in slot_variants(db, newsletter.name, slot_at, timezone):
             report.editions.append(
                 prepare_edition(db, config, renderer, newsletter, slot_at, topics, timezone, True)
             )
         return report
     transport = transport or make_transport(config)
     with Lease(db, f"send:{newsletter.name}") as lease:
-        for topics, _ in audience_variants(db, newsletter.name, timezone):
+        for topics in slot_variants(db, newsletter.name, slot_at, timezone):
             result = prepare_edition(
                 db, config, renderer, newsletter, slot_at, topics, timezone, False
             )
@@ -218,8 +247,12 @@ def send_slot(
                 requeue(db, result.edition.id, "failed")
             if resend_unknown:
                 requeue(db, result.edition.id, "sending")
-            deliver_edition(db, config, transport, result.edition, lease, progress)
             result.counts = edition_counts(db, result.edition.id)
+            result.audience = sum(result.counts.values())
+            on_batch = functools.partial(progress, result) if progress else None
+            deliver_edition(db, config, transport, result.edition, lease, on_batch)
+            result.counts = edition_counts(db, result.edition.id)
+            report.unknown_batches += list(unknown_batches(db, result.edition.id))
     return report
 
 
@@ -228,4 +261,5 @@ def send_newsletter(
 ) -> SendReport:
     """`digest send`: the newsletter's latest slot at or before `now`, to every active reader."""
     newsletter = config.newsletter(newsletter_name)
-    return send_slot(db, config, newsletter, latest_slot(newsletter, now), **options)
+    slot_at = latest_slot(newsletter, now, options.get("timezone"))
+    return send_slot(db, config, newsletter, slot_at, **options)

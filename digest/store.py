@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,10 @@ from .models import Story
 
 SUBSCRIBER_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained")
 DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
+# A reader's status for one newsletter; bounced and complained belong to the address.
+SUBSCRIPTION_STATUSES = ("active", "pending", "unsubscribed")
+# Where a change to a reader came from ("link": the confirmation link in an email).
+AUDIT_SOURCES = ("form", "link", "one-click", "cli", "import", "webhook")
 
 migrations = Migrations("digest")
 
@@ -105,6 +111,125 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_subscriptions(db: Database) -> None:
+    """Per-newsletter subscriptions, the audit trail and the suppression list.
+
+    Before this, every active reader got every newsletter. The migration cannot read the
+    config, so it subscribes every reader (with their current status) to each newsletter the
+    database has built editions of, or to `daily`, the shipped default, if it has built none.
+    Bounced and complained stay on the address; their subscriptions are kept as `active`.
+    """
+    statuses = ", ".join(f"'{s}'" for s in SUBSCRIPTION_STATUSES)
+    sources = ", ".join(f"'{s}'" for s in AUDIT_SOURCES)
+    for statement in (
+        f"""CREATE TABLE subscriptions (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+            newsletter TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({statuses})),
+            confirmation_sent_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (subscriber_id, newsletter)
+        )""",
+        "CREATE INDEX subscriptions_audience ON subscriptions (newsletter, status)",
+        f"""CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            subscriber_id INTEGER,
+            newsletter TEXT,
+            action TEXT NOT NULL,
+            old_status TEXT,
+            new_status TEXT,
+            source TEXT NOT NULL CHECK (source IN ({sources})),
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX audit_subscriber ON audit (subscriber_id, id)",
+        """CREATE TABLE suppressions (
+            address_hash TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE suppression_salt (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            salt TEXT NOT NULL
+        )""",
+    ):
+        db.execute(statement)
+    db.execute("INSERT INTO suppression_salt (id, salt) VALUES (1, ?)", [secrets.token_hex(32)])
+    db.execute(
+        """INSERT INTO subscriptions (subscriber_id, newsletter, status, created_at, updated_at)
+           SELECT s.id, n.newsletter,
+                  CASE WHEN s.status IN ('bounced', 'complained') THEN 'active' ELSE s.status END,
+                  s.created_at, ?
+           FROM subscribers s CROSS JOIN (
+               SELECT DISTINCT newsletter FROM editions
+               UNION SELECT 'daily' WHERE NOT EXISTS (SELECT 1 FROM editions)
+           ) n""",
+        [to_db(utcnow())],
+    )
+
+
+@migrations()
+def m003_slots(db: Database) -> None:
+    """What `digest run` did: each newsletter time-zone slot's outcome, and each run."""
+    for statement in (
+        """CREATE TABLE slots (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('sent', 'missed', 'skipped', 'failed')),
+            note TEXT NOT NULL DEFAULT '',
+            editions INTEGER NOT NULL DEFAULT 0,
+            sent INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            unknown INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            run_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (newsletter, timezone, slot_at)
+        )""",
+        "CREATE INDEX slots_recent ON slots (newsletter, slot_at)",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            run_at TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            actions INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            summary TEXT NOT NULL
+        )""",
+    ):
+        db.execute(statement)
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """A transaction that takes the write lock first (BEGIN IMMEDIATE).
+
+    `db.atomic()` begins deferred: a transaction that reads and then writes while another
+    process writes fails at once with "database is locked" instead of waiting. Taking the
+    lock up front makes it wait (busy_timeout) like any single statement. Nested use
+    becomes a savepoint of the outer transaction.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) the database in WAL mode and bring its schema up to date."""
     path = Path(path)
@@ -147,7 +272,7 @@ def upsert_stories(db: Database, stories: Iterable[Mapping[str, Any]], source: s
     """
     counts = UpsertCounts()
     now = to_db(utcnow())
-    with db.atomic():
+    with write_transaction(db):
         for story in stories:
             row = {key: story.get(key) or "" for key in FEED_FIELDS}
             row["published_at"] = to_db(story["published_at"])

@@ -1,24 +1,33 @@
-"""The subscriber list: add, import from CSV, unsubscribe and list readers, checking every field."""
+"""The subscriber list: add, import, unsubscribe, list, count and export readers."""
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
+from .audit import record
 from .clock import to_db, utcnow
 from .errors import NotFoundError, SubscriberError
 from .models import Subscriber
 from .select import normalize_topics
-from .store import SUBSCRIBER_STATUSES
+from .store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
+from .subscriptions import roll_up, set_subscription, subscriptions_of
+from .suppression import is_suppressed
 
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
+EXPORT_COLUMNS = (*CSV_COLUMNS, "status", "newsletters", "created_at", "updated_at")
+# The newsletter of the built-in default config; the CLI always passes the config's choice.
+DEFAULT_NEWSLETTER = "daily"
+# Spreadsheets run a cell that starts with one of these as a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def check_email(address: str) -> str:
@@ -61,6 +70,11 @@ def find_subscriber(db: Database, email: str) -> Subscriber | None:
     return _subscriber(row) if row else None
 
 
+def subscriber_by_id(db: Database, subscriber_id: int) -> Subscriber | None:
+    row = next(db.query("SELECT * FROM subscribers WHERE id = ?", [subscriber_id]), None)
+    return _subscriber(row) if row else None
+
+
 def get_subscriber(db: Database, email: str) -> Subscriber:
     found = find_subscriber(db, email)
     if found is None:
@@ -70,6 +84,44 @@ def get_subscriber(db: Database, email: str) -> Subscriber:
     return found
 
 
+def create_subscriber(
+    db: Database,
+    address: str,
+    *,
+    newsletter: str,
+    source: str,
+    name: str = "",
+    topics: Iterable[str] = (),
+    timezone: str = "UTC",
+    status: str = "active",
+) -> int:
+    """Insert a new reader (a checked address not yet on the list) and their first subscription.
+
+    Bounced or complained belong to the address; the subscription is then kept `active`.
+    """
+    now = to_db(utcnow())
+    with write_transaction(db):
+        cursor = db.execute(
+            """INSERT INTO subscribers
+               (email, name, topics, timezone, status, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [address, name.strip(), topics_text(topics), timezone, status, now, now],
+        )
+        subscriber_id = cursor.lastrowid
+        record(db, subscriber_id, "address", source, new_status=status)
+        first = status if status in SUBSCRIPTION_STATUSES else "active"
+        set_subscription(db, subscriber_id, newsletter, first, source)
+    return subscriber_id
+
+
+def refuse_forgotten(db: Database, address: str) -> None:
+    if is_suppressed(db, address):
+        raise SubscriberError(
+            f"{address} was forgotten at the reader's request and is on the suppression list; "
+            "it is never added again (only the reader's own request may change that)."
+        )
+
+
 def add_subscriber(
     db: Database,
     email: str,
@@ -77,48 +129,126 @@ def add_subscriber(
     topics: Iterable[str] = (),
     timezone: str = "UTC",
     status: str = "active",
+    *,
+    newsletter: str = DEFAULT_NEWSLETTER,
+    source: str = "cli",
 ) -> Subscriber:
-    """Add one reader; an address already on the list (any letter case) is an error."""
+    """Add one reader, subscribed to `newsletter`; an address already on the list is an error."""
     address = check_email(email)
     if status not in SUBSCRIBER_STATUSES:
         raise SubscriberError(f"status {status!r} is not one of {', '.join(SUBSCRIBER_STATUSES)}")
+    refuse_forgotten(db, address)
     if find_subscriber(db, address):
-        raise SubscriberError(f"{address} is already on the list")
-    now = to_db(utcnow())
-    db.execute(
-        """INSERT INTO subscribers (email, name, topics, timezone, status, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)""",
-        [address, name.strip(), topics_text(topics), check_timezone(timezone), status, now, now],
+        raise SubscriberError(
+            f"{address} is already on the list; `digest subscribers list` shows its status."
+        )
+    create_subscriber(
+        db,
+        address,
+        newsletter=newsletter,
+        source=source,
+        name=name,
+        topics=topics,
+        timezone=check_timezone(timezone),
+        status=status,
     )
     return get_subscriber(db, address)
 
 
-def set_status(db: Database, email: str, status: str) -> Subscriber:
+def unsubscribe(
+    db: Database, email: str, newsletter: str | None = None, source: str = "cli"
+) -> Subscriber:
+    """Unsubscribe a reader from one newsletter, or from every one when none is named."""
     subscriber = get_subscriber(db, email)
-    db.execute(
-        "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
-        [status, to_db(utcnow()), subscriber.id],
-    )
+    with write_transaction(db):
+        names = [newsletter] if newsletter else list(subscriptions_of(db, subscriber.id))
+        for name in names:
+            set_subscription(db, subscriber.id, name, "unsubscribed", source)
+        roll_up(db, subscriber.id, source)
     return get_subscriber(db, email)
 
 
-def unsubscribe(db: Database, email: str) -> Subscriber:
-    return set_status(db, email, "unsubscribed")
+def _with_status(newsletter: str | None) -> tuple[str, dict]:
+    """Readers with the status that counts for `newsletter` (the address's when None).
+
+    For a newsletter, readers without a subscription to it are left out, and a bounced or
+    complained address shows as such whatever its subscription says.
+    """
+    if newsletter is None:
+        return "SELECT * FROM subscribers", {}
+    return (
+        """SELECT s.id, s.email, s.name, s.topics, s.timezone, s.created_at, s.updated_at,
+                  CASE WHEN s.status IN ('bounced', 'complained') THEN s.status
+                       ELSE sub.status END AS status
+           FROM subscribers s JOIN subscriptions sub
+             ON sub.subscriber_id = s.id AND sub.newsletter = :newsletter""",
+        {"newsletter": newsletter},
+    )
 
 
 def list_subscribers(
-    db: Database, status: str | None = None, topic: str | None = None
+    db: Database,
+    status: str | None = None,
+    topic: str | None = None,
+    newsletter: str | None = None,
 ) -> Iterator[Subscriber]:
-    clauses, params = [], []
+    """Readers in id order; with `newsletter`, its subscribers with their status for it."""
+    readers, params = _with_status(newsletter)
+    clauses = []
     if status:
-        clauses.append("status = ?")
-        params.append(status)
+        clauses.append("status = :status")
+        params["status"] = status
     if topic:
-        clauses.append("(';' || topics || ';') LIKE ?")
-        params.append(f"%;{topic.strip().lower()};%")
+        clauses.append("(';' || topics || ';') LIKE :topic")
+        params["topic"] = f"%;{topic.strip().lower()};%"
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    for row in db.query(f"SELECT * FROM subscribers {where} ORDER BY id", params):
+    for row in db.query(f"SELECT * FROM ({readers}) {where} ORDER BY id", params):
         yield _subscriber(row)
+
+
+def count_by_status(db: Database, newsletter: str | None = None) -> dict[str, int]:
+    """How many readers have each status (every status listed, zeros too)."""
+    readers, params = _with_status(newsletter)
+    counts = dict.fromkeys(SUBSCRIBER_STATUSES, 0)
+    for row in db.query(f"SELECT status, COUNT(*) AS n FROM ({readers}) GROUP BY status", params):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """A leading ' keeps a spreadsheet from running a name typed into a web form as a formula."""
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+
+
+def export_csv(db: Database, path: str | Path) -> int:
+    """Write the whole list (every status) as CSV with EXPORT_COLUMNS; returns the row count.
+
+    The file is written whole or not at all, and can be imported again as it is.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.tmp")
+    rows = db.query(
+        """SELECT s.*, COALESCE(group_concat(sub.newsletter || ':' || sub.status, ';'), '')
+                  AS newsletters
+           FROM subscribers s LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id
+           GROUP BY s.id ORDER BY s.id"""
+    )
+    count = 0
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(EXPORT_COLUMNS)
+            for row in rows:
+                row["newsletters"] = ";".join(sorted(filter(None, row["newsletters"].split(";"))))
+                row["name"] = _spreadsheet_safe(row["name"])
+                row["topics"] = _spreadsheet_safe(row["topics"])
+                writer.writerow([row[column] for column in EXPORT_COLUMNS])
+                count += 1
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise SubscriberError(f"Cannot write {path}: {exc.strerror}; check the path.") from None
+    return count
 
 
 @dataclass
@@ -137,12 +267,25 @@ class ImportReport:
         return "imported: " + ", ".join(parts)
 
 
-def import_csv(db: Database, path: str | Path) -> ImportReport:
+def _suppressed_reason(existing: Subscriber, subscription: str | None, newsletter: str) -> str:
+    """Why an import leaves this reader as they are for `newsletter`; empty when it does not."""
+    if existing.status in SUPPRESSED:
+        return f"is {existing.status}"
+    if subscription == "unsubscribed":
+        return f"is unsubscribed from {newsletter}"
+    return ""
+
+
+def import_csv(
+    db: Database, path: str | Path, newsletter: str = DEFAULT_NEWSLETTER
+) -> ImportReport:
     """Import readers from a CSV with a header row (email, name, topics, timezone).
 
-    A bad row is reported with its line number and reason and the good rows still go in.
-    A reader already on the list gets the new name, topics and time zone, but never a new
-    status: an unsubscribed, bounced or complained address stays so.
+    New addresses are added as active subscribers of `newsletter`. A bad row is reported with
+    its line number and reason and the good rows still go in. A reader already on the list
+    gets the new name, topics and time zone, and a subscription to `newsletter` if they had
+    none, but never a new status: an unsubscribed, bounced or complained reader stays so, and
+    a forgotten address is never added again. Those are reported in `suppressed`.
     """
     path = Path(path)
     try:
@@ -152,7 +295,7 @@ def import_csv(db: Database, path: str | Path) -> ImportReport:
     report = ImportReport()
     seen: dict[str, int] = {}
     now = to_db(utcnow())
-    with handle, db.atomic():
+    with handle, write_transaction(db):
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
             raise SubscriberError(
@@ -173,6 +316,9 @@ def import_csv(db: Database, path: str | Path) -> ImportReport:
                 report.bad_rows.append((line, f"duplicate of line {seen[key]} ({email})"))
                 continue
             seen[key] = line
+            if is_suppressed(db, email):
+                report.suppressed.append(f"line {line}: {email} was forgotten at their request")
+                continue
             values = {
                 "name": row.get("name", "").strip(),
                 "topics": topics_text(row.get("topics", "").split(";")),
@@ -180,28 +326,70 @@ def import_csv(db: Database, path: str | Path) -> ImportReport:
             }
             existing = find_subscriber(db, email)
             if existing is None:
-                db.execute(
-                    """INSERT INTO subscribers
-                       (email, name, topics, timezone, status, created_at, updated_at)
-                       VALUES (?, ?, ?, ?, 'active', ?, ?)""",
-                    [email, values["name"], values["topics"], timezone, now, now],
+                create_subscriber(
+                    db,
+                    email,
+                    newsletter=newsletter,
+                    source="import",
+                    name=values["name"],
+                    topics=values["topics"].split(";"),
+                    timezone=timezone,
                 )
                 report.added += 1
                 continue
-            if existing.status in SUPPRESSED:
-                report.suppressed.append(f"line {line}: {email} is {existing.status}")
+            subscription = subscriptions_of(db, existing.id).get(newsletter)
+            if reason := _suppressed_reason(existing, subscription, newsletter):
+                report.suppressed.append(f"line {line}: {email} {reason}")
+            joins = subscription is None and existing.status in ("active", "pending")
+            if joins:
+                set_subscription(db, existing.id, newsletter, existing.status, "import")
             current = {
                 "name": existing.name,
                 "topics": ";".join(existing.topics),
                 "timezone": existing.timezone,
             }
-            if current == values:
+            changed = [k for k in values if values[k] != current[k]]
+            if changed:
+                db.execute(
+                    """UPDATE subscribers SET name = :name, topics = :topics,
+                       timezone = :timezone, updated_at = :now WHERE id = :id""",
+                    {**values, "now": now, "id": existing.id},
+                )
+                record(db, existing.id, "profile", "import", detail=", ".join(changed))
+            if changed or joins:
+                report.updated += 1
+            else:
                 report.unchanged += 1
-                continue
-            db.execute(
-                """UPDATE subscribers SET name = :name, topics = :topics, timezone = :timezone,
-                   updated_at = :now WHERE id = :id""",
-                {**values, "now": now, "id": existing.id},
-            )
-            report.updated += 1
     return report
+
+
+def update_profile(
+    db: Database,
+    subscriber: Subscriber,
+    source: str,
+    *,
+    topics: Iterable[str] | None = None,
+    timezone: str | None = None,
+) -> Subscriber:
+    """Change a reader's topics and/or time zone; the change (field names only) is audited."""
+    wanted = {}
+    if topics is not None:
+        wanted["topics"] = topics_text(topics)
+    if timezone is not None:
+        wanted["timezone"] = check_timezone(timezone)
+    current = {"topics": ";".join(subscriber.topics), "timezone": subscriber.timezone}
+    changes = {k: v for k, v in wanted.items() if current[k] != v}
+    if not changes:
+        return subscriber
+    with write_transaction(db):
+        assignments = ", ".join(f"{k} = :{k}" for k in changes)
+        db.execute(
+            f"UPDATE subscribers SET {assignments}, updated_at = :now WHERE id = :id",
+            {**changes, "now": to_db(utcnow()), "id": subscriber.id},
+        )
+        record(db, subscriber.id, "profile", source, detail=", ".join(changes))
+    return replace(
+        subscriber,
+        topics=tuple(t for t in changes.get("topics", current["topics"]).split(";") if t),
+        timezone=changes.get("timezone", subscriber.timezone),
+    )

@@ -1,4 +1,4 @@
-"""Signed unsubscribe tokens: each names one subscriber of one newsletter and cannot be forged."""
+"""Signed reader tokens: each names one subscriber of one newsletter and cannot be forged."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from itsdangerous import BadSignature, Signer
 from .errors import DigestError
 
 SALT = "digest.unsubscribe"
+# Confirmation links are signed with their own salt, so an unsubscribe token confirms no one.
+CONFIRM_SALT = "digest.confirm"
+_LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link"}
 _PAYLOAD = re.compile(r"(\d+)\.([a-z0-9_-]+)")
 
 
@@ -18,14 +21,15 @@ class BadTokenError(DigestError):
 
 
 class TokenSigner:
-    """Makes and reads unsubscribe tokens (`<id>.<newsletter>.<signature>`) with the secret key.
+    """Makes and reads tokens (`<id>.<newsletter>.<signature>`) with the secret key and a salt.
 
     A plain Signer rather than a serializer: tokens are made once per recipient, and this
     is ten times faster while the payload stays two URL-safe fields.
     """
 
-    def __init__(self, secret_key: str):
-        self._signer = Signer(secret_key, salt=SALT, digest_method=hashlib.sha256)
+    def __init__(self, secret_key: str, salt: str = SALT):
+        self._signer = Signer(secret_key, salt=salt, digest_method=hashlib.sha256)
+        self._link_name = _LINK_NAMES.get(salt, "link")
 
     def make(self, subscriber_id: int, newsletter: str) -> str:
         return self._signer.sign(f"{subscriber_id}.{newsletter}").decode("ascii")
@@ -38,7 +42,7 @@ class TokenSigner:
         match = _PAYLOAD.fullmatch(payload)
         if not match:
             raise BadTokenError(
-                "This unsubscribe link is not valid: it may have been cut short or changed. "
+                f"This {self._link_name} is not valid: it may have been cut short or changed. "
                 "Use the link from the latest email."
             )
         return int(match.group(1)), match.group(2)

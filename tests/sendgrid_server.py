@@ -668,7 +668,10 @@ class SendGridTestServer:
         if fault.kind == "drop":
             return _Answer(None, delay=fault.delay)
         if fault.kind == "slow":
-            normal = self._normal_answer(method, path, headers, length, body, parsed)
+            # Without the fail_when rules: a rule answering "slow" would otherwise match again.
+            normal = self._normal_answer(
+                method, path, headers, length, body, parsed, apply_rules=False
+            )
             return replace(normal, headers={**normal.headers, **fault.headers}, delay=fault.delay)
         assert isinstance(fault.kind, int)
         if fault.body is not None:
@@ -692,6 +695,7 @@ class SendGridTestServer:
         length: int,
         body: Body,
         parsed: bool,
+        apply_rules: bool = True,
     ) -> _Answer:
         if path != MAIL_SEND_PATH:
             return _error_answer(404, [_error("resource not found")])
@@ -713,7 +717,7 @@ class SendGridTestServer:
         if errors:
             return _error_answer(400, errors)
         with self._lock:
-            rules = list(self._rules)
+            rules = list(self._rules) if apply_rules else []
         for predicate, fault in rules:
             if predicate(copy.deepcopy(body)):
                 return self._fault_answer(fault, method, path, headers, length, body, parsed)

@@ -100,17 +100,17 @@ def test_subject_and_preheader_come_from_the_config_templates(renderer):
 
 def test_footer_has_address_reason_and_a_visible_unsubscribe_link(renderer):
     rendered = render(renderer, topics=("world",))
-    html = personalize(rendered.html, recipient_values("Ana", "https://news.test/u/TOKEN", "p"))
+    html = personalize(rendered.html, recipient_values("Ana", "https://news.test/u/TOKEN"))
     assert "1 Test Street, Testville" in html
     assert "Test Daily" in html and "world" in html
     assert re.search(r'<a [^>]*href="https://news.test/u/TOKEN"[^>]*>\s*Unsubscribe', html)
-    text = personalize(rendered.text, recipient_values("Ana", "https://news.test/u/TOKEN", "p"))
+    text = personalize(rendered.text, recipient_values("Ana", "https://news.test/u/TOKEN"))
     assert "https://news.test/u/TOKEN" in text
 
 
 def test_reader_name_is_escaped_in_html_and_plain_in_text(renderer):
     rendered = render(renderer)
-    values = recipient_values("<b>Bo</b> & Co", "https://news.test/u/T", "p")
+    values = recipient_values("<b>Bo</b> & Co", "https://news.test/u/T")
     assert "Hello &lt;b&gt;Bo&lt;/b&gt; &amp; Co," in personalize(rendered.html, values)
     assert "Hello <b>Bo</b> & Co," in personalize(rendered.text, values)
 
@@ -150,7 +150,7 @@ def test_premailer_runs_once_per_variant_not_per_recipient(renderer):
     # Personalizing is a string substitution over the inlined HTML: no template, no CSS.
     rendered = render(renderer)
     for name in ("Ana", "Bo"):
-        html = personalize(rendered.html, recipient_values(name, f"https://n/u/{name}", "p"))
+        html = personalize(rendered.html, recipient_values(name, f"https://n/u/{name}"))
         assert f"Hello {name}," in html and "%%" not in html
 
 

@@ -1,0 +1,171 @@
+"""`digest run`: ingest the configured sources, then send every slot that is due and record it.
+
+Cron calls this every few minutes. Under one lease it reads the newsletters' sources, asks
+`schedule.decide` which slots to act on, sends or marks each one, and records the outcome,
+so a missed run catches up, a repeated run does nothing and overlapping runs never both send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlite_utils import Database
+
+from .clock import to_db, utcnow
+from .config import Config
+from .errors import DigestError, LeaseHeldError
+from .ingest import ingest_sources
+from .lease import Lease
+from .ledger import audience_filter
+from .render import Renderer
+from .schedule import Schedule, Slot, decide
+from .send import SendReport, Transport, make_transport, send_slot
+from .slots import last_records, record_run, record_slot
+
+RUN_LEASE = "run"
+# Renewed after every source and every batch, so only a stuck run holds it this long.
+RUN_LEASE_SECONDS = 600
+
+
+@dataclass
+class RunReport:
+    """What one run did: one line per action, and whether anything failed."""
+
+    now: datetime
+    lines: list[str] = field(default_factory=list)
+    actions: int = 0
+    failed: bool = False
+    busy: bool = False
+
+    def add(self, line: str, *, failed: bool = False) -> None:
+        self.lines.append(line)
+        self.actions += 1
+        self.failed = self.failed or failed
+
+
+def reader_timezones(db: Database, newsletter: str) -> tuple[str, ...]:
+    """The time zones of the newsletter's current readers: one slot each."""
+    where, params = audience_filter(newsletter)
+    rows = db.query(
+        f"SELECT DISTINCT timezone FROM subscribers WHERE {where} ORDER BY timezone", params
+    )
+    return tuple(row["timezone"] for row in rows)
+
+
+def schedules(db: Database, config: Config) -> list[Schedule]:
+    return [
+        Schedule(
+            newsletter.name,
+            newsletter.schedule,
+            timedelta(hours=newsletter.grace_hours),
+            reader_timezones(db, newsletter.name),
+        )
+        for newsletter in config.newsletters.values()
+    ]
+
+
+def slot_label(slot: Slot) -> str:
+    return (
+        f"{slot.newsletter} {slot.timezone} {slot.local:%Y-%m-%d %H:%M} "
+        f"({slot.at:%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str) -> str:
+    """The `digest send` line that acts on one slot's edition again (e.g. --retry-failed)."""
+    zone = f" --timezone {timezone}" if timezone else ""
+    return f"digest send --newsletter {newsletter}{zone} --now {to_db(slot_at)} {flag}"
+
+
+def run_due(
+    db: Database,
+    config: Config,
+    now: datetime,
+    *,
+    transport: Transport | None = None,
+    renderer: Renderer | None = None,
+) -> RunReport:
+    """Ingest, then act on every slot due at `now`; if another run holds the lease, do nothing."""
+    report = RunReport(now)
+    lease = Lease(db, RUN_LEASE, RUN_LEASE_SECONDS)
+    try:
+        lease.acquire()
+    except LeaseHeldError as exc:
+        report.busy = True
+        report.lines.append(str(exc))
+        return report
+    started = utcnow()
+    try:
+        _ingest(db, config, lease, report)
+        decisions = decide(schedules(db, config), now, last_records(db))
+        if any(decision.action == "send" for decision in decisions):
+            transport = transport or make_transport(config)
+            renderer = renderer or Renderer(config.templates_dir)
+        for decision in decisions:
+            # Outside the slot's error handling: a run that lost its lease must stop here.
+            lease.renew()
+            if decision.action == "missed":
+                record_slot(db, decision.slot, "missed", now, note=decision.reason)
+                report.add(f"{slot_label(decision.slot)}: missed, {decision.reason}; not sent")
+                continue
+            try:
+                sent = send_slot(
+                    db,
+                    config,
+                    config.newsletter(decision.slot.newsletter),
+                    decision.slot.at,
+                    timezone=decision.slot.timezone,
+                    transport=transport,
+                    renderer=renderer,
+                    progress=lambda _result, _recipients: lease.renew(),
+                )
+            except DigestError as exc:
+                record_slot(db, decision.slot, "failed", now, note=str(exc))
+                report.add(
+                    f"{slot_label(decision.slot)}: FAILED: {exc} (tried again while within grace)",
+                    failed=True,
+                )
+                continue
+            report.add(
+                f"{slot_label(decision.slot)}: {_record_sent(db, decision.slot, now, sent)}",
+                failed=bool(sent.total("failed") or sent.total("sending")),
+            )
+        if not decisions:
+            report.lines.append("nothing due")
+        record_run(db, now, started, report.actions, report.failed, "; ".join(report.lines))
+    finally:
+        lease.release()
+    return report
+
+
+def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:
+    """Read every newsletter's sources once; a source that changed something or failed says so."""
+    sources = dict.fromkeys(s for n in config.newsletters.values() for s in n.sources)
+    for source in sources:
+        [result] = ingest_sources(db, [source]).results
+        lease.renew()
+        if result.error is not None or result.added or result.updated:
+            report.add(f"ingest {result.summary()}", failed=result.error is not None)
+
+
+def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> str:
+    """Record how a sent slot ended (sent, or skipped when no edition had stories); says so."""
+    delivered = [result for result in sent.editions if not result.note]
+    if not delivered:
+        note = sent.editions[0].note if sent.editions else "no readers"
+        note = note.removeprefix("skipped: ")
+        record_slot(db, slot, "skipped", now, note=note)
+        return f"skipped: {note}"
+    counts = {status: sent.total(status) for status in ("sent", "failed", "skipped", "sending")}
+    record_slot(db, slot, "sent", now, editions=len(delivered), counts=counts)
+    line = (
+        f"sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}, "
+        f"unknown {counts['sending']} in {len(delivered)} edition(s)"
+    )
+    if counts["failed"]:
+        retry = send_command(slot.newsletter, slot.timezone, slot.at, "--retry-failed")
+        line += f"; retry them with `{retry}`"
+    if counts["sending"]:
+        line += "; `digest status` says what to do with the unknown ones"
+    return line

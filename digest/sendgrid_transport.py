@@ -1,0 +1,237 @@
+"""The SendGrid transport: one v3 Mail Send request per batch of up to 1000 readers, retried safely.
+
+The request body is built in one place, `mail_send_payload`, as a plain dict: the library's
+`Mail` helper inserts personalizations and categories at index 0 and would reverse our
+order. Answers map to our own errors, each carrying SendGrid's message:
+
+- 202: accepted; the `X-Message-Id` is recorded for the batch.
+- 400, 413: `SendRejectedError` (the batch is failed, the edition goes on; not retried).
+- 401, 403: `TransportAuthError` (the run stops; the batch goes back to the queue).
+- 429, 5xx and errors before the request was sent (refused connection, connect timeout):
+  retried with exponential backoff and jitter, honouring `Retry-After` / `X-RateLimit-Reset`.
+- A timeout or dropped connection *after* the request was sent: SendGrid may have accepted
+  it, so by default `DeliveryUnknownError` leaves the batch unknown rather than risk mailing
+  a thousand readers twice (`retry_after_timeout = true` retries it instead).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.error import URLError
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from .config import Config
+from .edition import Edition
+from .errors import (
+    ConfigError,
+    DeliveryUnknownError,
+    SendRejectedError,
+    TransportAuthError,
+    TransportError,
+)
+from .ledger import Batch
+from .message import list_headers, list_id
+from .personalize import recipient_values
+
+MAX_CATEGORIES = 10
+
+
+class RetryableError(TransportError):
+    """SendGrid could not take the request now (429, 5xx, connection refused); try again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def mail_send_payload(
+    config: Config, edition: Edition, batch: Batch, unsubscribe_urls: Mapping[int, str]
+) -> dict[str, Any]:
+    """The v3 Mail Send body for one batch: content once, one personalization per reader.
+
+    Each personalization has exactly one `to` (readers never see each other), the
+    substitutions that fill the per-reader placeholders, the one-click unsubscribe headers
+    (substitutions do not reach headers) and custom_args that map webhook events back.
+    """
+    newsletter = config.newsletters[edition.newsletter]
+    site = config.site
+    personalizations = []
+    for recipient in batch.recipients:
+        url = unsubscribe_urls[recipient.delivery_id]
+        to = {"email": recipient.email}
+        if recipient.name:
+            to["name"] = recipient.name
+        headers = list_headers(config, edition.newsletter, url)
+        del headers["List-Id"]  # the same for everyone: sent once, at message level
+        personalizations.append(
+            {
+                "to": [to],
+                "substitutions": recipient_values(recipient.name, url),
+                "headers": headers,
+                "custom_args": {
+                    "digest_delivery": str(recipient.delivery_id),
+                    "digest_subscriber": str(recipient.subscriber_id),
+                },
+            }
+        )
+    sender = {"email": site.from_email}
+    if site.from_name:
+        sender["name"] = site.from_name
+    body: dict[str, Any] = {
+        "personalizations": personalizations,
+        "from": sender,
+        "subject": edition.subject,
+        "content": [
+            {"type": "text/plain", "value": edition.text},
+            {"type": "text/html", "value": edition.html},
+        ],
+        "headers": {"List-Id": list_id(config, edition.newsletter)},
+        "custom_args": {
+            "digest_edition": str(edition.id),
+            "digest_newsletter": edition.newsletter,
+            "digest_batch": batch.key,
+        },
+    }
+    if site.reply_to:
+        body["reply_to"] = {"email": site.reply_to}
+    if newsletter.categories:
+        body["categories"] = list(newsletter.categories[:MAX_CATEGORIES])
+    if newsletter.asm_group_id is not None:
+        body["asm"] = {"group_id": newsletter.asm_group_id}
+    if config.sendgrid.sandbox_mode:
+        body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+    return body
+
+
+def sendgrid_error_text(error: HTTPError) -> str:
+    """SendGrid's own error messages from a response body, joined into one line."""
+    raw = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
+    try:
+        errors = json.loads(raw or "{}").get("errors") or []
+        messages = [
+            f"{e['field']}: {e['message']}" if e.get("field") else str(e.get("message"))
+            for e in errors
+        ]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        messages = []
+    return "; ".join(messages) or (raw or "").strip()[:300] or "no message"
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float) -> float | None:
+    """How long SendGrid asked us to wait, from Retry-After or X-RateLimit-Reset."""
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - now)
+        except ValueError:
+            return None
+    return None
+
+
+class SendGridTransport:
+    """Sends batches through `SendGridAPIClient` to the configured host."""
+
+    name = "sendgrid"
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        env: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        env = os.environ if env is None else env
+        api_key = env.get("SENDGRID_API_KEY", "").strip()
+        if not api_key:
+            raise ConfigError(
+                "SENDGRID_API_KEY is not set; export it (never put it in digest.toml), "
+                "or use the outbox transport (DIGEST_TRANSPORT=outbox)."
+            )
+        self.config = config
+        self.settings = config.sendgrid
+        self.batch_size = self.settings.batch_size
+        self.host = env.get("SENDGRID_API_HOST") or self.settings.api_host
+        self._client = SendGridAPIClient(api_key, host=self.host)
+        # The library sets no timeout by default: a hung connection would hang the run.
+        self._client.client.timeout = self.settings.timeout_seconds
+        self._sleep = sleep
+
+    def send_batch(self, edition: Edition, batch: Batch, unsubscribe_urls: dict[int, str]) -> str:
+        body = mail_send_payload(self.config, edition, batch, unsubscribe_urls)
+        size = len(batch.recipients)
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return self._post(body, size)
+            except RetryableError as exc:
+                if attempt == self.settings.max_attempts:
+                    raise TransportError(
+                        f"SendGrid did not take a batch of {size} after {attempt} attempts: "
+                        f"{exc}. `digest send --retry-failed` tries again later."
+                    ) from None
+                self._sleep(self._backoff(attempt, exc.retry_after))
+        raise AssertionError("unreachable: max_attempts is at least 1")
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, or what SendGrid asked for, capped."""
+        if retry_after is not None:
+            return min(retry_after, self.settings.max_backoff_seconds)
+        ceiling = min(
+            self.settings.backoff_seconds * 2 ** (attempt - 1), self.settings.max_backoff_seconds
+        )
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _post(self, body: dict[str, Any], size: int) -> str:
+        try:
+            response = self._client.client.mail.send.post(request_body=body)
+        except HTTPError as exc:
+            status = exc.status_code
+            message = sendgrid_error_text(exc)
+            if status in (401, 403):
+                raise TransportAuthError(
+                    f"SendGrid refused the API key ({status}: {message}). Check SENDGRID_API_KEY "
+                    "and that the key has the Mail Send permission; nothing was sent."
+                ) from None
+            if status == 429 or status >= 500:
+                headers = dict(exc.headers.items()) if exc.headers else None
+                raise RetryableError(
+                    f"{status} {message}", retry_after_seconds(headers, time.time())
+                ) from None
+            raise SendRejectedError(
+                f"SendGrid rejected a batch of {size} ({status}): {message}"
+            ) from None
+        except URLError as exc:
+            # urllib wraps errors raised while connecting or sending: SendGrid got no request.
+            raise RetryableError(f"could not reach {self.host}: {exc.reason}") from None
+        except (TimeoutError, http.client.HTTPException, ConnectionError) as exc:
+            detail = f"no answer from {self.host} ({type(exc).__name__}: {exc})"
+            if self.settings.retry_after_timeout:
+                raise RetryableError(detail) from None
+            raise DeliveryUnknownError(
+                f"{detail} after the request was sent: SendGrid may have accepted it"
+            ) from None
+        if response.status_code != 202:
+            raise SendRejectedError(
+                f"SendGrid answered {response.status_code} to a batch of {size}: "
+                f"{response.body!r:.300}"
+            )
+        return response.headers.get("X-Message-Id", "")

@@ -1,0 +1,161 @@
+"""`digest status`: the last runs, each newsletter's recent slots, what is due, what needs a hand.
+
+For each newsletter: its recent slots with the ledger's sent, failed, skipped and unknown
+counts (`sending` rows are unknown), what a run now would do, the next slot in each of its
+readers' time zones, and any failed or unknown deliveries with the command that deals with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlite_utils import Database
+
+from .clock import from_db, to_db
+from .config import Config, NewsletterConfig
+from .ledger import unknown_batches
+from .run import reader_timezones, schedules, send_command, slot_label
+from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
+from .slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Deliveries an operator must decide about, and the command that deals with them."""
+
+    what: str
+    command: str
+
+
+@dataclass(frozen=True)
+class NewsletterStatus:
+    newsletter: NewsletterConfig
+    slots: list[tuple[SlotRecord, dict[str, int]]]
+    due: list[Decision]
+    next_slots: list[Slot]
+    attention: list[Attention]
+
+    def lines(self) -> list[str]:
+        nl = self.newsletter
+        lines = [
+            f"{nl.name}: {nl.schedule!r} in each reader's time zone, grace {nl.grace_hours:g}h"
+        ]
+        lines.append("  recent slots:" if self.slots else "  recent slots: none yet")
+        for record, counts in self.slots:
+            lines.append(
+                f"    {slot_label(record.slot)}  {record.status}  {_outcome(record, counts)}"
+            )
+        lines.append("  due now:" if self.due else "  due now: nothing")
+        for decision in self.due:
+            action = "send" if decision.action == "send" else f"record missed ({decision.reason})"
+            lines.append(f"    {slot_label(decision.slot)}: {action}")
+        lines.append("  next:")
+        lines += [f"    {slot_label(slot)}" for slot in self.next_slots]
+        lines.append("  needs attention:" if self.attention else "  needs attention: nothing")
+        for item in self.attention:
+            lines.append(f"    {item.what}: `{item.command}`")
+        return lines
+
+
+@dataclass(frozen=True)
+class Status:
+    now: datetime
+    runs: list[RunRecord]
+    newsletters: list[NewsletterStatus]
+
+    def lines(self) -> list[str]:
+        lines = [f"status at {self.now:%Y-%m-%d %H:%M} UTC"]
+        lines.append(
+            "last runs:" if self.runs else "last runs: none recorded yet (is cron set up?)"
+        )
+        for run in self.runs:
+            outcome = "FAILED" if run.failed else "ok"
+            lines.append(f"  {run.run_at:%Y-%m-%d %H:%M} UTC  {outcome}: {run.summary}")
+        for newsletter in self.newsletters:
+            lines += ["", *newsletter.lines()]
+        return lines
+
+
+def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) -> Status:
+    """What `digest status` shows, as of `now`."""
+    due = decide(schedules(db, config), now, last_records(db))
+    newsletters = []
+    for nl in config.newsletters.values():
+        zones = reader_timezones(db, nl.name) or (nl.timezone,)
+        newsletters.append(
+            NewsletterStatus(
+                newsletter=nl,
+                slots=[(r, slot_counts(db, r.slot)) for r in recent_slots(db, nl.name, limit)],
+                due=[d for d in due if d.slot.newsletter == nl.name],
+                next_slots=sorted(
+                    Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
+                ),
+                attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
+            )
+        )
+    return Status(now, recent_runs(db), newsletters)
+
+
+def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
+    """The slot's deliveries by status, over all its editions, as the ledger has them now."""
+    counts = dict.fromkeys(("sent", "failed", "skipped", "sending", "queued"), 0)
+    for row in db.query(
+        """SELECT d.status, COUNT(*) AS n FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE e.newsletter = ? AND e.slot_at = ? AND e.timezone = ? GROUP BY d.status""",
+        [slot.newsletter, to_db(slot.at), slot.timezone],
+    ):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def failed_deliveries(db: Database, newsletter: str, now: datetime) -> list[Attention]:
+    """Editions of the last BACKFILL days with failed recipients."""
+    rows = db.query(
+        """SELECT e.slot_at, e.timezone, COUNT(*) AS recipients, MAX(d.error) AS error
+           FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE e.newsletter = ? AND e.slot_at >= ? AND d.status = 'failed'
+           GROUP BY e.id ORDER BY e.slot_at""",
+        [newsletter, to_db(now - BACKFILL)],
+    )
+    return [
+        Attention(
+            f"{row['recipients']} failed at {row['slot_at']}"
+            f"{' in ' + row['timezone'] if row['timezone'] else ''} ({row['error']})",
+            send_command(newsletter, row["timezone"], from_db(row["slot_at"]), "--retry-failed"),
+        )
+        for row in rows
+    ]
+
+
+def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
+    """Batches a killed process left `sending`: they may or may not have reached the provider."""
+    attention = []
+    for batch in unknown_batches(db):
+        edition = db.execute(
+            "SELECT newsletter, slot_at, timezone FROM editions WHERE id = ?",
+            [batch["edition_id"]],
+        ).fetchone()
+        if edition[0] != newsletter:
+            continue
+        attention.append(
+            Attention(
+                f"batch {batch['batch_key']} ({batch['recipients']} readers, unknown since "
+                f"{batch['since']}) may or may not have left; check the provider's activity "
+                "log, and only if it did not",
+                send_command(newsletter, edition[2], from_db(edition[1]), "--resend-unknown"),
+            )
+        )
+    return attention
+
+
+def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
+    if record.status in ("missed", "skipped"):
+        return record.note
+    tally = (
+        f"sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}, "
+        f"unknown {counts['sending']}"
+    )
+    if record.status == "failed":
+        return f"{tally}; {record.note} (attempt {record.attempts})"
+    return tally

@@ -1,0 +1,104 @@
+"""Per-newsletter subscriptions: a reader's status for each newsletter, rolled up to the address.
+
+`subscribers.status` says whether the address may be mailed at all. Bounced and complained
+are set on the address and stay, whatever its subscriptions say. Otherwise the address
+status follows the subscriptions: active if any is active, else pending if any is pending,
+else unsubscribed (the reader left everything). A reader gets newsletter N only when the
+address is active and the subscription to N is active (`ledger.audience_filter`).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+from .audit import record
+from .clock import to_db, utcnow
+from .store import SUBSCRIPTION_STATUSES, write_transaction
+
+ADDRESS_WIDE = ("bounced", "complained")
+
+
+def subscriptions_of(db: Database, subscriber_id: int) -> dict[str, str]:
+    """Newsletter name -> status for one reader, in name order."""
+    rows = db.execute(
+        "SELECT newsletter, status FROM subscriptions WHERE subscriber_id = ? ORDER BY newsletter",
+        [subscriber_id],
+    )
+    return dict(rows.fetchall())
+
+
+def set_subscription(
+    db: Database, subscriber_id: int, newsletter: str, status: str, source: str
+) -> bool:
+    """Set one subscription (made if missing), roll it up to the address and audit both.
+
+    False when the subscription already had that status (nothing is recorded then).
+    """
+    if status not in SUBSCRIPTION_STATUSES:
+        raise ValueError(f"subscription status {status!r} is not one of {SUBSCRIPTION_STATUSES}")
+    now = to_db(utcnow())
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT status FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?",
+            [subscriber_id, newsletter],
+        ).fetchone()
+        old = row[0] if row else None
+        if old == status:
+            return False
+        db.execute(
+            """INSERT INTO subscriptions (subscriber_id, newsletter, status, created_at, updated_at)
+               VALUES (:id, :newsletter, :status, :now, :now)
+               ON CONFLICT (subscriber_id, newsletter)
+               DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at""",
+            {"id": subscriber_id, "newsletter": newsletter, "status": status, "now": now},
+        )
+        record(
+            db,
+            subscriber_id,
+            "subscription",
+            source,
+            newsletter=newsletter,
+            old_status=old,
+            new_status=status,
+        )
+        roll_up(db, subscriber_id, source)
+    return True
+
+
+def roll_up(db: Database, subscriber_id: int, source: str) -> str:
+    """Bring the address status in line with the subscriptions; returns the address status."""
+    current = address_status(db, subscriber_id)
+    if current in ADDRESS_WIDE:
+        return current
+    statuses = set(subscriptions_of(db, subscriber_id).values())
+    wanted = next((s for s in ("active", "pending") if s in statuses), "unsubscribed")
+    if wanted != current:
+        _set_address(db, subscriber_id, current, wanted, source)
+    return wanted
+
+
+def mark_address(db: Database, subscriber_id: int, status: str, source: str) -> bool:
+    """Mark the whole address bounced or complained (a webhook's job): no newsletter goes to it.
+
+    Its subscriptions are left as they are. False when it already had that status.
+    """
+    if status not in ADDRESS_WIDE:
+        raise ValueError(f"address status {status!r} is not one of {ADDRESS_WIDE}")
+    with write_transaction(db):
+        current = address_status(db, subscriber_id)
+        if current == status:
+            return False
+        _set_address(db, subscriber_id, current, status, source)
+    return True
+
+
+def address_status(db: Database, subscriber_id: int) -> str:
+    return db.execute("SELECT status FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()[0]
+
+
+def _set_address(db: Database, subscriber_id: int, old: str, new: str, source: str) -> None:
+    db.execute(
+        "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
+        [new, to_db(utcnow()), subscriber_id],
+    )
+    record(db, subscriber_id, "address", source, old_status=old, new_status=new)

@@ -1,0 +1,328 @@
+"""Delivery through SendGrid, against the project's SendGrid-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from digest.errors import ConfigError, TransportAuthError
+from digest.ledger import edition_counts
+from digest.personalize import personalize
+from digest.send import send_newsletter
+from digest.sendgrid_transport import SendGridTransport, retry_after_seconds
+from digest.subscribers import import_csv, unsubscribe
+from digest.tokens import TokenSigner
+
+from conftest import EDITION_TIME, add_stories, make_config, story
+from sendgrid_server import Fault, SendGridTestServer
+
+NOW = EDITION_TIME + timedelta(minutes=2)
+API_KEY = "SG.test-key"
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def server():
+    with SendGridTestServer(api_key=API_KEY) as running:
+        yield running
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(
+        tmp_path,
+        newsletter={"categories": ["digest", "daily"]},
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 1000, "timeout_seconds": 1.0, "max_attempts": 4},
+    )
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def transport(config, server, sleeps):
+    env = {"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    return SendGridTransport(config, env=env, sleep=sleeps.append)
+
+
+def add_readers(db, tmp_path, count: int, start: int = 0) -> list[str]:
+    emails = [f"reader{n:05d}@example.com" for n in range(start, start + count)]
+    path = tmp_path / f"readers-{start}.csv"
+    path.write_text("email,name\n" + "".join(f"{e},Reader {i}\n" for i, e in enumerate(emails)))
+    import_csv(db, path)
+    return emails
+
+
+@pytest.fixture
+def stories(db):
+    add_stories(db, story(1, title="Tram runs all night"), story(2, category="science"))
+
+
+def send(db, config, transport, **options):
+    return send_newsletter(db, config, None, NOW, transport=transport, **options)
+
+
+def test_2500_readers_go_out_in_3_requests(db, config, transport, server, stories, tmp_path):
+    add_readers(db, tmp_path, 2500)
+    report = send(db, config, transport)
+    sizes = [len(body["personalizations"]) for body in server.accepted_bodies()]
+    assert sizes == [1000, 1000, 500]
+    assert report.total("sent") == 2500
+
+
+def test_each_active_reader_exactly_once_and_inactive_ones_never(
+    db, config, transport, server, stories, tmp_path
+):
+    emails = add_readers(db, tmp_path, 30)
+    for gone in emails[:5]:
+        unsubscribe(db, gone)
+    send(db, config, transport)
+    assert sorted(server.recipients()) == emails[5:]
+
+
+def test_the_request_body_is_exactly_what_sendgrid_expects(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 2)
+    send(db, config, transport)
+    [body] = server.accepted_bodies()
+    signer = TokenSigner("test-secret")
+    edition = db.execute("SELECT id, subject, html, text FROM editions").fetchone()
+    deliveries = db.execute(
+        "SELECT id, subscriber_id, batch_key FROM deliveries ORDER BY id"
+    ).fetchall()
+
+    def personalization(index):
+        delivery_id, subscriber_id, _ = deliveries[index]
+        url = f"https://news.test/u/{signer.make(subscriber_id, 'daily')}"
+        return {
+            "to": [{"email": f"reader{index:05d}@example.com", "name": f"Reader {index}"}],
+            "substitutions": {
+                "%%greeting_html%%": f"Hello Reader {index},",
+                "%%greeting_text%%": f"Hello Reader {index},",
+                "%%unsubscribe_url%%": url,
+            },
+            "headers": {
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            "custom_args": {
+                "digest_delivery": str(delivery_id),
+                "digest_subscriber": str(subscriber_id),
+            },
+        }
+
+    assert body == {
+        "personalizations": [personalization(0), personalization(1)],
+        "from": {"email": "digest@news.test", "name": "Test Courier"},
+        "subject": edition[1],
+        "content": [
+            {"type": "text/plain", "value": edition[3]},
+            {"type": "text/html", "value": edition[2]},
+        ],
+        "headers": {"List-Id": '"Test Daily" <daily.news.test>'},
+        "custom_args": {
+            "digest_edition": str(edition[0]),
+            "digest_newsletter": "daily",
+            "digest_batch": deliveries[0][2],
+        },
+        "categories": ["digest", "daily"],
+    }
+
+
+def test_every_request_validates_against_sendgrids_published_schema(
+    db, config, transport, server, stories, tmp_path
+):
+    if not server.schema_checked:
+        pytest.skip("../shared/sendgrid/tsg_mail_v3.json is not beside the repository")
+    add_readers(db, tmp_path, 3)
+    send(db, config, transport)
+    assert [r.status for r in server.requests] == [202]
+
+
+def test_the_unsubscribe_url_is_in_the_header_and_the_substituted_body(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 1)
+    send(db, config, transport)
+    [body] = server.accepted_bodies()
+    [person] = body["personalizations"]
+    url = person["headers"]["List-Unsubscribe"].strip("<>")
+    html = personalize(body["content"][1]["value"], person["substitutions"])
+    text = personalize(body["content"][0]["value"], person["substitutions"])
+    assert f'href="{url}"' in html
+    assert url in text
+    assert "%%" not in html + text
+
+
+def test_429_and_5xx_are_retried_with_backoff_until_accepted(
+    db, config, transport, server, stories, tmp_path, sleeps
+):
+    add_readers(db, tmp_path, 3)
+    server.script(429, 500, 503)
+    report = send(db, config, transport)
+    assert report.total("sent") == 3
+    assert [r.status for r in server.requests] == [429, 500, 503, 202]
+    assert len(sleeps) == 3
+    assert sleeps[1] <= 2 * config.sendgrid.backoff_seconds
+
+
+def test_retry_after_from_a_429_is_honoured(
+    db, config, transport, server, stories, tmp_path, sleeps
+):
+    add_readers(db, tmp_path, 1)
+    server.script(Fault(429, headers={"Retry-After": "7"}))
+    send(db, config, transport)
+    assert sleeps == [7.0]
+
+
+def test_rate_limit_reset_header_is_read_as_an_epoch_time():
+    assert retry_after_seconds({"X-RateLimit-Reset": "1000"}, now=990.0) == 10.0
+    assert retry_after_seconds({}, now=0) is None
+
+
+def test_a_batch_still_refused_after_the_last_attempt_is_failed_then_retried_on_request(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 2)
+    server.script(*[503] * config.sendgrid.max_attempts)
+    first = send(db, config, transport)
+    assert (first.total("sent"), first.total("failed")) == (0, 2)
+    again = send(db, config, transport)
+    assert again.total("failed") == 2, "a plain re-run does not resend failed readers"
+    retried = send(db, config, transport, retry_failed=True)
+    assert (retried.total("sent"), retried.total("failed")) == (2, 0)
+    assert len(server.recipients()) == 2
+
+
+def test_a_400_fails_its_batch_with_sendgrids_message_and_the_rest_go_on(
+    db, server, stories, tmp_path, sleeps
+):
+    small = make_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 10, "max_attempts": 2},
+    )
+    transport = SendGridTransport(
+        small,
+        env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url},
+        sleep=sleeps.append,
+    )
+    emails = add_readers(db, tmp_path, 30)
+    server.fail_when(lambda body: body["personalizations"][0]["to"][0]["email"] == emails[10], 400)
+    report = send(db, small, transport)
+    assert (report.total("sent"), report.total("failed")) == (20, 10)
+    error = db.execute("SELECT DISTINCT error FROM deliveries WHERE status = 'failed'").fetchone()
+    assert "SendGrid rejected a batch of 10 (400): Bad Request" in error[0]
+    assert len([r for r in server.requests if r.status == 400]) == 1, "a 400 is not retried"
+
+
+def test_a_401_stops_the_run_at_once_and_marks_nobody_sent(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 3)
+    server.script(401)
+    with pytest.raises(TransportAuthError, match="SENDGRID_API_KEY"):
+        send(db, config, transport)
+    statuses = {row[0] for row in db.execute("SELECT status FROM deliveries")}
+    assert statuses == {"queued"}
+    assert len(server.requests) == 1
+
+
+def test_the_api_key_never_appears_in_an_error(db, config, server, stories, tmp_path):
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": "SG.wrong-secret", "SENDGRID_API_HOST": server.url}
+    )
+    add_readers(db, tmp_path, 1)
+    with pytest.raises(TransportAuthError) as caught:
+        send(db, config, transport)
+    assert "SG.wrong-secret" not in str(caught.value)
+
+
+def test_a_missing_api_key_is_a_clear_config_error(config):
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY is not set"):
+        SendGridTransport(config, env={})
+
+
+def test_a_slow_answer_leaves_its_batch_unknown_and_a_rerun_does_not_resend_it(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 4)
+    server.script(Fault("slow", delay=3.0))
+    report = send(db, config, transport)
+    assert (report.total("sent"), report.total("sending")) == (0, 4)
+    [batch] = report.unknown_batches
+    assert batch["recipients"] == 4
+    again = send(db, config, transport)
+    assert again.total("sending") == 4
+    assert len(server.requests) == 1, "an unknown batch is never re-sent on its own"
+    resent = send(db, config, transport, resend_unknown=True)
+    assert resent.total("sent") == 4
+
+
+def test_categories_are_capped_at_ten_in_the_given_order(tmp_path, db, server, stories):
+    many = [f"c{n}" for n in range(12)]
+    config = make_config(
+        tmp_path,
+        newsletter={"categories": many},
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+    )
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    add_readers(db, tmp_path, 1)
+    send(db, config, transport)
+    assert server.accepted_bodies()[0]["categories"] == many[:10]
+
+
+def test_a_reader_who_leaves_midway_is_not_mailed_if_their_batch_has_not_gone(
+    db, server, stories, tmp_path
+):
+    config = make_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 5},
+    )
+    emails = add_readers(db, tmp_path, 10)
+
+    class ReaderLeavesAfterFirstBatch(SendGridTransport):
+        def send_batch(self, edition, batch, unsubscribe_urls):
+            provider_id = super().send_batch(edition, batch, unsubscribe_urls)
+            unsubscribe(db, emails[9])
+            return provider_id
+
+    transport = ReaderLeavesAfterFirstBatch(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    report = send(db, config, transport)
+    assert (report.total("sent"), report.total("skipped")) == (9, 1)
+    assert emails[9] not in server.recipients()
+
+
+def test_substitutions_stay_under_sendgrids_10000_byte_limit(
+    db, config, transport, server, stories, tmp_path
+):
+    path = tmp_path / "long.csv"
+    path.write_text("email,name\nlong@example.com," + "N" * 300 + "\n")
+    import_csv(db, path)
+    send(db, config, transport)
+    [person] = server.accepted_bodies()[0]["personalizations"]
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in person["substitutions"].items())
+    custom = json.dumps(person["custom_args"]).encode()
+    assert size < 10_000 and len(custom) < 10_000
+
+
+def test_edition_counts_match_the_servers_view(db, config, transport, server, stories, tmp_path):
+    add_readers(db, tmp_path, 12)
+    report = send(db, config, transport)
+    [result] = report.editions
+    assert edition_counts(db, result.edition.id)["sent"] == len(server.recipients()) == 12

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -275,22 +276,41 @@ def status(state: State, now: str | None, limit: int) -> None:
         click.echo(line)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
+@pass_state
+def serve(state: State, host: str, port: int) -> None:
+    """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
+
+    Refuses the shipped placeholder secret unless bound to 127.0.0.1; behind a reverse
+    proxy in production, see the README.
+    """
+    from .web import serve as serve_app
+
+    click.echo(f"digest: serving on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve_app(state.config, host, port)
+
+
 @cli.group(cls=DigestGroup)
 def subscribers() -> None:
-    """Add, import, unsubscribe and list readers."""
+    """Add, import, unsubscribe, list, count, export and forget readers."""
 
 
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(dir_okay=False))
+@newsletter_option
 @pass_state
-def subscribers_import(state: State, csv_file: str) -> None:
+def subscribers_import(state: State, csv_file: str, newsletter: str | None) -> None:
     """Import readers from a CSV with columns email, name, topics, timezone.
 
-    Bad rows are reported with their line number and the good rows still go in.
+    New readers are subscribed to the newsletter. Bad rows are reported with their line
+    number and the good rows still go in; unsubscribed, bounced, complained and forgotten
+    addresses are reported and left as they are.
     """
     from .subscribers import import_csv
 
-    report = import_csv(state.db(), csv_file)
+    report = import_csv(state.db(), csv_file, state.config.newsletter(newsletter).name)
     for line, reason in report.bad_rows:
         click.echo(f"{csv_file}:{line}: {reason}", err=True)
     for note in report.suppressed:
@@ -303,36 +323,107 @@ def subscribers_import(state: State, csv_file: str) -> None:
 @click.option("--name", default="", help="The reader's name, used in the greeting.")
 @click.option("--topics", default="", help="Categories separated by ';' (empty: every topic).")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@newsletter_option
 @pass_state
-def subscribers_add(state: State, email: str, name: str, topics: str, timezone: str) -> None:
-    """Add one active reader."""
+def subscribers_add(
+    state: State, email: str, name: str, topics: str, timezone: str, newsletter: str | None
+) -> None:
+    """Add one active reader, subscribed to the newsletter."""
     from .subscribers import add_subscriber
 
-    subscriber = add_subscriber(state.db(), email, name, topics.split(";"), timezone)
+    subscriber = add_subscriber(
+        state.db(),
+        email,
+        name,
+        topics.split(";"),
+        timezone,
+        newsletter=state.config.newsletter(newsletter).name,
+    )
     click.echo(f"added {subscriber.email} (id {subscriber.id})")
+
+
+def newsletter_filter(function):
+    return click.option(
+        "--newsletter",
+        metavar="NAME",
+        help="Only this newsletter, with each reader's status for it; default: the address.",
+    )(function)
+
+
+def _newsletter_name(state: State, newsletter: str | None) -> str | None:
+    return state.config.newsletter(newsletter).name if newsletter else None
 
 
 @subscribers.command("unsubscribe")
 @click.argument("email")
+@click.option("--newsletter", metavar="NAME", help="Only from this one; default: from every one.")
 @pass_state
-def subscribers_unsubscribe(state: State, email: str) -> None:
-    """Unsubscribe a reader: they get no more digests."""
+def subscribers_unsubscribe(state: State, email: str, newsletter: str | None) -> None:
+    """Unsubscribe a reader from one newsletter, or from all of them."""
     from .subscribers import unsubscribe
 
-    subscriber = unsubscribe(state.db(), email)
-    click.echo(f"unsubscribed {subscriber.email}")
+    subscriber = unsubscribe(state.db(), email, _newsletter_name(state, newsletter))
+    click.echo(f"unsubscribed {subscriber.email}" + (f" from {newsletter}" if newsletter else ""))
 
 
 @subscribers.command("list")
 @click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
 @click.option("--topic", help="Only readers who chose this topic.")
+@newsletter_filter
 @pass_state
-def subscribers_list(state: State, status: str | None, topic: str | None) -> None:
+def subscribers_list(
+    state: State, status: str | None, topic: str | None, newsletter: str | None
+) -> None:
     """List readers: email, status, time zone, topics, name (tab-separated)."""
     from .subscribers import list_subscribers
 
-    for s in list_subscribers(state.db(), status, topic):
+    readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
+    for s in readers:
         click.echo("\t".join([s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name]))
+
+
+@subscribers.command("count")
+@newsletter_filter
+@pass_state
+def subscribers_count(state: State, newsletter: str | None) -> None:
+    """Count readers by status (every status, zeros too), then the total."""
+    from .subscribers import count_by_status
+
+    counts = count_by_status(state.db(), _newsletter_name(state, newsletter))
+    for status, n in counts.items():
+        click.echo(f"{status}\t{n}")
+    click.echo(f"total\t{sum(counts.values())}")
+
+
+@subscribers.command("export")
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@pass_state
+def subscribers_export(state: State, csv_file: str) -> None:
+    """Write the whole list, every status, to a CSV that `subscribers import` reads back."""
+    from .subscribers import export_csv
+
+    count = export_csv(state.db(), csv_file)
+    click.echo(f"exported {count} readers to {csv_file}")
+
+
+@subscribers.command("export-data")
+@click.argument("email")
+@pass_state
+def subscribers_export_data(state: State, email: str) -> None:
+    """Print everything stored about one reader as JSON (a subject access request)."""
+    from .privacy import export_data
+
+    click.echo(json.dumps(export_data(state.db(), email), indent=2, ensure_ascii=False))
+
+
+@subscribers.command("forget")
+@click.argument("email")
+@pass_state
+def subscribers_forget(state: State, email: str) -> None:
+    """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
+    from .privacy import forget
+
+    click.echo(forget(state.db(), email, state.config.outbox_dir).summary())
 
 
 @cli.group(cls=DigestGroup)

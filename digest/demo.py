@@ -57,7 +57,7 @@ def run_demo(config: Config, directory: Path, now: datetime) -> DemoReport:
     db = open_db(config.db_path)
     try:
         stories = upsert_stories(db, sample_stories(latest_slot(newsletter, now)), "sample")
-        readers = import_csv(db, EXAMPLE_SUBSCRIBERS)
+        readers = import_csv(db, EXAMPLE_SUBSCRIBERS, newsletter.name)
         report = send_newsletter(db, config, newsletter.name, now)
         preview = write_preview(db, config, newsletter.name, now, directory / "preview")
     finally:

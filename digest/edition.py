@@ -32,6 +32,8 @@ class Edition:
     text: str
     story_ids: tuple[int, ...]
     id: int | None = None
+    # When it was saved, which is when its audience was frozen.
+    created_at: datetime | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -118,6 +120,7 @@ def _edition(row: dict) -> Edition:
         html=row["html"],
         text=row["text"],
         story_ids=tuple(json.loads(row["story_ids"])),
+        created_at=from_db(row["created_at"]),
     )
 
 
@@ -138,6 +141,7 @@ def get_edition(db: Database, edition_id: int) -> Edition:
 
 def save_edition(db: Database, edition: Edition) -> Edition:
     """Store a built edition; call inside the transaction that queues its audience."""
+    created_at = utcnow()
     cursor = db.execute(
         """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
            preheader, html, text, story_ids, created_at)
@@ -153,7 +157,7 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.html,
             edition.text,
             json.dumps(list(edition.story_ids)),
-            to_db(utcnow()),
+            to_db(created_at),
         ],
     )
-    return replace(edition, id=cursor.lastrowid)
+    return replace(edition, id=cursor.lastrowid, created_at=created_at)

@@ -7,10 +7,11 @@ its mail may or may not have left, so it is neither re-sent nor dropped without 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlite_utils import Database
 
@@ -18,8 +19,9 @@ from .clock import to_db, utcnow
 from .store import write_transaction
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """One reader in a batch (a tuple: a million of them are made per edition)."""
+
     delivery_id: int
     subscriber_id: int
     email: str
@@ -31,6 +33,8 @@ class Batch:
     key: str
     edition_id: int
     recipients: tuple[Recipient, ...]
+    first_id: int
+    last_id: int
 
 
 def audience_filter(newsletter: str, timezone: str | None = None) -> tuple[str, dict]:
@@ -62,80 +66,103 @@ def queue_audience(
         f"""INSERT OR IGNORE INTO deliveries
                (edition_id, subscriber_id, email, status, created_at, updated_at)
            SELECT :edition, id, email, 'queued', :now, :now FROM subscribers
-           WHERE {where} AND topics = :topics ORDER BY id""",
+           WHERE {where} AND topics = :topics""",
         {**params, "edition": edition_id, "now": to_db(utcnow()), "topics": topics},
     )
     return cursor.rowcount
 
 
-def claim_batch(db: Database, edition_id: int, newsletter: str, size: int) -> Batch | None:
+def claim_batch(
+    db: Database, edition_id: int, newsletter: str, size: int, frozen_at: datetime
+) -> Batch | None:
     """Mark the next queued recipients `sending` under one batch key, in one transaction.
 
-    Readers who left the newsletter since the audience was frozen are marked `skipped`
-    instead. None when nothing is queued.
+    Readers who left the newsletter after the audience was frozen (`frozen_at`) are marked
+    `skipped` first. None when nothing is queued.
     """
     now = to_db(utcnow())
-    where, params = audience_filter(newsletter)
     with write_transaction(db):
-        while True:
-            rows = db.execute(
-                f"""SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, ''),
-                       EXISTS (SELECT 1 FROM subscribers
-                               WHERE subscribers.id = d.subscriber_id AND {where})
-                   FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
-                   WHERE d.edition_id = :edition AND d.status = 'queued'
-                   ORDER BY d.id LIMIT :size""",
-                {**params, "edition": edition_id, "size": size},
-            ).fetchall()
-            if not rows:
-                return None
-            gone = [row[0] for row in rows if not row[4]]
-            if gone:
-                _set_status(db, gone, "skipped", now, error="left before their batch was sent")
-            recipients = tuple(Recipient(*row[:4]) for row in rows if row[4])
-            if recipients:
-                break
+        skip_leavers(db, edition_id, newsletter, frozen_at, now)
+        rows = db.execute(
+            """SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, '')
+               FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
+               WHERE d.edition_id = ? AND d.status = 'queued' ORDER BY d.id LIMIT ?""",
+            [edition_id, size],
+        ).fetchall()
+        if not rows:
+            return None
         key = f"{edition_id}-{uuid.uuid4().hex[:12]}"
+        first, last = rows[0][0], rows[-1][0]
+        # Every queued row of the edition in [first, last] is one of `rows`: they are the
+        # first `size` queued ids in order.
         db.execute(
             """UPDATE deliveries SET status = 'sending', batch_key = ?, attempts = attempts + 1,
-               error = NULL, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))""",
-            [key, now, json.dumps([r.delivery_id for r in recipients])],
+               error = NULL, updated_at = ?
+               WHERE edition_id = ? AND status = 'queued' AND id BETWEEN ? AND ?""",
+            [key, now, edition_id, first, last],
         )
-    return Batch(key=key, edition_id=edition_id, recipients=recipients)
+    return Batch(key, edition_id, tuple(Recipient(*row) for row in rows), first, last)
 
 
-def _set_status(db: Database, ids: list[int], status: str, now: str, error: str | None = None):
+def skip_leavers(
+    db: Database, edition_id: int, newsletter: str, frozen_at: datetime, now: str
+) -> None:
+    """Mark `skipped` the queued readers who are no longer in the newsletter's audience.
+
+    Only readers changed since the freeze can have left, so only they are checked: a
+    full check of every row would cost more than the rest of the send. A minute of
+    margin covers a change stamped just before the freeze but committed just after it.
+    """
+    where, params = audience_filter(newsletter)
+    since = to_db(frozen_at - timedelta(minutes=1))
     db.execute(
-        """UPDATE deliveries SET status = ?, error = ?, updated_at = ?
-           WHERE id IN (SELECT value FROM json_each(?))""",
-        [status, error, now, json.dumps(ids)],
+        f"""UPDATE deliveries SET status = 'skipped', error = 'left before their batch was sent',
+               updated_at = :now
+           WHERE edition_id = :edition AND status = 'queued' AND subscriber_id IN (
+               SELECT id FROM subscribers WHERE updated_at >= :since
+               UNION SELECT subscriber_id FROM subscriptions WHERE updated_at >= :since)
+           AND NOT EXISTS (SELECT 1 FROM subscribers
+                           WHERE subscribers.id = deliveries.subscriber_id AND {where})""",
+        {**params, "edition": edition_id, "since": since, "now": now},
     )
 
 
-def mark_batch_sent(db: Database, batch_key: str, provider_id: str | None) -> None:
-    now = to_db(utcnow())
+def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> None:
+    """Change the rows of one batch that are still `sending` (found by id range, then key)."""
     db.execute(
-        """UPDATE deliveries SET status = 'sent', provider_id = ?, error = NULL,
-           sent_at = ?, updated_at = ? WHERE batch_key = ? AND status = 'sending'""",
-        [provider_id, now, now, batch_key],
+        f"""UPDATE deliveries SET {assignments}, updated_at = :now
+            WHERE id BETWEEN :first AND :last AND batch_key = :key AND status = 'sending'""",
+        {
+            **values,
+            "now": to_db(utcnow()),
+            "first": batch.first_id,
+            "last": batch.last_id,
+            "key": batch.key,
+        },
     )
 
 
-def mark_batch_failed(db: Database, batch_key: str, error: str) -> None:
-    db.execute(
-        """UPDATE deliveries SET status = 'failed', error = ?, updated_at = ?
-           WHERE batch_key = ? AND status = 'sending'""",
-        [error, to_db(utcnow()), batch_key],
+def mark_batch_sent(db: Database, batch: Batch, provider_id: str | None) -> None:
+    _update_batch(
+        db,
+        batch,
+        "status = 'sent', provider_id = :provider, error = NULL, sent_at = :sent",
+        {"provider": provider_id, "sent": to_db(utcnow())},
     )
 
 
-def note_batch_unknown(db: Database, batch_key: str, error: str) -> None:
+def mark_batch_failed(db: Database, batch: Batch, error: str) -> None:
+    _update_batch(db, batch, "status = 'failed', error = :error", {"error": error})
+
+
+def note_batch_unknown(db: Database, batch: Batch, error: str) -> None:
     """Keep the batch `sending` (unknown) but say why, for `digest status` and the operator."""
-    db.execute(
-        """UPDATE deliveries SET error = ?, updated_at = ?
-           WHERE batch_key = ? AND status = 'sending'""",
-        [error, to_db(utcnow()), batch_key],
-    )
+    _update_batch(db, batch, "error = :error", {"error": error})
+
+
+def requeue_batch(db: Database, batch: Batch) -> None:
+    """Put a batch that certainly did not leave back in the queue."""
+    _update_batch(db, batch, "status = 'queued'", {})
 
 
 def requeue(db: Database, edition_id: int, status: str) -> int:

@@ -28,13 +28,17 @@ def list_id(config: Config, newsletter: str) -> str:
     return f'"{title}" <{newsletter}.{domain}>'
 
 
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
+def unsubscribe_headers(unsubscribe: str) -> dict[str, str]:
+    """RFC 8058 one-click unsubscribe headers for one recipient."""
+    return {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK}
+
+
 def list_headers(config: Config, newsletter: str, unsubscribe: str) -> dict[str, str]:
-    """List-Id and RFC 8058 one-click unsubscribe headers for one recipient."""
-    return {
-        "List-Id": list_id(config, newsletter),
-        "List-Unsubscribe": f"<{unsubscribe}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
+    """List-Id and the one-click unsubscribe headers for one recipient."""
+    return {"List-Id": list_id(config, newsletter), **unsubscribe_headers(unsubscribe)}
 
 
 def build_message(

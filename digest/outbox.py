@@ -27,6 +27,7 @@ class OutboxTransport:
         self.config = config
         self.directory = Path(config.outbox_dir)
         self.batch_size = batch_size
+        self.concurrency = 1
 
     def edition_dir(self, edition: Edition) -> Path:
         return self.directory / edition.slug

@@ -36,7 +36,6 @@ class RunReport:
     lines: list[str] = field(default_factory=list)
     actions: int = 0
     failed: bool = False
-    busy: bool = False
 
     def add(self, line: str, *, failed: bool = False) -> None:
         self.lines.append(line)
@@ -92,7 +91,6 @@ def run_due(
     try:
         lease.acquire()
     except LeaseHeldError as exc:
-        report.busy = True
         report.lines.append(str(exc))
         return report
     started = utcnow()

@@ -22,6 +22,8 @@ from croniter import croniter
 _DST_MARGIN = timedelta(hours=3)
 # How far back a run records the slots an outage skipped as missed.
 BACKFILL = timedelta(days=7)
+# (schedule, time zone) -> (latest slot found, the slot after it): see `latest_slot_at`.
+_spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
 
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
@@ -61,6 +63,18 @@ def slot_times(schedule: str, timezone: str, after: datetime, until: datetime) -
 
 def latest_slot_at(schedule: str, timezone: str, now: datetime) -> datetime:
     """The latest scheduled time at or before `now`, in UTC."""
+    # Runs come every few minutes and slots far less often: remember the span between the
+    # last answer and the slot after it, and answer from it while `now` stays inside.
+    key = (schedule, timezone)
+    span = _spans.get(key)
+    if span is not None and span[0] <= now < span[1]:
+        return span[0]
+    latest = _latest_slot_at(schedule, timezone, now)
+    _spans[key] = (latest, next_slot_after(schedule, timezone, latest))
+    return latest
+
+
+def _latest_slot_at(schedule: str, timezone: str, now: datetime) -> datetime:
     zone = ZoneInfo(timezone)
     local_now = _wall(now, zone)
     walls = _cron(schedule, local_now + _DST_MARGIN)

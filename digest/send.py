@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -17,7 +18,13 @@ from sqlite_utils import Database
 from .clock import to_db
 from .config import Config, NewsletterConfig
 from .edition import Edition, build_edition, find_edition, latest_slot, save_edition
-from .errors import DeliveryUnknownError, SendRejectedError, TransportAuthError, TransportError
+from .errors import (
+    DeliveryUnknownError,
+    DigestError,
+    LeaseHeldError,
+    TransportAuthError,
+    TransportError,
+)
 from .lease import Lease
 from .ledger import (
     Batch,
@@ -29,6 +36,7 @@ from .ledger import (
     note_batch_unknown,
     queue_audience,
     requeue,
+    requeue_batch,
     unknown_batches,
 )
 from .message import unsubscribe_url
@@ -41,6 +49,7 @@ from .tokens import TokenSigner
 class Transport(Protocol):
     name: str
     batch_size: int
+    concurrency: int
 
     def send_batch(self, edition: Edition, batch: Batch, unsubscribe_urls: dict[int, str]) -> str:
         """Hand one batch over; returns the provider's id for it. Raises TransportError."""
@@ -124,41 +133,68 @@ def deliver_edition(
     lease: Lease | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Send every queued recipient of an edition, one batch at a time.
+    """Send every queued recipient of an edition, up to `transport.concurrency` batches at once.
 
-    A batch the provider rejects is marked failed and the rest goes on; an authentication
-    failure puts its batch back in the queue and stops everything.
+    Each batch is marked `sending` before it is handed over and its outcome is recorded as
+    soon as it returns. A batch the provider rejects is failed and the rest goes on; an
+    authentication failure puts its batch back in the queue and stops everything, once the
+    batches already under way are recorded.
     """
-    assert edition.id is not None
+    assert edition.id is not None and edition.created_at is not None
     signer = TokenSigner(config.secret_key)
-    while batch := claim_batch(db, edition.id, edition.newsletter, transport.batch_size):
-        urls = {
-            r.delivery_id: unsubscribe_url(config, signer, r.subscriber_id, edition.newsletter)
-            for r in batch.recipients
-        }
-        try:
-            provider_id = transport.send_batch(edition, batch, urls)
-        except TransportAuthError:
-            requeue_batch(db, batch)
-            raise
-        except DeliveryUnknownError as exc:
-            # Left `sending`: neither re-sent by a plain re-run nor forgotten (see ledger).
-            note_batch_unknown(db, batch.key, str(exc))
-        except (SendRejectedError, TransportError) as exc:
-            mark_batch_failed(db, batch.key, str(exc))
-        else:
-            mark_batch_sent(db, batch.key, provider_id)
-        if progress:
-            progress(len(batch.recipients))
-        if lease:
-            lease.renew()
+
+    def url_for(subscriber_id: int) -> str:
+        return unsubscribe_url(config, signer, subscriber_id, edition.newsletter)
+
+    in_flight: dict[Future, Batch] = {}
+    stop: DigestError | None = None
+    exhausted = False
+    with ThreadPoolExecutor(max_workers=transport.concurrency) as pool:
+        while True:
+            if not (stop or exhausted) and len(in_flight) < transport.concurrency:
+                batch = claim_batch(
+                    db, edition.id, edition.newsletter, transport.batch_size, edition.created_at
+                )
+                if batch is None:
+                    exhausted = True
+                    continue
+                urls = {r.delivery_id: url_for(r.subscriber_id) for r in batch.recipients}
+                in_flight[pool.submit(transport.send_batch, edition, batch, urls)] = batch
+                continue
+            if not in_flight:
+                break
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = in_flight.pop(future)
+                try:
+                    record_outcome(db, batch, future)
+                except TransportAuthError as exc:
+                    stop = stop or exc
+                if progress:
+                    progress(len(batch.recipients))
+            if lease and not stop:
+                try:
+                    lease.renew()
+                except LeaseHeldError as exc:
+                    stop = exc
+    if stop:
+        raise stop
 
 
-def requeue_batch(db: Database, batch: Batch) -> None:
-    db.execute(
-        "UPDATE deliveries SET status = 'queued' WHERE batch_key = ? AND status = 'sending'",
-        [batch.key],
-    )
+def record_outcome(db: Database, batch: Batch, future: Future) -> None:
+    """Write what became of one batch; re-raises an authentication failure after requeueing."""
+    try:
+        provider_id = future.result()
+    except TransportAuthError:
+        requeue_batch(db, batch)
+        raise
+    except DeliveryUnknownError as exc:
+        # Left `sending`: neither re-sent by a plain re-run nor forgotten (see ledger).
+        note_batch_unknown(db, batch, str(exc))
+    except TransportError as exc:
+        mark_batch_failed(db, batch, str(exc))
+    else:
+        mark_batch_sent(db, batch, provider_id)
 
 
 def prepare_edition(
@@ -168,6 +204,7 @@ def prepare_edition(
     newsletter: NewsletterConfig,
     slot_at: datetime,
     topics: str,
+    readers: int,
     timezone: str | None,
     dry_run: bool,
 ) -> EditionResult:
@@ -179,7 +216,6 @@ def prepare_edition(
     edition, story_count = build_edition(
         db, config, renderer, newsletter, slot_at, topic_tuple, timezone
     )
-    readers = dict(audience_variants(db, newsletter.name, timezone)).get(topics, 0)
     if story_count < max(newsletter.min_stories, 1):
         return EditionResult(edition, readers, note="skipped: no new stories")
     if dry_run:
@@ -192,20 +228,17 @@ def prepare_edition(
 
 def slot_variants(
     db: Database, newsletter: str, slot_at: datetime, timezone: str | None
-) -> list[str]:
-    """The topic sets to send for a slot: today's audience, plus editions already started.
-
-    An edition that started before its last readers left still has its queue finished.
+) -> list[tuple[str, int]]:
+    """The topic sets to send for a slot, with their readers now: today's audience, plus
+    the editions already started (an edition whose readers all left still finishes its queue).
     """
-    topics = {t for t, _ in audience_variants(db, newsletter, timezone)}
-    topics.update(
-        row["topics"]
-        for row in db.query(
-            "SELECT topics FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone IS ?",
-            [newsletter, to_db(slot_at), timezone],
-        )
-    )
-    return sorted(topics)
+    variants = dict(audience_variants(db, newsletter, timezone))
+    for row in db.query(
+        "SELECT topics FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone IS ?",
+        [newsletter, to_db(slot_at), timezone],
+    ):
+        variants.setdefault(row["topics"], 0)
+    return sorted(variants.items())
 
 
 def send_slot(
@@ -229,16 +262,18 @@ def send_slot(
     renderer = renderer or Renderer(config.templates_dir)
     report = SendReport(newsletter.name, slot_at, dry_run=dry_run)
     if dry_run:
-        for topics in slot_variants(db, newsletter.name, slot_at, timezone):
+        for topics, readers in slot_variants(db, newsletter.name, slot_at, timezone):
             report.editions.append(
-                prepare_edition(db, config, renderer, newsletter, slot_at, topics, timezone, True)
+                prepare_edition(
+                    db, config, renderer, newsletter, slot_at, topics, readers, timezone, True
+                )
             )
         return report
     transport = transport or make_transport(config)
     with Lease(db, f"send:{newsletter.name}") as lease:
-        for topics in slot_variants(db, newsletter.name, slot_at, timezone):
+        for topics, readers in slot_variants(db, newsletter.name, slot_at, timezone):
             result = prepare_edition(
-                db, config, renderer, newsletter, slot_at, topics, timezone, False
+                db, config, renderer, newsletter, slot_at, topics, readers, timezone, False
             )
             report.editions.append(result)
             if result.note:
@@ -247,12 +282,11 @@ def send_slot(
                 requeue(db, result.edition.id, "failed")
             if resend_unknown:
                 requeue(db, result.edition.id, "sending")
-            result.counts = edition_counts(db, result.edition.id)
-            result.audience = sum(result.counts.values())
             on_batch = functools.partial(progress, result) if progress else None
             deliver_edition(db, config, transport, result.edition, lease, on_batch)
             result.counts = edition_counts(db, result.edition.id)
-            report.unknown_batches += list(unknown_batches(db, result.edition.id))
+            if result.counts["sending"]:
+                report.unknown_batches += list(unknown_batches(db, result.edition.id))
     return report
 
 

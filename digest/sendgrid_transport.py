@@ -39,7 +39,7 @@ from .errors import (
     TransportError,
 )
 from .ledger import Batch
-from .message import list_headers, list_id
+from .message import list_id, unsubscribe_headers
 from .personalize import recipient_values
 
 MAX_CATEGORIES = 10
@@ -70,17 +70,14 @@ def mail_send_payload(
         to = {"email": recipient.email}
         if recipient.name:
             to["name"] = recipient.name
-        headers = list_headers(config, edition.newsletter, url)
-        del headers["List-Id"]  # the same for everyone: sent once, at message level
         personalizations.append(
             {
                 "to": [to],
                 "substitutions": recipient_values(recipient.name, url),
-                "headers": headers,
-                "custom_args": {
-                    "digest_delivery": str(recipient.delivery_id),
-                    "digest_subscriber": str(recipient.subscriber_id),
-                },
+                # List-Id is the same for everyone: it goes once, in the message headers.
+                "headers": unsubscribe_headers(url),
+                # With the edition in the message-level custom_args, this names the delivery.
+                "custom_args": {"digest_subscriber": str(recipient.subscriber_id)},
             }
         )
     sender = {"email": site.from_email}
@@ -170,6 +167,7 @@ class SendGridTransport:
         self.config = config
         self.settings = config.sendgrid
         self.batch_size = self.settings.batch_size
+        self.concurrency = self.settings.concurrency
         self.host = env.get("SENDGRID_API_HOST") or self.settings.api_host
         self._client = SendGridAPIClient(api_key, host=self.host)
         # The library sets no timeout by default: a hung connection would hang the run.

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
-from .ledger import unknown_batches
+from .ledger import edition_counts, unknown_batches
 from .run import reader_timezones, schedules, send_command, slot_label
 from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
 from .slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
@@ -98,14 +98,14 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
-    """The slot's deliveries by status, over all its editions, as the ledger has them now."""
+    """The slot's deliveries by ledger status, over all its editions, as they stand now."""
     counts = dict.fromkeys(("sent", "failed", "skipped", "sending", "queued"), 0)
     for row in db.query(
-        """SELECT d.status, COUNT(*) AS n FROM deliveries d JOIN editions e ON e.id = d.edition_id
-           WHERE e.newsletter = ? AND e.slot_at = ? AND e.timezone = ? GROUP BY d.status""",
+        "SELECT id FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone = ?",
         [slot.newsletter, to_db(slot.at), slot.timezone],
     ):
-        counts[row["status"]] = row["n"]
+        for status, n in edition_counts(db, row["id"]).items():
+            counts[status] = counts.get(status, 0) + n
     return counts
 
 

@@ -15,9 +15,8 @@ from digest.store import open_db
 
 def test_a_second_holder_is_refused_while_the_first_holds(config):
     first, second = open_db(config.db_path), open_db(config.db_path)
-    with Lease(first, "send:daily"):
-        with pytest.raises(LeaseHeldError, match="Another process"):
-            Lease(second, "send:daily").acquire()
+    with Lease(first, "send:daily"), pytest.raises(LeaseHeldError, match="Another process"):
+        Lease(second, "send:daily").acquire()
 
 
 def test_a_released_lease_can_be_taken_again(db):

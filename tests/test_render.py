@@ -227,6 +227,8 @@ def fixture_context() -> dict:
         "reader": SimpleNamespace(greeting="Hello Ana,"),
         "unsubscribe_url": "https://news.test/u/T",
         "preferences_url": "https://news.test/u/T#preferences",
+        "confirm_url": "https://news.test/confirm/T",
+        "already_subscribed": False,
     }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from digest.config import Config
 from digest.errors import TransportAuthError
+from digest.render import Renderer
 from digest.run import RunReport, run_due
 from digest.store import open_db
 from digest.subscribers import add_subscriber
@@ -116,12 +117,15 @@ class Newsroom:
             },
         )
         self.db = open_db(self.config.db_path)
+        # One renderer for all the runs, as a long-lived process would keep: compiling the
+        # templates again for each run would only slow the simulation down.
+        self.renderer = Renderer(self.config.templates_dir)
         for email, zone in READERS.items():
             add_subscriber(self.db, email, timezone=zone)
 
     def run(self, now: datetime, **options) -> RunReport:
         self.feed.write(now)
-        return run_due(self.db, self.config, now, **options)
+        return run_due(self.db, self.config, now, renderer=self.renderer, **options)
 
     def run_every(
         self,
@@ -369,6 +373,7 @@ class RefusingTransport:
 
     name = "refusing"
     batch_size = 100
+    concurrency = 1
 
     def send_batch(self, edition, batch, unsubscribe_urls) -> str:
         raise TransportAuthError("The provider refused the API key (HTTP 401).")

@@ -12,6 +12,7 @@ from digest.ledger import edition_counts
 from digest.personalize import personalize
 from digest.send import send_newsletter
 from digest.sendgrid_transport import SendGridTransport, retry_after_seconds
+from digest.store import open_db
 from digest.subscribers import import_csv, unsubscribe
 from digest.tokens import TokenSigner
 
@@ -74,8 +75,8 @@ def send(db, config, transport, **options):
 def test_2500_readers_go_out_in_3_requests(db, config, transport, server, stories, tmp_path):
     add_readers(db, tmp_path, 2500)
     report = send(db, config, transport)
-    sizes = [len(body["personalizations"]) for body in server.accepted_bodies()]
-    assert sizes == [1000, 1000, 500]
+    sizes = sorted(len(body["personalizations"]) for body in server.accepted_bodies())
+    assert sizes == [500, 1000, 1000]
     assert report.total("sent") == 2500
 
 
@@ -98,11 +99,11 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
     signer = TokenSigner("test-secret")
     edition = db.execute("SELECT id, subject, html, text FROM editions").fetchone()
     deliveries = db.execute(
-        "SELECT id, subscriber_id, batch_key FROM deliveries ORDER BY id"
+        "SELECT subscriber_id, batch_key FROM deliveries ORDER BY id"
     ).fetchall()
 
     def personalization(index):
-        delivery_id, subscriber_id, _ = deliveries[index]
+        subscriber_id = deliveries[index][0]
         url = f"https://news.test/u/{signer.make(subscriber_id, 'daily')}"
         return {
             "to": [{"email": f"reader{index:05d}@example.com", "name": f"Reader {index}"}],
@@ -115,10 +116,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
                 "List-Unsubscribe": f"<{url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
-            "custom_args": {
-                "digest_delivery": str(delivery_id),
-                "digest_subscriber": str(subscriber_id),
-            },
+            "custom_args": {"digest_subscriber": str(subscriber_id)},
         }
 
     assert body == {
@@ -133,7 +131,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
         "custom_args": {
             "digest_edition": str(edition[0]),
             "digest_newsletter": "daily",
-            "digest_batch": deliveries[0][2],
+            "digest_batch": deliveries[0][1],
         },
         "categories": ["digest", "daily"],
     }
@@ -290,14 +288,17 @@ def test_a_reader_who_leaves_midway_is_not_mailed_if_their_batch_has_not_gone(
     config = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 5},
+        sendgrid={"batch_size": 5, "concurrency": 1},
     )
     emails = add_readers(db, tmp_path, 10)
 
     class ReaderLeavesAfterFirstBatch(SendGridTransport):
         def send_batch(self, edition, batch, unsubscribe_urls):
             provider_id = super().send_batch(edition, batch, unsubscribe_urls)
-            unsubscribe(db, emails[9])
+            # As the web app would, from another connection while the send goes on.
+            other = open_db(config.db_path)
+            unsubscribe(other, emails[9])
+            other.close()
             return provider_id
 
     transport = ReaderLeavesAfterFirstBatch(

@@ -1,0 +1,153 @@
+"""The confirmation email of a sign-up (double opt-in): built from templates, sent on its own.
+
+Editions go out in batches; a confirmation is one message to one address. It is handed to
+the configured transport's `send_single(message) -> provider id`. The outbox has no such
+method, so for it this module writes the `.eml` itself, under `outbox/confirmations/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from .clock import utcnow
+from .config import Config, NewsletterConfig
+from .errors import TransportError
+from .message import list_id, unsubscribe_url
+from .models import Subscriber
+from .outbox import EML_POLICY
+from .personalize import greeting
+from .render import Renderer
+from .tokens import CONFIRM_SALT, TokenSigner
+
+CONFIRMATIONS_FOLDER = "confirmations"
+
+
+class SingleSender(Protocol):
+    def send_single(self, message: EmailMessage) -> str:
+        """Hand one complete message over; returns the provider's id. Raises TransportError."""
+        ...
+
+
+def eml_file_name(address: str) -> str:
+    """The outbox's file name for an address (the same rule as outbox.py's editions)."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", address) + ".eml"
+
+
+class OutboxLetters:
+    """Writes single messages as `<folder>/<address>.eml`, atomically; a re-send replaces it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def send_single(self, message: EmailMessage) -> str:
+        address = message["To"].addresses[0].addr_spec
+        path = self.folder / eml_file_name(address)
+        partial = path.with_name(f".{path.name}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(message.as_bytes(policy=EML_POLICY))
+            os.replace(partial, path)
+        except OSError as exc:
+            raise TransportError(
+                f"Cannot write to the outbox {self.folder}: {exc.strerror}. Check the folder "
+                "(transport.outbox or DIGEST_OUTBOX) is writable."
+            ) from None
+        return f"outbox:{CONFIRMATIONS_FOLDER}"
+
+
+def single_sender(config: Config) -> SingleSender:
+    """The configured transport, as something that sends one message."""
+    if config.transport == "outbox":
+        return OutboxLetters(config.outbox_dir / CONFIRMATIONS_FOLDER)
+    from .send import make_transport
+
+    transport = make_transport(config)
+    if not hasattr(transport, "send_single"):
+        raise TransportError(
+            f"The {config.transport} transport cannot send a single message (send_single), "
+            "so confirmation emails cannot go out; use the outbox transport until it can."
+        )
+    return transport  # type: ignore[return-value]
+
+
+def confirmation_url(config: Config, subscriber_id: int, newsletter: str) -> str:
+    token = TokenSigner(config.secret_key, CONFIRM_SALT).make(subscriber_id, newsletter)
+    return f"{config.site.url.rstrip('/')}/confirm/{token}"
+
+
+def preferences_url(config: Config, subscriber_id: int, newsletter: str) -> str:
+    """The reader's own page (the unsubscribe link), at its preferences form."""
+    signer = TokenSigner(config.secret_key)
+    return unsubscribe_url(config, signer, subscriber_id, newsletter) + "#preferences"
+
+
+def build_confirmation(
+    config: Config,
+    renderer: Renderer,
+    subscriber: Subscriber,
+    newsletter: NewsletterConfig,
+    *,
+    already_subscribed: bool,
+    sent_at: datetime,
+) -> EmailMessage:
+    """The confirmation (or, for a reader already subscribed, a note saying so) as MIME."""
+    context = {
+        "site": config.site,
+        "newsletter": newsletter,
+        "reader": SimpleNamespace(greeting=greeting(subscriber.name)),
+        "already_subscribed": already_subscribed,
+        "confirm_url": confirmation_url(config, subscriber.id, newsletter.name),
+        "preferences_url": preferences_url(config, subscriber.id, newsletter.name),
+    }
+    verb = "You are already subscribed to" if already_subscribed else "Confirm your subscription to"
+    domain = urlsplit(config.site.url).hostname or "localhost"
+    message = EmailMessage()
+    message["From"] = Address(config.site.from_name, addr_spec=config.site.from_email)
+    message["To"] = Address(subscriber.name, addr_spec=subscriber.email)
+    if config.site.reply_to:
+        message["Reply-To"] = config.site.reply_to
+    message["Subject"] = f"{verb} {newsletter.title}"
+    message["Date"] = format_datetime(sent_at)
+    message["Message-ID"] = make_msgid(f"confirm.{subscriber.id}", domain)
+    message["List-Id"] = list_id(config, newsletter.name)
+    message.set_content(
+        renderer.render_template("confirm.txt", context),
+        subtype="plain",
+        charset="utf-8",
+        cte="quoted-printable",
+    )
+    message.add_alternative(
+        renderer.render_template("confirm.html", context),
+        subtype="html",
+        charset="utf-8",
+        cte="quoted-printable",
+    )
+    return message
+
+
+def send_confirmation(
+    config: Config,
+    subscriber: Subscriber,
+    newsletter: NewsletterConfig,
+    *,
+    already_subscribed: bool,
+) -> str:
+    """Build the confirmation and hand it to the configured transport; returns its id."""
+    message = build_confirmation(
+        config,
+        Renderer(config.templates_dir),
+        subscriber,
+        newsletter,
+        already_subscribed=already_subscribed,
+        sent_at=utcnow(),
+    )
+    return single_sender(config).send_single(message)

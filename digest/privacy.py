@@ -1,0 +1,101 @@
+"""A reader's personal data: everything stored about one address as JSON, and forgetting it.
+
+Personal data is every row that names the reader: their `subscribers` row, and the rows of
+every table with a `subscriber_id` column (subscriptions, deliveries, audit, and tables added
+later, such as provider events) or else an `email` column. Export and forget both find the
+tables that way, so a new table of reader data is covered without changing this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from .audit import record
+from .confirmation import eml_file_name
+from .models import Subscriber
+from .store import write_transaction
+from .subscribers import check_email, find_subscriber, get_subscriber
+from .suppression import suppress
+
+
+def personal_tables(db: Database) -> list[tuple[str, str]]:
+    """(table, column naming the reader) for every table but `subscribers` that holds readers."""
+    found = []
+    for table in db.tables:
+        columns = set(table.columns_dict)
+        if table.name == "subscribers":
+            continue
+        if "subscriber_id" in columns:
+            found.append((table.name, "subscriber_id"))
+        elif "email" in columns:
+            found.append((table.name, "email"))
+    return found
+
+
+def _reader_rows(table: str, column: str, subscriber: Subscriber) -> tuple[str, object]:
+    """`FROM ... WHERE ...` selecting a table's rows about this reader, and its parameter."""
+    if column == "subscriber_id":
+        return f"FROM [{table}] WHERE subscriber_id = ?", subscriber.id
+    return f"FROM [{table}] WHERE [{column}] = ? COLLATE NOCASE", subscriber.email
+
+
+def export_data(db: Database, email: str) -> dict[str, object]:
+    """Everything stored about one reader: `profile`, then a list of rows per table."""
+    subscriber = get_subscriber(db, email)
+    data: dict[str, object] = {
+        "profile": next(db.query("SELECT * FROM subscribers WHERE id = ?", [subscriber.id]))
+    }
+    for table, column in personal_tables(db):
+        where, value = _reader_rows(table, column, subscriber)
+        data[table] = list(db.query(f"SELECT * {where} ORDER BY rowid", [value]))
+    return data
+
+
+@dataclass
+class ForgetReport:
+    address: str
+    removed: dict[str, int] = field(default_factory=dict)
+    outbox_files: int = 0
+
+    def summary(self) -> str:
+        if not self.removed:
+            return (
+                f"{self.address} was not on the list; its salted hash is now in the "
+                "suppression list, so it will not be added"
+            )
+        counts = ", ".join(f"{table} {n}" for table, n in self.removed.items())
+        return (
+            f"forgot {self.address}: removed {counts}, outbox files {self.outbox_files}; "
+            "only a salted hash stays, in the suppression list"
+        )
+
+
+def forget(db: Database, email: str, outbox_dir: Path | None = None) -> ForgetReport:
+    """Delete everything about a reader and keep only a salted hash so they are never re-added.
+
+    Also deletes their `.eml` files from the outbox folder, when one is given. The audit gets
+    one row saying that someone was forgotten, with the counts and no address.
+    """
+    address = check_email(email)
+    report = ForgetReport(address)
+    subscriber = find_subscriber(db, address)
+    with write_transaction(db):
+        if subscriber is not None:
+            report.address = subscriber.email
+            removed = {}
+            for table, column in personal_tables(db):
+                where, value = _reader_rows(table, column, subscriber)
+                removed[table] = db.execute(f"DELETE {where}", [value]).rowcount
+            db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
+            report.removed = {"profile": 1, **removed}
+        suppress(db, address, "forgotten")
+        counts = ", ".join(f"{table} {n}" for table, n in report.removed.items())
+        record(db, None, "forgotten", "cli", detail=counts or "not on the list")
+    if outbox_dir is not None:
+        for path in Path(outbox_dir).glob(f"*/{eml_file_name(report.address)}"):
+            path.unlink()
+            report.outbox_files += 1
+    return report

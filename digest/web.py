@@ -1,0 +1,222 @@
+"""The readers' web app: sign-up, confirmation, the unsubscribe page, one-click and preferences.
+
+Pages are plain HTML forms (no JavaScript, no cookies). `create_app(config)` is what tests
+and `digest serve` use; `wsgi_app` is the entry for gunicorn behind a reverse proxy.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from zoneinfo import available_timezones
+
+from flask import Flask, g, render_template, request, url_for
+from jinja2 import ChoiceLoader, FileSystemLoader
+from sqlite_utils import Database
+
+from .config import PLACEHOLDER_SECRET, PROJECT_TEMPLATES, Config, load_config
+from .errors import ConfigError, SubscriberError
+from .preferences import (
+    ReaderPage,
+    open_reader_link,
+    save_preferences,
+    topic_choices,
+    unsubscribe_by_link,
+)
+from .signup import confirm, sign_up
+from .store import open_db
+from .tokens import BadTokenError, TokenSigner
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body, as mail providers send it
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # The page's URL carries the reader's token: never hand it to another site.
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@functools.cache
+def _zone_names() -> tuple[str, ...]:
+    # Region/City names and UTC; the rest (GMT+0, localtime...) only clutter the list.
+    return tuple(sorted(z for z in available_timezones() if "/" in z or z == "UTC"))
+
+
+def time_zones(current: str) -> tuple[str, ...]:
+    """The time zones a form offers, with the reader's own kept even if it is an odd one."""
+    zones = _zone_names()
+    return zones if current in zones else (current, *zones)
+
+
+def check_secret_for_host(config: Config, host: str | None) -> None:
+    """Refuse the shipped placeholder secret except on this machine's loopback address.
+
+    `host` None means the app faces the world (gunicorn), where the placeholder never goes.
+    """
+    if config.secret_key == PLACEHOLDER_SECRET and host not in LOCAL_HOSTS:
+        raise ConfigError(
+            "The secret key is still the shipped placeholder, so anyone could forge "
+            "unsubscribe links; set DIGEST_SECRET_KEY to a long random value before serving "
+            f"on {host or 'a public address'} (only 127.0.0.1 may use the placeholder)."
+        )
+
+
+def create_app(config: Config) -> Flask:
+    """The Flask app over the config's database (opened per request; WAL lets sends run on)."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.jinja_loader = ChoiceLoader(
+        [
+            FileSystemLoader(config.templates_dir / "pages"),
+            FileSystemLoader(PROJECT_TEMPLATES / "pages"),
+        ]
+    )
+    open_db(config.db_path).close()  # migrate once, before the first request
+
+    def db() -> Database:
+        if "db" not in g:
+            g.db = open_db(config.db_path)
+        return g.db
+
+    @app.teardown_appcontext
+    def close_db(_error: BaseException | None) -> None:
+        database = g.pop("db", None)
+        if database is not None:
+            database.close()
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.context_processor
+    def site():
+        return {"site": config.site, "newsletters": list(config.newsletters.values())}
+
+    def title(newsletter: str) -> str:
+        # A newsletter since removed from the config still names itself on old links.
+        known = config.newsletters.get(newsletter)
+        return known.title if known else newsletter
+
+    def subscribe_page(form: dict, error: str = "", status: int = 200):
+        topics = topic_choices(db())
+        return (
+            render_template(
+                "subscribe.html",
+                form=form,
+                error=error,
+                topics=topics,
+                timezones=time_zones(form["timezone"]),
+            ),
+            status,
+        )
+
+    def reader_page(token: str, page: ReaderPage, notice: str = "", error: str = ""):
+        html = render_template(
+            "reader.html",
+            token=token,
+            page=page,
+            title=title(page.newsletter),
+            notice=notice,
+            error=error,
+            topics=topic_choices(db(), page.subscriber.topics),
+            timezones=time_zones(page.subscriber.timezone),
+        )
+        return html, 400 if error else 200
+
+    @app.errorhandler(BadTokenError)
+    def bad_link(error: BadTokenError):
+        return render_template("bad_link.html", message=str(error)), 400
+
+    @app.get("/")
+    @app.get("/subscribe")
+    def subscribe_form():
+        default = config.newsletter(None)
+        form = {
+            "email": "",
+            "name": "",
+            "topics": [],
+            "timezone": default.timezone,
+            "newsletter": default.name,
+        }
+        return subscribe_page(form)
+
+    @app.post("/subscribe")
+    def subscribe():
+        form = {
+            "email": request.form.get("email", ""),
+            "name": request.form.get("name", ""),
+            "topics": request.form.getlist("topics"),
+            "timezone": request.form.get("timezone", "UTC"),
+            "newsletter": request.form.get("newsletter") or None,
+        }
+        try:
+            sign_up(db(), config, **form)
+        except (SubscriberError, ConfigError) as exc:
+            return subscribe_page(form, error=str(exc), status=400)
+        # The same answer whatever sign_up did, so the form tells no one who is on the list.
+        return render_template("subscribe_sent.html", email=form["email"].strip())
+
+    @app.get("/confirm/<token>")
+    def confirm_link(token: str):
+        subscriber_id, newsletter, already = confirm(db(), config, token)
+        reader_token = TokenSigner(config.secret_key).make(subscriber_id, newsletter)
+        return render_template(
+            "confirmed.html",
+            title=title(newsletter),
+            already=already,
+            preferences=url_for("reader", token=reader_token, _anchor="preferences"),
+        )
+
+    @app.get("/u/<token>")
+    def reader(token: str):
+        return reader_page(token, open_reader_link(db(), config, token))
+
+    @app.post("/u/<token>")
+    def unsubscribe(token: str):
+        one_click = request.form.get(ONE_CLICK[0]) == ONE_CLICK[1]
+        page = unsubscribe_by_link(db(), config, token, "one-click" if one_click else "form")
+        # 200 and no redirect: RFC 8058 senders such as Gmail do not follow one.
+        return render_template(
+            "unsubscribed.html", token=token, page=page, title=title(page.newsletter)
+        )
+
+    @app.post("/u/<token>/preferences")
+    def preferences(token: str):
+        try:
+            page = save_preferences(
+                db(),
+                config,
+                token,
+                topics=request.form.getlist("topics"),
+                timezone=request.form.get("timezone", ""),
+                newsletters=request.form.getlist("newsletters"),
+            )
+        except SubscriberError as exc:
+            return reader_page(token, open_reader_link(db(), config, token), error=str(exc))
+        return reader_page(token, page, notice="Your preferences are saved.")
+
+    return app
+
+
+def serve(config: Config, host: str = "127.0.0.1", port: int = 8025) -> None:
+    """`digest serve`: the app on Werkzeug's threaded server, for one machine or a proxy."""
+    check_secret_for_host(config, host)
+    create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@functools.cache
+def _production_app() -> Flask:
+    config = load_config(os.environ.get("DIGEST_CONFIG"))
+    check_secret_for_host(config, None)
+    return create_app(config)
+
+
+def wsgi_app(environ, start_response):
+    """WSGI entry for gunicorn: `gunicorn digest.web:wsgi_app`, config from DIGEST_CONFIG."""
+    return _production_app()(environ, start_response)

@@ -1,0 +1,101 @@
+"""The subscriber commands end to end: newsletters, count, export, export-data and forget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import cli
+from digest.config import PROJECT_TEMPLATES
+
+CONFIG = """
+[site]
+url = "https://news.test"
+
+[templates]
+path = "{templates}"
+
+[transport]
+secret_key = "test-secret"
+
+[newsletters.daily]
+title = "Test Daily"
+
+[newsletters.weekly]
+title = "Test Weekly"
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    (tmp_path / "readers.csv").write_text(
+        "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbo@example.com,Bo,world,UTC\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_import_and_add_subscribe_to_the_first_newsletter_unless_told(workdir):
+    run("subscribers", "import", "readers.csv")
+    run("subscribers", "add", "cy@example.com", "--newsletter", "weekly")
+    assert run("subscribers", "list", "--newsletter", "daily").output.count("\tactive\t") == 2
+    weekly = run("subscribers", "list", "--newsletter", "weekly").output
+    assert weekly == "cy@example.com\tactive\tUTC\t*\t\n"
+
+
+def test_unsubscribe_from_one_newsletter_or_from_all(workdir):
+    run("subscribers", "import", "readers.csv")
+    run("subscribers", "import", "readers.csv", "--newsletter", "weekly")
+    out = run("subscribers", "unsubscribe", "ana@example.com", "--newsletter", "weekly").output
+    assert out == "unsubscribed ana@example.com from weekly\n"
+    assert "ana@example.com\tactive" in run("subscribers", "list").output
+    run("subscribers", "unsubscribe", "ana@example.com")
+    assert "ana@example.com\tunsubscribed" in run("subscribers", "list").output
+
+
+def test_count_gives_every_status_and_the_total(workdir):
+    run("subscribers", "import", "readers.csv")
+    run("subscribers", "unsubscribe", "bo@example.com")
+    assert run("subscribers", "count").output == (
+        "active\t1\npending\t0\nunsubscribed\t1\nbounced\t0\ncomplained\t0\ntotal\t2\n"
+    )
+    assert run("subscribers", "count", "--newsletter", "weekly").output.endswith("total\t0\n")
+
+
+def test_export_writes_a_csv_of_the_whole_list(workdir):
+    run("subscribers", "import", "readers.csv")
+    assert run("subscribers", "export", "all.csv").output == "exported 2 readers to all.csv\n"
+    lines = (workdir / "all.csv").read_text().splitlines()
+    assert lines[0] == "email,name,topics,timezone,status,newsletters,created_at,updated_at"
+    assert lines[2].startswith("bo@example.com,Bo,world,UTC,active,daily:active,")
+
+
+def test_export_data_prints_json_about_one_reader(workdir):
+    run("subscribers", "import", "readers.csv")
+    data = json.loads(run("subscribers", "export-data", "ana@example.com").output)
+    assert data["profile"]["name"] == "Ana"
+    assert set(data) >= {"profile", "subscriptions", "deliveries", "audit"}
+
+
+def test_forget_prints_what_was_removed_and_import_then_refuses_the_address(workdir):
+    run("subscribers", "import", "readers.csv")
+    out = run("subscribers", "forget", "ana@example.com").output
+    assert out.startswith("forgot ana@example.com: removed profile 1, subscriptions 1,")
+    again = run("subscribers", "import", "readers.csv")
+    assert "ana@example.com was forgotten at their request" in again.output
+    assert "ana@example.com" not in run("subscribers", "list").output
+
+
+def test_a_missing_reader_is_one_clear_line(workdir):
+    result = CliRunner().invoke(cli, ["subscribers", "export-data", "zed@example.com"])
+    assert result.exit_code == 1
+    assert "No subscriber 'zed@example.com'" in result.output

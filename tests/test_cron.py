@@ -1,0 +1,160 @@
+"""The `cron/` files: the digest-run wrapper (env file, lock, log, exit status) and the units."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digest.config import PROJECT_TEMPLATES
+from digest.store import open_db
+from digest.subscribers import add_subscriber
+
+REPO = Path(__file__).resolve().parent.parent
+# Before London's 07:00: nothing is due, so these runs are quick (no rendering).
+NOTHING_DUE = "2026-11-02T05:00:00Z"
+WRAPPER = REPO / "cron" / "digest-run"
+DIGEST = Path(sys.executable).parent / "digest"
+
+CONFIG = f"""
+[site]
+name = "Test Courier"
+url = "https://news.test"
+postal_address = "1 Test Street"
+from_email = "digest@news.test"
+
+[templates]
+path = "{PROJECT_TEMPLATES}"
+
+[transport]
+secret_key = "test-secret"
+
+[newsletters.daily]
+title = "Test Daily"
+timezone = "Europe/London"
+sources = ["stories.csv"]
+"""
+
+STORIES = """url,title,summary,author,category,published_at,score,pinned
+https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-02T05:00:00Z,3,false
+"""
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A project folder with a config, a story file, one reader in a database named by the
+    env file, and the env file itself."""
+    (tmp_path / "digest.toml").write_text(CONFIG)
+    (tmp_path / "stories.csv").write_text(STORIES)
+    db = open_db(tmp_path / "data" / "news.db")
+    add_subscriber(db, "ana@example.com", timezone="Europe/London")
+    db.close()
+    (tmp_path / "digest.env").write_text("DIGEST_DB=data/news.db\n")
+    return tmp_path
+
+
+def wrapper(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DIGEST_")}
+    environment |= {
+        "DIGEST_HOME": str(project),
+        "DIGEST_ENV_FILE": str(project / "digest.env"),
+        "DIGEST_BIN": str(DIGEST),
+        **env,
+    }
+    return subprocess.run(
+        [str(WRAPPER), *args],
+        cwd="/",
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def log_of(project: Path) -> str:
+    return (project / "log" / "digest-run.log").read_text()
+
+
+def test_the_wrapper_runs_digest_in_the_project_with_the_env_file_and_logs_it(project):
+    result = wrapper(project, "--now", "2026-11-02T07:05:00Z")
+    assert result.returncode == 0, result
+    assert (result.stdout, result.stderr) == ("", "")
+    log = log_of(project).splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ digest-run: start \(pid \d+\)", log[0])
+    assert log[1:3] == [
+        "ingest stories.csv: 1 added, 0 updated, 0 unchanged, 0 skipped",
+        "daily Europe/London 2026-11-02 07:00 (2026-11-02 07:00 UTC): "
+        "sent 1, failed 0, skipped 0, unknown 0 in 1 edition(s)",
+    ]
+    assert log[3].endswith("digest-run: exit 0")
+    assert [p.name for p in (project / "outbox").rglob("*.eml")] == ["ana@example.com.eml"]
+
+
+def test_each_run_appends_to_the_log(project):
+    (project / "log").mkdir()
+    (project / "log" / "digest-run.log").write_text("an earlier run's line\n")
+    wrapper(project, "--now", NOTHING_DUE)
+    log = log_of(project).splitlines()
+    assert log[0] == "an earlier run's line"
+    assert "digest-run: start" in log[1]
+    assert log[-2] == "nothing due"
+
+
+def test_the_wrapper_passes_digests_exit_status_through(project):
+    (project / "digest.env").write_text("DIGEST_CONFIG=missing.toml\n")
+    result = wrapper(project, "--now", "2026-11-02T07:05:00Z")
+    assert result.returncode == 1
+    log = log_of(project)
+    assert "Config file missing.toml does not exist" in log
+    assert log.splitlines()[-1].endswith("digest-run: exit 1")
+
+
+def test_a_run_that_finds_the_lock_taken_does_nothing_and_exits_zero(project):
+    (project / "log").mkdir()
+    with open(project / "log" / "digest-run.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = wrapper(project, "--now", "2026-11-02T07:05:00Z")
+    assert result.returncode == 0
+    assert "another run holds" in log_of(project)
+    assert "digest-run: start" not in log_of(project)
+    assert not (project / "outbox").exists()
+
+
+def test_the_lock_is_free_again_once_a_run_ends(project):
+    wrapper(project, "--now", NOTHING_DUE)
+    with open(project / "log" / "digest-run.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+
+
+def test_a_log_of_dash_writes_to_stdout_for_the_journal(project):
+    result = wrapper(project, "--now", NOTHING_DUE, DIGEST_LOG="-")
+    assert "nothing due" in result.stdout.splitlines()
+    assert not (project / "log" / "digest-run.log").exists()
+
+
+def test_the_crontab_runs_the_wrapper_every_five_minutes():
+    [line] = [
+        line
+        for line in (REPO / "cron" / "crontab").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    schedule, command = line.split(maxsplit=5)[:5], line.split(maxsplit=5)[5]
+    assert schedule == ["*/5", "*", "*", "*", "*"]
+    assert command.endswith("/cron/digest-run")
+
+
+def test_the_systemd_timer_starts_the_service_every_five_minutes():
+    timer = (REPO / "cron" / "digest.timer").read_text()
+    service = (REPO / "cron" / "digest.service").read_text()
+    assert "OnCalendar=*:0/5" in timer and "Unit=digest.service" in timer
+    assert re.search(r"^ExecStart=\S+/cron/digest-run$", service, re.MULTILINE)
+    assert "Type=oneshot" in service
+
+
+def test_the_wrapper_is_executable():
+    assert os.access(WRAPPER, os.X_OK)

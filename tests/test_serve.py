@@ -1,0 +1,140 @@
+"""`digest serve` as a real process: one-click over real HTTP with the URL from an outbox .eml."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from digest.config import PROJECT_TEMPLATES
+from digest.store import open_db
+
+NOW = "2026-11-26T07:05:00Z"
+CONFIG = """
+[site]
+name = "Test Courier"
+url = "https://news.test"
+postal_address = "1 Test Street"
+from_email = "digest@news.test"
+
+[templates]
+path = "{templates}"
+
+[transport]
+secret_key = "test-secret"
+
+[newsletters.daily]
+title = "Test Daily"
+timezone = "UTC"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"digest serve exited: {process.stderr.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("digest serve did not start listening")
+
+
+# The processes read digest.toml from their folder, whatever the outer shell has set.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+
+
+def digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """The demo sent through the outbox, with a config whose secret is not the placeholder."""
+    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    result = digest("demo", "--dir", "demo", "--now", NOW, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "demo"
+
+
+@pytest.fixture
+def server(demo, tmp_path):
+    port = free_port()
+    database = str(demo / "digest.db")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "--db", database, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(port, process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_one_click_over_real_http_with_the_url_from_an_eml_unsubscribes(demo, server):
+    eml = sorted((demo / "outbox").rglob("*.eml"))[0]
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    address = message["To"].addresses[0].addr_spec
+    url = urlsplit(message["List-Unsubscribe"].strip("<>"))
+    assert url.netloc == "news.test"
+    local = urlunsplit(url._replace(scheme="http", netloc=f"127.0.0.1:{server}"))
+    request = urllib.request.Request(
+        local,
+        data=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with no_proxy.open(request, timeout=10) as response:
+        assert response.status == 200
+        assert response.url == local, "no redirect"
+
+    db = open_db(demo / "digest.db")
+    try:
+        status, address_status = db.execute(
+            "SELECT sub.status, s.status FROM subscriptions sub "
+            "JOIN subscribers s ON s.id = sub.subscriber_id "
+            "WHERE s.email = ? AND sub.newsletter = 'daily'",
+            [address],
+        ).fetchone()
+        source = db.execute("SELECT source FROM audit ORDER BY id DESC").fetchone()[0]
+    finally:
+        db.close()
+    assert (status, address_status, source) == ("unsubscribed", "unsubscribed", "one-click")
+
+
+def test_serve_refuses_the_placeholder_secret_off_loopback(tmp_path):
+    (tmp_path / "digest.toml").write_text('[newsletters.daily]\ntitle = "Test Daily"\n')
+    result = digest("serve", "--host", "0.0.0.0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "DIGEST_SECRET_KEY" in result.stderr.strip().splitlines()[-1]

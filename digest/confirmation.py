@@ -1,82 +1,27 @@
 """The confirmation email of a sign-up (double opt-in): built from templates, sent on its own.
 
-Editions go out in batches; a confirmation is one message to one address. It is handed to
-the configured transport's `send_single(message) -> provider id`. The outbox has no such
-method, so for it this module writes the `.eml` itself, under `outbox/confirmations/`.
+Editions go out in batches; a confirmation is one message to one address, handed to the
+configured transport's `send_single(message) -> provider id` (the outbox writes it under
+`outbox/confirmations/`).
 """
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from .clock import utcnow
 from .config import Config, NewsletterConfig
-from .errors import TransportError
 from .message import list_id, unsubscribe_url
 from .models import Subscriber
-from .outbox import EML_POLICY
 from .personalize import greeting
 from .render import Renderer
 from .tokens import CONFIRM_SALT, TokenSigner
-
-CONFIRMATIONS_FOLDER = "confirmations"
-
-
-class SingleSender(Protocol):
-    def send_single(self, message: EmailMessage) -> str:
-        """Hand one complete message over; returns the provider's id. Raises TransportError."""
-        ...
-
-
-def eml_file_name(address: str) -> str:
-    """The outbox's file name for an address (the same rule as outbox.py's editions)."""
-    return re.sub(r"[^A-Za-z0-9@._+-]", "_", address) + ".eml"
-
-
-class OutboxLetters:
-    """Writes single messages as `<folder>/<address>.eml`, atomically; a re-send replaces it."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def send_single(self, message: EmailMessage) -> str:
-        address = message["To"].addresses[0].addr_spec
-        path = self.folder / eml_file_name(address)
-        partial = path.with_name(f".{path.name}.tmp")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(message.as_bytes(policy=EML_POLICY))
-            os.replace(partial, path)
-        except OSError as exc:
-            raise TransportError(
-                f"Cannot write to the outbox {self.folder}: {exc.strerror}. Check the folder "
-                "(transport.outbox or DIGEST_OUTBOX) is writable."
-            ) from None
-        return f"outbox:{CONFIRMATIONS_FOLDER}"
-
-
-def single_sender(config: Config) -> SingleSender:
-    """The configured transport, as something that sends one message."""
-    if config.transport == "outbox":
-        return OutboxLetters(config.outbox_dir / CONFIRMATIONS_FOLDER)
-    from .send import make_transport
-
-    transport = make_transport(config)
-    if not hasattr(transport, "send_single"):
-        raise TransportError(
-            f"The {config.transport} transport cannot send a single message (send_single), "
-            "so confirmation emails cannot go out; use the outbox transport until it can."
-        )
-    return transport  # type: ignore[return-value]
+from .transport import make_transport
 
 
 def confirmation_url(config: Config, subscriber_id: int, newsletter: str) -> str:
@@ -150,4 +95,4 @@ def send_confirmation(
         already_subscribed=already_subscribed,
         sent_at=utcnow(),
     )
-    return single_sender(config).send_single(message)
+    return make_transport(config).send_single(message)

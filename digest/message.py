@@ -21,6 +21,18 @@ def unsubscribe_url(
     return f"{config.site.url.rstrip('/')}/u/{signer.make(subscriber_id, newsletter)}"
 
 
+class UnsubscribeLinks:
+    """Every reader's unsubscribe URL for one newsletter; made once per recipient when sending."""
+
+    def __init__(self, config: Config, newsletter: str):
+        self._prefix = f"{config.site.url.rstrip('/')}/u/"
+        self._signer = TokenSigner(config.secret_key)
+        self._newsletter = newsletter
+
+    def url(self, subscriber_id: int) -> str:
+        return self._prefix + self._signer.make(subscriber_id, self._newsletter)
+
+
 def list_id(config: Config, newsletter: str) -> str:
     """RFC 2919 List-Id: `<newsletter.site-domain>` with the newsletter title as phrase."""
     domain = urlsplit(config.site.url).hostname or "localhost"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
@@ -12,14 +13,21 @@ from .config import Config
 from .edition import Edition
 from .errors import TransportError
 from .ledger import Batch
-from .message import build_message
+from .message import UnsubscribeLinks, build_message
+from .transport import BatchTransport
 
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.
 EML_POLICY = SMTP.clone(max_line_length=998)
+SINGLES_FOLDER = "confirmations"
 
 
-class OutboxTransport:
-    """Writes each message atomically (temp file, then rename), so a crash leaves no half file."""
+def eml_file_name(email: str) -> str:
+    """The outbox file for one reader: the address, made safe as a file name."""
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email) + ".eml"
+
+
+class OutboxTransport(BatchTransport):
+    """Writes each message as its own `.eml`, atomically, so a crash leaves no half file."""
 
     name = "outbox"
 
@@ -27,31 +35,37 @@ class OutboxTransport:
         self.config = config
         self.directory = Path(config.outbox_dir)
         self.batch_size = batch_size
-        self.concurrency = 1
 
     def edition_dir(self, edition: Edition) -> Path:
         return self.directory / edition.slug
 
-    def send_batch(self, edition: Edition, batch: Batch, unsubscribe_urls: dict[int, str]) -> str:
+    def send_batch(self, edition: Edition, batch: Batch) -> str:
         folder = self.edition_dir(edition)
+        links = UnsubscribeLinks(self.config, edition.newsletter)
         sent_at = utcnow()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            for recipient in batch.recipients:
-                message = build_message(
-                    self.config,
-                    edition,
-                    recipient,
-                    unsubscribe_urls[recipient.delivery_id],
-                    sent_at,
-                )
-                name = re.sub(r"[^A-Za-z0-9@._+-]", "_", recipient.email) + ".eml"
-                partial = folder / f".{name}.tmp"
-                partial.write_bytes(message.as_bytes(policy=EML_POLICY))
-                os.replace(partial, folder / name)
-        except OSError as exc:
-            raise TransportError(
-                f"Cannot write to the outbox {folder}: {exc.strerror}. Check the folder "
-                "(transport.outbox or DIGEST_OUTBOX) is writable."
-            ) from None
+        for recipient in batch.recipients:
+            message = build_message(
+                self.config, edition, recipient, links.url(recipient.subscriber_id), sent_at
+            )
+            write_eml(folder, recipient.email, message)
         return f"outbox:{edition.slug}"
+
+    def send_single(self, message: EmailMessage) -> str:
+        """One message on its own (a sign-up confirmation), under `outbox/confirmations/`."""
+        write_eml(self.directory / SINGLES_FOLDER, message["To"].addresses[0].addr_spec, message)
+        return f"outbox:{SINGLES_FOLDER}"
+
+
+def write_eml(folder: Path, email: str, message: EmailMessage) -> None:
+    """Write `<folder>/<address>.eml` atomically (temp file, then rename); a re-send replaces it."""
+    path = folder / eml_file_name(email)
+    partial = path.with_name(f".{path.name}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(message.as_bytes(policy=EML_POLICY))
+        os.replace(partial, path)
+    except OSError as exc:
+        raise TransportError(
+            f"Cannot write to the outbox {folder}: {exc.strerror}. Check the folder "
+            "(transport.outbox or DIGEST_OUTBOX) is writable."
+        ) from None

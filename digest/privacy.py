@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from .audit import record
-from .confirmation import eml_file_name
 from .models import Subscriber
+from .outbox import eml_file_name
 from .store import write_transaction
 from .subscribers import check_email, find_subscriber, get_subscriber
 from .suppression import suppress

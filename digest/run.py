@@ -20,8 +20,9 @@ from .lease import Lease
 from .ledger import audience_filter
 from .render import Renderer
 from .schedule import Schedule, Slot, decide
-from .send import SendReport, Transport, make_transport, send_slot
+from .send import SendReport, send_slot
 from .slots import last_records, record_run, record_slot
+from .transport import Transport, make_transport
 
 RUN_LEASE = "run"
 # Renewed after every source and every batch, so only a stuck run holds it this long.

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from sqlite_utils import Database
 
@@ -39,32 +38,10 @@ from .ledger import (
     requeue_batch,
     unknown_batches,
 )
-from .message import unsubscribe_url
 from .render import Renderer
 from .select import variant_key
 from .store import write_transaction
-from .tokens import TokenSigner
-
-
-class Transport(Protocol):
-    name: str
-    batch_size: int
-    concurrency: int
-
-    def send_batch(self, edition: Edition, batch: Batch, unsubscribe_urls: dict[int, str]) -> str:
-        """Hand one batch over; returns the provider's id for it. Raises TransportError."""
-        ...
-
-
-def make_transport(config: Config) -> Transport:
-    """The transport named in the config (or DIGEST_TRANSPORT)."""
-    if config.transport == "sendgrid":
-        from .sendgrid_transport import SendGridTransport
-
-        return SendGridTransport(config)
-    from .outbox import OutboxTransport
-
-    return OutboxTransport(config)
+from .transport import Transport, make_transport
 
 
 @dataclass
@@ -141,15 +118,10 @@ def deliver_edition(
     batches already under way are recorded.
     """
     assert edition.id is not None and edition.created_at is not None
-    signer = TokenSigner(config.secret_key)
-
-    def url_for(subscriber_id: int) -> str:
-        return unsubscribe_url(config, signer, subscriber_id, edition.newsletter)
-
     in_flight: dict[Future, Batch] = {}
     stop: DigestError | None = None
     exhausted = False
-    with ThreadPoolExecutor(max_workers=transport.concurrency) as pool:
+    with transport.sender() as submit:
         while True:
             if not (stop or exhausted) and len(in_flight) < transport.concurrency:
                 batch = claim_batch(
@@ -158,8 +130,7 @@ def deliver_edition(
                 if batch is None:
                     exhausted = True
                     continue
-                urls = {r.delivery_id: url_for(r.subscriber_id) for r in batch.recipients}
-                in_flight[pool.submit(transport.send_batch, edition, batch, urls)] = batch
+                in_flight[submit(edition, batch)] = batch
                 continue
             if not in_flight:
                 break

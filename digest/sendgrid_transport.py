@@ -9,6 +9,7 @@ order. Answers map to our own errors, each carrying SendGrid's message:
 - 401, 403: `TransportAuthError` (the run stops; the batch goes back to the queue).
 - 429, 5xx and errors before the request was sent (refused connection, connect timeout):
   retried with exponential backoff and jitter, honouring `Retry-After` / `X-RateLimit-Reset`.
+  Retries happen inside `send_batch`, so its batch stays `sending` in the ledger meanwhile.
 - A timeout or dropped connection *after* the request was sent: SendGrid may have accepted
   it, so by default `DeliveryUnknownError` leaves the batch unknown rather than risk mailing
   a thousand readers twice (`retry_after_timeout = true` retries it instead).
@@ -18,10 +19,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.error import URLError
@@ -39,10 +45,31 @@ from .errors import (
     TransportError,
 )
 from .ledger import Batch
-from .message import list_id, unsubscribe_headers
+from .message import UnsubscribeLinks, list_id, unsubscribe_headers
 from .personalize import recipient_values
+from .transport import BatchTransport, Submit
 
 MAX_CATEGORIES = 10
+# Headers SendGrid sets itself and refuses in `headers` (plus those of the MIME structure).
+RESERVED_HEADERS = frozenset(
+    {
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "content-type",
+        "content-transfer-encoding",
+        "to",
+        "from",
+        "subject",
+        "reply-to",
+        "cc",
+        "bcc",
+        "mime-version",
+        "date",
+        "message-id",
+    }
+)
 
 
 class RetryableError(TransportError):
@@ -53,9 +80,22 @@ class RetryableError(TransportError):
         self.retry_after = retry_after
 
 
-def mail_send_payload(
-    config: Config, edition: Edition, batch: Batch, unsubscribe_urls: Mapping[int, str]
-) -> dict[str, Any]:
+# The worker process's own transport: made once by the pool's initializer, used per batch.
+_worker_transport: SendGridTransport | None = None
+
+
+def _start_worker(config: Config, api_key: str, host: str) -> None:
+    global _worker_transport
+    env = {"SENDGRID_API_KEY": api_key, "SENDGRID_API_HOST": host}
+    _worker_transport = SendGridTransport(config, env=env)
+
+
+def _send_from_worker(edition: Edition, batch: Batch) -> str:
+    assert _worker_transport is not None, "the pool initializer did not run"
+    return _worker_transport.send_batch(edition, batch)
+
+
+def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[str, Any]:
     """The v3 Mail Send body for one batch: content once, one personalization per reader.
 
     Each personalization has exactly one `to` (readers never see each other), the
@@ -64,9 +104,10 @@ def mail_send_payload(
     """
     newsletter = config.newsletters[edition.newsletter]
     site = config.site
+    links = UnsubscribeLinks(config, edition.newsletter)
     personalizations = []
     for recipient in batch.recipients:
-        url = unsubscribe_urls[recipient.delivery_id]
+        url = links.url(recipient.subscriber_id)
         to = {"email": recipient.email}
         if recipient.name:
             to["name"] = recipient.name
@@ -109,6 +150,38 @@ def mail_send_payload(
     return body
 
 
+def single_message_payload(message: EmailMessage) -> dict[str, Any]:
+    """The Mail Send body for one complete message: its sender, reader, parts and headers."""
+    sender = message["From"].addresses[0]
+    reader = message["To"].addresses[0]
+    headers = {
+        name: str(value) for name, value in message.items() if name.lower() not in RESERVED_HEADERS
+    }
+    body: dict[str, Any] = {
+        "personalizations": [{"to": [_address(reader)]}],
+        "from": _address(sender),
+        "subject": str(message["Subject"]),
+        "content": [
+            {"type": f"text/{kind}", "value": message.get_body((kind,)).get_content()}
+            for kind in ("plain", "html")
+            if message.get_body((kind,)) is not None
+        ],
+        "categories": ["confirmation"],
+    }
+    if message["Reply-To"]:
+        body["reply_to"] = _address(message["Reply-To"].addresses[0])
+    if headers:
+        body["headers"] = headers
+    return body
+
+
+def _address(address: Address) -> dict[str, str]:
+    return {
+        "email": address.addr_spec,
+        **({"name": address.display_name} if address.display_name else {}),
+    }
+
+
 def sendgrid_error_text(error: HTTPError) -> str:
     """SendGrid's own error messages from a response body, joined into one line."""
     raw = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
@@ -145,7 +218,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float) -> float 
     return None
 
 
-class SendGridTransport:
+class SendGridTransport(BatchTransport):
     """Sends batches through `SendGridAPIClient` to the configured host."""
 
     name = "sendgrid"
@@ -169,22 +242,49 @@ class SendGridTransport:
         self.batch_size = self.settings.batch_size
         self.concurrency = self.settings.concurrency
         self.host = env.get("SENDGRID_API_HOST") or self.settings.api_host
+        self._api_key = api_key
         self._client = SendGridAPIClient(api_key, host=self.host)
         # The library sets no timeout by default: a hung connection would hang the run.
         self._client.client.timeout = self.settings.timeout_seconds
         self._sleep = sleep
 
-    def send_batch(self, edition: Edition, batch: Batch, unsubscribe_urls: dict[int, str]) -> str:
-        body = mail_send_payload(self.config, edition, batch, unsubscribe_urls)
-        size = len(batch.recipients)
+    @contextmanager
+    def sender(self) -> Iterator[Submit]:
+        """Batches go out from `concurrency` worker processes (or threads, if configured).
+
+        Building and encoding a thousand personalizations holds the GIL; in processes, a
+        million readers use both cores. Workers send and answer; only this process writes
+        the ledger.
+        """
+        if self.settings.workers == "threads":
+            with super().sender() as submit:
+                yield submit
+            return
+        with ProcessPoolExecutor(
+            max_workers=self.concurrency,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.config, self._api_key, self.host),
+        ) as pool:
+            yield lambda edition, batch: pool.submit(_send_from_worker, edition, batch)
+
+    def send_batch(self, edition: Edition, batch: Batch) -> str:
+        body = mail_send_payload(self.config, edition, batch)
+        return self._post_with_retries(body, f"a batch of {len(batch.recipients)}")
+
+    def send_single(self, message: EmailMessage) -> str:
+        """One complete message (a sign-up confirmation), never under an unsubscribe group."""
+        return self._post_with_retries(single_message_payload(message), "a single message")
+
+    def _post_with_retries(self, body: dict[str, Any], what: str) -> str:
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                return self._post(body, size)
+                return self._post(body, what)
             except RetryableError as exc:
                 if attempt == self.settings.max_attempts:
                     raise TransportError(
-                        f"SendGrid did not take a batch of {size} after {attempt} attempts: "
-                        f"{exc}. `digest send --retry-failed` tries again later."
+                        f"SendGrid did not take {what} after {attempt} attempts: {exc}. "
+                        "`digest send --retry-failed` tries again later."
                     ) from None
                 self._sleep(self._backoff(attempt, exc.retry_after))
         raise AssertionError("unreachable: max_attempts is at least 1")
@@ -198,7 +298,7 @@ class SendGridTransport:
         )
         return random.uniform(ceiling / 2, ceiling)
 
-    def _post(self, body: dict[str, Any], size: int) -> str:
+    def _post(self, body: dict[str, Any], what: str) -> str:
         try:
             response = self._client.client.mail.send.post(request_body=body)
         except HTTPError as exc:
@@ -214,9 +314,7 @@ class SendGridTransport:
                 raise RetryableError(
                     f"{status} {message}", retry_after_seconds(headers, time.time())
                 ) from None
-            raise SendRejectedError(
-                f"SendGrid rejected a batch of {size} ({status}): {message}"
-            ) from None
+            raise SendRejectedError(f"SendGrid rejected {what} ({status}): {message}") from None
         except URLError as exc:
             # urllib wraps errors raised while connecting or sending: SendGrid got no request.
             raise RetryableError(f"could not reach {self.host}: {exc.reason}") from None
@@ -229,7 +327,6 @@ class SendGridTransport:
             ) from None
         if response.status_code != 202:
             raise SendRejectedError(
-                f"SendGrid answered {response.status_code} to a batch of {size}: "
-                f"{response.body!r:.300}"
+                f"SendGrid answered {response.status_code} to {what}: {response.body!r:.300}"
             )
         return response.headers.get("X-Message-Id", "")

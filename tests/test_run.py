@@ -22,6 +22,7 @@ from digest.render import Renderer
 from digest.run import RunReport, run_due
 from digest.store import open_db
 from digest.subscribers import add_subscriber
+from digest.transport import BatchTransport
 
 from conftest import make_config
 
@@ -368,14 +369,13 @@ def test_a_failing_source_is_reported_and_the_run_goes_on(tmp_path):
     assert "sent 1, failed 0" in report.lines[-1]
 
 
-class RefusingTransport:
+class RefusingTransport(BatchTransport):
     """A provider that refuses our key, as SendGrid does with HTTP 401."""
 
     name = "refusing"
     batch_size = 100
-    concurrency = 1
 
-    def send_batch(self, edition, batch, unsubscribe_urls) -> str:
+    def send_batch(self, edition, batch) -> str:
         raise TransportAuthError("The provider refused the API key (HTTP 401).")
 
 

@@ -20,6 +20,7 @@ from digest.lease import Lease
 from digest.run import run_due
 from digest.store import open_db
 from digest.subscribers import add_subscriber
+from digest.transport import BatchTransport
 
 CONFIG = """
 [site]
@@ -154,14 +155,13 @@ def test_status_shows_a_slot_that_is_due_before_the_run_comes(project):
     )
 
 
-class RejectingTransport:
+class RejectingTransport(BatchTransport):
     """A provider that refuses every batch for its content, as SendGrid does with HTTP 400."""
 
     name = "rejecting"
     batch_size = 25
-    concurrency = 1
 
-    def send_batch(self, edition, batch, unsubscribe_urls) -> str:
+    def send_batch(self, edition, batch) -> str:
         raise SendRejectedError("The provider rejected the batch (HTTP 400): bad from address.")
 
 
@@ -189,14 +189,13 @@ def test_status_names_the_command_that_retries_failed_deliveries_and_it_works(pr
     assert "  needs attention: nothing" in run("status", "--now", AFTER_SLOT).output
 
 
-class DyingTransport:
+class DyingTransport(BatchTransport):
     """The process dies while a batch is with the provider: the batch's fate is unknown."""
 
     name = "dying"
     batch_size = 25
-    concurrency = 1
 
-    def send_batch(self, edition, batch, unsubscribe_urls) -> str:
+    def send_batch(self, edition, batch) -> str:
         raise RuntimeError("killed mid-request")
 
 

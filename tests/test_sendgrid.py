@@ -40,7 +40,12 @@ def config(tmp_path):
         tmp_path,
         newsletter={"categories": ["digest", "daily"]},
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 1000, "timeout_seconds": 1.0, "max_attempts": 4},
+        sendgrid={
+            "batch_size": 1000,
+            "timeout_seconds": 1.0,
+            "max_attempts": 4,
+            "workers": "threads",
+        },
     )
 
 
@@ -78,6 +83,22 @@ def test_2500_readers_go_out_in_3_requests(db, config, transport, server, storie
     sizes = sorted(len(body["personalizations"]) for body in server.accepted_bodies())
     assert sizes == [500, 1000, 1000]
     assert report.total("sent") == 2500
+
+
+def test_worker_processes_send_the_same_as_threads(db, server, stories, tmp_path):
+    config = make_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 100, "concurrency": 2, "workers": "processes"},
+    )
+    emails = add_readers(db, tmp_path, 450)
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    report = send(db, config, transport)
+    assert report.total("sent") == 450
+    assert sorted(server.recipients()) == emails
+    assert len(server.accepted_bodies()) == 5
 
 
 def test_each_active_reader_exactly_once_and_inactive_ones_never(
@@ -208,7 +229,7 @@ def test_a_400_fails_its_batch_with_sendgrids_message_and_the_rest_go_on(
     small = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 10, "max_attempts": 2},
+        sendgrid={"batch_size": 10, "max_attempts": 2, "workers": "threads"},
     )
     transport = SendGridTransport(
         small,
@@ -273,6 +294,7 @@ def test_categories_are_capped_at_ten_in_the_given_order(tmp_path, db, server, s
         tmp_path,
         newsletter={"categories": many},
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"workers": "threads"},
     )
     transport = SendGridTransport(
         config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
@@ -288,13 +310,13 @@ def test_a_reader_who_leaves_midway_is_not_mailed_if_their_batch_has_not_gone(
     config = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 5, "concurrency": 1},
+        sendgrid={"batch_size": 5, "concurrency": 1, "workers": "threads"},
     )
     emails = add_readers(db, tmp_path, 10)
 
     class ReaderLeavesAfterFirstBatch(SendGridTransport):
-        def send_batch(self, edition, batch, unsubscribe_urls):
-            provider_id = super().send_batch(edition, batch, unsubscribe_urls)
+        def send_batch(self, edition, batch):
+            provider_id = super().send_batch(edition, batch)
             # As the web app would, from another connection while the send goes on.
             other = open_db(config.db_path)
             unsubscribe(other, emails[9])

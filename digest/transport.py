@@ -1,0 +1,58 @@
+"""What a transport is: something that takes batches of one edition and says what became of each.
+
+`send.deliver_edition` records every batch before it is submitted and after its future
+resolves; a transport only hands batches over. Each batch resolves to the provider's id for
+it, or raises a `TransportError` (failed), `SendRejectedError` (failed, not to be retried),
+`DeliveryUnknownError` (left unknown) or `TransportAuthError` (the run stops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+from .config import Config
+from .edition import Edition
+from .ledger import Batch
+
+Submit = Callable[[Edition, Batch], Future]
+
+
+class Transport(Protocol):
+    name: str
+    batch_size: int
+    # How many batches may be under way at once.
+    concurrency: int
+
+    def sender(self) -> AbstractContextManager[Submit]:
+        """A context in which `submit(edition, batch)` starts sending one batch."""
+        ...
+
+
+class BatchTransport:
+    """A transport whose `send_batch` runs in a pool of `concurrency` threads."""
+
+    name = "batch"
+    batch_size = 500
+    concurrency = 1
+
+    def send_batch(self, edition: Edition, batch: Batch) -> str:
+        raise NotImplementedError
+
+    @contextmanager
+    def sender(self) -> Iterator[Submit]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            yield lambda edition, batch: pool.submit(self.send_batch, edition, batch)
+
+
+def make_transport(config: Config) -> Transport:
+    """The transport named in the config (or DIGEST_TRANSPORT)."""
+    if config.transport == "sendgrid":
+        from .sendgrid_transport import SendGridTransport
+
+        return SendGridTransport(config)
+    from .outbox import OutboxTransport
+
+    return OutboxTransport(config)

@@ -153,6 +153,9 @@ def time_phases(timer: PhaseTimer) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="sendgrid.concurrency (default: config's)"
+    )
     args = parser.parse_args()
     os.environ["no_proxy"] = "127.0.0.1,localhost"
     now = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -164,7 +167,7 @@ def main() -> None:
             {
                 "templates": {"path": str(PROJECT_TEMPLATES)},
                 "transport": {"kind": "sendgrid", "secret_key": "benchmark-secret"},
-                "sendgrid": {"concurrency": int(os.environ.get("BENCH_CONCURRENCY", "4"))},
+                "sendgrid": {"concurrency": args.concurrency} if args.concurrency else {},
                 "newsletters": {"daily": {"title": "Benchmark Daily", "timezone": "UTC"}},
             },
             Path(folder) / "digest.toml",
@@ -220,7 +223,8 @@ def main() -> None:
     )
     print(
         f"peak RSS:        main process {peak:.0f} MB (before sending {rss_before:.0f} MB), "
-        f"largest worker {workers_rss:.0f} MB"
+        f"largest worker {workers_rss:.0f} MB; all: about "
+        f"{peak + transport.concurrency * workers_rss:.0f} MB"
     )
     if stats["recipients"] != sent or sent != args.subscribers:
         sys.exit("MISMATCH: the server and the ledger disagree about who was sent")

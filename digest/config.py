@@ -78,7 +78,7 @@ class SendGridSettings:
 
     api_host: str = "https://api.sendgrid.com"
     batch_size: int = 1000
-    concurrency: int = 4
+    concurrency: int = 2
     timeout_seconds: float = 30.0
     max_attempts: int = 5
     backoff_seconds: float = 1.0

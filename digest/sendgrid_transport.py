@@ -45,7 +45,7 @@ from .errors import (
     TransportError,
 )
 from .ledger import Batch
-from .message import UnsubscribeLinks, list_id, unsubscribe_headers
+from .message import ONE_CLICK, UnsubscribeLinks, list_id
 from .personalize import recipient_values
 from .transport import BatchTransport, Submit
 
@@ -99,7 +99,7 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
     """The v3 Mail Send body for one batch: content once, one personalization per reader.
 
     Each personalization has exactly one `to` (readers never see each other), the
-    substitutions that fill the per-reader placeholders, the one-click unsubscribe headers
+    substitutions that fill the per-reader placeholders, its List-Unsubscribe header
     (substitutions do not reach headers) and custom_args that map webhook events back.
     """
     newsletter = config.newsletters[edition.newsletter]
@@ -115,8 +115,9 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
             {
                 "to": [to],
                 "substitutions": recipient_values(recipient.name, url),
-                # List-Id is the same for everyone: it goes once, in the message headers.
-                "headers": unsubscribe_headers(url),
+                # Only the URL differs per reader; List-Id and List-Unsubscribe-Post are the
+                # same for everyone and go once, in the message-level headers.
+                "headers": {"List-Unsubscribe": f"<{url}>"},
                 # With the edition in the message-level custom_args, this names the delivery.
                 "custom_args": {"digest_subscriber": str(recipient.subscriber_id)},
             }
@@ -132,7 +133,10 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
             {"type": "text/plain", "value": edition.text},
             {"type": "text/html", "value": edition.html},
         ],
-        "headers": {"List-Id": list_id(config, edition.newsletter)},
+        "headers": {
+            "List-Id": list_id(config, edition.newsletter),
+            "List-Unsubscribe-Post": ONE_CLICK,
+        },
         "custom_args": {
             "digest_edition": str(edition.id),
             "digest_newsletter": edition.newsletter,

@@ -133,10 +133,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
                 "%%greeting_text%%": f"Hello Reader {index},",
                 "%%unsubscribe_url%%": url,
             },
-            "headers": {
-                "List-Unsubscribe": f"<{url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
+            "headers": {"List-Unsubscribe": f"<{url}>"},
             "custom_args": {"digest_subscriber": str(subscriber_id)},
         }
 
@@ -148,7 +145,10 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
             {"type": "text/plain", "value": edition[3]},
             {"type": "text/html", "value": edition[2]},
         ],
-        "headers": {"List-Id": '"Test Daily" <daily.news.test>'},
+        "headers": {
+            "List-Id": '"Test Daily" <daily.news.test>',
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
         "custom_args": {
             "digest_edition": str(edition[0]),
             "digest_newsletter": "daily",
@@ -349,3 +349,27 @@ def test_edition_counts_match_the_servers_view(db, config, transport, server, st
     report = send(db, config, transport)
     [result] = report.editions
     assert edition_counts(db, result.edition.id)["sent"] == len(server.recipients()) == 12
+
+
+def test_a_sign_up_confirmation_goes_through_sendgrid_as_one_message(
+    db, server, tmp_path, monkeypatch
+):
+    from digest.signup import CONFIRMATION_SENT, sign_up
+
+    config = make_config(
+        tmp_path,
+        newsletter={"asm_group_id": 42},
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+    )
+    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+    monkeypatch.setenv("SENDGRID_API_HOST", server.url)
+    assert sign_up(db, config, "new@example.com", name="Nia") == CONFIRMATION_SENT
+    [request] = server.requests
+    assert request.status == 202
+    body = request.body
+    assert body["personalizations"] == [{"to": [{"email": "new@example.com", "name": "Nia"}]}]
+    assert [part["type"] for part in body["content"]] == ["text/plain", "text/html"]
+    assert "/confirm/" in body["content"][0]["value"]
+    assert body["categories"] == ["confirmation"]
+    assert "asm" not in body, "a confirmation must reach readers who left another group"
+    assert body["headers"]["List-Id"] == '"Test Daily" <daily.news.test>'

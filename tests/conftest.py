@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -12,11 +13,25 @@ from digest.config import PROJECT_TEMPLATES, Config, parse_config
 from digest.store import open_db, upsert_stories
 
 EDITION_TIME = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless Debian Chromium as root, kept off the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"
+)
 _serial = count(1)
 
 
-def make_config(tmp_path: Path, newsletter: dict | None = None, **sections) -> Config:
-    data = {
+def config_data(newsletter: dict | None = None, **sections) -> dict:
+    """A test project's config: the test site, the project's templates, a `daily` newsletter."""
+    return {
         "site": {
             "name": "Test Courier",
             "url": "https://news.test",
@@ -32,7 +47,25 @@ def make_config(tmp_path: Path, newsletter: dict | None = None, **sections) -> C
             | (newsletter or {})
         },
     } | sections
-    return parse_config(data, tmp_path / "digest.toml", env={})
+
+
+def make_config(tmp_path: Path, newsletter: dict | None = None, **sections) -> Config:
+    return parse_config(config_data(newsletter, **sections), tmp_path / "digest.toml", env={})
+
+
+def write_config(folder: Path, newsletter: dict | None = None, **sections) -> Path:
+    """Write `config_data` as `folder/digest.toml`, for commands run in that folder."""
+    lines = []
+    for section, table in config_data(newsletter, **sections).items():
+        tables = table.items() if section == "newsletters" else [(None, table)]
+        for name, values in tables:
+            lines.append(f"[{section}.{name}]" if name else f"[{section}]")
+            # JSON's strings, numbers, booleans and lists of strings are TOML's too.
+            lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+            lines.append("")
+    path = folder / "digest.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
 
 
 @pytest.fixture
@@ -67,3 +100,14 @@ def add_stories(db, *stories: dict) -> list[int]:
         db.execute("SELECT id FROM stories WHERE url = ?", [s["url"]]).fetchone()[0]
         for s in stories
     ]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One real Chromium for the session, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -13,26 +13,11 @@ from click.testing import CliRunner
 from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES
 
+from conftest import write_config
+
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-26T07:05:00Z"
 
-CONFIG = """
-[site]
-name = "Test Courier"
-url = "https://news.test"
-postal_address = "1 Test Street"
-from_email = "digest@news.test"
-
-[templates]
-path = "{templates}"
-
-[transport]
-secret_key = "test-secret"
-
-[newsletters.daily]
-title = "Test Daily"
-timezone = "UTC"
-"""
 
 STORIES = """url,title,summary,author,category,published_at,score,pinned
 https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-26T05:00:00Z,3,false
@@ -43,7 +28,7 @@ https://news.test/b,Otters return,Otters seen.,Priya,science,2026-11-26T04:00:00
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A project folder with a config, a story file and a subscriber list."""
-    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    write_config(tmp_path)
     (tmp_path / "stories.csv").write_text(STORIES)
     (tmp_path / "readers.csv").write_text(
         "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbad-address,X,,UTC\n"
@@ -153,7 +138,7 @@ def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
     templates = workdir / "templates"
     shutil.copytree(PROJECT_TEMPLATES, templates)
     (templates / "_top_story.html").write_text("{{ story.title }\n")
-    (workdir / "digest.toml").write_text(CONFIG.format(templates="templates"))
+    write_config(workdir, templates={"path": "templates"})
     run("ingest", "stories.csv")
     result = digest_process("preview", "--now", NOW, cwd=workdir)
     assert_one_clear_line(result, "_top_story.html line 1")

@@ -8,29 +8,15 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
-from digest.config import PROJECT_TEMPLATES
 
-CONFIG = """
-[site]
-url = "https://news.test"
-
-[templates]
-path = "{templates}"
-
-[transport]
-secret_key = "test-secret"
-
-[newsletters.daily]
-title = "Test Daily"
-
-[newsletters.weekly]
-title = "Test Weekly"
-"""
+from conftest import write_config
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    write_config(
+        tmp_path, newsletters={"daily": {"title": "Test Daily"}, "weekly": {"title": "Test Weekly"}}
+    )
     (tmp_path / "readers.csv").write_text(
         "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbo@example.com,Bo,world,UTC\n"
     )

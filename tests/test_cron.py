@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import PROJECT_TEMPLATES
 from digest.store import open_db
 from digest.subscribers import add_subscriber
+
+from conftest import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 # Before London's 07:00: nothing is due, so these runs are quick (no rendering).
@@ -21,24 +22,6 @@ NOTHING_DUE = "2026-11-02T05:00:00Z"
 WRAPPER = REPO / "cron" / "digest-run"
 DIGEST = Path(sys.executable).parent / "digest"
 
-CONFIG = f"""
-[site]
-name = "Test Courier"
-url = "https://news.test"
-postal_address = "1 Test Street"
-from_email = "digest@news.test"
-
-[templates]
-path = "{PROJECT_TEMPLATES}"
-
-[transport]
-secret_key = "test-secret"
-
-[newsletters.daily]
-title = "Test Daily"
-timezone = "Europe/London"
-sources = ["stories.csv"]
-"""
 
 STORIES = """url,title,summary,author,category,published_at,score,pinned
 https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-02T05:00:00Z,3,false
@@ -49,7 +32,7 @@ https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-02T0
 def project(tmp_path) -> Path:
     """A project folder with a config, a story file, one reader in a database named by the
     env file, and the env file itself."""
-    (tmp_path / "digest.toml").write_text(CONFIG)
+    write_config(tmp_path, {"timezone": "Europe/London", "sources": ["stories.csv"]})
     (tmp_path / "stories.csv").write_text(STORIES)
     db = open_db(tmp_path / "data" / "news.db")
     add_subscriber(db, "ana@example.com", timezone="Europe/London")

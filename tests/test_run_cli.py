@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
-from digest.config import PROJECT_TEMPLATES, load_config
+from digest.config import load_config
 from digest.errors import SendRejectedError
 from digest.lease import Lease
 from digest.run import run_due
@@ -22,26 +22,10 @@ from digest.store import open_db
 from digest.subscribers import add_subscriber
 from digest.transport import BatchTransport
 
-CONFIG = """
-[site]
-name = "Test Courier"
-url = "https://news.test"
-postal_address = "1 Test Street"
-from_email = "digest@news.test"
+from conftest import write_config
 
-[templates]
-path = "{templates}"
+LONDON_DAILY = {"timezone": "Europe/London", "grace_hours": 6, "sources": ["stories.csv"]}
 
-[transport]
-secret_key = "test-secret"
-
-[newsletters.daily]
-title = "Test Daily"
-schedule = "0 7 * * *"
-timezone = "Europe/London"
-grace_hours = 6
-sources = ["stories.csv"]
-"""
 
 STORIES = """url,title,summary,author,category,published_at,score,pinned
 https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-02T05:00:00Z,3,false
@@ -54,7 +38,7 @@ AFTER_SLOT = "2026-11-02T07:05:00Z"
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder with a config whose source is a story file, and London readers."""
-    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    write_config(tmp_path, LONDON_DAILY)
     (tmp_path / "stories.csv").write_text(STORIES)
     monkeypatch.chdir(tmp_path)
     for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
@@ -92,11 +76,7 @@ def test_run_with_nothing_due_says_so(project):
 
 
 def test_run_exits_one_when_a_source_fails_but_still_sends(project):
-    (project / "digest.toml").write_text(
-        CONFIG.format(templates=PROJECT_TEMPLATES).replace(
-            'sources = ["stories.csv"]', 'sources = ["missing.xml", "stories.csv"]'
-        )
-    )
+    write_config(project, LONDON_DAILY | {"sources": ["missing.xml", "stories.csv"]})
     result = CliRunner().invoke(cli, ["run", "--now", AFTER_SLOT])
     assert result.exit_code == 1
     assert "ingest missing.xml: FAILED" in result.output

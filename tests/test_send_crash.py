@@ -12,38 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from digest.config import PROJECT_TEMPLATES
 from digest.store import open_db
 from digest.subscribers import import_csv
 
-from conftest import add_stories, story
+from conftest import add_stories, story, write_config
 from sendgrid_server import Fault, SendGridTestServer
 
 API_KEY = "SG.crash-test"
 NOW = "2026-11-26T07:02:00Z"
-CONFIG = """
-[site]
-url = "https://news.test"
-from_email = "digest@news.test"
-
-[templates]
-path = "{templates}"
-
-[transport]
-kind = "sendgrid"
-secret_key = "test-secret"
-
-[sendgrid]
-batch_size = {batch_size}
-concurrency = {concurrency}
-timeout_seconds = 30
-max_attempts = 2
-backoff_seconds = 0.01
-
-[newsletters.daily]
-title = "Test Daily"
-timezone = "UTC"
-"""
 
 
 @pytest.fixture
@@ -53,8 +29,16 @@ def server():
 
 
 def make_project(tmp_path: Path, readers: int, batch_size: int, concurrency: int = 4) -> list[str]:
-    (tmp_path / "digest.toml").write_text(
-        CONFIG.format(templates=PROJECT_TEMPLATES, batch_size=batch_size, concurrency=concurrency)
+    write_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+            "timeout_seconds": 30,
+            "max_attempts": 2,
+            "backoff_seconds": 0.01,
+        },
     )
     db = open_db(tmp_path / "digest.db")
     add_stories(db, story(1), story(2, category="science"))
@@ -79,6 +63,8 @@ def digest_send(tmp_path: Path, server: SendGridTestServer, *args: str) -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Its own process group, so that a kill takes its sending workers down with it.
+        start_new_session=True,
     )
 
 
@@ -88,6 +74,15 @@ def wait_for(condition, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the condition")
         time.sleep(0.05)
+
+
+def wait_until_quiet(server: SendGridTestServer, quiet: float = 0.3) -> None:
+    """Until no new request has been recorded for `quiet` seconds: one the killed process
+    finished sending may still be in the server's hands."""
+    seen = -1
+    while seen != len(server.requests):
+        seen = len(server.requests)
+        time.sleep(quiet)
 
 
 def ledger(tmp_path: Path) -> Counter:
@@ -103,20 +98,20 @@ def test_kill_9_mid_edition_then_a_rerun_duplicates_no_one_and_loses_no_one(
     tmp_path, server, concurrency
 ):
     emails = make_project(tmp_path, readers=1000, batch_size=100, concurrency=concurrency)
-    requests_seen = []
+    hung = set(emails[300:400])
 
-    def hang_the_fourth_request(body):
-        requests_seen.append(body)
-        return len(requests_seen) == 4
+    def carries_the_fourth_batch(body):
+        return body["personalizations"][0]["to"][0]["email"] == emails[300]
 
-    server.fail_when(hang_the_fourth_request, Fault("slow", delay=60))
+    # SendGrid takes the fourth batch but never answers; the process is killed meanwhile.
+    server.fail_when(carries_the_fourth_batch, Fault("slow", delay=60))
     process = digest_send(tmp_path, server)
-    wait_for(lambda: len(server.requests) >= 4 and ledger(tmp_path)["sent"] >= 300)
-    os.kill(process.pid, signal.SIGKILL)
+    wait_for(lambda: hung <= set(server.recipients()) and ledger(tmp_path)["sent"] >= 300)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    wait_until_quiet(server)
 
     before_rerun = ledger(tmp_path)
-    hung = {p["to"][0]["email"] for p in requests_seen[3]["personalizations"]}
     accepted_before = set(server.recipients())
     if concurrency == 1:
         assert before_rerun == Counter(sent=300, sending=100, queued=600)

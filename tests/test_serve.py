@@ -15,27 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from digest.config import PROJECT_TEMPLATES
 from digest.store import open_db
 
+from conftest import write_config
+
 NOW = "2026-11-26T07:05:00Z"
-CONFIG = """
-[site]
-name = "Test Courier"
-url = "https://news.test"
-postal_address = "1 Test Street"
-from_email = "digest@news.test"
-
-[templates]
-path = "{templates}"
-
-[transport]
-secret_key = "test-secret"
-
-[newsletters.daily]
-title = "Test Daily"
-timezone = "UTC"
-"""
 
 
 def free_port() -> int:
@@ -74,7 +58,7 @@ def digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture
 def demo(tmp_path):
     """The demo sent through the outbox, with a config whose secret is not the placeholder."""
-    (tmp_path / "digest.toml").write_text(CONFIG.format(templates=PROJECT_TEMPLATES))
+    write_config(tmp_path)
     result = digest("demo", "--dir", "demo", "--now", NOW, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return tmp_path / "demo"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -22,6 +23,13 @@ class DigestGroup(click.Group):
             return super().invoke(ctx)
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise click.ClickException(
+                f"The database is busy ({exc}): another process held it for over 30 s. "
+                "Nothing was half-done; run the command again."
+            ) from None
 
 
 class State:
@@ -156,19 +164,11 @@ def send(
         warn(message)
     for result in report.editions:
         click.echo(result.line())
-    for batch in report.unknown_batches:
-        click.echo(unknown_batch_line(batch), err=True)
+    for line in report.attention():
+        click.echo(line, err=True)
     click.echo(report.summary())
-    if report.total("failed"):
+    if report.needs_attention:
         sys.exit(1)
-
-
-def unknown_batch_line(batch: dict) -> str:
-    return (
-        f"unknown: batch {batch['batch_key']} ({batch['recipients']} readers, since "
-        f"{batch['since']}) may or may not have reached the provider; check its activity "
-        "log, then `digest send --resend-unknown` sends it again."
-    )
 
 
 class TerminalProgress:
@@ -278,7 +278,13 @@ def status(state: State, now: str | None, limit: int) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8025, show_default=True, help="Port to listen on.")
+@click.option(
+    "--port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
     """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -255,6 +256,15 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         newsletters=newsletters,
         sendgrid=sendgrid,
         source_path=path,
+    )
+
+
+def is_placeholder_site(config: Config) -> bool:
+    """Whether site.url is a name reserved for examples and tests (RFC 2606) or this machine."""
+    host = (urlsplit(config.site.url).hostname or "").lower()
+    return host in ("localhost", "127.0.0.1") or any(
+        host == name or host.endswith("." + name)
+        for name in ("example.com", "example.org", "example.net", "example", "test")
     )
 
 

@@ -124,19 +124,16 @@ def _edition(row: dict) -> Edition:
     )
 
 
-def find_edition(db: Database, newsletter: str, slot_at: datetime, variant: str) -> Edition | None:
-    row = next(
-        db.query(
-            "SELECT * FROM editions WHERE newsletter = ? AND slot_at = ? AND variant = ?",
-            [newsletter, to_db(slot_at), variant],
-        ),
-        None,
+def slot_editions(
+    db: Database, newsletter: str, slot_at: datetime, timezone: str | None
+) -> list[Edition]:
+    """The editions of one newsletter slot (in one time zone, or the all-zones one), in order."""
+    rows = db.query(
+        """SELECT * FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone IS ?
+           ORDER BY id""",
+        [newsletter, to_db(slot_at), timezone],
     )
-    return _edition(row) if row else None
-
-
-def get_edition(db: Database, edition_id: int) -> Edition:
-    return _edition(next(db.query("SELECT * FROM editions WHERE id = ?", [edition_id])))
+    return [_edition(row) for row in rows]
 
 
 def save_edition(db: Database, edition: Edition) -> Edition:

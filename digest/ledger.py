@@ -8,7 +8,7 @@ its mail may or may not have left, so it is neither re-sent nor dropped without 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -204,3 +204,17 @@ def unknown_batches(db: Database, edition_id: int | None = None) -> Iterator[dic
             GROUP BY edition_id, batch_key ORDER BY since""",
         [edition_id] if edition_id is not None else [],
     )
+
+
+def tally(counts: Mapping[str, int]) -> str:
+    """How counts are always shown: sent, failed, skipped, unknown (`sending`), and queued if any.
+
+    Queued readers left over (a run that stopped) must never be hidden by a tidy summary.
+    """
+    text = (
+        f"sent {counts.get('sent', 0)}, failed {counts.get('failed', 0)}, "
+        f"skipped {counts.get('skipped', 0)}, unknown {counts.get('sending', 0)}"
+    )
+    if counts.get("queued"):
+        text += f", still queued {counts['queued']}"
+    return text

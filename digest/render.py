@@ -83,14 +83,28 @@ def add_utm(url: str, utm: UtmSettings, newsletter: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _inert(text: str) -> str:
+    """Feed text that can never spell a per-reader placeholder (`%%name%%`).
+
+    Otherwise a feed could write `%%unsubscribe_url%%` into a link and collect every
+    reader's token. A word joiner between the signs is invisible to readers.
+    """
+    return text.replace("%%", "%\u2060%")
+
+
+def _inert_url(url: str) -> str:
+    # A literal "%%" is not valid in a URL anyway; percent-encode it.
+    return url.replace("%%", "%25%25")
+
+
 def _story_view(story: Story, newsletter: NewsletterConfig, also: Story | None = None) -> StoryView:
     return StoryView(
-        title=story.title,
-        url=add_utm(story.url, newsletter.utm, newsletter.name),
-        summary=story.summary,
-        author=story.author,
-        category=story.category,
-        image_url=story.image_url,
+        title=_inert(story.title),
+        url=_inert_url(add_utm(story.url, newsletter.utm, newsletter.name)),
+        summary=_inert(story.summary),
+        author=_inert(story.author),
+        category=_inert(story.category),
+        image_url=_inert_url(story.image_url),
         published_at=story.published_at,
         also_read=_story_view(also, newsletter) if also else None,
     )

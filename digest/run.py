@@ -12,16 +12,17 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
+from .clock import utcnow
 from .config import Config
 from .errors import DigestError, LeaseHeldError
 from .ingest import ingest_sources
 from .lease import Lease
-from .ledger import audience_filter
+from .ledger import audience_filter, tally
 from .render import Renderer
 from .schedule import Schedule, Slot, decide
-from .send import SendReport, send_slot
+from .send import SendReport, send_command, send_slot
 from .slots import last_records, record_run, record_slot
+from .store import DELIVERY_STATUSES
 from .transport import Transport, make_transport
 
 RUN_LEASE = "run"
@@ -70,12 +71,6 @@ def slot_label(slot: Slot) -> str:
         f"{slot.newsletter} {slot.timezone} {slot.local:%Y-%m-%d %H:%M} "
         f"({slot.at:%Y-%m-%d %H:%M} UTC)"
     )
-
-
-def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str) -> str:
-    """The `digest send` line that acts on one slot's edition again (e.g. --retry-failed)."""
-    zone = f" --timezone {timezone}" if timezone else ""
-    return f"digest send --newsletter {newsletter}{zone} --now {to_db(slot_at)} {flag}"
 
 
 def run_due(
@@ -156,12 +151,9 @@ def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> s
         note = note.removeprefix("skipped: ")
         record_slot(db, slot, "skipped", now, note=note)
         return f"skipped: {note}"
-    counts = {status: sent.total(status) for status in ("sent", "failed", "skipped", "sending")}
+    counts = {status: sent.total(status) for status in DELIVERY_STATUSES}
     record_slot(db, slot, "sent", now, editions=len(delivered), counts=counts)
-    line = (
-        f"sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}, "
-        f"unknown {counts['sending']} in {len(delivered)} edition(s)"
-    )
+    line = f"{tally(counts)} in {len(delivered)} edition(s)"
     if counts["failed"]:
         retry = send_command(slot.newsletter, slot.timezone, slot.at, "--retry-failed")
         line += f"; retry them with `{retry}`"

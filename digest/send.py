@@ -1,7 +1,8 @@
 """Send a newsletter slot: build each edition variant once, freeze its audience, deliver in batches.
 
-Every recipient is recorded before their batch leaves (`sending`) and after (`sent` or
-`failed`), so a re-run sends only what is still queued and never sends anyone twice.
+Every recipient is recorded before their batch leaves (`sending`) and after (`sent`,
+`failed`, or still `sending` = unknown when nobody can tell), so a re-run sends only what
+is still queued.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlite_utils import Database
 
 from .clock import to_db
 from .config import Config, NewsletterConfig
-from .edition import Edition, build_edition, find_edition, latest_slot, save_edition
+from .edition import Edition, build_edition, latest_slot, save_edition, slot_editions
 from .errors import (
     DeliveryUnknownError,
     DigestError,
@@ -36,12 +37,14 @@ from .ledger import (
     queue_audience,
     requeue,
     requeue_batch,
+    tally,
     unknown_batches,
 )
 from .render import Renderer
-from .select import variant_key
-from .store import write_transaction
+from .store import DELIVERY_STATUSES, write_transaction
 from .transport import Transport, make_transport
+
+LEASE_RENEW_SECONDS = 60
 
 
 @dataclass
@@ -52,18 +55,14 @@ class EditionResult:
     note: str = ""
 
     def line(self) -> str:
-        c = self.counts
-        tally = (
-            f"sent {c.get('sent', 0)}, failed {c.get('failed', 0)}, "
-            f"skipped {c.get('skipped', 0)}, unknown {c.get('sending', 0)}"
-        )
-        return f"{self.edition.slug}: {self.note or tally}"
+        return f"{self.edition.slug}: {self.note or tally(self.counts)}"
 
 
 @dataclass
 class SendReport:
     newsletter: str
     slot_at: datetime
+    timezone: str | None = None
     dry_run: bool = False
     editions: list[EditionResult] = field(default_factory=list)
     unknown_batches: list[dict] = field(default_factory=list)
@@ -82,11 +81,34 @@ class SendReport:
                 f"dry run: {self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC would go to "
                 f"{readers} readers in {len(self.editions)} edition(s); nothing sent"
             )
-        return (
-            f"{self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC: sent {self.total('sent')}, "
-            f"failed {self.total('failed')}, skipped {self.total('skipped')}, "
-            f"unknown {self.total('sending')}"
-        )
+        totals = {status: self.total(status) for status in DELIVERY_STATUSES}
+        return f"{self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC: {tally(totals)}"
+
+    def attention(self) -> list[str]:
+        """What an operator must look at, each with the exact command that deals with it."""
+
+        def command(flag: str) -> str:
+            return send_command(self.newsletter, self.timezone, self.slot_at, flag)
+
+        lines = [
+            f"unknown: batch {batch['batch_key']} ({batch['recipients']} readers, since "
+            f"{batch['since']}) may or may not have reached the provider; check its activity "
+            f"log, and only if it did not, `{command('--resend-unknown')}` sends it again."
+            for batch in self.unknown_batches
+        ]
+        if self.total("failed"):
+            lines.append(f"failed: {self.total('failed')} readers; `{command('--retry-failed')}`")
+        if self.total("queued"):
+            lines.append(
+                f"still queued: {self.total('queued')} readers (the send stopped); "
+                f"`{command('').strip()}` finishes it."
+            )
+        return lines
+
+    @property
+    def needs_attention(self) -> bool:
+        """Readers failed, unknown or still queued: the exit status says so to cron."""
+        return any(self.total(status) for status in ("failed", "sending", "queued"))
 
 
 def audience_variants(
@@ -134,13 +156,21 @@ def deliver_edition(
                 continue
             if not in_flight:
                 break
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            # Wake at least every LEASE_RENEW_SECONDS: one batch's retries can outlast a lease.
+            done, _ = wait(in_flight, timeout=LEASE_RENEW_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 batch = in_flight.pop(future)
                 try:
                     record_outcome(db, batch, future)
                 except TransportAuthError as exc:
                     stop = stop or exc
+                except Exception as exc:
+                    # A worker died, or something unforeseen: the batch may have left.
+                    note_batch_unknown(db, batch, f"{type(exc).__name__}: {exc}")
+                    stop = stop or TransportError(
+                        f"Sending stopped on an unexpected {type(exc).__name__}: {exc}. "
+                        "Its batch is left unknown; `digest status` says what to do."
+                    )
                 if progress:
                     progress(len(batch.recipients))
             if lease and not stop:
@@ -168,48 +198,55 @@ def record_outcome(db: Database, batch: Batch, future: Future) -> None:
         mark_batch_sent(db, batch, provider_id)
 
 
-def prepare_edition(
+def plan_slot(
     db: Database,
     config: Config,
     renderer: Renderer,
     newsletter: NewsletterConfig,
     slot_at: datetime,
-    topics: str,
-    readers: int,
     timezone: str | None,
-    dry_run: bool,
-) -> EditionResult:
-    """Find the slot's edition for this variant, or build it and freeze its audience."""
-    topic_tuple = tuple(t for t in topics.split(";") if t)
-    existing = find_edition(db, newsletter.name, slot_at, variant_key(topic_tuple, timezone))
-    if existing is not None:
-        return EditionResult(existing, audience=sum(edition_counts(db, existing.id).values()))
-    edition, story_count = build_edition(
-        db, config, renderer, newsletter, slot_at, topic_tuple, timezone
-    )
-    if story_count < max(newsletter.min_stories, 1):
-        return EditionResult(edition, readers, note="skipped: no new stories")
-    if dry_run:
-        return EditionResult(edition, readers, note=f"would send to {readers} readers")
-    with write_transaction(db):
-        edition = save_edition(db, edition)
-        queued = queue_audience(db, edition.id, newsletter.name, topics, timezone)
-    return EditionResult(edition, audience=queued)
+) -> tuple[list[EditionResult], list[tuple[str, EditionResult]]]:
+    """The slot's editions already started, or else its new variants, built but not saved.
 
-
-def slot_variants(
-    db: Database, newsletter: str, slot_at: datetime, timezone: str | None
-) -> list[tuple[str, int]]:
-    """The topic sets to send for a slot, with their readers now: today's audience, plus
-    the editions already started (an edition whose readers all left still finishes its queue).
+    A slot's audience is frozen once, for all its variants together: once any edition of
+    the slot has started, no new variant is made for it (a reader who joined or changed
+    topics since waits for the next slot). A new variant with too few stories comes back
+    with the note "skipped: no new stories".
     """
-    variants = dict(audience_variants(db, newsletter, timezone))
-    for row in db.query(
-        "SELECT topics FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone IS ?",
-        [newsletter, to_db(slot_at), timezone],
-    ):
-        variants.setdefault(row["topics"], 0)
-    return sorted(variants.items())
+    started = [
+        EditionResult(edition, sum(edition_counts(db, edition.id).values()))
+        for edition in slot_editions(db, newsletter.name, slot_at, timezone)
+    ]
+    if started:
+        return started, []
+    new = []
+    for topics, readers in audience_variants(db, newsletter.name, timezone):
+        topic_tuple = tuple(t for t in topics.split(";") if t)
+        edition, story_count = build_edition(
+            db, config, renderer, newsletter, slot_at, topic_tuple, timezone
+        )
+        note = "skipped: no new stories" if story_count < max(newsletter.min_stories, 1) else ""
+        new.append((topics, EditionResult(edition, readers, note=note)))
+    return started, new
+
+
+def freeze_new_editions(
+    db: Database, newsletter: str, timezone: str | None, new: list[tuple[str, EditionResult]]
+) -> list[EditionResult]:
+    """Save the new variants and queue their audiences, all in one transaction.
+
+    One snapshot for every variant, so each reader is queued by exactly one of them.
+    """
+    frozen = []
+    with write_transaction(db):
+        for topics, result in new:
+            if result.note:
+                frozen.append(result)
+                continue
+            edition = save_edition(db, result.edition)
+            queued = queue_audience(db, edition.id, newsletter, topics, timezone)
+            frozen.append(EditionResult(edition, audience=queued))
+    return frozen
 
 
 def send_slot(
@@ -228,25 +265,31 @@ def send_slot(
 ) -> SendReport:
     """Build and send every variant of one newsletter slot, under the newsletter's lease.
 
+    `--retry-failed` and `--resend-unknown` act only on editions already started: a slot
+    that never started has nothing to retry, and building it anew would mail everyone.
     `progress(result, recipients)` is called after each batch.
     """
     renderer = renderer or Renderer(config.templates_dir)
-    report = SendReport(newsletter.name, slot_at, dry_run=dry_run)
+    report = SendReport(newsletter.name, slot_at, timezone, dry_run=dry_run)
+    existing_only = retry_failed or resend_unknown
     if dry_run:
-        for topics, readers in slot_variants(db, newsletter.name, slot_at, timezone):
-            report.editions.append(
-                prepare_edition(
-                    db, config, renderer, newsletter, slot_at, topics, readers, timezone, True
-                )
-            )
+        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
+        report.editions = started + [
+            result if result.note else replace(result, note=f"would send to {result.audience}")
+            for _, result in new
+        ]
         return report
     transport = transport or make_transport(config)
     with Lease(db, f"send:{newsletter.name}") as lease:
-        for topics, readers in slot_variants(db, newsletter.name, slot_at, timezone):
-            result = prepare_edition(
-                db, config, renderer, newsletter, slot_at, topics, readers, timezone, False
+        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
+        if existing_only and not started:
+            raise DigestError(
+                f"No edition of {newsletter.name} for {to_db(slot_at)}"
+                f"{f' in {timezone}' if timezone else ''} has started, so there is nothing to "
+                "retry; `digest status` lists the slots and the command for each."
             )
-            report.editions.append(result)
+        report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
+        for result in report.editions:
             if result.note:
                 continue
             if retry_failed:
@@ -259,6 +302,12 @@ def send_slot(
             if result.counts["sending"]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.id))
     return report
+
+
+def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str) -> str:
+    """The `digest send` line that acts on one slot's editions again (e.g. --retry-failed)."""
+    zone = f" --timezone {timezone}" if timezone else ""
+    return f"digest send --newsletter {newsletter}{zone} --now {to_db(slot_at)} {flag}"
 
 
 def send_newsletter(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import multiprocessing
 import os
 import random
@@ -35,7 +36,7 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from .config import Config
+from .config import PLACEHOLDER_SECRET, Config
 from .edition import Edition
 from .errors import (
     ConfigError,
@@ -50,6 +51,8 @@ from .personalize import recipient_values
 from .transport import BatchTransport, Submit
 
 MAX_CATEGORIES = 10
+# python_http_client logs every request's headers (the API key) and body at DEBUG.
+logging.getLogger("python_http_client").setLevel(logging.INFO)
 # Headers SendGrid sets itself and refuses in `headers` (plus those of the MIME structure).
 RESERVED_HEADERS = frozenset(
     {
@@ -241,6 +244,12 @@ class SendGridTransport(BatchTransport):
                 "SENDGRID_API_KEY is not set; export it (never put it in digest.toml), "
                 "or use the outbox transport (DIGEST_TRANSPORT=outbox)."
             )
+        if config.secret_key == PLACEHOLDER_SECRET:
+            raise ConfigError(
+                "The secret key is still the shipped placeholder, so anyone could forge the "
+                "unsubscribe links in these emails; set DIGEST_SECRET_KEY to a long random "
+                "value before sending through SendGrid."
+            )
         self.config = config
         self.settings = config.sendgrid
         self.batch_size = self.settings.batch_size
@@ -287,8 +296,7 @@ class SendGridTransport(BatchTransport):
             except RetryableError as exc:
                 if attempt == self.settings.max_attempts:
                     raise TransportError(
-                        f"SendGrid did not take {what} after {attempt} attempts: {exc}. "
-                        "`digest send --retry-failed` tries again later."
+                        f"SendGrid did not take {what} after {attempt} attempts: {exc}"
                     ) from None
                 self._sleep(self._backoff(attempt, exc.retry_after))
         raise AssertionError("unreachable: max_attempts is at least 1")
@@ -322,7 +330,8 @@ class SendGridTransport(BatchTransport):
         except URLError as exc:
             # urllib wraps errors raised while connecting or sending: SendGrid got no request.
             raise RetryableError(f"could not reach {self.host}: {exc.reason}") from None
-        except (TimeoutError, http.client.HTTPException, ConnectionError) as exc:
+        except (TimeoutError, http.client.HTTPException, OSError) as exc:
+            # Raised while waiting for the answer (a read timeout, a reset, TLS): sent already.
             detail = f"no answer from {self.host} ({type(exc).__name__}: {exc})"
             if self.settings.retry_after_timeout:
                 raise RetryableError(detail) from None

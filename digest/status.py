@@ -14,9 +14,10 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
-from .ledger import edition_counts, unknown_batches
-from .run import reader_timezones, schedules, send_command, slot_label
+from .ledger import edition_counts, tally, unknown_batches
+from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
+from .send import send_command
 from .slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
 
 
@@ -152,10 +153,6 @@ def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
 def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
     if record.status in ("missed", "skipped"):
         return record.note
-    tally = (
-        f"sent {counts['sent']}, failed {counts['failed']}, skipped {counts['skipped']}, "
-        f"unknown {counts['sending']}"
-    )
     if record.status == "failed":
-        return f"{tally}; {record.note} (attempt {record.attempts})"
-    return tally
+        return f"{tally(counts)}; {record.note} (attempt {record.attempts})"
+    return tally(counts)

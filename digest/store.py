@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,7 +16,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .clock import from_db, to_db, utcnow
-from .errors import NotFoundError, StoreError
+from .errors import DigestError, NotFoundError, StoreError
 from .models import Story
 
 SUBSCRIBER_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained")
@@ -412,6 +413,8 @@ def set_story_editorial(
     db: Database, ref: str, *, pinned: bool | None = None, score: float | None = None
 ) -> Story:
     """Pin, unpin or score a story; the editor's choice then survives re-ingesting its feed."""
+    if score is not None and not math.isfinite(score):
+        raise DigestError(f"Score {score} is not a number; give one such as 7 or 2.5.")
     story = find_story(db, ref)
     with db.atomic():
         if pinned is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from .subscriptions import roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
 
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
+IMPORT_CHUNK_ROWS = 1000
 CSV_COLUMNS = ("email", "name", "topics", "timezone")
 EXPORT_COLUMNS = (*CSV_COLUMNS, "status", "newsletters", "created_at", "updated_at")
 # The newsletter of the built-in default config; the CLI always passes the config's choice.
@@ -295,72 +297,96 @@ def import_csv(
     report = ImportReport()
     seen: dict[str, int] = {}
     now = to_db(utcnow())
-    with handle, write_transaction(db):
+    with handle:
         reader = csv.DictReader(handle)
-        if not reader.fieldnames or "email" not in [f.strip().lower() for f in reader.fieldnames]:
+        numbered = ((reader.line_num, row) for row in reader)
+        try:
+            if not reader.fieldnames or "email" not in [
+                f.strip().lower() for f in reader.fieldnames
+            ]:
+                raise SubscriberError(
+                    f"{path} has no 'email' column in its header row; the columns are: "
+                    + ", ".join(CSV_COLUMNS)
+                )
+            # A transaction per chunk: the web app's unsubscribes must not wait for a big file.
+            while chunk := list(itertools.islice(numbered, IMPORT_CHUNK_ROWS)):
+                with write_transaction(db):
+                    for line, row in chunk:
+                        _import_row(db, row, line, newsletter, now, seen, report)
+        except (UnicodeDecodeError, csv.Error) as exc:
             raise SubscriberError(
-                f"{path} has no 'email' column in its header row; the columns are: "
-                + ", ".join(CSV_COLUMNS)
-            )
-        for row in reader:
-            line = reader.line_num
-            row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
-            try:
-                email = check_email(row.get("email", ""))
-                timezone = check_timezone(row.get("timezone", ""))
-            except SubscriberError as exc:
-                report.bad_rows.append((line, str(exc)))
-                continue
-            key = email.lower()
-            if key in seen:
-                report.bad_rows.append((line, f"duplicate of line {seen[key]} ({email})"))
-                continue
-            seen[key] = line
-            if is_suppressed(db, email):
-                report.suppressed.append(f"line {line}: {email} was forgotten at their request")
-                continue
-            values = {
-                "name": row.get("name", "").strip(),
-                "topics": topics_text(row.get("topics", "").split(";")),
-                "timezone": timezone,
-            }
-            existing = find_subscriber(db, email)
-            if existing is None:
-                create_subscriber(
-                    db,
-                    email,
-                    newsletter=newsletter,
-                    source="import",
-                    name=values["name"],
-                    topics=values["topics"].split(";"),
-                    timezone=timezone,
-                )
-                report.added += 1
-                continue
-            subscription = subscriptions_of(db, existing.id).get(newsletter)
-            if reason := _suppressed_reason(existing, subscription, newsletter):
-                report.suppressed.append(f"line {line}: {email} {reason}")
-            joins = subscription is None and existing.status in ("active", "pending")
-            if joins:
-                set_subscription(db, existing.id, newsletter, existing.status, "import")
-            current = {
-                "name": existing.name,
-                "topics": ";".join(existing.topics),
-                "timezone": existing.timezone,
-            }
-            changed = [k for k in values if values[k] != current[k]]
-            if changed:
-                db.execute(
-                    """UPDATE subscribers SET name = :name, topics = :topics,
-                       timezone = :timezone, updated_at = :now WHERE id = :id""",
-                    {**values, "now": now, "id": existing.id},
-                )
-                record(db, existing.id, "profile", "import", detail=", ".join(changed))
-            if changed or joins:
-                report.updated += 1
-            else:
-                report.unchanged += 1
+                f"{path} near line {reader.line_num + 1}: {exc}; save the file as UTF-8 CSV and "
+                "import it again (rows before it went in; they will show as unchanged)."
+            ) from None
     return report
+
+
+def _import_row(
+    db: Database,
+    row: dict,
+    line: int,
+    newsletter: str,
+    now: str,
+    seen: dict[str, int],
+    report: ImportReport,
+) -> None:
+    """One CSV row of `import_csv`, counted in `report`."""
+    row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
+    try:
+        email = check_email(row.get("email", ""))
+        timezone = check_timezone(row.get("timezone", ""))
+    except SubscriberError as exc:
+        report.bad_rows.append((line, str(exc)))
+        return
+    key = email.lower()
+    if key in seen:
+        report.bad_rows.append((line, f"duplicate of line {seen[key]} ({email})"))
+        return
+    seen[key] = line
+    if is_suppressed(db, email):
+        report.suppressed.append(f"line {line}: {email} was forgotten at their request")
+        return
+    values = {
+        "name": row.get("name", "").strip(),
+        "topics": topics_text(row.get("topics", "").split(";")),
+        "timezone": timezone,
+    }
+    existing = find_subscriber(db, email)
+    if existing is None:
+        create_subscriber(
+            db,
+            email,
+            newsletter=newsletter,
+            source="import",
+            name=values["name"],
+            topics=values["topics"].split(";"),
+            timezone=timezone,
+        )
+        report.added += 1
+        return
+    subscription = subscriptions_of(db, existing.id).get(newsletter)
+    if reason := _suppressed_reason(existing, subscription, newsletter):
+        report.suppressed.append(f"line {line}: {email} {reason}")
+    joins = subscription is None and existing.status in ("active", "pending")
+    if joins:
+        set_subscription(db, existing.id, newsletter, existing.status, "import")
+    current = {
+        "name": existing.name,
+        "topics": ";".join(existing.topics),
+        "timezone": existing.timezone,
+    }
+    changed = [k for k in values if values[k] != current[k]]
+    if changed:
+        db.execute(
+            """UPDATE subscribers SET name = :name, topics = :topics,
+               timezone = :timezone, updated_at = :now WHERE id = :id""",
+            {**values, "now": now, "id": existing.id},
+        )
+        record(db, existing.id, "profile", "import", detail=", ".join(changed))
+    if changed or joins:
+        report.updated += 1
+    else:
+        report.unchanged += 1
 
 
 def update_profile(

@@ -14,7 +14,13 @@ from flask import Flask, g, render_template, request, url_for
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
-from .config import PLACEHOLDER_SECRET, PROJECT_TEMPLATES, Config, load_config
+from .config import (
+    PLACEHOLDER_SECRET,
+    PROJECT_TEMPLATES,
+    Config,
+    is_placeholder_site,
+    load_config,
+)
 from .errors import ConfigError, SubscriberError
 from .preferences import (
     ReaderPage,
@@ -54,15 +60,20 @@ def time_zones(current: str) -> tuple[str, ...]:
 
 
 def check_secret_for_host(config: Config, host: str | None) -> None:
-    """Refuse the shipped placeholder secret except on this machine's loopback address.
+    """Refuse the shipped placeholder secret except for a try-out on this machine.
 
     `host` None means the app faces the world (gunicorn), where the placeholder never goes.
+    Loopback alone is not enough: production sits on 127.0.0.1 behind a proxy, so the site
+    must also still be a placeholder one (see `config.is_placeholder_site`).
     """
-    if config.secret_key == PLACEHOLDER_SECRET and host not in LOCAL_HOSTS:
+    if config.secret_key == PLACEHOLDER_SECRET and (
+        host not in LOCAL_HOSTS or not is_placeholder_site(config)
+    ):
         raise ConfigError(
             "The secret key is still the shipped placeholder, so anyone could forge "
             "unsubscribe links; set DIGEST_SECRET_KEY to a long random value before serving "
-            f"on {host or 'a public address'} (only 127.0.0.1 may use the placeholder)."
+            f"on {host or 'a public address'} for {config.site.url} (only a try-out on "
+            "127.0.0.1 with an example or localhost site.url may use the placeholder)."
         )
 
 

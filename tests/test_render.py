@@ -238,3 +238,20 @@ def fixture_context() -> dict:
 )
 def test_every_email_template_renders_with_fixture_data(renderer, name):
     assert renderer.render_template(name, fixture_context()).strip()
+
+
+def test_a_feed_cannot_spell_a_per_reader_placeholder(renderer):
+    sneaky = mk(
+        1,
+        1,
+        title="Win %%unsubscribe_url%%",
+        url="https://evil.test/?t=%%unsubscribe_url%%",
+        summary="%%greeting_html%%",
+    )
+    values = recipient_values("Ana", "https://news.test/u/SECRET")
+    honest = personalize(render(renderer, selection(mk(2, 1))).html, values)
+    rendered = render(renderer, selection(sneaky))
+    html = personalize(rendered.html, values)
+    assert html.count("SECRET") == honest.count("SECRET"), "only the footer's own links"
+    assert "https://evil.test/?t=%25%25unsubscribe_url%25%25" in html
+    assert "SECRET" not in personalize(rendered.subject, values)

@@ -170,7 +170,7 @@ def test_status_names_the_command_that_retries_failed_deliveries_and_it_works(pr
 
 
 class DyingTransport(BatchTransport):
-    """The process dies while a batch is with the provider: the batch's fate is unknown."""
+    """The sender dies while a batch is with the provider: the batch's fate is unknown."""
 
     name = "dying"
     batch_size = 25
@@ -182,8 +182,9 @@ class DyingTransport(BatchTransport):
 def test_status_names_the_command_for_batches_left_unknown(project):
     db = open_db(project / "digest.db")
     now = datetime(2026, 11, 2, 7, 5, tzinfo=UTC)
-    with pytest.raises(RuntimeError):
-        run_due(db, load_config(project / "digest.toml"), now, transport=DyingTransport())
+    report = run_due(db, load_config(project / "digest.toml"), now, transport=DyingTransport())
+    assert report.failed
+    assert "Sending stopped on an unexpected RuntimeError: killed mid-request" in report.lines[-1]
     status = run("status", "--now", AFTER_SLOT).output
     assert "may or may not have left; check the provider's activity log" in status
     assert (

@@ -71,3 +71,10 @@ def test_addresses_are_unique_whatever_their_letter_case(db):
 def test_adding_a_bad_time_zone_names_it(db):
     with pytest.raises(SubscriberError, match="unknown time zone 'Europe/Londn'"):
         add_subscriber(db, "ana@example.com", timezone="Europe/Londn")
+
+
+def test_a_file_that_is_not_utf8_is_a_clear_error_naming_the_fix(db, tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("email,name\nana@example.com,Ana\nbo@example.com,Bj\xf6rk\n".encode("latin-1"))
+    with pytest.raises(SubscriberError, match=r"excel\.csv near line .*save the file as UTF-8"):
+        import_csv(db, path)

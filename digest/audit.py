@@ -34,10 +34,3 @@ def record(
             detail,
         ],
     )
-
-
-def audit_trail(db: Database, subscriber_id: int) -> list[dict]:
-    """A reader's audit rows, oldest first."""
-    return list(
-        db.query("SELECT * FROM audit WHERE subscriber_id = ? ORDER BY id", [subscriber_id])
-    )

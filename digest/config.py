@@ -56,10 +56,6 @@ class NewsletterConfig:
     asm_group_id: int | None = None
     utm: UtmSettings = field(default_factory=UtmSettings)
 
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
-
 
 @dataclass(frozen=True)
 class SiteConfig:

@@ -196,7 +196,8 @@ def edition_counts(db: Database, edition_id: int) -> dict[str, int]:
 
 
 def unknown_batches(db: Database, edition_id: int | None = None) -> Iterator[dict]:
-    """Batches left `sending` (their process died mid-request), with their size."""
+    """Batches left `sending`, with their size: unknown when no send is running (their
+    process died, or no answer came), in flight while one is."""
     where = "AND edition_id = ?" if edition_id is not None else ""
     return db.query(
         f"""SELECT edition_id, batch_key, COUNT(*) AS recipients, MAX(updated_at) AS since

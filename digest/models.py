@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -56,4 +56,3 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     timezone: str = "UTC"
     status: str = "active"
-    extra: dict = field(default_factory=dict)

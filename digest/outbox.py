@@ -29,8 +29,6 @@ def eml_file_name(email: str) -> str:
 class OutboxTransport(BatchTransport):
     """Writes each message as its own `.eml`, atomically, so a crash leaves no half file."""
 
-    name = "outbox"
-
     def __init__(self, config: Config, batch_size: int = 500):
         self.config = config
         self.directory = Path(config.outbox_dir)

@@ -228,8 +228,6 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float) -> float 
 class SendGridTransport(BatchTransport):
     """Sends batches through `SendGridAPIClient` to the configured host."""
 
-    name = "sendgrid"
-
     def __init__(
         self,
         config: Config,

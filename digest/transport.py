@@ -2,8 +2,9 @@
 
 `send.deliver_edition` records every batch before it is submitted and after its future
 resolves; a transport only hands batches over. Each batch resolves to the provider's id for
-it, or raises a `TransportError` (failed), `SendRejectedError` (failed, not to be retried),
-`DeliveryUnknownError` (left unknown) or `TransportAuthError` (the run stops).
+it, or raises a `TransportError` (failed), `SendRejectedError` (failed; the transport does
+not retry it, though `--retry-failed` may), `DeliveryUnknownError` (left unknown) or
+`TransportAuthError` (the run stops).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ Submit = Callable[[Edition, Batch], Future]
 
 
 class Transport(Protocol):
-    name: str
     batch_size: int
     # How many batches may be under way at once.
     concurrency: int
@@ -34,7 +34,6 @@ class Transport(Protocol):
 class BatchTransport:
     """A transport whose `send_batch` runs in a pool of `concurrency` threads."""
 
-    name = "batch"
     batch_size = 500
     concurrency = 1
 

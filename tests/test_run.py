@@ -372,7 +372,6 @@ def test_a_failing_source_is_reported_and_the_run_goes_on(tmp_path):
 class RefusingTransport(BatchTransport):
     """A provider that refuses our key, as SendGrid does with HTTP 401."""
 
-    name = "refusing"
     batch_size = 100
 
     def send_batch(self, edition, batch) -> str:

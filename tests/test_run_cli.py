@@ -138,7 +138,6 @@ def test_status_shows_a_slot_that_is_due_before_the_run_comes(project):
 class RejectingTransport(BatchTransport):
     """A provider that refuses every batch for its content, as SendGrid does with HTTP 400."""
 
-    name = "rejecting"
     batch_size = 25
 
     def send_batch(self, edition, batch) -> str:
@@ -172,7 +171,6 @@ def test_status_names_the_command_that_retries_failed_deliveries_and_it_works(pr
 class DyingTransport(BatchTransport):
     """The sender dies while a batch is with the provider: the batch's fate is unknown."""
 
-    name = "dying"
     batch_size = 25
 
     def send_batch(self, edition, batch) -> str:

@@ -373,3 +373,11 @@ def test_a_sign_up_confirmation_goes_through_sendgrid_as_one_message(
     assert body["categories"] == ["confirmation"]
     assert "asm" not in body, "a confirmation must reach readers who left another group"
     assert body["headers"]["List-Id"] == '"Test Daily" <daily.news.test>'
+
+
+def test_real_mail_is_never_sent_with_the_placeholder_secret(tmp_path, server):
+    config = make_config(tmp_path, transport={"kind": "sendgrid"})
+    with pytest.raises(ConfigError, match=r"placeholder.*DIGEST_SECRET_KEY"):
+        SendGridTransport(
+            config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+        )

@@ -391,6 +391,13 @@ def test_the_placeholder_secret_is_refused_except_on_loopback(tmp_path):
             check_secret_for_host(config, host)
 
 
+def test_the_placeholder_secret_is_refused_on_loopback_behind_a_real_site(tmp_path):
+    site = {"url": "https://news.halden-courier.no", "from_email": "digest@halden-courier.no"}
+    config = make_config(tmp_path, transport={"kind": "outbox"}, site=site)
+    with pytest.raises(ConfigError, match="DIGEST_SECRET_KEY"):
+        check_secret_for_host(config, "127.0.0.1")
+
+
 def test_the_wsgi_entry_reads_its_config_from_the_environment(tmp_path, monkeypatch, ana, config):
     (tmp_path / "digest.toml").write_text(
         '[site]\nurl = "https://news.test"\n[transport]\nsecret_key = "test-secret"\n'

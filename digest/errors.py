@@ -38,7 +38,19 @@ class LeaseHeldError(DigestError):
 
 
 class SendRejectedError(TransportError):
-    """The provider refused a batch for its content (HTTP 400/413): sending it again won't help."""
+    """The provider refused a batch for its content (HTTP 400/413): sending it again won't help.
+
+    `rejected` holds the positions (in the batch) of the readers the provider named, when
+    it named them all: the others were refused only for their company.
+    """
+
+    def __init__(self, message: str, rejected: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.rejected = rejected
+
+    def __reduce__(self):
+        # Raised in worker processes: keep `rejected` across pickling.
+        return (type(self), (str(self), self.rejected))
 
 
 class TransportAuthError(TransportError):

@@ -7,6 +7,7 @@ its mail may or may not have left, so it is neither re-sent nor dropped without 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -162,6 +163,15 @@ def mark_batch_sent(db: Database, batch: Batch, provider_id: str | None) -> None
 
 def mark_batch_failed(db: Database, batch: Batch, error: str) -> None:
     _update_batch(db, batch, "status = 'failed', error = :error", {"error": error})
+
+
+def mark_recipients_failed(db: Database, batch: Batch, delivery_ids: list[int], error: str) -> None:
+    """Fail some readers of a batch (those the provider named), leaving the rest as they are."""
+    db.execute(
+        """UPDATE deliveries SET status = 'failed', error = ?, updated_at = ?
+           WHERE batch_key = ? AND status = 'sending' AND id IN (SELECT value FROM json_each(?))""",
+        [error, to_db(utcnow()), batch.key, json.dumps(delivery_ids)],
+    )
 
 
 def note_batch_unknown(db: Database, batch: Batch, error: str) -> None:

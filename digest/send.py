@@ -22,6 +22,7 @@ from .errors import (
     DeliveryUnknownError,
     DigestError,
     LeaseHeldError,
+    SendRejectedError,
     TransportAuthError,
     TransportError,
 )
@@ -33,6 +34,7 @@ from .ledger import (
     edition_counts,
     mark_batch_failed,
     mark_batch_sent,
+    mark_recipients_failed,
     note_batch_unknown,
     queue_audience,
     requeue,
@@ -161,7 +163,8 @@ def deliver_edition(
             for future in done:
                 batch = in_flight.pop(future)
                 try:
-                    record_outcome(db, batch, future)
+                    if record_outcome(db, batch, future):
+                        exhausted = False
                 except TransportAuthError as exc:
                     stop = stop or exc
                 except Exception as exc:
@@ -182,8 +185,12 @@ def deliver_edition(
         raise stop
 
 
-def record_outcome(db: Database, batch: Batch, future: Future) -> None:
-    """Write what became of one batch; re-raises an authentication failure after requeueing."""
+def record_outcome(db: Database, batch: Batch, future: Future) -> bool:
+    """Write what became of one batch; re-raises an authentication failure after requeueing.
+
+    Returns True when some of its readers went back to the queue: when the provider
+    refused the batch for a few named readers, only they fail and the rest are sent again.
+    """
     try:
         provider_id = future.result()
     except TransportAuthError:
@@ -192,10 +199,20 @@ def record_outcome(db: Database, batch: Batch, future: Future) -> None:
     except DeliveryUnknownError as exc:
         # Left `sending`: neither re-sent by a plain re-run nor forgotten (see ledger).
         note_batch_unknown(db, batch, str(exc))
+    except SendRejectedError as exc:
+        named = [batch.recipients[i] for i in exc.rejected if i < len(batch.recipients)]
+        if not named or len(named) == len(batch.recipients):
+            mark_batch_failed(db, batch, str(exc))
+            return False
+        with write_transaction(db):
+            mark_recipients_failed(db, batch, [r.delivery_id for r in named], str(exc))
+            requeue_batch(db, batch)
+        return True
     except TransportError as exc:
         mark_batch_failed(db, batch, str(exc))
     else:
         mark_batch_sent(db, batch, provider_id)
+    return False
 
 
 def plan_slot(

@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -189,18 +190,37 @@ def _address(address: Address) -> dict[str, str]:
     }
 
 
+def _body_text(error: HTTPError) -> str:
+    return error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
+
+
+def _error_entries(error: HTTPError) -> list[dict]:
+    """The `errors` list of a SendGrid error body (empty when the body is not that)."""
+    try:
+        entries = json.loads(_body_text(error) or "{}").get("errors") or []
+    except (ValueError, AttributeError):
+        return []
+    return [e for e in entries if isinstance(e, dict)]
+
+
 def sendgrid_error_text(error: HTTPError) -> str:
     """SendGrid's own error messages from a response body, joined into one line."""
-    raw = error.body.decode("utf-8", "replace") if isinstance(error.body, bytes) else error.body
-    try:
-        errors = json.loads(raw or "{}").get("errors") or []
-        messages = [
-            f"{e['field']}: {e['message']}" if e.get("field") else str(e.get("message"))
-            for e in errors
-        ]
-    except (ValueError, AttributeError, TypeError, KeyError):
-        messages = []
-    return "; ".join(messages) or (raw or "").strip()[:300] or "no message"
+    messages = [
+        f"{e['field']}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+        for e in _error_entries(error)
+    ]
+    return "; ".join(messages) or (_body_text(error) or "").strip()[:300] or "no message"
+
+
+def rejected_readers(error: HTTPError) -> tuple[int, ...]:
+    """The personalizations a 400 names (`personalizations.3.to.0.email`), if it names no
+    other field."""
+    found = [
+        re.match(r"personalizations\.(\d+)\.", e.get("field") or "") for e in _error_entries(error)
+    ]
+    if not found or not all(found):
+        return ()
+    return tuple(sorted({int(match.group(1)) for match in found}))
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, now: float) -> float | None:
@@ -324,7 +344,9 @@ class SendGridTransport(BatchTransport):
                 raise RetryableError(
                     f"{status} {message}", retry_after_seconds(headers, time.time())
                 ) from None
-            raise SendRejectedError(f"SendGrid rejected {what} ({status}): {message}") from None
+            raise SendRejectedError(
+                f"SendGrid rejected {what} ({status}): {message}", rejected_readers(exc)
+            ) from None
         except URLError as exc:
             # urllib wraps errors raised while connecting or sending: SendGrid got no request.
             raise RetryableError(f"could not reach {self.host}: {exc.reason}") from None

@@ -381,3 +381,38 @@ def test_real_mail_is_never_sent_with_the_placeholder_secret(tmp_path, server):
         SendGridTransport(
             config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
         )
+
+
+def test_a_400_naming_one_reader_fails_only_that_reader(db, server, stories, tmp_path, sleeps):
+    config = make_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 10, "workers": "threads"},
+    )
+    emails = add_readers(db, tmp_path, 10)
+    refusal = {
+        "errors": [
+            {
+                "message": "Does not contain a valid address.",
+                "field": "personalizations.3.to.0.email",
+                "help": None,
+            }
+        ]
+    }
+    server.fail_when(
+        lambda body: (
+            body["personalizations"][3]["to"][0]["email"] == emails[3]
+            if len(body["personalizations"]) > 3
+            else False
+        ),
+        Fault(400, body=refusal),
+    )
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    report = send(db, config, transport)
+    assert (report.total("sent"), report.total("failed")) == (9, 1)
+    assert sorted(server.recipients()) == emails[:3] + emails[4:]
+    failed = db.execute("SELECT email, error FROM deliveries WHERE status = 'failed'").fetchall()
+    assert failed[0][0] == emails[3]
+    assert "personalizations.3.to.0.email: Does not contain a valid address." in failed[0][1]

@@ -10,13 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from types import SimpleNamespace
-from urllib.parse import urlsplit
 
 from .clock import utcnow
 from .config import Config, NewsletterConfig
-from .message import list_id, unsubscribe_url
+from .message import list_id, new_message, unsubscribe_url
 from .models import Subscriber
 from .personalize import greeting
 from .render import Renderer
@@ -54,29 +52,16 @@ def build_confirmation(
         "preferences_url": preferences_url(config, subscriber.id, newsletter.name),
     }
     verb = "You are already subscribed to" if already_subscribed else "Confirm your subscription to"
-    domain = urlsplit(config.site.url).hostname or "localhost"
-    message = EmailMessage()
-    message["From"] = Address(config.site.from_name, addr_spec=config.site.from_email)
-    message["To"] = Address(subscriber.name, addr_spec=subscriber.email)
-    if config.site.reply_to:
-        message["Reply-To"] = config.site.reply_to
-    message["Subject"] = f"{verb} {newsletter.title}"
-    message["Date"] = format_datetime(sent_at)
-    message["Message-ID"] = make_msgid(f"confirm.{subscriber.id}", domain)
-    message["List-Id"] = list_id(config, newsletter.name)
-    message.set_content(
+    return new_message(
+        config,
+        Address(subscriber.name, addr_spec=subscriber.email),
+        f"{verb} {newsletter.title}",
+        sent_at,
+        f"confirm.{subscriber.id}",
+        {"List-Id": list_id(config, newsletter.name)},
         renderer.render_template("confirm.txt", context),
-        subtype="plain",
-        charset="utf-8",
-        cte="quoted-printable",
-    )
-    message.add_alternative(
         renderer.render_template("confirm.html", context),
-        subtype="html",
-        charset="utf-8",
-        cte="quoted-printable",
     )
-    return message
 
 
 def send_confirmation(

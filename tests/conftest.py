@@ -111,3 +111,12 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder for commands, with no DIGEST_* variables leaking in."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path

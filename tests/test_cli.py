@@ -26,17 +26,14 @@ https://news.test/b,Otters return,Otters seen.,Priya,science,2026-11-26T04:00:00
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(project_dir):
     """A project folder with a config, a story file and a subscriber list."""
-    write_config(tmp_path)
-    (tmp_path / "stories.csv").write_text(STORIES)
-    (tmp_path / "readers.csv").write_text(
+    write_config(project_dir)
+    (project_dir / "stories.csv").write_text(STORIES)
+    (project_dir / "readers.csv").write_text(
         "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbad-address,X,,UTC\n"
     )
-    monkeypatch.chdir(tmp_path)
-    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+    return project_dir
 
 
 def run(*args: str):

@@ -13,17 +13,15 @@ from conftest import write_config
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(project_dir):
     write_config(
-        tmp_path, newsletters={"daily": {"title": "Test Daily"}, "weekly": {"title": "Test Weekly"}}
+        project_dir,
+        newsletters={"daily": {"title": "Test Daily"}, "weekly": {"title": "Test Weekly"}},
     )
-    (tmp_path / "readers.csv").write_text(
+    (project_dir / "readers.csv").write_text(
         "email,name,topics,timezone\nana@example.com,Ana,,UTC\nbo@example.com,Bo,world,UTC\n"
     )
-    monkeypatch.chdir(tmp_path)
-    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+    return project_dir
 
 
 def run(*args: str):

@@ -36,18 +36,15 @@ AFTER_SLOT = "2026-11-02T07:05:00Z"
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(project_dir):
     """A project folder with a config whose source is a story file, and London readers."""
-    write_config(tmp_path, LONDON_DAILY)
-    (tmp_path / "stories.csv").write_text(STORIES)
-    monkeypatch.chdir(tmp_path)
-    for name in ("DIGEST_CONFIG", "DIGEST_DB", "DIGEST_TRANSPORT", "DIGEST_OUTBOX"):
-        monkeypatch.delenv(name, raising=False)
-    db = open_db(tmp_path / "digest.db")
+    write_config(project_dir, LONDON_DAILY)
+    (project_dir / "stories.csv").write_text(STORIES)
+    db = open_db(project_dir / "digest.db")
     for n in range(40):
         add_subscriber(db, f"reader{n:02}@example.com", timezone="Europe/London")
     db.close()
-    return tmp_path
+    return project_dir
 
 
 def run(*args: str):

@@ -9,6 +9,7 @@ to an address every RESEND_AFTER, counted in the database so that it survives re
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -70,16 +71,20 @@ def sign_up(
         return REFUSED
     existing = find_subscriber(db, address)
     if existing is None:
-        subscriber_id = create_subscriber(
-            db,
-            address,
-            newsletter=chosen.name,
-            source="form",
-            name=name,
-            topics=topics,
-            timezone=timezone,
-            status="pending",
-        )
+        try:
+            subscriber_id = create_subscriber(
+                db,
+                address,
+                newsletter=chosen.name,
+                source="form",
+                name=name,
+                topics=topics,
+                timezone=timezone,
+                status="pending",
+            )
+        except sqlite3.IntegrityError:
+            # A double-clicked form: the other request added the address and sends the email.
+            return RATE_LIMITED
         already = False
     elif existing.status in ADDRESS_WIDE:
         return REFUSED

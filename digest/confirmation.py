@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from .clock import utcnow
 from .config import Config, NewsletterConfig
-from .message import list_id, new_message, unsubscribe_url
+from .message import UnsubscribeLinks, list_id, new_message
 from .models import Subscriber
 from .personalize import greeting
 from .render import Renderer
@@ -29,8 +29,7 @@ def confirmation_url(config: Config, subscriber_id: int, newsletter: str) -> str
 
 def preferences_url(config: Config, subscriber_id: int, newsletter: str) -> str:
     """The reader's own page (the unsubscribe link), at its preferences form."""
-    signer = TokenSigner(config.secret_key)
-    return unsubscribe_url(config, signer, subscriber_id, newsletter) + "#preferences"
+    return UnsubscribeLinks(config, newsletter).url(subscriber_id) + "#preferences"
 
 
 def build_confirmation(

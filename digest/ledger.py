@@ -217,6 +217,15 @@ def unknown_batches(db: Database, edition_id: int | None = None) -> Iterator[dic
     )
 
 
+def describe_unknown_batch(batch: Mapping) -> str:
+    """One unknown batch (a row of `unknown_batches`), as operators are told of it."""
+    return (
+        f"batch {batch['batch_key']} ({batch['recipients']} readers, unknown since "
+        f"{batch['since']}) may or may not have left; check the provider's activity log, "
+        "and only if it did not"
+    )
+
+
 def tally(counts: Mapping[str, int]) -> str:
     """How counts are always shown: sent, failed, skipped, unknown (`sending`), and queued if any.
 

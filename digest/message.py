@@ -16,14 +16,11 @@ from .personalize import personalize, recipient_values
 from .tokens import TokenSigner
 
 
-def unsubscribe_url(
-    config: Config, signer: TokenSigner, subscriber_id: int, newsletter: str
-) -> str:
-    return f"{config.site.url.rstrip('/')}/u/{signer.make(subscriber_id, newsletter)}"
-
-
 class UnsubscribeLinks:
-    """Every reader's unsubscribe URL for one newsletter; made once per recipient when sending."""
+    """Readers' unsubscribe URLs (`<site>/u/<token>`) for one newsletter.
+
+    Made once per recipient when sending, so the signer and prefix are made once here.
+    """
 
     def __init__(self, config: Config, newsletter: str):
         self._prefix = f"{config.site.url.rstrip('/')}/u/"
@@ -44,14 +41,13 @@ def list_id(config: Config, newsletter: str) -> str:
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
-def unsubscribe_headers(unsubscribe: str) -> dict[str, str]:
-    """RFC 8058 one-click unsubscribe headers for one recipient."""
-    return {"List-Unsubscribe": f"<{unsubscribe}>", "List-Unsubscribe-Post": ONE_CLICK}
-
-
 def list_headers(config: Config, newsletter: str, unsubscribe: str) -> dict[str, str]:
-    """List-Id and the one-click unsubscribe headers for one recipient."""
-    return {"List-Id": list_id(config, newsletter), **unsubscribe_headers(unsubscribe)}
+    """List-Id and the RFC 8058 one-click unsubscribe headers for one recipient."""
+    return {
+        "List-Id": list_id(config, newsletter),
+        "List-Unsubscribe": f"<{unsubscribe}>",
+        "List-Unsubscribe-Post": ONE_CLICK,
+    }
 
 
 def new_message(

@@ -11,11 +11,10 @@ from sqlite_utils import Database
 from .config import Config
 from .edition import build_edition, latest_slot
 from .ledger import Recipient
-from .message import unsubscribe_url
+from .message import UnsubscribeLinks
 from .personalize import personalize, recipient_values
 from .render import Renderer
 from .subscribers import get_subscriber
-from .tokens import TokenSigner
 
 SAMPLE_READER = Recipient(
     delivery_id=0, subscriber_id=0, email="reader@example.com", name="Sample Reader"
@@ -51,9 +50,7 @@ def write_preview(
     edition, story_count = build_edition(
         db, config, Renderer(config.templates_dir), newsletter, latest_slot(newsletter, now), topics
     )
-    url = unsubscribe_url(
-        config, TokenSigner(config.secret_key), reader.subscriber_id, newsletter.name
-    )
+    url = UnsubscribeLinks(config, newsletter.name).url(reader.subscriber_id)
     values = recipient_values(reader.name, url)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"{newsletter.name}.html"

@@ -31,6 +31,7 @@ from .ledger import (
     Batch,
     audience_filter,
     claim_batch,
+    describe_unknown_batch,
     edition_counts,
     mark_batch_failed,
     mark_batch_sent,
@@ -93,9 +94,8 @@ class SendReport:
             return send_command(self.newsletter, self.timezone, self.slot_at, flag)
 
         lines = [
-            f"unknown: batch {batch['batch_key']} ({batch['recipients']} readers, since "
-            f"{batch['since']}) may or may not have reached the provider; check its activity "
-            f"log, and only if it did not, `{command('--resend-unknown')}` sends it again."
+            f"unknown: {describe_unknown_batch(batch)}, `{command('--resend-unknown')}` "
+            "sends it again."
             for batch in self.unknown_batches
         ]
         if self.total("failed"):
@@ -103,7 +103,7 @@ class SendReport:
         if self.total("queued"):
             lines.append(
                 f"still queued: {self.total('queued')} readers (the send stopped); "
-                f"`{command('').strip()}` finishes it."
+                f"`{command('')}` finishes it."
             )
         return lines
 
@@ -128,7 +128,6 @@ def audience_variants(
 
 def deliver_edition(
     db: Database,
-    config: Config,
     transport: Transport,
     edition: Edition,
     lease: Lease | None = None,
@@ -314,17 +313,20 @@ def send_slot(
             if resend_unknown:
                 requeue(db, result.edition.id, "sending")
             on_batch = functools.partial(progress, result) if progress else None
-            deliver_edition(db, config, transport, result.edition, lease, on_batch)
+            deliver_edition(db, transport, result.edition, lease, on_batch)
             result.counts = edition_counts(db, result.edition.id)
             if result.counts["sending"]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.id))
     return report
 
 
-def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str) -> str:
+def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str = "") -> str:
     """The `digest send` line that acts on one slot's editions again (e.g. --retry-failed)."""
-    zone = f" --timezone {timezone}" if timezone else ""
-    return f"digest send --newsletter {newsletter}{zone} --now {to_db(slot_at)} {flag}"
+    words = ["digest send --newsletter", newsletter]
+    if timezone:
+        words += ["--timezone", timezone]
+    words += ["--now", to_db(slot_at)]
+    return " ".join([*words, flag] if flag else words)
 
 
 def send_newsletter(

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
-from .ledger import edition_counts, tally, unknown_batches
+from .ledger import describe_unknown_batch, edition_counts, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
 from .send import send_command
@@ -141,9 +141,7 @@ def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
             continue
         attention.append(
             Attention(
-                f"batch {batch['batch_key']} ({batch['recipients']} readers, unknown since "
-                f"{batch['since']}) may or may not have left; check the provider's activity "
-                "log, and only if it did not",
+                describe_unknown_batch(batch),
                 send_command(newsletter, edition[2], from_db(edition[1]), "--resend-unknown"),
             )
         )

@@ -22,6 +22,7 @@ from .config import (
     load_config,
 )
 from .errors import ConfigError, SubscriberError
+from .message import ONE_CLICK
 from .preferences import (
     ReaderPage,
     open_reader_link,
@@ -34,7 +35,8 @@ from .store import open_db
 from .tokens import BadTokenError, TokenSigner
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058's POST body, as mail providers send it
+# RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
+ONE_CLICK_FIELD, _, ONE_CLICK_VALUE = ONE_CLICK.partition("=")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
@@ -190,7 +192,7 @@ def create_app(config: Config) -> Flask:
 
     @app.post("/u/<token>")
     def unsubscribe(token: str):
-        one_click = request.form.get(ONE_CLICK[0]) == ONE_CLICK[1]
+        one_click = request.form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
         page = unsubscribe_by_link(db(), config, token, "one-click" if one_click else "form")
         # 200 and no redirect: RFC 8058 senders such as Gmail do not follow one.
         return render_template(

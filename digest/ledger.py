@@ -1,8 +1,9 @@
 """The delivery ledger: who an edition goes to, and each recipient's state before and after sending.
 
 A delivery moves queued -> sending -> sent | failed, or queued -> skipped when the reader
-left before their batch went. A batch still `sending` after its process died is *unknown*:
-its mail may or may not have left, so it is neither re-sent nor dropped without being asked.
+left before their batch went. A batch still `sending` when no send is running (its process
+died, or the provider never answered) is *unknown*: its mail may or may not have left, so
+it is neither re-sent nor dropped without being asked.
 """
 
 from __future__ import annotations

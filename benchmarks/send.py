@@ -29,13 +29,14 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import digest.edition  # noqa: E402
 import digest.send  # noqa: E402
-import digest.sendgrid_transport  # noqa: E402
+import digest.transports.sendgrid  # noqa: E402
 from digest.config import PROJECT_TEMPLATES, parse_config  # noqa: E402
 from digest.edition import latest_slot  # noqa: E402
 from digest.render import Renderer  # noqa: E402
 from digest.send import send_slot  # noqa: E402
-from digest.sendgrid_transport import SendGridTransport  # noqa: E402
-from digest.store import open_db, upsert_stories  # noqa: E402
+from digest.store import open_db  # noqa: E402
+from digest.stories import upsert_stories  # noqa: E402
+from digest.transports.sendgrid import SendGridTransport  # noqa: E402
 
 API_KEY = "SG.benchmark"
 PHASES = ("select", "render", "ledger", "http")

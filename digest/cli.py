@@ -144,8 +144,9 @@ def send(
     timezone: str | None,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
+    from .readers.subscribers import check_timezone
     from .send import send_newsletter
-    from .subscribers import check_timezone
+    from .transports import make_transport
 
     db = state.db()
     with TerminalProgress() as progress:
@@ -154,6 +155,7 @@ def send(
             state.config,
             newsletter,
             _now(now),
+            transport=None if dry_run else make_transport(state.config),
             dry_run=dry_run,
             retry_failed=retry_failed,
             resend_unknown=resend_unknown,
@@ -256,8 +258,9 @@ def run_command(state: State, now: str | None) -> None:
     started while another holds the lease says so and does nothing.
     """
     from .run import run_due
+    from .transports import make_transport
 
-    report = run_due(state.db(), state.config, _now(now))
+    report = run_due(state.db(), state.config, _now(now), transport=make_transport(state.config))
     for line in report.lines:
         click.echo(line)
     if report.failed:
@@ -314,7 +317,7 @@ def subscribers_import(state: State, csv_file: str, newsletter: str | None) -> N
     number and the good rows still go in; unsubscribed, bounced, complained and forgotten
     addresses are reported and left as they are.
     """
-    from .subscribers import import_csv
+    from .readers.subscribers import import_csv
 
     report = import_csv(state.db(), csv_file, state.config.newsletter(newsletter).name)
     for line, reason in report.bad_rows:
@@ -335,7 +338,7 @@ def subscribers_add(
     state: State, email: str, name: str, topics: str, timezone: str, newsletter: str | None
 ) -> None:
     """Add one active reader, subscribed to the newsletter."""
-    from .subscribers import add_subscriber
+    from .readers.subscribers import add_subscriber
 
     subscriber = add_subscriber(
         state.db(),
@@ -366,7 +369,7 @@ def _newsletter_name(state: State, newsletter: str | None) -> str | None:
 @pass_state
 def subscribers_unsubscribe(state: State, email: str, newsletter: str | None) -> None:
     """Unsubscribe a reader from one newsletter, or from all of them."""
-    from .subscribers import unsubscribe
+    from .readers.subscribers import unsubscribe
 
     subscriber = unsubscribe(state.db(), email, _newsletter_name(state, newsletter))
     click.echo(f"unsubscribed {subscriber.email}" + (f" from {newsletter}" if newsletter else ""))
@@ -381,7 +384,7 @@ def subscribers_list(
     state: State, status: str | None, topic: str | None, newsletter: str | None
 ) -> None:
     """List readers: email, status, time zone, topics, name (tab-separated)."""
-    from .subscribers import list_subscribers
+    from .readers.subscribers import list_subscribers
 
     readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
     for s in readers:
@@ -393,7 +396,7 @@ def subscribers_list(
 @pass_state
 def subscribers_count(state: State, newsletter: str | None) -> None:
     """Count readers by status (every status, zeros too), then the total."""
-    from .subscribers import count_by_status
+    from .readers.subscribers import count_by_status
 
     counts = count_by_status(state.db(), _newsletter_name(state, newsletter))
     for status, n in counts.items():
@@ -406,7 +409,7 @@ def subscribers_count(state: State, newsletter: str | None) -> None:
 @pass_state
 def subscribers_export(state: State, csv_file: str) -> None:
     """Write the whole list, every status, to a CSV that `subscribers import` reads back."""
-    from .subscribers import export_csv
+    from .readers.subscribers import export_csv
 
     count = export_csv(state.db(), csv_file)
     click.echo(f"exported {count} readers to {csv_file}")
@@ -417,7 +420,7 @@ def subscribers_export(state: State, csv_file: str) -> None:
 @pass_state
 def subscribers_export_data(state: State, email: str) -> None:
     """Print everything stored about one reader as JSON (a subject access request)."""
-    from .privacy import export_data
+    from .readers.privacy import export_data
 
     click.echo(json.dumps(export_data(state.db(), email), indent=2, ensure_ascii=False))
 
@@ -427,7 +430,7 @@ def subscribers_export_data(state: State, email: str) -> None:
 @pass_state
 def subscribers_forget(state: State, email: str) -> None:
     """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
-    from .privacy import forget
+    from .readers.privacy import forget
 
     click.echo(forget(state.db(), email, state.config.outbox_dir).summary())
 
@@ -442,7 +445,7 @@ def stories() -> None:
 @pass_state
 def stories_list(state: State, limit: int) -> None:
     """List stories: id, published time, score, pin, category, title, url."""
-    from .store import list_stories
+    from .stories import list_stories
 
     for s in list_stories(state.db(), limit):
         pin = "pinned" if s.pinned else "-"
@@ -453,7 +456,7 @@ def stories_list(state: State, limit: int) -> None:
 
 
 def _editorial(state: State, ref: str, **change) -> None:
-    from .store import set_story_editorial
+    from .stories import set_story_editorial
 
     story = set_story_editorial(state.db(), ref, **change)
     click.echo(f"{story.id}: score {story.score:g}, {'pinned' if story.pinned else 'not pinned'}")

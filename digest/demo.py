@@ -11,9 +11,11 @@ from pathlib import Path
 from .config import PROJECT_TEMPLATES, Config, with_overrides
 from .edition import latest_slot
 from .preview import Preview, write_preview
+from .readers.subscribers import ImportReport, import_csv
 from .send import SendReport, send_newsletter
-from .store import UpsertCounts, open_db, upsert_stories
-from .subscribers import ImportReport, import_csv
+from .store import open_db
+from .stories import UpsertCounts, upsert_stories
+from .transports.outbox import OutboxTransport
 
 SAMPLE_STORIES = Path(__file__).resolve().parent / "data" / "sample_stories.jsonl"
 EXAMPLE_SUBSCRIBERS = PROJECT_TEMPLATES.parent / "subscribers" / "example.csv"
@@ -58,7 +60,9 @@ def run_demo(config: Config, directory: Path, now: datetime) -> DemoReport:
     try:
         stories = upsert_stories(db, sample_stories(latest_slot(newsletter, now)), "sample")
         readers = import_csv(db, EXAMPLE_SUBSCRIBERS, newsletter.name)
-        report = send_newsletter(db, config, newsletter.name, now)
+        report = send_newsletter(
+            db, config, newsletter.name, now, transport=OutboxTransport(config)
+        )
         preview = write_preview(db, config, newsletter.name, now, directory / "preview")
     finally:
         db.close()

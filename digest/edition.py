@@ -14,7 +14,7 @@ from .config import Config, NewsletterConfig
 from .render import Renderer
 from .schedule import latest_slot_at
 from .select import normalize_topics, select_digest, variant_key
-from .store import stories_published_between
+from .stories import stories_published_between
 
 
 @dataclass(frozen=True)

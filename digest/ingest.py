@@ -24,7 +24,7 @@ from sqlite_utils import Database
 from . import __version__
 from .clock import parse_moment
 from .errors import DigestError, SourceError
-from .store import upsert_stories
+from .stories import upsert_stories
 
 USER_AGENT = f"digest/{__version__}"
 JSON_FEED_VERSION_PREFIX = "https://jsonfeed.org/version/"

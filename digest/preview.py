@@ -13,8 +13,8 @@ from .edition import build_edition, latest_slot
 from .ledger import Recipient
 from .message import UnsubscribeLinks
 from .personalize import personalize, recipient_values
+from .readers.subscribers import get_subscriber
 from .render import Renderer
-from .subscribers import get_subscriber
 
 SAMPLE_READER = Recipient(
     delivery_id=0, subscriber_id=0, email="reader@example.com", name="Sample Reader"

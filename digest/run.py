@@ -23,7 +23,7 @@ from .schedule import Schedule, Slot, decide
 from .send import SendReport, send_command, send_slot
 from .slots import last_records, record_run, record_slot
 from .store import DELIVERY_STATUSES
-from .transport import Transport, make_transport
+from .transports import Transport
 
 RUN_LEASE = "run"
 # Renewed after every source and every batch, so only a stuck run holds it this long.
@@ -78,7 +78,7 @@ def run_due(
     config: Config,
     now: datetime,
     *,
-    transport: Transport | None = None,
+    transport: Transport,
     renderer: Renderer | None = None,
 ) -> RunReport:
     """Ingest, then act on every slot due at `now`; if another run holds the lease, do nothing."""
@@ -94,7 +94,6 @@ def run_due(
         _ingest(db, config, lease, report)
         decisions = decide(schedules(db, config), now, last_records(db))
         if any(decision.action == "send" for decision in decisions):
-            transport = transport or make_transport(config)
             renderer = renderer or Renderer(config.templates_dir)
         for decision in decisions:
             # Outside the slot's error handling: a run that lost its lease must stop here.

@@ -45,7 +45,7 @@ from .ledger import (
 )
 from .render import Renderer
 from .store import DELIVERY_STATUSES, write_transaction
-from .transport import Transport, make_transport
+from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
 
@@ -271,8 +271,8 @@ def send_slot(
     newsletter: NewsletterConfig,
     slot_at: datetime,
     *,
+    transport: Transport | None,
     timezone: str | None = None,
-    transport: Transport | None = None,
     renderer: Renderer | None = None,
     dry_run: bool = False,
     retry_failed: bool = False,
@@ -283,7 +283,8 @@ def send_slot(
 
     `--retry-failed` and `--resend-unknown` act only on editions already started: a slot
     that never started has nothing to retry, and building it anew would mail everyone.
-    `progress(result, recipients)` is called after each batch.
+    `progress(result, recipients)` is called after each batch. `transport` may be None only
+    for a dry run, which sends nothing.
     """
     renderer = renderer or Renderer(config.templates_dir)
     report = SendReport(newsletter.name, slot_at, timezone, dry_run=dry_run)
@@ -295,7 +296,8 @@ def send_slot(
             for _, result in new
         ]
         return report
-    transport = transport or make_transport(config)
+    if transport is None:
+        raise ValueError("send_slot needs a transport unless it is a dry run")
     with Lease(db, f"send:{newsletter.name}") as lease:
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
         if existing_only and not started:

@@ -23,16 +23,17 @@ from .config import (
 )
 from .errors import ConfigError, SubscriberError
 from .message import ONE_CLICK
-from .preferences import (
+from .readers.preferences import (
     ReaderPage,
     open_reader_link,
     save_preferences,
     topic_choices,
     unsubscribe_by_link,
 )
-from .signup import confirm, sign_up
+from .readers.signup import confirm, sign_up
 from .store import open_db
 from .tokens import BadTokenError, TokenSigner
+from .transports import Transport, make_transport
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
@@ -79,8 +80,12 @@ def check_secret_for_host(config: Config, host: str | None) -> None:
         )
 
 
-def create_app(config: Config) -> Flask:
-    """The Flask app over the config's database (opened per request; WAL lets sends run on)."""
+def create_app(config: Config, transport: Transport | None = None) -> Flask:
+    """The Flask app over the config's database (opened per request; WAL lets sends run on).
+
+    Confirmation emails go through `transport`, by default the one the config names.
+    """
+    transport = transport or make_transport(config)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.jinja_loader = ChoiceLoader(
@@ -169,7 +174,7 @@ def create_app(config: Config) -> Flask:
             "newsletter": request.form.get("newsletter") or None,
         }
         try:
-            sign_up(db(), config, **form)
+            sign_up(db(), config, transport=transport, **form)
         except (SubscriberError, ConfigError) as exc:
             return subscribe_page(form, error=str(exc), status=400)
         # The same answer whatever sign_up did, so the form tells no one who is on the list.

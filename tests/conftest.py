@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from digest.config import PROJECT_TEMPLATES, Config, parse_config
-from digest.store import open_db, upsert_stories
+from digest.store import open_db
+from digest.stories import upsert_stories
 
 EDITION_TIME = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from digest.preview import write_preview
-from digest.subscribers import add_subscriber
+from digest.readers.subscribers import add_subscriber
 
 from conftest import EDITION_TIME, add_stories, needs_chromium, story
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.readers.subscribers import add_subscriber
 from digest.store import open_db
-from digest.subscribers import add_subscriber
 
 from conftest import write_config
 

@@ -49,7 +49,11 @@ def test_every_html_template_has_a_text_twin(html):
     assert html.with_suffix(".txt").exists(), f"{html.name} has no {html.stem}.txt twin"
 
 
-@pytest.mark.parametrize("module", sorted((REPO / "digest").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "module",
+    sorted((REPO / "digest").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(REPO / "digest")),
+)
 def test_every_module_opens_with_a_one_sentence_docstring(module):
     docstring = ast.get_docstring(ast.parse(module.read_text(encoding="utf-8")))
     assert docstring, f"{module.name} has no docstring"

@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 
 from digest.errors import SubscriberError
-from digest.privacy import export_data, forget
+from digest.readers.privacy import export_data, forget
+from digest.readers.signup import REFUSED, sign_up
+from digest.readers.subscribers import add_subscriber, find_subscriber, import_csv, unsubscribe
+from digest.readers.suppression import is_suppressed
 from digest.send import send_newsletter
-from digest.signup import REFUSED, sign_up
-from digest.subscribers import add_subscriber, find_subscriber, import_csv, unsubscribe
-from digest.suppression import is_suppressed
+from digest.transports.outbox import OutboxTransport
 
 from conftest import EDITION_TIME, add_stories, story
 
@@ -25,7 +26,7 @@ def mailed(db, config):
     add_stories(db, story(1))
     add_subscriber(db, "ana@example.com", "Ana", [], "Europe/London")
     add_subscriber(db, "bo@example.com", "Bo")
-    send_newsletter(db, config, None, NOW)
+    send_newsletter(db, config, None, NOW, transport=OutboxTransport(config))
     unsubscribe(db, "ana@example.com", "daily")
     return db
 
@@ -101,7 +102,7 @@ def test_forget_then_add_is_refused(mailed):
 
 def test_forget_then_sign_up_sends_nothing_and_adds_no_one(mailed, config):
     forget(mailed, "ana@example.com")
-    assert sign_up(mailed, config, "ana@example.com") == REFUSED
+    assert sign_up(mailed, config, "ana@example.com", transport=OutboxTransport(config)) == REFUSED
     assert find_subscriber(mailed, "ana@example.com") is None
     assert not (config.outbox_dir / "confirmations").exists()
 

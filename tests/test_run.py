@@ -18,11 +18,12 @@ import pytest
 
 from digest.config import Config
 from digest.errors import TransportAuthError
+from digest.readers.subscribers import add_subscriber
 from digest.render import Renderer
 from digest.run import RunReport, run_due
 from digest.store import open_db
-from digest.subscribers import add_subscriber
-from digest.transport import BatchTransport
+from digest.transports import BatchTransport
+from digest.transports.outbox import OutboxTransport
 
 from conftest import make_config
 
@@ -126,6 +127,7 @@ class Newsroom:
 
     def run(self, now: datetime, **options) -> RunReport:
         self.feed.write(now)
+        options.setdefault("transport", OutboxTransport(self.config))
         return run_due(self.db, self.config, now, renderer=self.renderer, **options)
 
     def run_every(

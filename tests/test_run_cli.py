@@ -17,10 +17,10 @@ from digest.cli import cli
 from digest.config import load_config
 from digest.errors import SendRejectedError
 from digest.lease import Lease
+from digest.readers.subscribers import add_subscriber
 from digest.run import run_due
 from digest.store import open_db
-from digest.subscribers import add_subscriber
-from digest.transport import BatchTransport
+from digest.transports import BatchTransport
 
 from conftest import write_config
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.readers.subscribers import import_csv
 from digest.store import open_db
-from digest.subscribers import import_csv
 
 from conftest import add_stories, story, write_config
 from sendgrid_server import Fault, SendGridTestServer

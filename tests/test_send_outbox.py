@@ -13,9 +13,10 @@ import pytest
 from digest.clock import utcnow
 from digest.config import parse_config
 from digest.ledger import edition_counts
+from digest.readers.subscribers import add_subscriber, unsubscribe
 from digest.send import send_newsletter
-from digest.subscribers import add_subscriber, unsubscribe
 from digest.tokens import TokenSigner
+from digest.transports.outbox import OutboxTransport
 
 from conftest import EDITION_TIME, add_stories, make_config, story
 
@@ -47,7 +48,7 @@ def outbox_messages(config) -> dict[str, email.message.EmailMessage]:
 
 
 def test_each_active_reader_gets_one_eml_and_inactive_ones_none(newsroom, config):
-    report = send_newsletter(newsroom, config, None, NOW)
+    report = send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     assert set(outbox_messages(config)) == {"ana@example.com.eml", "bo@example.org.eml"}
     assert report.total("sent") == 2
     assert (
@@ -56,7 +57,7 @@ def test_each_active_reader_gets_one_eml_and_inactive_ones_none(newsroom, config
 
 
 def test_the_eml_is_multipart_alternative_text_first_html_last_utf8(newsroom, config):
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     message = outbox_messages(config)["ana@example.com.eml"]
     assert message.get_content_type() == "multipart/alternative"
     parts = list(message.iter_parts())
@@ -69,7 +70,7 @@ def test_the_eml_is_multipart_alternative_text_first_html_last_utf8(newsroom, co
 
 def test_the_eml_headers_are_complete(newsroom, config):
     before = utcnow()
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     message = outbox_messages(config)["ana@example.com.eml"]
     assert message["From"].addresses[0].addr_spec == "digest@news.test"
     assert message["To"].addresses[0].addr_spec == "ana@example.com"
@@ -81,7 +82,7 @@ def test_the_eml_headers_are_complete(newsroom, config):
 
 
 def test_the_unsubscribe_header_and_body_link_carry_the_same_signed_token(newsroom, config):
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     message = outbox_messages(config)["ana@example.com.eml"]
     url = re.fullmatch(r"<(https://news\.test/u/(\S+))>", message["List-Unsubscribe"])
     assert url, message["List-Unsubscribe"]
@@ -94,7 +95,7 @@ def test_the_unsubscribe_header_and_body_link_carry_the_same_signed_token(newsro
 
 
 def test_readers_with_topics_get_their_own_variant(newsroom, config):
-    report = send_newsletter(newsroom, config, None, NOW)
+    report = send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     assert len(report.editions) == 2
     bo = outbox_messages(config)["bo@example.org.eml"].get_body(("plain",)).get_content()
     assert "Otters return" in bo and "Cup final tonight" in bo
@@ -102,7 +103,7 @@ def test_readers_with_topics_get_their_own_variant(newsroom, config):
 
 
 def test_every_recipient_is_recorded_in_the_ledger(newsroom, config):
-    report = send_newsletter(newsroom, config, None, NOW)
+    report = send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     for result in report.editions:
         assert edition_counts(newsroom, result.edition.id)["sent"] == 1
     rows = newsroom.execute(
@@ -113,23 +114,27 @@ def test_every_recipient_is_recorded_in_the_ledger(newsroom, config):
 
 
 def test_a_second_send_of_the_same_edition_sends_nothing(newsroom, config):
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     first = {p: p.stat().st_mtime_ns for p in config.outbox_dir.rglob("*.eml")}
-    report = send_newsletter(newsroom, config, None, NOW + timedelta(hours=1))
+    report = send_newsletter(
+        newsroom, config, None, NOW + timedelta(hours=1), transport=OutboxTransport(config)
+    )
     assert report.total("sent") == 2  # the same two, not two more
     assert newsroom.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 2
     assert {p: p.stat().st_mtime_ns for p in config.outbox_dir.rglob("*.eml")} == first
 
 
 def test_a_reader_who_joins_after_the_edition_started_waits_for_the_next(newsroom, config):
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     add_subscriber(newsroom, "late@example.com", "Late")
-    send_newsletter(newsroom, config, None, NOW + timedelta(minutes=5))
+    send_newsletter(
+        newsroom, config, None, NOW + timedelta(minutes=5), transport=OutboxTransport(config)
+    )
     assert "late@example.com.eml" not in outbox_messages(config)
 
 
 def test_dry_run_builds_and_reports_but_sends_and_records_nothing(newsroom, config):
-    report = send_newsletter(newsroom, config, None, NOW, dry_run=True)
+    report = send_newsletter(newsroom, config, None, NOW, transport=None, dry_run=True)
     assert "would go to 2 readers" in report.summary()
     assert not config.outbox_dir.exists()
     for table in ("editions", "deliveries"):
@@ -137,9 +142,11 @@ def test_dry_run_builds_and_reports_but_sends_and_records_nothing(newsroom, conf
 
 
 def test_next_days_edition_never_repeats_a_story(newsroom, config):
-    send_newsletter(newsroom, config, None, NOW)
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
     add_stories(newsroom, story(1, at=EDITION_TIME + timedelta(days=1), title="New day story"))
-    report = send_newsletter(newsroom, config, None, NOW + timedelta(days=1))
+    report = send_newsletter(
+        newsroom, config, None, NOW + timedelta(days=1), transport=OutboxTransport(config)
+    )
     [everyone] = [r.edition for r in report.editions if not r.edition.topics]
     assert "New day story" in everyone.text
     for old in ("Tram runs all night", "Café prices rise", "Otters return", "Cup final tonight"):
@@ -148,7 +155,7 @@ def test_next_days_edition_never_repeats_a_story(newsroom, config):
 
 def test_an_edition_with_no_stories_is_skipped(db, config):
     add_subscriber(db, "ana@example.com")
-    report = send_newsletter(db, config, None, NOW)
+    report = send_newsletter(db, config, None, NOW, transport=OutboxTransport(config))
     assert [r.note for r in report.editions] == ["skipped: no new stories"]
     assert not config.outbox_dir.exists()
 
@@ -161,3 +168,10 @@ def test_environment_overrides_the_transport_and_outbox(tmp_path):
     assert overridden.outbox_dir == tmp_path / "elsewhere"
     assert overridden.transport == "sendgrid"
     assert config.transport == "outbox"
+
+
+def test_every_transport_kind_the_config_accepts_has_a_transport():
+    from digest.config import TRANSPORTS
+    from digest.transports import TRANSPORT_CLASSES
+
+    assert set(TRANSPORT_CLASSES) == set(TRANSPORTS)

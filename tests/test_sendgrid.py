@@ -10,11 +10,11 @@ import pytest
 from digest.errors import ConfigError, TransportAuthError
 from digest.ledger import edition_counts
 from digest.personalize import personalize
+from digest.readers.subscribers import import_csv, unsubscribe
 from digest.send import send_newsletter
-from digest.sendgrid_transport import SendGridTransport, retry_after_seconds
 from digest.store import open_db
-from digest.subscribers import import_csv, unsubscribe
 from digest.tokens import TokenSigner
+from digest.transports.sendgrid import SendGridTransport, retry_after_seconds
 
 from conftest import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer
@@ -354,16 +354,19 @@ def test_edition_counts_match_the_servers_view(db, config, transport, server, st
 def test_a_sign_up_confirmation_goes_through_sendgrid_as_one_message(
     db, server, tmp_path, monkeypatch
 ):
-    from digest.signup import CONFIRMATION_SENT, sign_up
+    from digest.readers.signup import CONFIRMATION_SENT, sign_up
 
     config = make_config(
         tmp_path,
         newsletter={"asm_group_id": 42},
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
     )
-    monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
-    monkeypatch.setenv("SENDGRID_API_HOST", server.url)
-    assert sign_up(db, config, "new@example.com", name="Nia") == CONFIRMATION_SENT
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    assert (
+        sign_up(db, config, "new@example.com", name="Nia", transport=transport) == CONFIRMATION_SENT
+    )
     [request] = server.requests
     assert request.status == 202
     body = request.body

@@ -6,7 +6,8 @@ import pytest
 from sqlite_utils import Database
 
 from digest.errors import StoreError
-from digest.store import migrations, open_db, schema_version, set_story_editorial
+from digest.store import migrations, open_db, schema_version
+from digest.stories import set_story_editorial
 
 from conftest import add_stories, story
 

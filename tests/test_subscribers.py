@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from digest.errors import SubscriberError
-from digest.subscribers import add_subscriber, import_csv, list_subscribers, unsubscribe
+from digest.readers.subscribers import add_subscriber, import_csv, list_subscribers, unsubscribe
 
 CSV = """email,name,topics,timezone
 ana@example.com,Ana,World;Science,Europe/London

@@ -8,9 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlite_utils import Database
 
-from digest.send import audience_variants, send_newsletter
-from digest.store import migrations, open_db
-from digest.subscribers import (
+from digest.readers.subscribers import (
     add_subscriber,
     count_by_status,
     export_csv,
@@ -19,7 +17,10 @@ from digest.subscribers import (
     list_subscribers,
     unsubscribe,
 )
-from digest.subscriptions import mark_address, set_subscription, subscriptions_of
+from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
+from digest.send import audience_variants, send_newsletter
+from digest.store import migrations, open_db
+from digest.transports.outbox import OutboxTransport
 
 from conftest import EDITION_TIME, add_stories, story
 
@@ -85,7 +86,7 @@ def test_send_mails_the_readers_of_that_newsletter_only(db, config):
     add_subscriber(db, "bo@example.com")
     add_subscriber(db, "cy@example.com", newsletter="weekly")
     unsubscribe(db, "bo@example.com", "daily")
-    send_newsletter(db, config, "daily", NOW)
+    send_newsletter(db, config, "daily", NOW, transport=OutboxTransport(config))
     assert [p.name for p in config.outbox_dir.rglob("*.eml")] == ["ana@example.com.eml"]
 
 

@@ -15,19 +15,20 @@ from digest import web
 from digest.clock import utcnow
 from digest.config import PLACEHOLDER_SECRET, with_overrides
 from digest.errors import ConfigError
-from digest.privacy import forget
-from digest.send import audience_variants
-from digest.signup import (
+from digest.readers.privacy import forget
+from digest.readers.signup import (
     ALREADY_SUBSCRIBED_SENT,
     CONFIRMATION_SENT,
     NOT_SENT,
     RATE_LIMITED,
     sign_up,
 )
+from digest.readers.subscribers import add_subscriber, find_subscriber, unsubscribe
+from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
+from digest.send import audience_variants
 from digest.store import open_db
-from digest.subscribers import add_subscriber, find_subscriber, unsubscribe
-from digest.subscriptions import mark_address, set_subscription, subscriptions_of
 from digest.tokens import CONFIRM_SALT, TokenSigner
+from digest.transports.outbox import OutboxTransport
 from digest.web import check_secret_for_host, create_app
 
 from conftest import add_stories, make_config, story
@@ -145,21 +146,38 @@ def test_a_confirmation_link_for_a_subscription_left_since_is_refused(client, db
 
 
 def test_a_repeat_sign_up_of_a_pending_address_resends_only_after_ten_minutes(db, config):
-    assert sign_up(db, config, "new@example.com") == CONFIRMATION_SENT
+    assert (
+        sign_up(db, config, "new@example.com", transport=OutboxTransport(config))
+        == CONFIRMATION_SENT
+    )
     path = config.outbox_dir / "confirmations" / "new@example.com.eml"
     path.unlink()
-    assert sign_up(db, config, "new@example.com") == RATE_LIMITED
+    assert sign_up(db, config, "new@example.com", transport=OutboxTransport(config)) == RATE_LIMITED
     assert not path.exists()
     later = utcnow() + timedelta(minutes=11)
-    assert sign_up(db, config, "new@example.com", now=later) == CONFIRMATION_SENT
+    assert (
+        sign_up(db, config, "new@example.com", now=later, transport=OutboxTransport(config))
+        == CONFIRMATION_SENT
+    )
     assert path.exists()
 
 
 def test_a_confirmation_the_transport_could_not_send_may_be_asked_for_again(db, config, tmp_path):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
-    assert sign_up(db, with_overrides(config, outbox_dir=blocked), "new@example.com") == NOT_SENT
-    assert sign_up(db, config, "new@example.com") == CONFIRMATION_SENT
+    assert (
+        sign_up(
+            db,
+            with_overrides(config, outbox_dir=blocked),
+            "new@example.com",
+            transport=OutboxTransport(with_overrides(config, outbox_dir=blocked)),
+        )
+        == NOT_SENT
+    )
+    assert (
+        sign_up(db, config, "new@example.com", transport=OutboxTransport(config))
+        == CONFIRMATION_SENT
+    )
 
 
 def test_the_resend_limit_is_kept_in_the_database_across_app_restarts(config, db):
@@ -171,7 +189,12 @@ def test_the_resend_limit_is_kept_in_the_database_across_app_restarts(config, db
 
 def test_a_repeat_sign_up_of_an_active_reader_changes_nothing_and_tells_them(db, config, ana):
     before = audit_count(db)
-    assert sign_up(db, config, "ana@example.com", name="Someone Else") == ALREADY_SUBSCRIBED_SENT
+    assert (
+        sign_up(
+            db, config, "ana@example.com", name="Someone Else", transport=OutboxTransport(config)
+        )
+        == ALREADY_SUBSCRIBED_SENT
+    )
     message = confirmation_mail(config, "ana@example.com")
     assert message["Subject"] == "You are already subscribed to Test Daily"
     assert "/confirm/" not in message.get_body(("plain",)).get_content()

@@ -7,8 +7,8 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from digest.subscribers import add_subscriber, find_subscriber
-from digest.subscriptions import subscriptions_of
+from digest.readers.subscribers import add_subscriber, find_subscriber
+from digest.readers.subscriptions import subscriptions_of
 from digest.tokens import TokenSigner
 from digest.web import create_app
 

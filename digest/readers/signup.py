@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
-from .config import Config
+from ..clock import to_db, utcnow
+from ..config import Config
+from ..errors import SubscriberError, TransportError
+from ..tokens import CONFIRM_SALT, BadTokenError, TokenSigner
+from ..transports import Transport
 from .confirmation import send_confirmation
-from .errors import SubscriberError, TransportError
 from .preferences import check_topics
 from .subscribers import (
     check_email,
@@ -29,7 +31,6 @@ from .subscribers import (
 )
 from .subscriptions import ADDRESS_WIDE, set_subscription, subscriptions_of
 from .suppression import is_suppressed
-from .tokens import CONFIRM_SALT, BadTokenError, TokenSigner
 
 RESEND_AFTER = timedelta(minutes=10)
 MAX_NAME_LENGTH = 100
@@ -48,6 +49,7 @@ def sign_up(
     config: Config,
     email: str,
     *,
+    transport: Transport,
     name: str = "",
     topics: Iterable[str] = (),
     timezone: str = "UTC",
@@ -103,7 +105,7 @@ def sign_up(
     subscriber = subscriber_by_id(db, subscriber_id)
     assert subscriber is not None
     try:
-        send_confirmation(config, subscriber, chosen, already_subscribed=already)
+        send_confirmation(config, transport, subscriber, chosen, already_subscribed=already)
     except TransportError as exc:
         # Give the slot back so that the reader may try again at once.
         db.execute(

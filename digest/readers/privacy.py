@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from ..models import Subscriber
+from ..store import write_transaction
+from ..transports.outbox import eml_file_name
 from .audit import record
-from .models import Subscriber
-from .outbox import eml_file_name
-from .store import write_transaction
 from .subscribers import check_email, find_subscriber, get_subscriber
 from .suppression import suppress
 

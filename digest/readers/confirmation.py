@@ -12,14 +12,14 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from types import SimpleNamespace
 
-from .clock import utcnow
-from .config import Config, NewsletterConfig
-from .message import UnsubscribeLinks, list_id, new_message
-from .models import Subscriber
-from .personalize import greeting
-from .render import Renderer
-from .tokens import CONFIRM_SALT, TokenSigner
-from .transport import make_transport
+from ..clock import utcnow
+from ..config import Config, NewsletterConfig
+from ..message import UnsubscribeLinks, list_id, new_message
+from ..models import Subscriber
+from ..personalize import greeting
+from ..render import Renderer
+from ..tokens import CONFIRM_SALT, TokenSigner
+from ..transports import Transport
 
 
 def confirmation_url(config: Config, subscriber_id: int, newsletter: str) -> str:
@@ -65,12 +65,13 @@ def build_confirmation(
 
 def send_confirmation(
     config: Config,
+    transport: Transport,
     subscriber: Subscriber,
     newsletter: NewsletterConfig,
     *,
     already_subscribed: bool,
 ) -> str:
-    """Build the confirmation and hand it to the configured transport; returns its id."""
+    """Build the confirmation and hand it to the transport; returns the transport's id for it."""
     message = build_confirmation(
         config,
         Renderer(config.templates_dir),
@@ -79,4 +80,4 @@ def send_confirmation(
         already_subscribed=already_subscribed,
         sent_at=utcnow(),
     )
-    return make_transport(config).send_single(message)
+    return transport.send_single(message)

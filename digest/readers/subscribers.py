@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
+from ..clock import to_db, utcnow
+from ..errors import NotFoundError, SubscriberError
+from ..models import Subscriber
+from ..select import normalize_topics
+from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
 from .audit import record
-from .clock import to_db, utcnow
-from .errors import NotFoundError, SubscriberError
-from .models import Subscriber
-from .select import normalize_topics
-from .store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
 from .subscriptions import roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
+from ..clock import to_db, utcnow
 
 
 def record(

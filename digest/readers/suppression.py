@@ -13,7 +13,7 @@ import hmac
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
+from ..clock import to_db, utcnow
 
 
 def address_hash(db: Database, address: str) -> str:

@@ -12,15 +12,15 @@ from datetime import timedelta
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
-from .config import Config
-from .errors import SubscriberError
-from .models import Subscriber
-from .select import normalize_topics
-from .store import write_transaction
+from ..clock import to_db, utcnow
+from ..config import Config
+from ..errors import SubscriberError
+from ..models import Subscriber
+from ..select import normalize_topics
+from ..store import write_transaction
+from ..tokens import BadTokenError, TokenSigner
 from .subscribers import subscriber_by_id, update_profile
 from .subscriptions import set_subscription, subscriptions_of
-from .tokens import BadTokenError, TokenSigner
 
 # The forms offer the categories of stories published this recently, and the reader's own.
 TOPICS_WINDOW = timedelta(days=90)

@@ -1,10 +1,11 @@
-"""What a transport is: something that takes batches of one edition and says what became of each.
+"""What a transport is: it takes batches of one edition, or one message, and says what came of it.
 
 `send.deliver_edition` records every batch before it is submitted and after its future
 resolves; a transport only hands batches over. Each batch resolves to the provider's id for
 it, or raises a `TransportError` (failed), `SendRejectedError` (failed; the transport does
 not retry it, though `--retry-failed` may), `DeliveryUnknownError` (left unknown) or
-`TransportAuthError` (the run stops).
+`TransportAuthError` (the run stops). `send_single` sends one message that is not part of an
+edition (a confirmation) and returns the provider's id for it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from email.message import EmailMessage
 from typing import Protocol
 
-from .config import Config
-from .edition import Edition
-from .ledger import Batch
+from ..edition import Edition
+from ..ledger import Batch
 
 Submit = Callable[[Edition, Batch], Future]
 
@@ -30,6 +31,10 @@ class Transport(Protocol):
         """A context in which `submit(edition, batch)` starts sending one batch."""
         ...
 
+    def send_single(self, message: EmailMessage) -> str:
+        """Send one complete message; returns the provider's id for it."""
+        ...
+
 
 class BatchTransport:
     """A transport whose `send_batch` runs in a pool of `concurrency` threads."""
@@ -40,18 +45,10 @@ class BatchTransport:
     def send_batch(self, edition: Edition, batch: Batch) -> str:
         raise NotImplementedError
 
+    def send_single(self, message: EmailMessage) -> str:
+        raise NotImplementedError
+
     @contextmanager
     def sender(self) -> Iterator[Submit]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             yield lambda edition, batch: pool.submit(self.send_batch, edition, batch)
-
-
-def make_transport(config: Config) -> Transport:
-    """The transport named in the config (or DIGEST_TRANSPORT)."""
-    if config.transport == "sendgrid":
-        from .sendgrid_transport import SendGridTransport
-
-        return SendGridTransport(config)
-    from .outbox import OutboxTransport
-
-    return OutboxTransport(config)

@@ -8,13 +8,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
-from .clock import utcnow
-from .config import Config
-from .edition import Edition
-from .errors import TransportError
-from .ledger import Batch
-from .message import UnsubscribeLinks, build_message
-from .transport import BatchTransport
+from ..clock import utcnow
+from ..config import Config
+from ..edition import Edition
+from ..errors import TransportError
+from ..ledger import Batch
+from ..message import UnsubscribeLinks, build_message
+from .base import BatchTransport
 
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.
 EML_POLICY = SMTP.clone(max_line_length=998)

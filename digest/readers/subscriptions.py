@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
+from ..clock import to_db, utcnow
+from ..store import SUBSCRIPTION_STATUSES, write_transaction
 from .audit import record
-from .clock import to_db, utcnow
-from .store import SUBSCRIPTION_STATUSES, write_transaction
 
 ADDRESS_WIDE = ("bounced", "complained")
 

@@ -37,19 +37,19 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from .config import PLACEHOLDER_SECRET, Config
-from .edition import Edition
-from .errors import (
+from ..config import PLACEHOLDER_SECRET, Config
+from ..edition import Edition
+from ..errors import (
     ConfigError,
     DeliveryUnknownError,
     SendRejectedError,
     TransportAuthError,
     TransportError,
 )
-from .ledger import Batch
-from .message import ONE_CLICK, UnsubscribeLinks, list_id
-from .personalize import recipient_values
-from .transport import BatchTransport, Submit
+from ..ledger import Batch
+from ..message import ONE_CLICK, UnsubscribeLinks, list_id
+from ..personalize import recipient_values
+from .base import BatchTransport, Submit
 
 MAX_CATEGORIES = 10
 # python_http_client logs every request's headers (the API key) and body at DEBUG.

@@ -1,0 +1,1 @@
+"""Readers' lifecycle: the list, their subscriptions, sign-up, preferences, privacy and audit."""

@@ -13,22 +13,6 @@ from .config import Config
 from .edition import Edition
 from .ledger import Recipient
 from .personalize import personalize, recipient_values
-from .tokens import TokenSigner
-
-
-class UnsubscribeLinks:
-    """Readers' unsubscribe URLs (`<site>/u/<token>`) for one newsletter.
-
-    Made once per recipient when sending, so the signer and prefix are made once here.
-    """
-
-    def __init__(self, config: Config, newsletter: str):
-        self._prefix = f"{config.site.url.rstrip('/')}/u/"
-        self._signer = TokenSigner(config.secret_key)
-        self._newsletter = newsletter
-
-    def url(self, subscriber_id: int) -> str:
-        return self._prefix + self._signer.make(subscriber_id, self._newsletter)
 
 
 def list_id(config: Config, newsletter: str) -> str:

@@ -11,10 +11,10 @@ from sqlite_utils import Database
 from .config import Config
 from .edition import build_edition, latest_slot
 from .ledger import Recipient
-from .message import UnsubscribeLinks
 from .personalize import personalize, recipient_values
 from .readers.subscribers import get_subscriber
 from .render import Renderer
+from .urls import ReaderLinks
 
 SAMPLE_READER = Recipient(
     delivery_id=0, subscriber_id=0, email="reader@example.com", name="Sample Reader"
@@ -50,7 +50,7 @@ def write_preview(
     edition, story_count = build_edition(
         db, config, Renderer(config.templates_dir), newsletter, latest_slot(newsletter, now), topics
     )
-    url = UnsubscribeLinks(config, newsletter.name).url(reader.subscriber_id)
+    url = ReaderLinks(config, newsletter.name).unsubscribe_url(reader.subscriber_id)
     values = recipient_values(reader.name, url)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"{newsletter.name}.html"

@@ -14,22 +14,12 @@ from types import SimpleNamespace
 
 from ..clock import utcnow
 from ..config import Config, NewsletterConfig
-from ..message import UnsubscribeLinks, list_id, new_message
+from ..message import list_id, new_message
 from ..models import Subscriber
 from ..personalize import greeting
 from ..render import Renderer
-from ..tokens import CONFIRM_SALT, TokenSigner
 from ..transports import Transport
-
-
-def confirmation_url(config: Config, subscriber_id: int, newsletter: str) -> str:
-    token = TokenSigner(config.secret_key, CONFIRM_SALT).make(subscriber_id, newsletter)
-    return f"{config.site.url.rstrip('/')}/confirm/{token}"
-
-
-def preferences_url(config: Config, subscriber_id: int, newsletter: str) -> str:
-    """The reader's own page (the unsubscribe link), at its preferences form."""
-    return UnsubscribeLinks(config, newsletter).url(subscriber_id) + "#preferences"
+from ..urls import ReaderLinks
 
 
 def build_confirmation(
@@ -42,13 +32,14 @@ def build_confirmation(
     sent_at: datetime,
 ) -> EmailMessage:
     """The confirmation (or, for a reader already subscribed, a note saying so) as MIME."""
+    links = ReaderLinks(config, newsletter.name)
     context = {
         "site": config.site,
         "newsletter": newsletter,
         "reader": SimpleNamespace(greeting=greeting(subscriber.name)),
         "already_subscribed": already_subscribed,
-        "confirm_url": confirmation_url(config, subscriber.id, newsletter.name),
-        "preferences_url": preferences_url(config, subscriber.id, newsletter.name),
+        "confirm_url": links.confirmation_url(subscriber.id),
+        "preferences_url": links.preferences_url(subscriber.id),
     }
     verb = "You are already subscribed to" if already_subscribed else "Confirm your subscription to"
     return new_message(

@@ -13,7 +13,8 @@ from ..config import Config
 from ..edition import Edition
 from ..errors import TransportError
 from ..ledger import Batch
-from ..message import UnsubscribeLinks, build_message
+from ..message import build_message
+from ..urls import ReaderLinks
 from .base import BatchTransport
 
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.
@@ -39,11 +40,15 @@ class OutboxTransport(BatchTransport):
 
     def send_batch(self, edition: Edition, batch: Batch) -> str:
         folder = self.edition_dir(edition)
-        links = UnsubscribeLinks(self.config, edition.newsletter)
+        links = ReaderLinks(self.config, edition.newsletter)
         sent_at = utcnow()
         for recipient in batch.recipients:
             message = build_message(
-                self.config, edition, recipient, links.url(recipient.subscriber_id), sent_at
+                self.config,
+                edition,
+                recipient,
+                links.unsubscribe_url(recipient.subscriber_id),
+                sent_at,
             )
             write_eml(folder, recipient.email, message)
         return f"outbox:{edition.slug}"

@@ -47,8 +47,9 @@ from ..errors import (
     TransportError,
 )
 from ..ledger import Batch
-from ..message import ONE_CLICK, UnsubscribeLinks, list_id
+from ..message import ONE_CLICK, list_id
 from ..personalize import recipient_values
+from ..urls import ReaderLinks
 from .base import BatchTransport, Submit
 
 MAX_CATEGORIES = 10
@@ -108,10 +109,10 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
     """
     newsletter = config.newsletters[edition.newsletter]
     site = config.site
-    links = UnsubscribeLinks(config, edition.newsletter)
+    links = ReaderLinks(config, edition.newsletter)
     personalizations = []
     for recipient in batch.recipients:
-        url = links.url(recipient.subscriber_id)
+        url = links.unsubscribe_url(recipient.subscriber_id)
         to = {"email": recipient.email}
         if recipient.name:
             to["name"] = recipient.name

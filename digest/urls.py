@@ -1,0 +1,35 @@
+"""The links a reader follows from an email: their own page, preferences and confirmation.
+
+Every reader-facing URL is made here, so the token scheme and the routes in `web` have one
+place to agree on. Made once per recipient when sending: the signers are made once per object.
+"""
+
+from __future__ import annotations
+
+from .config import Config
+from .tokens import CONFIRM_SALT, TokenSigner
+
+
+class ReaderLinks:
+    """One newsletter's links for its readers: `<site>/u/<token>` and `<site>/confirm/<token>`."""
+
+    def __init__(self, config: Config, newsletter: str):
+        self._site = config.site.url.rstrip("/")
+        self._prefix = f"{self._site}/u/"
+        self._signer = TokenSigner(config.secret_key)
+        self._confirm_signer = TokenSigner(config.secret_key, CONFIRM_SALT)
+        self._newsletter = newsletter
+
+    def reader_token(self, subscriber_id: int) -> str:
+        """The token of the reader's own page, which unsubscribes in one click."""
+        return self._signer.make(subscriber_id, self._newsletter)
+
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        return self._prefix + self._signer.make(subscriber_id, self._newsletter)
+
+    def preferences_url(self, subscriber_id: int) -> str:
+        """The reader's own page, at its preferences form."""
+        return self.unsubscribe_url(subscriber_id) + "#preferences"
+
+    def confirmation_url(self, subscriber_id: int) -> str:
+        return f"{self._site}/confirm/{self._confirm_signer.make(subscriber_id, self._newsletter)}"

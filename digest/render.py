@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import textwrap
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,10 @@ from .personalize import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT_BYTES = 16 * 1024
 CSS_MARKER = "<!-- email.css -->"
+# Plain-text mail is read in 80-column terminals and quoted with "> ": 78 leaves room.
+TEXT_WIDTH = 78
+_BARE_URL = re.compile(r"\s*https?://\S*")
+_LIST_ITEM = re.compile(r"(\s*)([-*] )?")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,48 @@ def _story_view(story: Story, newsletter: NewsletterConfig, also: Story | None =
     )
 
 
+def _fill(text: str, indent: str = "", hanging: str = "") -> list[str]:
+    # Never break a word: a URL longer than the width keeps a line of its own instead.
+    return textwrap.wrap(
+        text,
+        TEXT_WIDTH,
+        initial_indent=indent,
+        subsequent_indent=hanging,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent]
+
+
+def wrap_text(text: str) -> str:
+    """Lines of at most 78 characters; a URL is never broken, so only a URL runs longer.
+
+    A continuation line keeps the indentation of its line, and hangs under the text of a
+    "- " list item.
+    """
+    lines = []
+    for line in text.split("\n"):
+        if len(line) <= TEXT_WIDTH or _BARE_URL.fullmatch(line):
+            lines.append(line)
+            continue
+        lead = _LIST_ITEM.match(line)
+        indent, bullet = lead.group(1), lead.group(2) or ""
+        lines += _fill(line.strip(), indent, indent + " " * len(bullet))
+    return "\n".join(lines)
+
+
+def underline(title: str, rule: str) -> str:
+    """A plain-text heading: the title, wrapped, over a rule as long as its longest line."""
+    lines = _fill(title)
+    return "\n".join(lines) + "\n" + rule * min(max(map(len, lines)), TEXT_WIDTH)
+
+
+def postal_line(site: SiteConfig) -> str:
+    """The footer's address line: the publisher's name once, then its address."""
+    if site.name.casefold() in site.postal_address.casefold():
+        return site.postal_address
+    return f"{site.name}, {site.postal_address}"
+
+
 def _template_error(exc: Exception, templates_dir: Path) -> TemplateError:
     """Name the template file and line of a Jinja error, and what to do about it."""
     if isinstance(exc, jinja2.TemplateNotFound):
@@ -149,20 +196,24 @@ class Renderer:
         self.env.filters["ago"] = jinja2.pass_context(
             lambda ctx, moment: relative_time(moment, ctx["edition_time"])
         )
+        self.env.filters["underline"] = underline
+        self.env.filters["postal_line"] = postal_line
 
-    def _css(self) -> str:
+    def _css(self, name: str) -> str:
         try:
-            return (self.templates_dir / "email.css").read_text(encoding="utf-8")
+            return (self.templates_dir / name).read_text(encoding="utf-8")
         except OSError as exc:
             raise TemplateError(
-                f"Cannot read {self.templates_dir / 'email.css'}: {exc.strerror}; restore it."
+                f"Cannot read {self.templates_dir / name}: {exc.strerror}; restore it."
             ) from None
 
     def render_template(self, name: str, context: dict[str, Any]) -> str:
+        """A template rendered; a plain-text one (`.txt`) comes out wrapped at 78 columns."""
         try:
-            return self.env.get_template(name).render(context)
+            rendered = self.env.get_template(name).render(context)
         except jinja2.TemplateError as exc:
             raise _template_error(exc, self.templates_dir) from None
+        return wrap_text(rendered) if name.endswith(".txt") else rendered
 
     def render_string(self, source: str, context: dict[str, Any], what: str) -> str:
         try:
@@ -171,12 +222,23 @@ class Renderer:
             raise TemplateError(f"The {what} template {source!r} does not render: {exc}.") from None
 
     def inline_css(self, html: str) -> str:
-        """premailer with no network, links untouched and @media rules kept in <style>."""
+        """premailer with no network, links untouched and @media rules kept in <style>.
+
+        `email.css` is inlined; `email-dark.css` follows it in a <style> of its own that
+        premailer leaves alone: its Outlook hooks (`[data-ogsc] ...`) match nothing until
+        Outlook sets those attributes, so premailer would drop them, and a client that
+        rejects a block for its attribute selectors keeps the phone rules in the other.
+        """
         if CSS_MARKER not in html:
             raise TemplateError(
                 f"base.html has no {CSS_MARKER} marker in <head>; add it so the CSS is included."
             )
-        html = html.replace(CSS_MARKER, f"<style>\n{self._css()}\n</style>", 1)
+        dark = re.sub(r"\s*/\*.*?\*/", "", self._css("email-dark.css"), flags=re.S).strip()
+        styles = (
+            f"<style>\n{self._css('email.css')}\n</style>\n"
+            f'<style data-premailer="ignore">\n{dark}\n</style>'
+        )
+        html = html.replace(CSS_MARKER, styles, 1)
         return premailer.Premailer(
             html,
             allow_network=False,

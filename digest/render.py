@@ -245,6 +245,9 @@ class Renderer:
             strip_important=False,
             disable_link_rewrites=True,
             remove_classes=False,
+            # Not `height: auto` as an attribute: the template's height reserves the image's
+            # space, and the inlined `height: auto` then lets it keep its own proportions.
+            disable_basic_attributes=["height"],
             cssutils_logging_level=logging.CRITICAL,
             cssutils_logging_handler=logging.NullHandler(),
         ).transform()

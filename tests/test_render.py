@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 import shutil
 from dataclasses import replace
@@ -13,7 +14,7 @@ from digest.config import PROJECT_TEMPLATES, NewsletterConfig, SiteConfig, UtmSe
 from digest.errors import TemplateError
 from digest.models import Selection, Story, TopStory
 from digest.personalize import personalize, recipient_values
-from digest.render import Renderer, add_utm, relative_time, size_warnings
+from digest.render import Renderer, add_utm, relative_time, size_warnings, wrap_text
 
 from conftest import EDITION_TIME
 
@@ -53,10 +54,36 @@ def test_css_is_inlined_into_style_attributes(renderer):
     assert re.search(r'<a [^>]*href="https://news.test/1"[^>]*style="[^"]+"', html)
 
 
+def style_blocks(html: str) -> list[str]:
+    return re.findall(r"<style[^>]*>(.*?)</style>", html, flags=re.S)
+
+
 def test_media_queries_stay_in_a_style_block(renderer):
-    styles = re.findall(r"<style[^>]*>(.*?)</style>", render(renderer).html, flags=re.S)
-    assert any("@media" in block for block in styles)
-    assert all("@media" in block for block in styles), "only @media rules stay in <style>"
+    inlined, dark = style_blocks(render(renderer).html)
+    assert "@media only screen and (max-width: 620px)" in inlined
+    assert inlined.lstrip().startswith("@media"), "premailer inlined everything else"
+    assert "@media (prefers-color-scheme: dark)" in dark
+
+
+def test_outlooks_dark_mode_hooks_survive_inlining(renderer):
+    # They match nothing until Outlook marks the elements, so premailer would drop them.
+    _, dark = style_blocks(render(renderer).html)
+    assert "[data-ogsc] .story-title a" in dark and "[data-ogsb] .container" in dark
+    assert "data-premailer" not in render(renderer).html
+
+
+def test_every_dark_rule_beats_the_inlined_light_styles():
+    css = (PROJECT_TEMPLATES / "email-dark.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    declarations = re.findall(r"([a-z-]+\s*:[^;{}]+);", css.split("}", 1)[1])
+    assert len(declarations) > 20
+    assert all(d.endswith("!important") for d in declarations), declarations
+
+
+def test_the_email_declares_both_colour_schemes(renderer):
+    html = render(renderer).html
+    assert '<meta name="color-scheme" content="light dark">' in html
+    assert '<meta name="supported-color-schemes" content="light dark">' in html
 
 
 def test_links_are_not_rewritten(renderer):
@@ -106,6 +133,25 @@ def test_footer_has_address_reason_and_a_visible_unsubscribe_link(renderer):
     assert re.search(r'<a [^>]*href="https://news.test/u/TOKEN"[^>]*>\s*Unsubscribe', html)
     text = personalize(rendered.text, recipient_values("Ana", "https://news.test/u/TOKEN"))
     assert "https://news.test/u/TOKEN" in text
+
+
+@pytest.mark.parametrize(
+    "address", ["1 Test Street, Testville", "Test Courier, 1 Test Street, Testville"]
+)
+def test_the_footer_names_the_publisher_once_with_its_address(renderer, address):
+    site = replace(SITE, postal_address=address)
+    rendered = renderer.render_edition(NEWSLETTER, site, selection(mk(1, 1)), EDITION_TIME)
+    for part in (rendered.html, rendered.text):
+        assert "Test Courier, 1 Test Street, Testville" in part
+        assert "Test Courier, Test Courier" not in part
+
+
+def test_the_confirmation_names_the_publisher_once_with_its_address(renderer):
+    context = fixture_context() | {
+        "site": replace(SITE, postal_address="Test Courier, 1 Test Street, Testville")
+    }
+    for name in ("confirm.html", "confirm.txt"):
+        assert "Test Courier, Test Courier" not in renderer.render_template(name, context)
 
 
 def test_reader_name_is_escaped_in_html_and_plain_in_text(renderer):
@@ -255,3 +301,118 @@ def test_a_feed_cannot_spell_a_per_reader_placeholder(renderer):
     assert html.count("SECRET") == honest.count("SECRET"), "only the footer's own links"
     assert "https://evil.test/?t=%25%25unsubscribe_url%25%25" in html
     assert "SECRET" not in personalize(rendered.subject, values)
+
+
+def long_selection() -> Selection:
+    """Long headlines, teasers, links and topics: everything the text part has to wrap."""
+    words = "Harbour authority and council agree a decade-long plan for the quayside "
+    long = {
+        "title": (words * 2).strip(),
+        "summary": (words * 5).strip(),
+        "author": "Mira Okonkwo-Lind and Tomas Veller, with reporting by Priya Anand-Sole",
+    }
+    slug = "https://news.test/world/" + "a-very-long-slug-" * 8
+    return selection(
+        mk(1, 2, **long, url=slug + "1"),
+        recent=(mk(2, 3, **long, url=slug + "2"),),
+        also=mk(9, 30, **long, url=slug + "9"),
+    )
+
+
+def text_part(renderer, sel: Selection, **kw) -> str:
+    newsletter = replace(NEWSLETTER, title="The Courier Morning Briefing, with a long title " * 2)
+    rendered = render(renderer, sel, newsletter=newsletter, **kw)
+    return personalize(rendered.text, recipient_values("Ana", "https://news.test/u/" + "T" * 90))
+
+
+def test_text_part_lines_are_at_most_78_columns_except_urls(renderer):
+    text = text_part(renderer, long_selection(), topics=tuple(f"topic{i}" for i in range(20)))
+    long_lines = [line for line in text.splitlines() if len(line) > 78]
+    assert long_lines, "the fixture has long URLs"
+    assert all(re.fullmatch(r"\s*https?://\S+", line) for line in long_lines), long_lines
+
+
+def test_text_part_wrapping_keeps_every_word_and_underlines_fit(renderer):
+    text = text_part(renderer, long_selection())
+    words = "Harbour authority and council agree a decade-long plan for the quayside"
+    assert words in " ".join(text.split()), "wrapping only moves words between lines"
+    rules = [line for line in text.splitlines() if set(line) in ({"-"}, {"="})]
+    assert rules and all(len(rule) <= 78 for rule in rules)
+
+
+def test_text_part_has_the_signature_separator_dash_dash_space(renderer):
+    lines = render(renderer).text.splitlines()
+    assert lines.count("-- ") == 1
+    assert "--" not in lines
+    footer = lines[lines.index("-- ") :]
+    assert any("Unsubscribe" in line for line in footer)
+
+
+def test_the_signature_separator_survives_the_mime_encoding(renderer, tmp_path):
+    from email.headerregistry import Address
+
+    from digest.message import new_message
+
+    from conftest import make_config
+
+    text = render(renderer).text
+    message = new_message(
+        make_config(tmp_path), Address("Ana", addr_spec="ana@example.com"), "S",
+        EDITION_TIME, "t", {}, text, "<p>x</p>",
+    )  # fmt: skip
+    plain = message.get_body(("plain",)).get_content()
+    assert "\n-- \n" in plain
+
+
+def test_every_link_of_the_html_part_is_in_the_text_part(renderer):
+    rendered = render(renderer, long_selection())
+    values = recipient_values("Ana", "https://news.test/u/TOKEN")
+    hrefs = {
+        html_lib.unescape(href)
+        for href in re.findall(r'href="([^"]+)"', personalize(rendered.html, values))
+    }
+    text = personalize(rendered.text, values)
+    assert len(hrefs) >= 6, hrefs  # 3 stories, unsubscribe, preferences, site
+    assert {href for href in hrefs if href not in text} == set()
+
+
+def test_wrap_text_keeps_urls_whole_and_indents_continuations():
+    url = "https://news.test/" + "x" * 90
+    text = wrap_text("  " + "word " * 30 + url + " after\n- " + "item " * 30)
+    lines = text.splitlines()
+    assert "  " + url in lines, "a URL keeps a line of its own, whole"
+    assert all(len(line) <= 78 for line in lines if url not in line)
+    item = lines.index("- " + "item " * 14 + "item")
+    assert all(line.startswith("  ") for line in lines[:item]), "indentation is kept"
+    assert lines[item + 1 :] == ["  " + "item " * 14 + "item"], "hangs under the item's text"
+
+
+def test_story_images_fill_the_content_column_and_only_repeat_the_headline(renderer):
+    rendered = render(renderer, selection(mk(1, 1, image_url="https://news.test/1.jpg")))
+    [img] = re.findall(r"<img [^>]*>", rendered.html)
+    assert 'width="536"' in img and 'height="302"' in img, "600 less 2 x 32 padding, 16:9"
+    assert 'alt=""' in img, "the headline next to it already says it"
+    assert not re.search(r"<a [^>]*>\s*<img", rendered.html), "no second link to the story"
+    css = (PROJECT_TEMPLATES / "email.css").read_text()
+    assert re.search(r"\.content \{\s*padding: \d+px 32px \d+px 32px;", css)
+
+
+def test_a_30_story_digest_stays_under_gmails_limits(renderer):
+    # The heaviest case: every story a top story with a picture, an also-read and UTM links.
+    def heavy(i: int) -> Story:
+        return mk(
+            i,
+            i / 2,
+            title=f"Port Halden council approves overnight tram service after a decade {i}",
+            summary="Trams on the two busiest lines will run all night from March. " * 4,
+            url=f"https://news.test/world/port-halden-council-approves-overnight-trams-{i}",
+            image_url=f"https://news.test/images/2026/11/port-halden-trams-{i}.jpg",
+            author="Mira Okonkwo-Lind",
+        )
+
+    newsletter = replace(NEWSLETTER, utm=UtmSettings(enabled=True))
+    tops = tuple(TopStory(heavy(i), 1.0, heavy(100 + i)) for i in range(30))
+    rendered = render(renderer, Selection(tops, ()), newsletter=newsletter)
+    assert len(rendered.html.encode()) < 102 * 1024
+    assert sum(len(b.encode()) for b in style_blocks(rendered.html)) < 16 * 1024
+    assert rendered.warnings == []

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/screenshots.py [OUT_DIR]     # default: docs/screenshots
 
 Renders the sample stories through the shipped `digest.toml` and `templates/` (two top
-stories and three recent posts, so one picture shows masthead to footer), opens the result
+stories and two recent posts, so one picture shows masthead to footer), opens the result
 in Debian's Chromium and writes one PNG per width (375 and 680 px), colour scheme (light,
 dark) and images (on, off). "Images on" answers every image request with a drawn
 placeholder picture; "images off" refuses them, as a mail client that blocks remote images
@@ -24,7 +24,8 @@ from digest.config import load_config, with_overrides
 from digest.demo import sample_stories
 from digest.edition import latest_slot
 from digest.preview import write_preview
-from digest.store import open_db, upsert_stories
+from digest.store import open_db
+from digest.stories import upsert_stories
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -43,7 +44,7 @@ PICTURE = b"""<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="675">
 def render_sample(folder: Path) -> Path:
     """The sample edition as `digest preview` writes it, trimmed to fit one picture."""
     config = load_config(ROOT / "digest.toml", env={})
-    newsletter = replace(config.newsletter(None), top_stories=2, recent_posts=3)
+    newsletter = replace(config.newsletter(None), top_stories=2, recent_posts=2)
     config = with_overrides(
         config, db_path=folder / "digest.db", newsletters={newsletter.name: newsletter}
     )

@@ -35,7 +35,8 @@ WIDTHS = (375, 680)
 # A 16:9 "photo": sky, sun and two hills, in a few bytes of SVG.
 PICTURE = b"""<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="675">
 <defs><linearGradient id="s" x1="0" y1="0" x2="0" y2="1">
-<stop offset="0" stop-color="#6d9ccf"/><stop offset="1" stop-color="#d9e6f2"/></linearGradient></defs>
+<stop offset="0" stop-color="#6d9ccf"/><stop offset="1" stop-color="#d9e6f2"/>
+</linearGradient></defs>
 <rect width="1200" height="675" fill="url(#s)"/><circle cx="880" cy="190" r="70" fill="#f6d26b"/>
 <path d="M0 470 Q300 330 620 460 T1200 420 V675 H0Z" fill="#5b7f4f"/>
 <path d="M0 560 Q420 450 800 560 T1200 540 V675 H0Z" fill="#3f5e38"/></svg>"""

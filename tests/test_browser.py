@@ -3,7 +3,13 @@ dark, read by axe-core and measured as an email developer would."""
 
 from __future__ import annotations
 
+import re
+import struct
+import subprocess
+import sys
 from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -189,15 +195,12 @@ def test_dark_mode_changes_every_background_and_text_colour(open_email, mode):
         outlook_forced_dark(page)
     dark = page.evaluate(TEXT_COLOURS)
     assert [t["text"] for t in dark] == [t["text"] for t in light]
-    unchanged = [d for d, l in zip(dark, light, strict=True) if d["color"] == l["color"]]
-    assert unchanged == []
-    unchanged = [d for d, l in zip(dark, light, strict=True) if d["background"] == l["background"]]
-    assert unchanged == []
-    for selector in ("table.container", "td.footer", "table.wrapper"):
-        assert (
-            rgb(page.eval_on_selector(selector, "el => getComputedStyle(el).backgroundColor"))[0]
-            < 40
-        ), f"{selector} is dark"
+    pairs = list(zip(light, dark, strict=True))
+    assert [d for lt, d in pairs if d["color"] == lt["color"]] == []
+    assert [d for lt, d in pairs if d["background"] == lt["background"]] == []
+    for selector in ("table.wrapper", "table.container", "td.footer"):
+        colour = page.eval_on_selector(selector, "el => getComputedStyle(el).backgroundColor")
+        assert max(rgb(colour)) < 48, f"{selector} is dark, not {colour}"
 
 
 # --- Accessibility ----------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_headings_go_down_one_level_at_a_time(open_email):
     )
     levels = [level for level, _ in headings]
     assert levels[0] == 1 and levels.count(1) == 1
-    assert all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), headings
+    assert all(b <= a + 1 for a, b in pairwise(levels)), headings
     assert [text for level, text in headings if level == 2] == ["Top stories", "Recent posts"]
     assert {level for level, text in headings if text.startswith("Council")} == {3}
 
@@ -273,3 +276,20 @@ def test_the_preview_of_a_reader_shows_their_name_and_unsubscribe_link(
         assert page.get_by_text("Hello Ana,").is_visible()
     finally:
         page.close()
+
+
+def test_the_screenshot_script_writes_every_picture_the_readme_shows(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, str(repo / "scripts" / "screenshots.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    shown = sorted(re.findall(r"docs/screenshots/([\w-]+\.png)", (repo / "README.md").read_text()))
+    assert written == shown and len(written) == 8
+    assert sorted(p.name for p in (repo / "docs" / "screenshots").glob("*.png")) == written
+    for name in written:
+        width = struct.unpack(">I", (tmp_path / name).read_bytes()[16:20])[0]
+        assert width == int(name.split("-")[0])

@@ -237,6 +237,13 @@ def test_an_undefined_variable_names_the_template(tmp_path):
         render(Renderer(folder))
 
 
+def test_a_missing_dark_stylesheet_is_a_clear_error(tmp_path):
+    folder = copy_templates(tmp_path)
+    (folder / "email-dark.css").unlink()
+    with pytest.raises(TemplateError, match=r"Cannot read .*email-dark.css.*restore it"):
+        render(Renderer(folder))
+
+
 def test_a_missing_template_folder_is_a_clear_error(tmp_path):
     with pytest.raises(TemplateError, match="does not exist"):
         Renderer(tmp_path / "nope")

@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.config import PROJECT_TEMPLATES, NewsletterConfig, SiteConfig, UtmSettings
 from digest.errors import TemplateError
@@ -392,6 +394,23 @@ def test_wrap_text_keeps_urls_whole_and_indents_continuations():
     item = lines.index("- " + "item " * 14 + "item")
     assert all(line.startswith("  ") for line in lines[:item]), "indentation is kept"
     assert lines[item + 1 :] == ["  " + "item " * 14 + "item"], "hangs under the item's text"
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text("abc -", max_size=12),
+            st.just("\n"),
+            st.just("- "),
+            st.builds(lambda n: "https://x.test/" + "p" * n, st.integers(0, 120)),
+        ),
+        max_size=80,
+    ).map(" ".join)
+)
+def test_wrap_text_only_moves_words_and_only_a_lone_word_runs_long(text):
+    wrapped = wrap_text(text)
+    assert wrapped.split() == text.split()
+    assert all(len(line) <= 78 or " " not in line.strip() for line in wrapped.split("\n"))
 
 
 def test_story_images_fill_the_content_column_and_only_repeat_the_headline(renderer):

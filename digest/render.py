@@ -116,7 +116,6 @@ def _story_view(story: Story, newsletter: NewsletterConfig, also: Story | None =
 
 
 def _fill(text: str, indent: str = "", hanging: str = "") -> list[str]:
-    # Never break a word: a URL longer than the width keeps a line of its own instead.
     return textwrap.wrap(
         text,
         TEXT_WIDTH,
@@ -128,7 +127,8 @@ def _fill(text: str, indent: str = "", hanging: str = "") -> list[str]:
 
 
 def wrap_text(text: str) -> str:
-    """Lines of at most 78 characters; a URL is never broken, so only a URL runs longer.
+    """Lines of at most 78 characters. No word is broken, so a URL keeps a line of its own
+    and is the one thing that may run longer.
 
     A continuation line keeps the indentation of its line, and hangs under the text of a
     "- " list item.
@@ -226,8 +226,8 @@ class Renderer:
 
         `email.css` is inlined; `email-dark.css` follows it in a <style> of its own that
         premailer leaves alone: its Outlook hooks (`[data-ogsc] ...`) match nothing until
-        Outlook sets those attributes, so premailer would drop them, and a client that
-        rejects a block for its attribute selectors keeps the phone rules in the other.
+        Outlook sets those attributes, so premailer would drop them; and a client that
+        throws away a <style> it does not like still keeps the phone rules of the other.
         """
         if CSS_MARKER not in html:
             raise TemplateError(

@@ -106,7 +106,7 @@ def test_rss_items_become_stories_with_every_field():
     assert talks["image_url"] == "https://cdn.ledger.example.com/img/geneva-talks.jpg"
     assert talks["published_at"] == datetime(2026, 11, 24, 7, 30, tzinfo=UTC)
     assert talks["score"] is None
-    assert talks["pinned"] is False
+    assert talks["pinned"] is None
 
 
 def test_rss_entities_in_titles_are_unescaped_and_image_enclosures_used():
@@ -156,7 +156,7 @@ def test_json_feed_items_become_stories_with_every_field():
         "image_url": "https://cdn.ledger.example.com/img/booker.jpg",
         "published_at": datetime(2026, 11, 24, 15, 0, tzinfo=UTC),
         "score": None,
-        "pinned": False,
+        "pinned": None,
     }
 
 
@@ -415,7 +415,7 @@ def test_an_http_error_status_names_the_url_and_status(feed_server, path, status
 def test_a_server_that_does_not_answer_in_time_gives_a_timeout_error(feed_server):
     url = f"{feed_server.base}/slow.xml"
 
-    with pytest.raises(SourceError, match=r"no answer within 0\.2s"):
+    with pytest.raises(SourceError, match=r"not fully read within 0\.2s"):
         read_source(url, timeout=0.2)
 
 

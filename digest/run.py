@@ -135,8 +135,12 @@ def run_due(
 def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:
     """Read every newsletter's sources once; a source that changed something or failed says so."""
     sources = dict.fromkeys(s for n in config.newsletters.values() for s in n.sources)
+    limits = config.ingest
     for source in sources:
-        [result] = ingest_sources(db, [source]).results
+        # ingest_sources turns any failure of a source into its result: the run goes on to send.
+        [result] = ingest_sources(
+            db, [source], timeout=limits.timeout_seconds, max_bytes=limits.max_bytes
+        ).results
         lease.renew()
         if result.error is not None or result.added or result.updated:
             report.add(f"ingest {result.summary()}", failed=result.error is not None)

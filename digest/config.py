@@ -6,7 +6,6 @@ import math
 import os
 import re
 import tomllib
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
@@ -19,6 +18,7 @@ from croniter import CroniterError, croniter
 from email_validator import EmailNotValidError, validate_email
 
 from .errors import ConfigError
+from .text import without_controls
 
 # The repository's own templates: the default when a config names none.
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -185,7 +185,7 @@ def _build(cls: type, values: Mapping[str, Any], section: str, path: Path | None
                 raise ConfigError(f"{section}.{key} in {_where(path)} must be at most {limit}.")
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{section}.{key} in {_where(path)} must be a string.")
-        if key in ONE_LINE_KEYS and _has_control(value):
+        if key in ONE_LINE_KEYS and without_controls(value) != value:
             raise ConfigError(
                 f"{section}.{key} in {_where(path)} holds a line break or another control "
                 "character; it goes into a mail header, so write it on one line."
@@ -227,6 +227,11 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
             f"newsletters.{name}.schedule {nl.schedule!r} in {_where(path)} never fires "
             "(a day that month does not have?); fix the day or the month."
         ) from None
+    if not nl.subject.strip() or not nl.title.strip():
+        raise ConfigError(
+            f"newsletters.{name}.subject and .title in {_where(path)} must not be empty "
+            "(a message without a subject is refused); write one."
+        )
     if nl.top_stories < 1 or nl.per_category < 1 or nl.window_hours <= 0:
         raise ConfigError(
             f"newsletters.{name} in {_where(path)}: top_stories, per_category and "
@@ -340,10 +345,6 @@ def _place_timezones() -> frozenset[str]:
         for name in available_timezones()
         if name not in NOT_PLACES and not name.startswith(("posix/", "right/"))
     )
-
-
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
 def _check_sender_address(key: str, address: str, path: Path | None) -> None:

@@ -12,7 +12,6 @@ import math
 import re
 import socket
 import threading
-import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from . import __version__
 from .clock import parse_moment, utcnow
 from .errors import DigestError, SourceError
 from .stories import upsert_stories
+from .text import cut_at_word, one_line, without_controls
 
 USER_AGENT = f"digest/{__version__}"
 JSON_FEED_VERSION_PREFIX = "https://jsonfeed.org/version/"
@@ -61,7 +61,6 @@ _BLOCK_TAG = re.compile(
     r"header|footer|figure|figcaption|dd|dt)\b)",
     re.IGNORECASE,
 )
-_TRAILING_PUNCTUATION = " ,;:.-–—"
 
 
 class _Skip(Exception):
@@ -76,7 +75,7 @@ def teaser_from_html(html_text: str, max_chars: int = 300) -> str:
     """
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
-    text = _BLOCK_TAG.sub(" <", html_text)
+    text = _BLOCK_TAG.sub(" <", without_controls(html_text))
     while True:
         plain = html.unescape(nh3.clean(text, tags=set(), clean_content_tags={"script", "style"}))
         # Feeds often escape their HTML twice, so unescaping can reveal markup again: strip until
@@ -85,13 +84,7 @@ def teaser_from_html(html_text: str, max_chars: int = 300) -> str:
             text = plain
             break
         text = plain
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    limit = max_chars - 1
-    space = text.rfind(" ", 0, limit + 1)
-    head = text[:space] if space > 0 else text[:limit]
-    return head.rstrip(_TRAILING_PUNCTUATION) + "…"
+    return cut_at_word(" ".join(text.split()), max_chars)
 
 
 def read_source(
@@ -415,7 +408,7 @@ def _story_from_entry(entry: Mapping[str, Any]) -> dict:
         "url": url,
         "guid": _plain(entry.get("id")),
         "title": title,
-        "summary": teaser_from_html(_clean(_text(summary_html))),
+        "summary": teaser_from_html(_text(summary_html)),
         "author": _plain(author),
         "category": _plain(tags[0].get("term")) if tags else "",
         "image_url": _entry_image(entry),
@@ -505,7 +498,7 @@ def _story_from_json_item(item: Any, feed_authors: list[Any]) -> dict:
         "url": url,
         "guid": _plain(_field(item, "id")),
         "title": title,
-        "summary": teaser_from_html(_clean(summary)),
+        "summary": teaser_from_html(summary),
         "author": _plain(author),
         "category": _plain(category),
         "image_url": _http_url(item.get("image")) or _http_url(item.get("banner_image")),
@@ -577,7 +570,7 @@ def _story_from_row(row: Any) -> dict:
         "url": url,
         "guid": _plain(_field(row, "guid")),
         "title": title,
-        "summary": teaser_from_html(_clean(_field(row, "summary"))),
+        "summary": teaser_from_html(_field(row, "summary")),
         "author": _plain(_field(row, "author")),
         "category": _plain(_field(row, "category")),
         "image_url": _http_url(_field(row, "image_url")),
@@ -691,20 +684,9 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _clean(text: str) -> str:
-    """Text without control characters (they would break mail headers) or lone surrogates."""
-    if text.isprintable():
-        return text
-    return "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch
-        for ch in text
-        if unicodedata.category(ch) != "Cs"
-    )
-
-
 def _plain(value: Any) -> str:
     """Plain text as given, entities unescaped and whitespace collapsed; markup stays literal."""
-    return " ".join(_clean(html.unescape(_text(value))).split())
+    return one_line(html.unescape(_text(value)))
 
 
 def _http_url(value: Any) -> str:

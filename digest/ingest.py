@@ -654,7 +654,9 @@ def _check_published(published_at: datetime, now: datetime) -> None:
             "fix the date at the source"
         )
     if published_at < EARLIEST_PUBLISHED:
-        raise _Skip(f"published {published_at:%Y-%m-%d}, before 1970; fix the date at the source")
+        raise _Skip(
+            f"published {published_at.date().isoformat()}, before 1970; fix the date at the source"
+        )
 
 
 def _item_name(number: int, item: Any) -> str:

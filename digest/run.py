@@ -138,8 +138,14 @@ def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> No
     limits = config.ingest
     for source in sources:
         # ingest_sources turns any failure of a source into its result: the run goes on to send.
+        # Far-future items are judged against the later of the clock and the run's time, so
+        # neither a replay of the past nor a simulated future skips what is really due.
         [result] = ingest_sources(
-            db, [source], timeout=limits.timeout_seconds, max_bytes=limits.max_bytes
+            db,
+            [source],
+            timeout=limits.timeout_seconds,
+            max_bytes=limits.max_bytes,
+            now=max(report.now, utcnow()),
         ).results
         lease.renew()
         if result.error is not None or result.added or result.updated:

@@ -34,7 +34,7 @@ def upsert_stories(db: Database, stories: Iterable[Mapping[str, Any]], source: s
     A field a source does not carry (empty text, None score or pin) never wipes what another
     source or an editor set:
     ranking signals often come from a second source, read before or after the feed. The
-    guid and the `source` column stay with the source that first brought the story in, and
+    guid (once set) and the `source` column stay with the source that first brought it in, and
     score and pin stay with the editor once `digest stories pin/score` set them.
     """
     counts = UpsertCounts()
@@ -79,7 +79,7 @@ def upsert_stories(db: Database, stories: Iterable[Mapping[str, Any]], source: s
             columns = [d[0] for d in db.execute("SELECT * FROM stories LIMIT 0").description]
             current = dict(zip(columns, existing, strict=True))
             wanted = dict(carried)
-            if guid and current["source"] == source:
+            if guid and (current["source"] == source or not current["guid"]):
                 wanted["guid"] = guid
             if not current["editor_locked"]:
                 wanted |= signals

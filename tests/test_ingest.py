@@ -8,9 +8,10 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -430,6 +431,97 @@ def test_a_refused_connection_gives_a_clear_error():
         read_source(url, timeout=2)
 
     assert str(caught.value).startswith(f"{url}: cannot connect (")
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[SimpleNamespace]:
+    """A server that answers slowly or at length: /trickle-body and /trickle-headers send a
+    byte every quarter second (for at most 8 s), /huge streams up to 2 GiB with no length
+    given, /huge-declared announces 2 GiB. `sent` counts the body bytes /huge got out."""
+    stop = threading.Event()
+    sent = [0]
+    feed_bytes = (FEEDS / "world.rss.xml").read_bytes()
+
+    def trickle(wfile, data: bytes) -> None:
+        for byte in data:
+            if stop.wait(0.25):
+                return
+            wfile.write(bytes([byte]))
+            wfile.flush()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            with suppress(OSError):  # the client hung up, as it should
+                self.answer()
+
+        def answer(self) -> None:
+            if self.path == "/trickle-headers":
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                trickle(self.wfile, b"X-Slow: " + b"z" * 32 + b"\r\n\r\n")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            if self.path == "/huge-declared":
+                self.send_header("Content-Length", str(2**31))
+            self.end_headers()
+            if self.path == "/trickle-body":
+                trickle(self.wfile, feed_bytes[:32])
+            elif self.path == "/huge":
+                self.wfile.write(b"<rss>")
+                chunk = b" " * 65536
+                while sent[0] < 2**31 and not stop.is_set():
+                    self.wfile.write(chunk)
+                    sent[0] += len(chunk)
+            elif self.path == "/huge-declared":
+                self.wfile.write(feed_bytes)
+                stop.wait(10)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(base=f"http://127.0.0.1:{server.server_port}", sent=sent)
+    stop.set()
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])
+def test_a_server_trickling_bytes_is_cut_off_at_the_fetch_deadline(hostile_server, path):
+    url = f"{hostile_server.base}{path}"
+
+    # Each byte comes well within the deadline: only a deadline on the whole fetch stops it.
+    with pytest.raises(SourceError) as caught:
+        read_source(url, timeout=1)
+
+    assert str(caught.value) == (
+        f"{url}: not fully read within 1s; try again later or raise [ingest] timeout_seconds"
+    )
+
+
+def test_a_huge_body_is_refused_as_it_streams_in(hostile_server):
+    url = f"{hostile_server.base}/huge"
+
+    with pytest.raises(SourceError) as caught:
+        read_source(url, max_bytes=1024 * 1024)
+
+    assert str(caught.value) == (
+        f"{url}: larger than 1 MB; check that it is the feed, or raise [ingest] max_megabytes"
+    )
+    # Refused early, not read whole: the server got out little beyond the cap.
+    assert hostile_server.sent[0] < 64 * 1024 * 1024
+
+
+def test_a_body_declared_larger_than_the_cap_is_refused_before_reading(hostile_server):
+    url = f"{hostile_server.base}/huge-declared"
+
+    with pytest.raises(SourceError, match=r"larger than 20 MB; check that it is the feed"):
+        read_source(url, timeout=5)
 
 
 # --- Unreadable sources ---------------------------------------------------------------------

@@ -148,8 +148,9 @@ def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> No
             now=max(report.now, utcnow()),
         ).results
         lease.renew()
-        if result.error is not None or result.added or result.updated:
+        if result.error is not None or result.added or result.updated or result.skipped:
             report.add(f"ingest {result.summary()}", failed=result.error is not None)
+            report.lines.extend(f"  skipped: {reason}" for reason in result.skipped)
 
 
 def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> str:

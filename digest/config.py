@@ -169,6 +169,8 @@ def _build(cls: type, values: Mapping[str, Any], section: str, path: Path | None
                 f"known keys are: {', '.join(k for k in known if k not in extra)}."
             )
         default = known[key].default
+        if default is None and known[key].type == "int | None":
+            default = 0  # an optional whole number (asm_group_id): checked like one
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{section}.{key} in {_where(path)} must be true or false.")
         if isinstance(default, int | float) and not isinstance(default, bool):

@@ -7,8 +7,8 @@ import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +54,21 @@ def db(tmp_path: Path):
     database.close()
 
 
+@contextmanager
+def serving(handler: Callable[..., BaseHTTPRequestHandler], done: threading.Event) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 for the block; `done` is set to free waiting handlers."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def feed_server() -> Iterator[SimpleNamespace]:
     """The fixture feeds over real HTTP; /broken.xml answers 500 and /slow.xml never answers."""
@@ -73,14 +88,8 @@ def feed_server() -> Iterator[SimpleNamespace]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(FEEDS)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(base=f"http://127.0.0.1:{server.server_port}", user_agents=user_agents)
-    release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(partial(Handler, directory=str(FEEDS)), release) as base:
+        yield SimpleNamespace(base=base, user_agents=user_agents)
 
 
 # --- Formats --------------------------------------------------------------------------------
@@ -481,14 +490,8 @@ def hostile_server() -> Iterator[SimpleNamespace]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(base=f"http://127.0.0.1:{server.server_port}", sent=sent)
-    stop.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Handler, stop) as base:
+        yield SimpleNamespace(base=base, sent=sent)
 
 
 @pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])

@@ -404,6 +404,28 @@ def test_an_unreadable_feed_item_is_skipped_and_the_run_goes_on_to_send(tmp_path
     assert newsroom.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
 
 
+def test_a_source_the_database_refuses_is_reported_and_the_run_goes_on_to_send(tmp_path):
+    newsroom = Newsroom(tmp_path)
+    refused = tmp_path / "refused.jsonl"
+    refused.write_text(
+        json.dumps(
+            {"url": "https://news.test/r", "title": "Refused", "published_at": "2026-11-02T06:00Z"}
+        )
+    )
+    newsroom.db.execute(
+        """CREATE TRIGGER refuse BEFORE INSERT ON stories WHEN NEW.title = 'Refused'
+           BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"""
+    )
+    newsroom.config = make_config(tmp_path, {"sources": [str(refused), str(newsroom.feed.path)]})
+
+    report = newsroom.run(datetime(2026, 11, 2, 7, 0, tzinfo=UTC))
+
+    assert report.failed
+    assert report.lines[0].startswith(f"ingest {refused}: FAILED: unexpected IntegrityError (")
+    assert report.lines[1].startswith(f"ingest {newsroom.feed.path}: 3 added")
+    assert "sent 1, failed 0" in report.lines[-1]
+
+
 class RefusingTransport(BatchTransport):
     """A provider that refuses our key, as SendGrid does with HTTP 401."""
 

@@ -109,7 +109,8 @@ def ingest(state: State, sources: tuple[str, ...]) -> None:
     from .ingest import ingest_sources
 
     db = state.db()
-    report = ingest_sources(db, sources)
+    limits = state.config.ingest
+    report = ingest_sources(db, sources, timeout=limits.timeout_seconds, max_bytes=limits.max_bytes)
     for result in report.results:
         click.echo(result.summary(), err=bool(result.error))
         for reason in result.skipped:

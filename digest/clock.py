@@ -34,4 +34,10 @@ def parse_moment(text: str, what: str = "--now") -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid text but past the last moment Python knows.
+        raise DigestError(
+            f"{what} {text!r} is out of range; give a time between 1970 and 9999."
+        ) from None

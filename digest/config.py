@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
-from croniter import croniter
+from croniter import CroniterError, croniter
+from email_validator import EmailNotValidError, validate_email
 
 from .errors import ConfigError
+from .text import without_controls
 
 # The repository's own templates: the default when a config names none.
 PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 PLACEHOLDER_SECRET = "change-me-in-production"
 TRANSPORTS = ("outbox", "sendgrid")
+# The most a number may be: past these, a value is a typo and would overflow a time span or
+# make an edition nobody can read. Any other number stops at MAX_NUMBER.
+MAX_NUMBER = 2**31 - 1
+NUMBER_LIMITS = {
+    "grace_hours": 8760,
+    "window_hours": 8760,
+    "half_life_hours": 8760,
+    "also_read_days": 365,
+    "top_stories": 100,
+    "recent_posts": 100,
+    "per_category": 100,
+    "min_stories": 100,
+    "timeout_seconds": 3600,
+    "backoff_seconds": 3600,
+    "max_backoff_seconds": 3600,
+    "max_attempts": 100,
+    "max_megabytes": 1024,
+}
+# Strings that go into mail headers (the subject and title through templates).
+ONE_LINE_KEYS = frozenset({"subject", "title", "from_name", "reply_to", "from_email", "name"})
+# In the tz database but not places: they exist for its own build, not for readers.
+NOT_PLACES = ("Factory", "localtime", "posixrules")
 
 
 @dataclass(frozen=True)
@@ -86,6 +112,18 @@ class SendGridSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """Limits on reading a source over HTTP: each fetch, all of it, and its body."""
+
+    timeout_seconds: float = 30.0
+    max_megabytes: float = 20.0
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_megabytes * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -97,6 +135,7 @@ class Config:
     site: SiteConfig
     newsletters: Mapping[str, NewsletterConfig]
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
     source_path: Path | None = None
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
@@ -130,6 +169,8 @@ def _build(cls: type, values: Mapping[str, Any], section: str, path: Path | None
                 f"known keys are: {', '.join(k for k in known if k not in extra)}."
             )
         default = known[key].default
+        if default is None and known[key].type == "int | None":
+            default = 0  # an optional whole number (asm_group_id): checked like one
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{section}.{key} in {_where(path)} must be true or false.")
         if isinstance(default, int | float) and not isinstance(default, bool):
@@ -137,10 +178,20 @@ def _build(cls: type, values: Mapping[str, Any], section: str, path: Path | None
                 raise ConfigError(f"{section}.{key} in {_where(path)} must be a number.")
             if isinstance(default, int) and not isinstance(value, int):
                 raise ConfigError(f"{section}.{key} in {_where(path)} must be a whole number.")
+            if not math.isfinite(value):
+                raise ConfigError(f"{section}.{key} in {_where(path)} must be a finite number.")
             if value < 0:
                 raise ConfigError(f"{section}.{key} in {_where(path)} must not be negative.")
+            limit = NUMBER_LIMITS.get(key, MAX_NUMBER)
+            if value > limit:
+                raise ConfigError(f"{section}.{key} in {_where(path)} must be at most {limit}.")
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{section}.{key} in {_where(path)} must be a string.")
+        if key in ONE_LINE_KEYS and without_controls(value) != value:
+            raise ConfigError(
+                f"{section}.{key} in {_where(path)} holds a line break or another control "
+                "character; it goes into a mail header, so write it on one line."
+            )
         if isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{section}.{key} in {_where(path)} must be a list of strings.")
@@ -160,17 +211,28 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
     nl: NewsletterConfig = _build(
         NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm
     )
-    try:
-        ZoneInfo(nl.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not is_place_timezone(nl.timezone):
         raise ConfigError(
-            f"newsletters.{name}.timezone {nl.timezone!r} in {_where(path)} is not an IANA "
+            f"newsletters.{name}.timezone {nl.timezone[:60]!r} in {_where(path)} is not an IANA "
             "time zone; use a name such as 'Europe/London' or 'UTC'."
-        ) from None
-    if not croniter.is_valid(nl.schedule):
+        )
+    if len(nl.schedule.split()) != 5 or not croniter.is_valid(nl.schedule):
         raise ConfigError(
-            f"newsletters.{name}.schedule {nl.schedule!r} in {_where(path)} is not a cron "
-            "expression; write it like '0 7 * * *' (07:00 daily) or '0 8 * * MON'."
+            f"newsletters.{name}.schedule {nl.schedule[:60]!r} in {_where(path)} is not a "
+            "five-field cron expression; write it like '0 7 * * *' (07:00 daily) or "
+            "'0 8 * * MON'."
+        )
+    try:
+        croniter(nl.schedule).get_next()
+    except CroniterError:
+        raise ConfigError(
+            f"newsletters.{name}.schedule {nl.schedule!r} in {_where(path)} never fires "
+            "(a day that month does not have?); fix the day or the month."
+        ) from None
+    if not nl.subject.strip() or not nl.title.strip():
+        raise ConfigError(
+            f"newsletters.{name}.subject and .title in {_where(path)} must not be empty "
+            "(a message without a subject is refused); write one."
         )
     if nl.top_stories < 1 or nl.per_category < 1 or nl.window_hours <= 0:
         raise ConfigError(
@@ -186,7 +248,15 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     """Turn parsed TOML into a checked Config; relative paths are relative to the file."""
     base = path.parent if path else Path.cwd()
     data = dict(data)
-    known_sections = {"site", "store", "templates", "transport", "sendgrid", "newsletters"}
+    known_sections = {
+        "site",
+        "store",
+        "templates",
+        "transport",
+        "sendgrid",
+        "ingest",
+        "newsletters",
+    }
     for key in data:
         if key not in known_sections:
             raise ConfigError(
@@ -199,6 +269,10 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
             f"site.url {site.url!r} in {_where(path)} must be an http(s) URL without spaces, "
             "quotes, '&', '<' or '>' (unsubscribe links are built from it)."
         )
+    for key in ("from_email", "reply_to"):
+        address = getattr(site, key)
+        if address or key == "from_email":
+            _check_sender_address(f"site.{key}", address, path)
     sendgrid = _build(SendGridSettings, data.get("sendgrid", {}), "sendgrid", path)
     if not 1 <= sendgrid.batch_size <= 1000:
         raise ConfigError(f"sendgrid.batch_size in {_where(path)} must be from 1 to 1000.")
@@ -209,6 +283,11 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
 
+    ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
+    if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
+        raise ConfigError(
+            f"ingest.timeout_seconds and ingest.max_megabytes in {_where(path)} must be above 0."
+        )
     store = data.get("store", {})
     templates = data.get("templates", {})
     transport = data.get("transport", {})
@@ -251,8 +330,35 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         site=site,
         newsletters=newsletters,
         sendgrid=sendgrid,
+        ingest=ingest,
         source_path=path,
     )
+
+
+def is_place_timezone(name: str) -> bool:
+    """Whether name is an IANA time zone of a place (not 'Factory', 'right/UTC' and such)."""
+    return name in _place_timezones()
+
+
+@cache
+def _place_timezones() -> frozenset[str]:
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in NOT_PLACES and not name.startswith(("posix/", "right/"))
+    )
+
+
+def _check_sender_address(key: str, address: str, path: Path | None) -> None:
+    # No SMTPUTF8: neither transport can send from (or name) a non-ASCII mailbox yet.
+    try:
+        validate_email(
+            address, check_deliverability=False, allow_smtputf8=False, test_environment=True
+        )
+    except EmailNotValidError as exc:
+        raise ConfigError(
+            f"{key} {address[:80]!r} in {_where(path)} is not an address: {exc}"
+        ) from None
 
 
 def is_placeholder_site(config: Config) -> bool:

@@ -25,6 +25,7 @@ from .config import NewsletterConfig, SiteConfig, UtmSettings
 from .errors import TemplateError
 from .models import Selection, Story
 from .personalize import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS
+from .text import cut_at_word, one_line
 
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT_BYTES = 16 * 1024
@@ -33,6 +34,10 @@ CSS_MARKER = "<!-- email.css -->"
 TEXT_WIDTH = 78
 _BARE_URL = re.compile(r"\s*https?://\S*")
 _LIST_ITEM = re.compile(r"(\s*)([-*] )?")
+# A subject is one header line: well past what any inbox shows, far inside RFC 5322's 998
+# characters. A preheader is the inbox's second line; past this it only fills the hidden span.
+SUBJECT_MAX_CHARS = 150
+PREHEADER_MAX_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -272,8 +277,16 @@ class Renderer:
             "recent_posts": [_story_view(s, newsletter) for s in selection.recent_posts],
             "topics": list(topics),
         }
-        subject = self.render_string(newsletter.subject, context, "subject")
-        preheader = self.render_string(newsletter.preheader, context, "preheader")
+        # Each on one line and cut at a word (story titles are long, the default preheader
+        # joins them all), so no feed can make a subject a transport refuses.
+        subject = cut_at_word(
+            one_line(self.render_string(newsletter.subject, context, "subject")),
+            SUBJECT_MAX_CHARS,
+        )
+        preheader = cut_at_word(
+            one_line(self.render_string(newsletter.preheader, context, "preheader")),
+            PREHEADER_MAX_CHARS,
+        )
         context |= {"subject": subject, "preheader": preheader}
         html = self.inline_css(
             self.render_template("digest.html", context | _placeholders(HTML_PLACEHOLDERS))

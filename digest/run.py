@@ -135,11 +135,22 @@ def run_due(
 def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:
     """Read every newsletter's sources once; a source that changed something or failed says so."""
     sources = dict.fromkeys(s for n in config.newsletters.values() for s in n.sources)
+    limits = config.ingest
     for source in sources:
-        [result] = ingest_sources(db, [source]).results
+        # ingest_sources turns any failure of a source into its result: the run goes on to send.
+        # Far-future items are judged against the later of the clock and the run's time, so
+        # neither a replay of the past nor a simulated future skips what is really due.
+        [result] = ingest_sources(
+            db,
+            [source],
+            timeout=limits.timeout_seconds,
+            max_bytes=limits.max_bytes,
+            now=max(report.now, utcnow()),
+        ).results
         lease.renew()
-        if result.error is not None or result.added or result.updated:
+        if result.error is not None or result.added or result.updated or result.skipped:
             report.add(f"ingest {result.summary()}", failed=result.error is not None)
+            report.lines.extend(f"  skipped: {reason}" for reason in result.skipped)
 
 
 def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> str:

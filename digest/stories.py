@@ -15,8 +15,8 @@ from .errors import DigestError, NotFoundError
 from .models import Story
 from .store import write_transaction
 
-# Story columns a feed may set; score and pinned are kept when an editor has set them.
-FEED_FIELDS = ("guid", "title", "summary", "author", "category", "image_url", "published_at")
+# Story text a source may leave empty; then it does not carry it (see upsert_stories).
+_OPTIONAL_TEXT = ("summary", "author", "category", "image_url")
 
 
 @dataclass
@@ -30,43 +30,59 @@ def upsert_stories(db: Database, stories: Iterable[Mapping[str, Any]], source: s
     """Insert new stories and update changed ones, matching by guid first, then by url.
 
     Each story is a mapping with `url`, `title` and `published_at` (aware datetime) and
-    optionally the other FEED_FIELDS plus `score` and `pinned`.
+    optionally `guid`, `summary`, `author`, `category`, `image_url`, `score` and `pinned`.
+    A field a source does not carry (empty text, None score or pin) never wipes what another
+    source or an editor set:
+    ranking signals often come from a second source, read before or after the feed. The
+    guid (once set) and the `source` column stay with the source that first brought it in, and
+    score and pin stay with the editor once `digest stories pin/score` set them.
     """
     counts = UpsertCounts()
     now = to_db(utcnow())
     with write_transaction(db):
         for story in stories:
-            row = {key: story.get(key) or "" for key in FEED_FIELDS}
-            row["published_at"] = to_db(story["published_at"])
-            row["url"] = story["url"]
-            row["source"] = source
+            carried: dict[str, Any] = {
+                "url": story["url"],
+                "title": story["title"],
+                "published_at": to_db(story["published_at"]),
+            }
+            carried |= {key: story[key] for key in _OPTIONAL_TEXT if story.get(key)}
+            guid = story.get("guid") or ""
             existing = None
-            if row["guid"]:
+            if guid:
                 existing = db.execute(
-                    "SELECT * FROM stories WHERE guid = ? AND source = ?", [row["guid"], source]
+                    "SELECT * FROM stories WHERE guid = ? AND source = ?", [guid, source]
                 ).fetchone()
             if existing is None:
                 existing = db.execute(
-                    "SELECT * FROM stories WHERE url = ?", [row["url"]]
+                    "SELECT * FROM stories WHERE url = ?", [carried["url"]]
                 ).fetchone()
-            feed_score = float(story.get("score") or 0)
-            feed_pinned = 1 if story.get("pinned") else 0
+            signals = {}
+            if story.get("score") is not None:
+                signals["score"] = float(story["score"])
+            if story.get("pinned") is not None:
+                signals["pinned"] = 1 if story["pinned"] else 0
             if existing is None:
                 db.execute(
                     """INSERT INTO stories (url, guid, title, summary, author, category, image_url,
                        published_at, score, pinned, source, ingested_at, updated_at)
                        VALUES (:url, :guid, :title, :summary, :author, :category, :image_url,
                        :published_at, :score, :pinned, :source, :now, :now)""",
-                    {**row, "score": feed_score, "pinned": feed_pinned, "now": now},
+                    dict.fromkeys(_OPTIONAL_TEXT, "")
+                    | {"score": 0.0, "pinned": 0}
+                    | carried
+                    | signals
+                    | {"guid": guid, "source": source, "now": now},
                 )
                 counts.added += 1
                 continue
             columns = [d[0] for d in db.execute("SELECT * FROM stories LIMIT 0").description]
             current = dict(zip(columns, existing, strict=True))
-            wanted = dict(row)
+            wanted = dict(carried)
+            if guid and (current["source"] == source or not current["guid"]):
+                wanted["guid"] = guid
             if not current["editor_locked"]:
-                wanted["score"] = feed_score
-                wanted["pinned"] = feed_pinned
+                wanted |= signals
             changes = {k: v for k, v in wanted.items() if current[k] != v}
             if not changes:
                 counts.unchanged += 1
@@ -80,6 +96,9 @@ def upsert_stories(db: Database, stories: Iterable[Mapping[str, Any]], source: s
             ):
                 # Another row already owns the new url; keep the old link rather than merge.
                 del changes["url"]
+                if not changes:
+                    counts.unchanged += 1
+                    continue
             assignments = ", ".join(f"{k} = :{k}" for k in changes)
             db.execute(
                 f"UPDATE stories SET {assignments}, updated_at = :now WHERE id = :id",

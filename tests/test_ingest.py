@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,6 +54,21 @@ def db(tmp_path: Path):
     database.close()
 
 
+@contextmanager
+def serving(handler: Callable[..., BaseHTTPRequestHandler], done: threading.Event) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 for the block; `done` is set to free waiting handlers."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def feed_server() -> Iterator[SimpleNamespace]:
     """The fixture feeds over real HTTP; /broken.xml answers 500 and /slow.xml never answers."""
@@ -71,14 +88,8 @@ def feed_server() -> Iterator[SimpleNamespace]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(FEEDS)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(base=f"http://127.0.0.1:{server.server_port}", user_agents=user_agents)
-    release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(partial(Handler, directory=str(FEEDS)), release) as base:
+        yield SimpleNamespace(base=base, user_agents=user_agents)
 
 
 # --- Formats --------------------------------------------------------------------------------
@@ -106,7 +117,7 @@ def test_rss_items_become_stories_with_every_field():
     assert talks["image_url"] == "https://cdn.ledger.example.com/img/geneva-talks.jpg"
     assert talks["published_at"] == datetime(2026, 11, 24, 7, 30, tzinfo=UTC)
     assert talks["score"] is None
-    assert talks["pinned"] is False
+    assert talks["pinned"] is None
 
 
 def test_rss_entities_in_titles_are_unescaped_and_image_enclosures_used():
@@ -156,7 +167,7 @@ def test_json_feed_items_become_stories_with_every_field():
         "image_url": "https://cdn.ledger.example.com/img/booker.jpg",
         "published_at": datetime(2026, 11, 24, 15, 0, tzinfo=UTC),
         "score": None,
-        "pinned": False,
+        "pinned": None,
     }
 
 
@@ -415,7 +426,7 @@ def test_an_http_error_status_names_the_url_and_status(feed_server, path, status
 def test_a_server_that_does_not_answer_in_time_gives_a_timeout_error(feed_server):
     url = f"{feed_server.base}/slow.xml"
 
-    with pytest.raises(SourceError, match=r"no answer within 0\.2s"):
+    with pytest.raises(SourceError, match=r"not fully read within 0\.2s"):
         read_source(url, timeout=0.2)
 
 
@@ -429,6 +440,91 @@ def test_a_refused_connection_gives_a_clear_error():
         read_source(url, timeout=2)
 
     assert str(caught.value).startswith(f"{url}: cannot connect (")
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[SimpleNamespace]:
+    """A server that answers slowly or at length: /trickle-body and /trickle-headers send a
+    byte every quarter second (for at most 8 s), /huge streams up to 2 GiB with no length
+    given, /huge-declared announces 2 GiB. `sent` counts the body bytes /huge got out."""
+    stop = threading.Event()
+    sent = [0]
+    feed_bytes = (FEEDS / "world.rss.xml").read_bytes()
+
+    def trickle(wfile, data: bytes) -> None:
+        for byte in data:
+            if stop.wait(0.25):
+                return
+            wfile.write(bytes([byte]))
+            wfile.flush()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            with suppress(OSError):  # the client hung up, as it should
+                self.answer()
+
+        def answer(self) -> None:
+            if self.path == "/trickle-headers":
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                trickle(self.wfile, b"X-Slow: " + b"z" * 32 + b"\r\n\r\n")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            if self.path == "/huge-declared":
+                self.send_header("Content-Length", str(2**31))
+            self.end_headers()
+            if self.path == "/trickle-body":
+                trickle(self.wfile, feed_bytes[:32])
+            elif self.path == "/huge":
+                self.wfile.write(b"<rss>")
+                chunk = b" " * 65536
+                while sent[0] < 2**31 and not stop.is_set():
+                    self.wfile.write(chunk)
+                    sent[0] += len(chunk)
+            elif self.path == "/huge-declared":
+                self.wfile.write(feed_bytes)
+                stop.wait(10)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving(Handler, stop) as base:
+        yield SimpleNamespace(base=base, sent=sent)
+
+
+@pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])
+def test_a_server_trickling_bytes_is_cut_off_at_the_fetch_deadline(hostile_server, path):
+    url = f"{hostile_server.base}{path}"
+
+    # Each byte comes well within the deadline: only a deadline on the whole fetch stops it.
+    with pytest.raises(SourceError) as caught:
+        read_source(url, timeout=1)
+
+    assert str(caught.value) == (
+        f"{url}: not fully read within 1s; try again later or raise [ingest] timeout_seconds"
+    )
+
+
+def test_a_huge_body_is_refused_as_it_streams_in(hostile_server):
+    url = f"{hostile_server.base}/huge"
+
+    with pytest.raises(SourceError) as caught:
+        read_source(url, max_bytes=1024 * 1024)
+
+    assert str(caught.value) == (
+        f"{url}: larger than 1 MB; check that it is the feed, or raise [ingest] max_megabytes"
+    )
+    # Refused early, not read whole: the server got out little beyond the cap.
+    assert hostile_server.sent[0] < 64 * 1024 * 1024
+
+
+def test_a_body_declared_larger_than_the_cap_is_refused_before_reading(hostile_server):
+    url = f"{hostile_server.base}/huge-declared"
+
+    with pytest.raises(SourceError, match=r"larger than 20 MB; check that it is the feed"):
+        read_source(url, timeout=5)
 
 
 # --- Unreadable sources ---------------------------------------------------------------------
@@ -545,3 +641,302 @@ def test_a_teaser_never_holds_a_tag_and_never_runs_long(html_text, max_chars):
 
     assert re.search(r"<[A-Za-z!?]|</[A-Za-z]", teaser) is None
     assert len(teaser) <= max_chars
+
+
+# --- Items that cannot be read --------------------------------------------------------------
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def json_feed(tmp_path: Path, *items: dict) -> str:
+    path = tmp_path / "feed.json"
+    path.write_text(json.dumps({"version": "https://jsonfeed.org/version/1.1", "items": items}))
+    return str(path)
+
+
+def json_item(n: int, **fields) -> dict:
+    return {
+        "id": f"item-{n}",
+        "url": f"https://news.test/{n}",
+        "title": f"Story {n}",
+        "date_published": "2026-11-24T10:00:00Z",
+    } | fields
+
+
+def test_an_item_dated_past_the_last_moment_python_knows_is_skipped_and_the_rest_go_in(
+    db, tmp_path
+):
+    source = json_feed(
+        tmp_path, json_item(1, date_published="9999-12-31T23:59:59-14:00"), json_item(2)
+    )
+
+    [result] = ingest_sources(db, [source, feed("culture.json")], now=NOW).results[:1]
+
+    assert result.skipped == [
+        "item 1 ('Story 1'): date_published '9999-12-31T23:59:59-14:00' is out of range; "
+        "give a time between 1970 and 9999."
+    ]
+    assert [s.url for s in list_stories(db)].count("https://news.test/2") == 1
+    assert len(list_stories(db)) == 3
+
+
+def test_an_item_dated_more_than_a_day_ahead_is_skipped_with_a_reason(db, tmp_path):
+    source = json_feed(
+        tmp_path,
+        json_item(1, date_published="2026-11-26T11:59:00Z"),
+        json_item(2, date_published="2026-11-26T12:01:00Z"),
+    )
+
+    [result] = ingest_sources(db, [source], now=NOW).results
+
+    assert result.added == 1
+    assert result.skipped == [
+        "item 2 ('Story 2'): published 2026-11-26 12:01 UTC, more than a day ahead; "
+        "fix the date at the source"
+    ]
+
+
+def test_an_item_dated_before_1970_is_skipped_with_a_reason(db, tmp_path):
+    source = json_feed(tmp_path, json_item(1, date_published="0001-01-01T00:00:00Z"))
+
+    [result] = ingest_sources(db, [source], now=NOW).results
+
+    assert result.skipped == [
+        "item 1 ('Story 1'): published 0001-01-01, before 1970; fix the date at the source"
+    ]
+
+
+def test_a_source_the_database_refuses_is_reported_whole_and_the_others_go_in(db, tmp_path):
+    db.execute(
+        """CREATE TRIGGER refuse BEFORE INSERT ON stories WHEN NEW.title = 'Story 2'
+           BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"""
+    )
+    source = json_feed(tmp_path, json_item(1), json_item(2))
+
+    report = ingest_sources(db, [source, feed("culture.json")], now=NOW)
+
+    assert report.failed[0].error.startswith(f"{source}: unexpected IntegrityError (")
+    # Nothing half-written: story 1 went in the same transaction as story 2.
+    assert {s.source for s in list_stories(db)} == {feed("culture.json")}
+
+
+def test_control_characters_in_text_become_spaces(tmp_path):
+    source = json_feed(tmp_path, json_item(1, title="Bell\x07and\x1b[31mred\x00", summary="a\x0cb"))
+
+    [story] = read_source(source, now=NOW)
+
+    assert (story["title"], story["summary"]) == ("Bell and [31mred", "a b")
+
+
+# --- Encodings ------------------------------------------------------------------------------
+
+
+def test_a_utf16_feed_with_a_byte_order_mark_is_read(tmp_path):
+    source = tmp_path / "world.rss.xml"
+    text = (FEEDS / "world.rss.xml").read_text(encoding="utf-8")
+    source.write_bytes(text.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16"))
+
+    assert read_source(str(source), now=NOW) == read_source(feed("world.rss.xml"), now=NOW)
+
+
+@pytest.mark.parametrize("name", ["business.jsonl", "sport.csv", "culture.json"])
+def test_utf16_row_files_and_json_feeds_with_a_byte_order_mark_are_read(tmp_path, name):
+    source = tmp_path / name
+    source.write_bytes((FEEDS / name).read_text(encoding="utf-8").encode("utf-16"))
+
+    assert read_source(str(source), now=NOW) == read_source(feed(name), now=NOW)
+
+
+def test_an_xml_feed_in_the_encoding_it_declares_is_read(tmp_path):
+    source = tmp_path / "latin.rss.xml"
+    source.write_bytes(
+        b'<?xml version="1.0" encoding="ISO-8859-1"?><rss version="2.0"><channel><title>t'
+        b"</title><item><title>Caf\xe9 reopens</title><link>https://news.test/cafe</link>"
+        b"<pubDate>Tue, 24 Nov 2026 10:00:00 GMT</pubDate></item></channel></rss>"
+    )
+
+    [story] = read_source(str(source), now=NOW)
+
+    assert story["title"] == "Café reopens"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "world.rss.xml",
+            '<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0"><channel><title>W'
+            "</title><item><title>Caf\udce9</title><link>https://news.test/1</link>"
+            "<pubDate>Tue, 24 Nov 2026 10:00:00 GMT</pubDate></item></channel></rss>",
+        ),
+        (
+            "stories.jsonl",
+            '{"url": "https://news.test/0", "title": "Fine", "published_at": "2026-11-24"}\n'
+            '{"url": "https://news.test/1", "title": "Caf\udce9", "published_at": "2026-11-24"}',
+        ),
+        (
+            "stories.csv",
+            "url,title,published_at\nhttps://news.test/1,Caf\udce9,2026-11-24\n",
+        ),
+    ],
+)
+def test_invalid_utf8_refuses_the_source_the_same_way_in_every_format(tmp_path, name, text):
+    source = tmp_path / name
+    # \udce9 stands for the lone byte 0xE9: Latin-1 "é" in a file said to be UTF-8.
+    source.write_bytes(text.encode("utf-8", "surrogateescape"))
+
+    with pytest.raises(SourceError) as caught:
+        read_source(str(source), now=NOW)
+
+    assert re.fullmatch(
+        rf"{re.escape(str(source))}: not valid UTF-8 text \(byte \d+, line 2\); save it as UTF-8",
+        str(caught.value),
+    )
+
+
+# --- Rows that would overwrite each other or store a repr -----------------------------------
+
+
+def test_a_guid_given_twice_in_one_file_is_reported_and_the_first_row_kept(db, tmp_path):
+    source = tmp_path / "stories.jsonl"
+    rows = [
+        {
+            "guid": "g1",
+            "url": "https://news.test/1",
+            "title": "First",
+            "published_at": "2026-11-24",
+        },
+        {
+            "guid": "g1",
+            "url": "https://news.test/2",
+            "title": "Again",
+            "published_at": "2026-11-24",
+        },
+    ]
+    source.write_text("\n".join(json.dumps(row) for row in rows))
+
+    [result] = ingest_sources(db, [str(source)], now=NOW).results
+
+    assert result.skipped == ["line 2: same guid 'g1' as line 1; only the first is read"]
+    assert [(s.url, s.title) for s in list_stories(db)] == [("https://news.test/1", "First")]
+
+
+def test_a_url_given_twice_in_one_file_is_reported_and_the_first_row_kept(db, tmp_path):
+    source = tmp_path / "stories.csv"
+    source.write_text(
+        "url,title,published_at\n"
+        "https://news.test/1,First,2026-11-24\n"
+        "https://news.test/1,Again,2026-11-24\n"
+    )
+
+    [result] = ingest_sources(db, [str(source)], now=NOW).results
+
+    assert result.skipped == [
+        "line 3: same url 'https://news.test/1' as line 2; only the first is read"
+    ]
+    assert [s.title for s in list_stories(db)] == ["First"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("title", ["Breaking", "news"], "title is a list, not text"),
+        ("title", {"text": "Breaking"}, "title is an object, not text"),
+        ("author", ["A", "B"], "author is a list, not text"),
+        ("summary", True, "summary is true/false, not text"),
+    ],
+)
+def test_a_text_field_that_is_not_text_is_reported_not_stored_as_its_repr(
+    db, tmp_path, field, value, reason
+):
+    source = tmp_path / "stories.jsonl"
+    row = {"url": "https://news.test/1", "title": "Story", "published_at": "2026-11-24"}
+    source.write_text(json.dumps(row | {field: value}))
+
+    [result] = ingest_sources(db, [str(source)], now=NOW).results
+
+    assert result.skipped == [f"line 1: {reason}"]
+    assert list_stories(db) == []
+
+
+def test_a_json_feed_title_that_is_a_list_is_reported(db, tmp_path):
+    source = json_feed(tmp_path, json_item(1, title=["Breaking", "news"]), json_item(2))
+
+    [result] = ingest_sources(db, [source], now=NOW).results
+
+    assert result.skipped == ["item 1: title is a list, not text"]
+    assert [s.title for s in list_stories(db)] == ["Story 2"]
+
+
+# --- Two sources, one story -----------------------------------------------------------------
+
+
+def write_two_sources(tmp_path: Path) -> tuple[str, str]:
+    """The newsroom's feed (text, author, image) and the analytics desk's scores file."""
+    feed_file = tmp_path / "world.jsonl"
+    feed_file.write_text(
+        json.dumps(
+            {
+                "guid": "w-1",
+                "url": "https://news.test/1",
+                "title": "Floods",
+                "summary": "Rivers rose.",
+                "author": "Amira Haddad",
+                "category": "world",
+                "image_url": "https://cdn.news.test/floods.jpg",
+                "published_at": "2026-11-24T08:00:00Z",
+            }
+        )
+    )
+    scores = tmp_path / "scores.csv"
+    scores.write_text(
+        "url,title,published_at,score,pinned,author,category,image_url,summary\n"
+        "https://news.test/1,Floods,2026-11-24T08:00:00Z,9.5,true,,,,\n"
+    )
+    return str(feed_file), str(scores)
+
+
+@pytest.mark.parametrize("feed_first", [True, False], ids=["feed-first", "scores-first"])
+def test_a_field_a_source_does_not_carry_keeps_what_another_source_set(db, tmp_path, feed_first):
+    world, scores = write_two_sources(tmp_path)
+    order = [world, scores] if feed_first else [scores, world]
+
+    rounds = [ingest_sources(db, order, now=NOW) for _ in range(3)]
+
+    [story] = list_stories(db)
+    assert (story.score, story.pinned) == (9.5, True)
+    assert (story.summary, story.author, story.category, story.image_url) == (
+        "Rivers rose.",
+        "Amira Haddad",
+        "world",
+        "https://cdn.news.test/floods.jpg",
+    )
+    assert story.guid == "w-1"
+    # Once both are in, reading them again changes nothing: no value flips back and forth.
+    for report in rounds[1:]:
+        assert [(r.added, r.updated, r.unchanged) for r in report.results] == [(0, 0, 1)] * 2
+
+
+def test_a_source_that_carries_a_value_changes_it(db, tmp_path):
+    world, scores = write_two_sources(tmp_path)
+    ingest_sources(db, [world, scores], now=NOW)
+    Path(scores).write_text(
+        "url,title,published_at,score,pinned\n"
+        "https://news.test/1,Floods,2026-11-24T08:00:00Z,0,false\n"
+    )
+
+    ingest_sources(db, [scores, world], now=NOW)
+
+    [story] = list_stories(db)
+    assert (story.score, story.pinned, story.author) == (0.0, False, "Amira Haddad")
+
+
+def test_an_editors_score_and_pin_survive_another_source(db, tmp_path):
+    world, scores = write_two_sources(tmp_path)
+    ingest_sources(db, [world], now=NOW)
+    set_story_editorial(db, "https://news.test/1", pinned=False, score=2)
+
+    ingest_sources(db, [scores, world], now=NOW)
+
+    [story] = list_stories(db)
+    assert (story.score, story.pinned) == (2.0, False)

@@ -16,7 +16,15 @@ from digest.config import PROJECT_TEMPLATES, NewsletterConfig, SiteConfig, UtmSe
 from digest.errors import TemplateError
 from digest.models import Selection, Story, TopStory
 from digest.personalize import personalize, recipient_values
-from digest.render import Renderer, add_utm, relative_time, size_warnings, wrap_text
+from digest.render import (
+    PREHEADER_MAX_CHARS,
+    SUBJECT_MAX_CHARS,
+    Renderer,
+    add_utm,
+    relative_time,
+    size_warnings,
+    wrap_text,
+)
 
 from conftest import EDITION_TIME
 
@@ -125,6 +133,31 @@ def test_subject_and_preheader_come_from_the_config_templates(renderer):
     assert rendered.subject == "Test Daily — 1 stories"
     assert rendered.preheader == "First: Story 1"
     assert "First: Story 1" in rendered.html
+
+
+def test_a_long_subject_and_preheader_are_cut_at_a_word_with_an_ellipsis(renderer):
+    long_title = " ".join(["Ministers"] + ["agree"] * 60)
+    tops = [mk(n, n, title=f"{long_title} {n}") for n in range(1, 6)]
+
+    rendered = render(renderer, selection(*tops))
+
+    assert len(rendered.subject) <= SUBJECT_MAX_CHARS
+    assert rendered.subject.endswith(" agree…")
+    assert rendered.subject.startswith("Test Daily: Ministers agree")
+    assert len(rendered.preheader) <= PREHEADER_MAX_CHARS
+    assert rendered.preheader.endswith("agree…")
+    assert rendered.preheader in rendered.html
+
+
+def test_a_subject_template_that_renders_several_lines_becomes_one(renderer):
+    newsletter = replace(
+        NEWSLETTER,
+        subject="{% for s in top_stories %}{{ s.title }}\n{% endfor %}{{ '\x07' }}end",
+    )
+
+    rendered = render(renderer, selection(mk(1, 1), mk(2, 2)), newsletter=newsletter)
+
+    assert rendered.subject == "Story 1 Story 2 end"
 
 
 def test_footer_has_address_reason_and_a_visible_unsubscribe_link(renderer):

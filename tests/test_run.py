@@ -371,6 +371,61 @@ def test_a_failing_source_is_reported_and_the_run_goes_on(tmp_path):
     assert "sent 1, failed 0" in report.lines[-1]
 
 
+def test_an_unreadable_feed_item_is_skipped_and_the_run_goes_on_to_send(tmp_path):
+    newsroom = Newsroom(tmp_path)
+    overflow = tmp_path / "overflow.json"
+    overflow.write_text(
+        json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "items": [
+                    {
+                        "id": "far",
+                        "url": "https://news.test/far",
+                        "title": "From the end of time",
+                        "date_published": "9999-12-31T23:59:59-14:00",
+                    }
+                ],
+            }
+        )
+    )
+    newsroom.config = make_config(tmp_path, {"sources": [str(overflow), str(newsroom.feed.path)]})
+
+    report = newsroom.run(datetime(2026, 11, 2, 7, 0, tzinfo=UTC))
+
+    assert report.lines[:2] == [
+        f"ingest {overflow}: 0 added, 0 updated, 0 unchanged, 1 skipped",
+        "  skipped: item 1 ('From the end of time'): date_published "
+        "'9999-12-31T23:59:59-14:00' is out of range; give a time between 1970 and 9999.",
+    ]
+    assert report.lines[2].startswith(f"ingest {newsroom.feed.path}: 3 added")
+    assert "sent 1, failed 0" in report.lines[-1]
+    assert not report.failed
+    assert newsroom.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+
+def test_a_source_the_database_refuses_is_reported_and_the_run_goes_on_to_send(tmp_path):
+    newsroom = Newsroom(tmp_path)
+    refused = tmp_path / "refused.jsonl"
+    refused.write_text(
+        json.dumps(
+            {"url": "https://news.test/r", "title": "Refused", "published_at": "2026-11-02T06:00Z"}
+        )
+    )
+    newsroom.db.execute(
+        """CREATE TRIGGER refuse BEFORE INSERT ON stories WHEN NEW.title = 'Refused'
+           BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"""
+    )
+    newsroom.config = make_config(tmp_path, {"sources": [str(refused), str(newsroom.feed.path)]})
+
+    report = newsroom.run(datetime(2026, 11, 2, 7, 0, tzinfo=UTC))
+
+    assert report.failed
+    assert report.lines[0].startswith(f"ingest {refused}: FAILED: unexpected IntegrityError (")
+    assert report.lines[1].startswith(f"ingest {newsroom.feed.path}: 3 added")
+    assert "sent 1, failed 0" in report.lines[-1]
+
+
 class RefusingTransport(BatchTransport):
     """A provider that refuses our key, as SendGrid does with HTTP 401."""
 

@@ -258,7 +258,7 @@ def _story_from_entry(entry: Mapping[str, Any]) -> dict:
         "author": _plain(author),
         "category": _plain(tags[0].get("term")) if tags else "",
         "image_url": _entry_image(entry),
-        "published_at": datetime(*parsed_date[:6], tzinfo=UTC),
+        "published_at": datetime(*parsed_date[:6]).replace(tzinfo=UTC),
         "score": None,
         "pinned": False,
     }

@@ -380,7 +380,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     if path is None:
         return parse_config({}, None, os.environ if env is None else env)
     path = Path(path)
-    settings = read_env_file(path.parent / ENV_FILE)
+    settings = read_env_file(path.resolve().parent / ENV_FILE)
     if env is None:
         for key, value in settings.items():
             os.environ.setdefault(key, value)

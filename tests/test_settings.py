@@ -4,7 +4,6 @@ paths relative to the config file, and hints that name the command that works.""
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -98,7 +97,7 @@ def test_an_example_site_may_try_out_the_outbox_with_a_short_secret(tmp_path):
 
 def test_sendgrid_refuses_the_placeholder_even_for_an_example_site(tmp_path):
     config = make_config(tmp_path, transport={"kind": "sendgrid"})
-    with pytest.raises(ConfigError, match="placeholder.*SendGrid"):
+    with pytest.raises(ConfigError, match=r"placeholder.*SendGrid"):
         check_secret_for_sending(config, "sendgrid")
 
 

@@ -400,5 +400,3 @@ def test_pages_keep_their_token_out_of_referrers_and_caches(client, config, ana)
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-
-

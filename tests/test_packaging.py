@@ -131,3 +131,22 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_init_and_demo_outside_the_r
     assert re.search(r"^daily at .* UTC: sent 8, failed 0, skipped 0, unknown 0$", output, re.M)
     assert len(list((newsroom / "demo" / "outbox").rglob("*.eml"))) == 8
     assert (newsroom / "demo" / "preview" / "daily.html").exists()
+
+
+def _make_recipe(target: str) -> list[str]:
+    lines = (REPO / "Makefile").read_text(encoding="utf-8").split(f"\n{target}:", 1)[1]
+    return [line.strip() for line in lines.split("\n\n")[0].splitlines()[1:]]
+
+
+def test_pre_commit_runs_the_same_checks_as_make_lint():
+    config = REPO / ".pre-commit-config.yaml"
+    check = subprocess.run(
+        [Path(sys.executable).parent / "pre-commit", "validate-config", config],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    entries = re.findall(r"^\s+entry: (.+)$", config.read_text(encoding="utf-8"), re.M)
+    assert sorted(entries) == sorted(
+        line.replace("$(BIN)", ".venv/bin").removesuffix(" .") for line in _make_recipe("lint")
+    )

@@ -40,6 +40,8 @@ def init_newsroom(folder: Path) -> list[Path]:
         text = unit.read_text(encoding="utf-8")
         if SHIPPED_HOME in text:
             unit.write_text(text.replace(SHIPPED_HOME, str(folder)), encoding="utf-8")
+        if text.startswith("#!"):
+            unit.chmod(0o755)  # the scripts, whatever modes the copy kept
     env = folder / ENV_FILE
     env.touch(mode=0o600)
     env.write_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from digest.readers.subscribers import add_subscriber
+from digest.scaffold import init_newsroom
 from digest.store import open_db
 
 from conftest import write_config
@@ -162,3 +164,32 @@ def test_what_a_run_writes_is_readable_by_its_user_only(project):
     written = [project / "log", project / "log" / "digest-run.log", project / "outbox"]
     written += list((project / "outbox").rglob("*"))
     assert {oct(path.stat().st_mode & 0o077) for path in written} == {"0o0"}
+
+
+def test_install_crontab_adds_the_line_once_and_keeps_the_others(tmp_path):
+    """A stand-in `crontab` keeps the table in a file, as `crontab -l` / `crontab -` do."""
+    table = tmp_path / "table"
+    table.write_text("0 3 * * * /usr/local/bin/backup\n")
+    fake = tmp_path / "bin" / "crontab"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table}; else cat > {table}; fi\n')
+    fake.chmod(0o755)
+    env = os.environ | {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    install = REPO / "cron" / "install-crontab"
+    for _ in range(2):
+        subprocess.run([str(install)], env=env, check=True, capture_output=True)
+    assert table.read_text().splitlines() == [
+        "0 3 * * * /usr/local/bin/backup",
+        "*/5 * * * * /srv/digest/cron/digest-run",
+    ]
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_systemd_units_that_init_writes_pass_systemd_analyze_verify(tmp_path):
+    init_newsroom(tmp_path)
+    units = [str(tmp_path / "cron" / name) for name in ("digest.service", "digest.timer")]
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

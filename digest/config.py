@@ -267,10 +267,9 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
 
 
 def _with_sources_from(base: Path, newsletter: NewsletterConfig) -> NewsletterConfig:
-    """Source files named relative to the config file, as URLs are left alone."""
+    """Source files named relative to the config file; URLs are left for ingest to check."""
     sources = tuple(
-        source if urlsplit(source).scheme in ("http", "https") else str(base / source)
-        for source in newsletter.sources
+        source if "://" in source else str(base / source) for source in newsletter.sources
     )
     return replace(newsletter, sources=sources)
 

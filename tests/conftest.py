@@ -47,6 +47,7 @@ SLOW_TESTS = {
     "test_concurrent_sends_from_two_processes_are_all_recorded",
     "test_the_cli_and_the_web_app_sign_with_the_env_files_key_and_use_its_database",
     "test_status_prints_a_retry_command_that_works_from_any_folder_without_digest_on_path",
+    "test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send",
 }
 
 

@@ -27,11 +27,12 @@ from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 
 from conftest import make_config, write_config
+from sendgrid_server import SendGridTestServer
 
 DIGEST = Path(sys.executable).parent / "digest"
 STRONG = "s" * 32
 REAL_SITE = {"url": "https://news.halden-courier.no", "from_email": "digest@halden-courier.no"}
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("DIGEST_", "SENDGRID_"))}
 STORIES = """url,title,summary,author,category,published_at,score,pinned
 https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-26T05:00:00Z,3,false
 """
@@ -215,3 +216,29 @@ def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest
     )
     assert retried.returncode == 0, retried.stderr
     assert len(list((newsroom / "outbox").rglob("*.eml"))) == 1
+
+
+def test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send(tmp_path):
+    write_config(
+        tmp_path,
+        transport={"kind": "sendgrid"},
+        site=REAL_SITE,
+        sendgrid={"workers": "threads"},
+    )
+    db = open_db(tmp_path / "digest.db")
+    add_subscriber(db, "ana@example.com")
+    db.close()
+    with SendGridTestServer(api_key="SG.from-the-env-file") as server:
+        (tmp_path / ".env").write_text(
+            f"SENDGRID_API_KEY=SG.from-the-env-file\nSENDGRID_API_HOST={server.url}\n"
+            f"DIGEST_SECRET_KEY={STRONG}\n"
+        )
+        for args in (
+            ["ingest", str(stories_file(tmp_path))],
+            ["send", "--now", "2026-11-26T07:05Z"],
+        ):
+            result = subprocess.run(
+                [str(DIGEST), *args], cwd=tmp_path, env=CLEAN_ENV, capture_output=True, text=True
+            )
+            assert result.returncode == 0, result.stderr
+        assert [request.status for request in server.requests] == [202]

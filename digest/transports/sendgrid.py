@@ -260,7 +260,8 @@ class SendGridTransport(BatchTransport):
         api_key = env.get("SENDGRID_API_KEY", "").strip()
         if not api_key:
             raise ConfigError(
-                "SENDGRID_API_KEY is not set; export it (never put it in digest.toml), "
+                "SENDGRID_API_KEY is not set; put it in .env beside digest.toml or export it "
+                "(never put it in digest.toml), "
                 "or use the outbox transport (DIGEST_TRANSPORT=outbox)."
             )
         check_secret_for_sending(config, "sendgrid")

@@ -4,32 +4,43 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test test-fast lint format bench clean
 
-$(BIN)/.installed: pyproject.toml
+# The runtime dependencies only (what `make demo` needs)...
+$(BIN)/.runtime: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# ...and with the test extras (pytest, playwright, mypy, ruff, build, gunicorn...).
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.runtime
 	$(BIN)/digest demo
 
-test: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+# The whole suite: lint, types, every test (browsers, real processes, the wheel).
+test: lint
 	$(BIN)/pytest
 
+# The quick tier (under 30 s): no browsers, subprocesses, property searches or wheel builds.
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not slow"
+
+# The same checks as .pre-commit-config.yaml.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/render.py
+	@for bench in benchmarks/*.py; do echo "== $$bench"; $(BIN)/python $$bench || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo outbox preview digest.db digest.db-wal digest.db-shm
+	rm -rf $(VENV) demo outbox preview digest.db digest.db-wal digest.db-shm build dist digest.egg-info

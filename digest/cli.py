@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlite_utils import Database
 
 from .clock import parse_moment, utcnow
 from .config import Config, load_config, with_overrides
@@ -39,6 +40,7 @@ class State:
         self.config_path = config_path
         self.db_path = db_path
         self._config: Config | None = None
+        self._db: Database | None = None
 
     @property
     def config(self) -> Config:
@@ -49,8 +51,17 @@ class State:
             self._config = config
         return self._config
 
-    def db(self):
-        return open_db(self.config.db_path)
+    def db(self) -> Database:
+        """The database, opened once per command and closed when the command ends."""
+        if self._db is None:
+            self._db = open_db(self.config.db_path)
+            click.get_current_context().call_on_close(self._close_db)
+        return self._db
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 pass_state = click.make_pass_decorator(State)
@@ -89,7 +100,11 @@ def _now(value: str | None):
     help="Config file; default: digest.toml in the working directory. Env: DIGEST_CONFIG.",
 )
 @click.option(
-    "--db", "db_path", envvar="DIGEST_DB", metavar="FILE", help="SQLite database. Env: DIGEST_DB."
+    "--db",
+    "db_path",
+    metavar="FILE",
+    help="SQLite database (relative to the working folder); default: the config's, which "
+    "DIGEST_DB overrides (relative to the config file).",
 )
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, db_path: str | None) -> None:
@@ -249,6 +264,20 @@ def demo(state: State, now: str | None, directory: str) -> None:
     click.echo(f"         {report.preview.text_path}")
 
 
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Make DIR a newsroom: digest.toml, templates/, subscribers/, cron/ and a private .env.
+
+    The cron files name DIR's real path, and .env holds a fresh secret key. Refuses to
+    overwrite anything already there.
+    """
+    from .scaffold import init_newsroom
+
+    for path in init_newsroom(Path(directory)):
+        click.echo(f"created {path}")
+
+
 @cli.command("run")
 @moment_option
 @pass_state
@@ -293,8 +322,8 @@ def status(state: State, now: str | None, limit: int) -> None:
 def serve(state: State, host: str, port: int) -> None:
     """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
 
-    Refuses the shipped placeholder secret unless bound to 127.0.0.1; behind a reverse
-    proxy in production, see the README.
+    Refuses a placeholder or weak secret unless bound to 127.0.0.1 for an example site;
+    behind a reverse proxy in production, see the README.
     """
     from .web import serve as serve_app
 

@@ -20,9 +20,19 @@ from email_validator import EmailNotValidError, validate_email
 from .errors import ConfigError
 from .text import without_controls
 
-# The repository's own templates: the default when a config names none.
-PROJECT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_PACKAGE = Path(__file__).resolve().parent
+# The shipped newsroom files (digest.toml, templates/, subscribers/, cron/): a wheel carries
+# copies under digest/shipped/ (setup.py puts them there at build time); a source checkout
+# or an editable install reads the repository's own top-level folders.
+SHIPPED = _PACKAGE / "shipped" if (_PACKAGE / "shipped").is_dir() else _PACKAGE.parent
+# The shipped templates: the default when a config names none.
+PROJECT_TEMPLATES = SHIPPED / "templates"
 PLACEHOLDER_SECRET = "change-me-in-production"
+# A secret shorter than this could be guessed offline from one signed link.
+MIN_SECRET_LENGTH = 32
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Settings beside the config file, read by every entry point (CLI, WSGI app, cron wrapper).
+ENV_FILE = ".env"
 TRANSPORTS = ("outbox", "sendgrid")
 # The most a number may be: past these, a value is a typo and would overflow a time span or
 # make an edition nobody can read. Any other number stops at MAX_NUMBER.
@@ -319,7 +329,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
             f"{_where(path)} defines no newsletter; add one such as [newsletters.daily]."
         )
     newsletters = {
-        name: _newsletter(name, values, path) for name, values in raw_newsletters.items()
+        name: _with_sources_from(base, _newsletter(name, values, path))
+        for name, values in raw_newsletters.items()
     }
     return Config(
         db_path=base / db_path,
@@ -361,6 +372,14 @@ def _check_sender_address(key: str, address: str, path: Path | None) -> None:
         ) from None
 
 
+def _with_sources_from(base: Path, newsletter: NewsletterConfig) -> NewsletterConfig:
+    """Source files named relative to the config file; URLs are left for ingest to check."""
+    sources = tuple(
+        source if "://" in source else str(base / source) for source in newsletter.sources
+    )
+    return replace(newsletter, sources=sources)
+
+
 def is_placeholder_site(config: Config) -> bool:
     """Whether site.url is a name reserved for examples and tests (RFC 2606) or this machine."""
     host = (urlsplit(config.site.url).hostname or "").lower()
@@ -370,15 +389,109 @@ def is_placeholder_site(config: Config) -> bool:
     )
 
 
+def _weak_secret(config: Config) -> str | None:
+    """What is wrong with the secret key, if anything."""
+    if config.secret_key == PLACEHOLDER_SECRET:
+        return "is still the shipped placeholder"
+    if len(config.secret_key) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def _secret_error(config: Config, problem: str, purpose: str) -> ConfigError:
+    return ConfigError(
+        f"The secret key (DIGEST_SECRET_KEY) {problem}, so anyone could forge the readers' "
+        f"unsubscribe and confirmation links; {purpose}. Set DIGEST_SECRET_KEY in "
+        f"{_env_file_hint(config)} to a long random value: python3 -c 'import secrets; "
+        "print(secrets.token_urlsafe(48))'."
+    )
+
+
+def _env_file_hint(config: Config) -> str:
+    return str(config.source_path.parent / ENV_FILE) if config.source_path else "the environment"
+
+
+def check_secret_for_sending(config: Config, transport: str) -> None:
+    """Refuse a weak secret for mail that links to a real site, whatever the transport.
+
+    SendGrid sends real mail, so it refuses the placeholder even for an example site.
+    """
+    problem = _weak_secret(config)
+    if problem is None:
+        return
+    if not is_placeholder_site(config):
+        raise _secret_error(config, problem, f"refusing to send mail for {config.site.url}")
+    if transport == "sendgrid" and config.secret_key == PLACEHOLDER_SECRET:
+        raise _secret_error(config, problem, "refusing to send real mail through SendGrid")
+
+
+def check_secret_for_serving(config: Config, host: str | None) -> None:
+    """Refuse a weak secret except for a try-out on this machine.
+
+    `host` None means the app faces the world (gunicorn). Loopback alone is not enough:
+    production sits on 127.0.0.1 behind a proxy, so the site must also be a placeholder one.
+    """
+    problem = _weak_secret(config)
+    if problem is not None and (host not in LOCAL_HOSTS or not is_placeholder_site(config)):
+        raise _secret_error(
+            config,
+            problem,
+            f"refusing to serve on {host or 'a public address'} for {config.site.url} (only a "
+            "try-out on 127.0.0.1 with an example or localhost site.url may use it)",
+        )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines (blank lines and `#` comments skipped), parsed, never run as shell.
+
+    A value may be wrapped in one pair of matching quotes. A bad line is reported by its
+    number alone: it may hold a secret, which must not reach a log.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read the settings file {path}: {exc}.") from None
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        key = key.strip()
+        if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(
+                f"{path}, line {number}: not a KEY=value line; write each setting as "
+                "NAME=value (no 'export', no spaces around the name)."
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the config file (or `digest.toml` in the working directory, or the defaults)."""
-    env = os.environ if env is None else env
+    """Read the config file (or `digest.toml` in the working directory, or the defaults).
+
+    The `.env` file beside the config file fills in what the environment does not set. With
+    `env` None (a real process) its values also go into `os.environ`, for what reads them
+    there (SENDGRID_API_KEY, and SendGrid's worker processes).
+    """
     if path is None:
         candidate = Path("digest.toml")
         path = candidate if candidate.exists() else None
     if path is None:
-        return parse_config({}, None, env)
+        return parse_config({}, None, os.environ if env is None else env)
     path = Path(path)
+    settings = read_env_file(path.resolve().parent / ENV_FILE)
+    if env is None:
+        for key, value in settings.items():
+            os.environ.setdefault(key, value)
+        env = os.environ
+    else:
+        env = {**settings, **env}
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

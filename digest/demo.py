@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .config import PROJECT_TEMPLATES, Config, with_overrides
+from .config import SHIPPED, Config, with_overrides
 from .edition import latest_slot
 from .preview import Preview, write_preview
 from .readers.subscribers import ImportReport, import_csv
@@ -18,7 +18,7 @@ from .stories import UpsertCounts, upsert_stories
 from .transports.outbox import OutboxTransport
 
 SAMPLE_STORIES = Path(__file__).resolve().parent / "data" / "sample_stories.jsonl"
-EXAMPLE_SUBSCRIBERS = PROJECT_TEMPLATES.parent / "subscribers" / "example.csv"
+EXAMPLE_SUBSCRIBERS = SHIPPED / "subscribers" / "example.csv"
 
 
 def sample_stories(published_before: datetime) -> list[dict]:

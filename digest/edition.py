@@ -37,6 +37,13 @@ class Edition:
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
+    def saved_id(self) -> int:
+        """The database id: only a saved edition (`save_edition`, `slot_editions`) is sent."""
+        if self.id is None:
+            raise ValueError(f"Edition {self.slug} is not saved yet")
+        return self.id
+
+    @property
     def slug(self) -> str:
         """A file-name-safe name, used for the outbox folder."""
         topics = "+".join(self.topics) or "all"

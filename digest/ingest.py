@@ -412,7 +412,7 @@ def _story_from_entry(entry: Mapping[str, Any]) -> dict:
         "author": _plain(author),
         "category": _plain(tags[0].get("term")) if tags else "",
         "image_url": _entry_image(entry),
-        "published_at": datetime(*parsed_date[:6], tzinfo=UTC),
+        "published_at": datetime(*parsed_date[:6]).replace(tzinfo=UTC),
         "score": None,
         "pinned": None,
     }
@@ -484,7 +484,9 @@ def _story_from_json_item(item: Any, feed_authors: list[Any]) -> dict:
     author = next(
         (a["name"] for a in authors if isinstance(a, dict) and isinstance(a.get("name"), str)), ""
     )
-    tags = item.get("tags") if isinstance(item.get("tags"), list) else []
+    tags = item.get("tags")
+    if not isinstance(tags, list):
+        tags = []
     category = next((tag for tag in tags if isinstance(tag, str) and tag.strip()), "")
     summary = next(
         (

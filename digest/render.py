@@ -143,7 +143,9 @@ def wrap_text(text: str) -> str:
         if len(line) <= TEXT_WIDTH or _BARE_URL.fullmatch(line):
             lines.append(line)
             continue
+        # The pattern matches any line (both groups may be empty).
         lead = _LIST_ITEM.match(line)
+        assert lead is not None
         indent, bullet = lead.group(1), lead.group(2) or ""
         lines += _fill(line.strip(), indent, indent + " " * len(bullet))
     return "\n".join(lines)

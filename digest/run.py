@@ -16,6 +16,7 @@ from .clock import utcnow
 from .config import Config
 from .errors import DigestError, LeaseHeldError
 from .ingest import ingest_sources
+from .invocation import digest_command
 from .lease import Lease
 from .ledger import audience_filter, tally
 from .render import Renderer
@@ -168,5 +169,5 @@ def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> s
         retry = send_command(slot.newsletter, slot.timezone, slot.at, "--retry-failed")
         line += f"; retry them with `{retry}`"
     if counts["sending"]:
-        line += "; `digest status` says what to do with the unknown ones"
+        line += f"; `{digest_command()} status` says what to do with the unknown ones"
     return line

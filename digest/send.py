@@ -26,6 +26,7 @@ from .errors import (
     TransportAuthError,
     TransportError,
 )
+from .invocation import digest_command
 from .lease import Lease
 from .ledger import (
     Batch,
@@ -171,7 +172,7 @@ def deliver_edition(
                     note_batch_unknown(db, batch, f"{type(exc).__name__}: {exc}")
                     stop = stop or TransportError(
                         f"Sending stopped on an unexpected {type(exc).__name__}: {exc}. "
-                        "Its batch is left unknown; `digest status` says what to do."
+                        f"Its batch is left unknown; `{digest_command()} status` says what to do."
                     )
                 if progress:
                     progress(len(batch.recipients))
@@ -230,7 +231,7 @@ def plan_slot(
     with the note "skipped: no new stories".
     """
     started = [
-        EditionResult(edition, sum(edition_counts(db, edition.id).values()))
+        EditionResult(edition, sum(edition_counts(db, edition.saved_id).values()))
         for edition in slot_editions(db, newsletter.name, slot_at, timezone)
     ]
     if started:
@@ -260,7 +261,7 @@ def freeze_new_editions(
                 frozen.append(result)
                 continue
             edition = save_edition(db, result.edition)
-            queued = queue_audience(db, edition.id, newsletter, topics, timezone)
+            queued = queue_audience(db, edition.saved_id, newsletter, topics, timezone)
             frozen.append(EditionResult(edition, audience=queued))
     return frozen
 
@@ -304,19 +305,19 @@ def send_slot(
             raise DigestError(
                 f"No edition of {newsletter.name} for {to_db(slot_at)}"
                 f"{f' in {timezone}' if timezone else ''} has started, so there is nothing to "
-                "retry; `digest status` lists the slots and the command for each."
+                f"retry; `{digest_command()} status` lists the slots and the command for each."
             )
         report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
         for result in report.editions:
             if result.note:
                 continue
             if retry_failed:
-                requeue(db, result.edition.id, "failed")
+                requeue(db, result.edition.saved_id, "failed")
             if resend_unknown:
-                requeue(db, result.edition.id, "sending")
+                requeue(db, result.edition.saved_id, "sending")
             on_batch = functools.partial(progress, result) if progress else None
             deliver_edition(db, transport, result.edition, lease, on_batch)
-            result.counts = edition_counts(db, result.edition.id)
+            result.counts = edition_counts(db, result.edition.saved_id)
             if result.counts["sending"]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.id))
     return report
@@ -324,7 +325,7 @@ def send_slot(
 
 def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str = "") -> str:
     """The `digest send` line that acts on one slot's editions again (e.g. --retry-failed)."""
-    words = ["digest send --newsletter", newsletter]
+    words = [digest_command(), "send", "--newsletter", newsletter]
     if timezone:
         words += ["--timezone", timezone]
     words += ["--now", to_db(slot_at)]

@@ -2,7 +2,7 @@
 
 Pages are plain HTML forms (no JavaScript, no cookies). The routes are the `readers`
 blueprint; `create_app(config)` registers it over one config and transport, and is what tests
-and `digest serve` use; `wsgi_app` is the entry for gunicorn behind a reverse proxy.
+and `digest serve` use; `digest.wsgi:app` is the entry for gunicorn behind a reverse proxy.
 """
 
 from __future__ import annotations
@@ -10,19 +10,14 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import available_timezones
 
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request, url_for
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
-from .config import (
-    PLACEHOLDER_SECRET,
-    PROJECT_TEMPLATES,
-    Config,
-    is_placeholder_site,
-    load_config,
-)
+from .config import PROJECT_TEMPLATES, Config, check_secret_for_serving, load_config
 from .errors import ConfigError, SubscriberError
 from .message import ONE_CLICK
 from .readers.preferences import (
@@ -38,7 +33,6 @@ from .tokens import BadTokenError
 from .transports import Transport, make_transport
 from .urls import ReaderLinks
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
 ONE_CLICK_FIELD, _, ONE_CLICK_VALUE = ONE_CLICK.partition("=")
 SECURITY_HEADERS = {
@@ -63,24 +57,6 @@ def time_zones(current: str) -> tuple[str, ...]:
     """The time zones a form offers, with the reader's own kept even if it is an odd one."""
     zones = _zone_names()
     return zones if current in zones else (current, *zones)
-
-
-def check_secret_for_host(config: Config, host: str | None) -> None:
-    """Refuse the shipped placeholder secret except for a try-out on this machine.
-
-    `host` None means the app faces the world (gunicorn), where the placeholder never goes.
-    Loopback alone is not enough: production sits on 127.0.0.1 behind a proxy, so the site
-    must also still be a placeholder one (see `config.is_placeholder_site`).
-    """
-    if config.secret_key == PLACEHOLDER_SECRET and (
-        host not in LOCAL_HOSTS or not is_placeholder_site(config)
-    ):
-        raise ConfigError(
-            "The secret key is still the shipped placeholder, so anyone could forge "
-            "unsubscribe links; set DIGEST_SECRET_KEY to a long random value before serving "
-            f"on {host or 'a public address'} for {config.site.url} (only a try-out on "
-            "127.0.0.1 with an example or localhost site.url may use the placeholder)."
-        )
 
 
 def create_app(config: Config, transport: Transport | None = None) -> Flask:
@@ -200,7 +176,7 @@ def subscribe_form():
 
 @readers.post("/subscribe")
 def subscribe():
-    form = {
+    form: dict[str, Any] = {
         "email": request.form.get("email", ""),
         "name": request.form.get("name", ""),
         "topics": request.form.getlist("topics"),
@@ -264,17 +240,18 @@ def preferences(token: str):
 
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8025) -> None:
     """`digest serve`: the app on Werkzeug's threaded server, for one machine or a proxy."""
-    check_secret_for_host(config, host)
+    check_secret_for_serving(config, host)
     create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
 
 
-@functools.cache
-def _production_app() -> Flask:
-    config = load_config(os.environ.get("DIGEST_CONFIG"))
-    check_secret_for_host(config, None)
+def production_app(config_path: str | None = None) -> Flask:
+    """The app gunicorn serves (`digest.wsgi:app`): config from DIGEST_CONFIG, secret checked."""
+    config_path = config_path or os.environ.get("DIGEST_CONFIG")
+    if not config_path:
+        raise ConfigError(
+            "DIGEST_CONFIG is not set: the web app needs the path of the digest.toml that "
+            "`digest run` uses, e.g. DIGEST_CONFIG=/srv/digest/digest.toml."
+        )
+    config = load_config(config_path)
+    check_secret_for_serving(config, None)
     return create_app(config)
-
-
-def wsgi_app(environ, start_response):
-    """WSGI entry for gunicorn: `gunicorn digest.web:wsgi_app`, config from DIGEST_CONFIG."""
-    return _production_app()(environ, start_response)

@@ -28,6 +28,39 @@ needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"
 )
 _serial = count(1)
+# `make test-fast` (the quick tier) leaves out tests marked slow: these modules (browsers,
+# real processes), these tests (several processes, or a simulated week), and every
+# property-based (hypothesis) test.
+SLOW_MODULES = {
+    "test_browser",
+    "test_web_browser",
+    "test_send_crash",
+    "test_cron",
+    "test_serve",
+    "test_wsgi",
+}
+SLOW_TESTS = {
+    "test_each_reader_gets_exactly_one_digest_for_each_local_day",
+    "test_runs_every_five_minutes_and_every_hour_deliver_the_same",
+    "test_two_runs_started_together_deliver_once",
+    "test_worker_processes_send_the_same_as_threads",
+    "test_concurrent_sends_from_two_processes_are_all_recorded",
+    "test_the_cli_and_the_web_app_sign_with_the_env_files_key_and_use_its_database",
+    "test_status_prints_a_retry_command_that_works_from_any_folder_without_digest_on_path",
+    "test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        function = getattr(item, "obj", None)
+        if (
+            (module is not None and module.__name__ in SLOW_MODULES)
+            or getattr(item, "originalname", item.name) in SLOW_TESTS
+            or getattr(function, "is_hypothesis_test", False)
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 def config_data(newsletter: dict | None = None, **sections) -> dict:

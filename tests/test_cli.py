@@ -144,3 +144,41 @@ def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
 def test_a_bad_now_is_one_clear_line(workdir):
     result = digest_process("send", "--now", "tomorrow morning", cwd=workdir)
     assert_one_clear_line(result, "'tomorrow morning'", "ISO 8601")
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """The files this process holds open under `folder` (Linux: /proc/self/fd)."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue  # closed while listing (the listing's own descriptor)
+        if target.is_relative_to(folder):
+            held.append(target.name)
+    return sorted(held)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ingest", "stories.csv"],
+        ["subscribers", "import", "readers.csv"],
+        ["subscribers", "list"],
+        ["subscribers", "count"],
+        ["stories", "list"],
+        ["send", "--now", NOW],
+        ["send", "--dry-run", "--now", NOW],
+        ["run", "--now", NOW],
+        ["status", "--now", NOW],
+        ["preview", "--now", NOW],
+    ],
+    ids=" ".join,
+)
+def test_every_command_closes_the_database_it_opened(workdir, command):
+    run("ingest", "stories.csv")
+    run("subscribers", "import", "readers.csv")
+    assert open_files_under(workdir) == []
+    run(*command)
+    assert open_files_under(workdir) == []

@@ -1,10 +1,11 @@
-"""The `cron/` files: the digest-run wrapper (env file, lock, log, exit status) and the units."""
+"""The `cron/` files: the digest-run wrapper (settings, lock, log, exit status) and the units."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from digest.readers.subscribers import add_subscriber
+from digest.scaffold import init_newsroom
 from digest.store import open_db
 
 from conftest import write_config
@@ -30,14 +32,14 @@ https://news.test/a,Tram runs all night,Trams all night.,Mira,world,2026-11-02T0
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    """A project folder with a config, a story file, one reader in a database named by the
-    env file, and the env file itself."""
+    """A project folder with a config, a story file, and one reader in a database named by
+    the `.env` beside the config."""
     write_config(tmp_path, {"timezone": "Europe/London", "sources": ["stories.csv"]})
     (tmp_path / "stories.csv").write_text(STORIES)
     db = open_db(tmp_path / "data" / "news.db")
     add_subscriber(db, "ana@example.com", timezone="Europe/London")
     db.close()
-    (tmp_path / "digest.env").write_text("DIGEST_DB=data/news.db\n")
+    (tmp_path / ".env").write_text("DIGEST_DB=data/news.db\n")
     return tmp_path
 
 
@@ -45,7 +47,6 @@ def wrapper(project: Path, *args: str, **env: str) -> subprocess.CompletedProces
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DIGEST_")}
     environment |= {
         "DIGEST_HOME": str(project),
-        "DIGEST_ENV_FILE": str(project / "digest.env"),
         "DIGEST_BIN": str(DIGEST),
         **env,
     }
@@ -63,14 +64,14 @@ def log_of(project: Path) -> str:
     return (project / "log" / "digest-run.log").read_text()
 
 
-def test_the_wrapper_runs_digest_in_the_project_with_the_env_file_and_logs_it(project):
+def test_the_wrapper_runs_digest_in_the_project_with_its_env_file_and_logs_it(project):
     result = wrapper(project, "--now", "2026-11-02T07:05:00Z")
     assert result.returncode == 0, result
     assert (result.stdout, result.stderr) == ("", "")
     log = log_of(project).splitlines()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ digest-run: start \(pid \d+\)", log[0])
     assert log[1:3] == [
-        "ingest stories.csv: 1 added, 0 updated, 0 unchanged, 0 skipped",
+        f"ingest {project / 'stories.csv'}: 1 added, 0 updated, 0 unchanged, 0 skipped",
         "daily Europe/London 2026-11-02 07:00 (2026-11-02 07:00 UTC): "
         "sent 1, failed 0, skipped 0, unknown 0 in 1 edition(s)",
     ]
@@ -89,8 +90,7 @@ def test_each_run_appends_to_the_log(project):
 
 
 def test_the_wrapper_passes_digests_exit_status_through(project):
-    (project / "digest.env").write_text("DIGEST_CONFIG=missing.toml\n")
-    result = wrapper(project, "--now", "2026-11-02T07:05:00Z")
+    result = wrapper(project, "--now", "2026-11-02T07:05:00Z", DIGEST_CONFIG="missing.toml")
     assert result.returncode == 1
     log = log_of(project)
     assert "Config file missing.toml does not exist" in log
@@ -141,3 +141,55 @@ def test_the_systemd_timer_starts_the_service_every_five_minutes():
 
 def test_the_wrapper_is_executable():
     assert os.access(WRAPPER, os.X_OK)
+
+
+def test_the_env_file_is_parsed_never_run_as_shell(project):
+    (project / ".env").write_text("DIGEST_DB=data/news.db\nNOTE=$(touch ran-as-shell)\n")
+    result = wrapper(project, "--now", NOTHING_DUE)
+    assert result.returncode == 0, log_of(project)
+    assert not (project / "ran-as-shell").exists()
+
+
+def test_a_bad_env_line_fails_the_run_by_line_number_without_its_value(project):
+    (project / ".env").write_text("DIGEST_DB=data/news.db\nexport SENDGRID_API_KEY=SG.hunter2\n")
+    result = wrapper(project, "--now", NOTHING_DUE)
+    assert result.returncode == 1
+    log = log_of(project)
+    assert f"{project / '.env'}, line 2: not a KEY=value line" in log
+    assert "hunter2" not in log
+
+
+def test_what_a_run_writes_is_readable_by_its_user_only(project):
+    assert wrapper(project, "--now", "2026-11-02T07:05:00Z").returncode == 0
+    written = [project / "log", project / "log" / "digest-run.log", project / "outbox"]
+    written += list((project / "outbox").rglob("*"))
+    assert {oct(path.stat().st_mode & 0o077) for path in written} == {"0o0"}
+
+
+def test_install_crontab_adds_the_line_once_and_keeps_the_others(tmp_path):
+    """A stand-in `crontab` keeps the table in a file, as `crontab -l` / `crontab -` do."""
+    table = tmp_path / "table"
+    table.write_text("0 3 * * * /usr/local/bin/backup\n")
+    fake = tmp_path / "bin" / "crontab"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table}; else cat > {table}; fi\n')
+    fake.chmod(0o755)
+    env = os.environ | {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    install = REPO / "cron" / "install-crontab"
+    for _ in range(2):
+        subprocess.run([str(install)], env=env, check=True, capture_output=True)
+    assert table.read_text().splitlines() == [
+        "0 3 * * * /usr/local/bin/backup",
+        "*/5 * * * * /srv/digest/cron/digest-run",
+    ]
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_systemd_units_that_init_writes_pass_systemd_analyze_verify(tmp_path):
+    init_newsroom(tmp_path)
+    units = [str(tmp_path / "cron" / name) for name in ("digest.service", "digest.timer")]
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -63,3 +63,37 @@ def test_every_module_opens_with_a_one_sentence_docstring(module):
 
 def test_the_readme_shows_the_two_setup_commands():
     assert "make demo" in README and "make test" in README
+
+
+def _layout_table() -> list[str]:
+    section = README.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [name for row in rows for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+
+
+def test_the_layout_table_names_every_top_level_file_and_folder_in_git():
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    top = {path.split("/")[0] + ("/" if "/" in path else "") for path in tracked.stdout.split()}
+    top -= {"README.md", ".gitignore"}
+    listed = set()
+    for name in _layout_table():
+        first = name.strip("/").split("/")[0]
+        listed.add(first + "/" if (REPO / first).is_dir() else first)
+    assert sorted(top - listed) == []
+    assert sorted(name for name in _layout_table() if not (REPO / name).exists()) == []
+
+
+def test_the_readme_names_every_module():
+    package = REPO / "digest"
+    modules = {
+        path.stem
+        for path in package.rglob("*.py")
+        if path.stem not in ("__init__", "__main__") and "shipped" not in path.parts
+    }
+    assert sorted(name for name in modules if f"`{name}`" not in README) == []

@@ -59,7 +59,7 @@ def test_run_sends_the_due_slot_and_exits_zero(project):
     result = run("run", "--now", AFTER_SLOT)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "ingest stories.csv: 2 added, 0 updated, 0 unchanged, 0 skipped",
+        f"ingest {project / 'stories.csv'}: 2 added, 0 updated, 0 unchanged, 0 skipped",
         "daily Europe/London 2026-11-02 07:00 (2026-11-02 07:00 UTC): "
         "sent 40, failed 0, skipped 0, unknown 0 in 1 edition(s)",
     ]
@@ -76,7 +76,7 @@ def test_run_exits_one_when_a_source_fails_but_still_sends(project):
     write_config(project, LONDON_DAILY | {"sources": ["missing.xml", "stories.csv"]})
     result = CliRunner().invoke(cli, ["run", "--now", AFTER_SLOT])
     assert result.exit_code == 1
-    assert "ingest missing.xml: FAILED" in result.output
+    assert f"ingest {project / 'missing.xml'}: FAILED" in result.output
     assert "sent 40, failed 0" in result.output
 
 
@@ -110,7 +110,9 @@ def test_status_shows_recent_slots_what_is_due_and_the_next_slot_per_time_zone(p
     run("run", "--now", AFTER_SLOT)
     lines = run("status", "--now", "2026-11-02T07:30:00Z").output.splitlines()
     assert lines[0] == "status at 2026-11-02 07:30 UTC"
-    assert lines[2].startswith("  2026-11-02 07:05 UTC  ok: ingest stories.csv: 2 added")
+    assert lines[2].startswith(
+        f"  2026-11-02 07:05 UTC  ok: ingest {project / 'stories.csv'}: 2 added"
+    )
     assert lines[4:] == [
         "daily: '0 7 * * *' in each reader's time zone, grace 6h",
         "  recent slots:",

@@ -306,8 +306,7 @@ def test_body_over_20_mb_is_413(server: SendGridTestServer) -> None:
 
 
 def test_schema_violation_is_400_naming_the_path(server: SendGridTestServer) -> None:
-    if not server.schema_checked:
-        pytest.skip("SendGrid's OpenAPI schema is not at ../shared/sendgrid/tsg_mail_v3.json")
+    assert server.schema_checked
     body = message(
         send_at="tomorrow",
         attachments=[{"content": "aGk=", "filename": "a.txt", "disposition": "sideways"}],
@@ -318,8 +317,13 @@ def test_schema_violation_is_400_naming_the_path(server: SendGridTestServer) -> 
     assert fields(answer) == ["attachments.0.disposition", "send_at"]
 
 
-def test_missing_schema_file_turns_schema_check_off(tmp_path: Path) -> None:
-    with SendGridTestServer(api_key=API_KEY, schema_path=tmp_path / "absent.json") as server:
+def test_a_missing_schema_file_is_an_error_not_a_skipped_check(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        SendGridTestServer(api_key=API_KEY, schema_path=tmp_path / "absent.json")
+
+
+def test_schema_none_turns_the_schema_check_off() -> None:
+    with SendGridTestServer(api_key=API_KEY, schema_path=None) as server:
         assert server.schema_checked is False
         assert post(client_for(server), message(send_at="tomorrow")).status_code == 202
 

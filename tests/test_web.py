@@ -9,12 +9,9 @@ import re
 from datetime import timedelta
 
 import pytest
-from werkzeug.test import Client
 
-from digest import web
 from digest.clock import utcnow
-from digest.config import PLACEHOLDER_SECRET, with_overrides
-from digest.errors import ConfigError
+from digest.config import with_overrides
 from digest.readers.privacy import forget
 from digest.readers.signup import (
     ALREADY_SUBSCRIBED_SENT,
@@ -29,7 +26,7 @@ from digest.send import audience_variants
 from digest.store import open_db
 from digest.tokens import CONFIRM_SALT, TokenSigner
 from digest.transports.outbox import OutboxTransport
-from digest.web import check_secret_for_host, create_app
+from digest.web import create_app
 
 from conftest import add_stories, make_config, story
 
@@ -403,36 +400,3 @@ def test_pages_keep_their_token_out_of_referrers_and_caches(client, config, ana)
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-
-
-def test_the_placeholder_secret_is_refused_except_on_loopback(tmp_path):
-    config = make_config(tmp_path, transport={"kind": "outbox"})
-    assert config.secret_key == PLACEHOLDER_SECRET
-    check_secret_for_host(config, "127.0.0.1")
-    for host in ("0.0.0.0", "news.example.com", None):
-        with pytest.raises(ConfigError, match="DIGEST_SECRET_KEY"):
-            check_secret_for_host(config, host)
-
-
-def test_the_placeholder_secret_is_refused_on_loopback_behind_a_real_site(tmp_path):
-    site = {"url": "https://news.halden-courier.no", "from_email": "digest@halden-courier.no"}
-    config = make_config(tmp_path, transport={"kind": "outbox"}, site=site)
-    with pytest.raises(ConfigError, match="DIGEST_SECRET_KEY"):
-        check_secret_for_host(config, "127.0.0.1")
-
-
-def test_the_wsgi_entry_reads_its_config_from_the_environment(tmp_path, monkeypatch, ana, config):
-    (tmp_path / "digest.toml").write_text(
-        '[site]\nurl = "https://news.test"\n[transport]\nsecret_key = "test-secret"\n'
-        '[newsletters.daily]\ntitle = "Test Daily"\n',
-        encoding="utf-8",
-    )
-    monkeypatch.setenv("DIGEST_CONFIG", str(tmp_path / "digest.toml"))
-    monkeypatch.delenv("DIGEST_DB", raising=False)
-    web._production_app.cache_clear()
-    try:
-        response = Client(web.wsgi_app).get(reader_path(config, ana.id))
-    finally:
-        web._production_app.cache_clear()
-    assert response.status_code == 200
-    assert "ana@example.com" in response.get_data(as_text=True)

@@ -110,6 +110,7 @@ def create_subscriber(
             [address, name.strip(), topics_text(topics), timezone, status, now, now],
         )
         subscriber_id = cursor.lastrowid
+        assert subscriber_id is not None  # an INSERT always sets it
         record(db, subscriber_id, "address", source, new_status=status)
         first = status if status in SUBSCRIPTION_STATUSES else "active"
         set_subscription(db, subscriber_id, newsletter, first, source)

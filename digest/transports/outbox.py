@@ -9,7 +9,7 @@ from email.policy import SMTP
 from pathlib import Path
 
 from ..clock import utcnow
-from ..config import Config
+from ..config import Config, check_secret_for_sending
 from ..edition import Edition
 from ..errors import TransportError
 from ..ledger import Batch
@@ -31,6 +31,7 @@ class OutboxTransport(BatchTransport):
     """Writes each message as its own `.eml`, atomically, so a crash leaves no half file."""
 
     def __init__(self, config: Config, batch_size: int = 500):
+        check_secret_for_sending(config, "outbox")
         self.config = config
         self.directory = Path(config.outbox_dir)
         self.batch_size = batch_size

@@ -37,7 +37,7 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from ..config import PLACEHOLDER_SECRET, Config
+from ..config import Config, check_secret_for_sending
 from ..edition import Edition
 from ..errors import (
     ConfigError,
@@ -171,9 +171,9 @@ def single_message_payload(message: EmailMessage) -> dict[str, Any]:
         "from": _address(sender),
         "subject": str(message["Subject"]),
         "content": [
-            {"type": f"text/{kind}", "value": message.get_body((kind,)).get_content()}
+            {"type": f"text/{kind}", "value": part.get_content()}
             for kind in ("plain", "html")
-            if message.get_body((kind,)) is not None
+            if (part := message.get_body((kind,))) is not None
         ],
         "categories": ["confirmation"],
     }
@@ -221,7 +221,7 @@ def rejected_readers(error: HTTPError) -> tuple[int, ...]:
     ]
     if not found or not all(found):
         return ()
-    return tuple(sorted({int(match.group(1)) for match in found}))
+    return tuple(sorted({int(match.group(1)) for match in found if match}))
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, now: float) -> float | None:
@@ -260,15 +260,11 @@ class SendGridTransport(BatchTransport):
         api_key = env.get("SENDGRID_API_KEY", "").strip()
         if not api_key:
             raise ConfigError(
-                "SENDGRID_API_KEY is not set; export it (never put it in digest.toml), "
+                "SENDGRID_API_KEY is not set; put it in .env beside digest.toml or export it "
+                "(never put it in digest.toml), "
                 "or use the outbox transport (DIGEST_TRANSPORT=outbox)."
             )
-        if config.secret_key == PLACEHOLDER_SECRET:
-            raise ConfigError(
-                "The secret key is still the shipped placeholder, so anyone could forge the "
-                "unsubscribe links in these emails; set DIGEST_SECRET_KEY to a long random "
-                "value before sending through SendGrid."
-            )
+        check_secret_for_sending(config, "sendgrid")
         self.config = config
         self.settings = config.sendgrid
         self.batch_size = self.settings.batch_size

@@ -20,14 +20,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import multiprocessing
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
@@ -50,7 +47,7 @@ from ..ledger import Batch
 from ..message import ONE_CLICK, list_id
 from ..personalize import recipient_values
 from ..urls import ReaderLinks
-from .base import BatchTransport, Submit
+from .base import BatchTransport
 
 MAX_CATEGORIES = 10
 # python_http_client logs every request's headers (the API key) and body at DEBUG.
@@ -83,21 +80,6 @@ class RetryableError(TransportError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-# The worker process's own transport: made once by the pool's initializer, used per batch.
-_worker_transport: SendGridTransport | None = None
-
-
-def _start_worker(config: Config, api_key: str, host: str) -> None:
-    global _worker_transport
-    env = {"SENDGRID_API_KEY": api_key, "SENDGRID_API_HOST": host}
-    _worker_transport = SendGridTransport(config, env=env)
-
-
-def _send_from_worker(edition: Edition, batch: Batch) -> str:
-    assert _worker_transport is not None, "the pool initializer did not run"
-    return _worker_transport.send_batch(edition, batch)
 
 
 def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[str, Any]:
@@ -279,26 +261,6 @@ class SendGridTransport(BatchTransport):
         # The library sets no timeout by default: a hung connection would hang the run.
         self._client.client.timeout = self.settings.timeout_seconds
         self._sleep = sleep
-
-    @contextmanager
-    def sender(self) -> Iterator[Submit]:
-        """Batches go out from `concurrency` worker processes (or threads, if configured).
-
-        Building and encoding a thousand personalizations holds the GIL; in processes, a
-        million readers use both cores. Workers send and answer; only this process writes
-        the ledger.
-        """
-        if self.settings.workers == "threads":
-            with super().sender() as submit:
-                yield submit
-            return
-        with ProcessPoolExecutor(
-            max_workers=self.concurrency,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.config, self._api_key, self.host),
-        ) as pool:
-            yield lambda edition, batch: pool.submit(_send_from_worker, edition, batch)
 
     def send_batch(self, edition: Edition, batch: Batch) -> str:
         body = mail_send_payload(self.config, edition, batch)

@@ -7,7 +7,6 @@ is still queued.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
@@ -126,55 +125,61 @@ def audience_variants(
     return [(row["topics"], row["readers"]) for row in rows]
 
 
-def deliver_edition(
+def deliver_editions(
     db: Database,
     transport: Transport,
-    edition: Edition,
+    results: list[EditionResult],
     lease: Lease | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[EditionResult, int], None] | None = None,
 ) -> None:
-    """Send every queued recipient of an edition, up to `transport.concurrency` batches at once.
+    """Send every queued recipient of the editions, up to `transport.concurrency` batches at once.
 
-    Each batch is marked `sending` before it is handed over and its outcome is recorded as
-    soon as it returns. A batch the provider rejects is failed and the rest goes on; an
-    authentication failure puts its batch back in the queue and stops everything, once the
-    batches already under way are recorded.
+    One pipeline for all of a slot's variants: the next edition's first batches are under
+    way while the last ones of the previous edition are still out. Each batch is marked
+    `sending` before it is handed over and its outcome is recorded as soon as it returns. A
+    batch the provider rejects is failed and the rest goes on; an authentication failure
+    puts its batch back in the queue and stops everything, once the batches already under
+    way are recorded.
     """
-    assert edition.id is not None and edition.created_at is not None
-    in_flight: dict[Future, Batch] = {}
+    pending = list(results)
+    in_flight: dict[Future, tuple[Batch, EditionResult]] = {}
     stop: DigestError | None = None
-    exhausted = False
     with transport.sender() as submit:
         while True:
-            if not (stop or exhausted) and len(in_flight) < transport.concurrency:
+            if pending and not stop and len(in_flight) < transport.concurrency:
+                result = pending[0]
+                edition = result.edition
+                assert edition.id is not None and edition.created_at is not None
                 batch = claim_batch(
                     db, edition.id, edition.newsletter, transport.batch_size, edition.created_at
                 )
                 if batch is None:
-                    exhausted = True
-                    continue
-                in_flight[submit(edition, batch)] = batch
+                    pending.pop(0)
+                else:
+                    in_flight[submit(edition, batch)] = (batch, result)
                 continue
             if not in_flight:
                 break
             # Wake at least every LEASE_RENEW_SECONDS: one batch's retries can outlast a lease.
             done, _ = wait(in_flight, timeout=LEASE_RENEW_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
-                batch = in_flight.pop(future)
+                batch, result = in_flight.pop(future)
                 try:
-                    if record_outcome(db, batch, future):
-                        exhausted = False
+                    requeued = record_outcome(db, batch, future)
+                    if requeued and not any(r is result for r in pending):
+                        # Some of its readers are queued again: their edition is not done.
+                        pending.insert(0, result)
                 except TransportAuthError as exc:
                     stop = stop or exc
                 except Exception as exc:
-                    # A worker died, or something unforeseen: the batch may have left.
+                    # Something unforeseen: the batch may have left.
                     note_batch_unknown(db, batch, f"{type(exc).__name__}: {exc}")
                     stop = stop or TransportError(
                         f"Sending stopped on an unexpected {type(exc).__name__}: {exc}. "
                         "Its batch is left unknown; `digest status` says what to do."
                     )
                 if progress:
-                    progress(len(batch.recipients))
+                    progress(result, len(batch.recipients))
             if lease and not stop:
                 try:
                     lease.renew()
@@ -307,15 +312,14 @@ def send_slot(
                 "retry; `digest status` lists the slots and the command for each."
             )
         report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
-        for result in report.editions:
-            if result.note:
-                continue
+        delivering = [result for result in report.editions if not result.note]
+        for result in delivering:
             if retry_failed:
                 requeue(db, result.edition.id, "failed")
             if resend_unknown:
                 requeue(db, result.edition.id, "sending")
-            on_batch = functools.partial(progress, result) if progress else None
-            deliver_edition(db, transport, result.edition, lease, on_batch)
+        deliver_editions(db, transport, delivering, lease, progress)
+        for result in delivering:
             result.counts = edition_counts(db, result.edition.id)
             if result.counts["sending"]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.id))

@@ -29,7 +29,7 @@ format: $(BIN)/.installed
 	$(BIN)/ruff check --fix .
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/send.py
 
 clean:
 	rm -rf $(VENV) demo outbox preview digest.db digest.db-wal digest.db-shm

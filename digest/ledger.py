@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from sqlite_utils import Database
 
@@ -54,6 +54,29 @@ def audience_filter(newsletter: str, timezone: str | None = None) -> tuple[str, 
     if timezone:
         clause += " AND subscribers.timezone = :timezone"
     return clause, {"newsletter": newsletter, "timezone": timezone}
+
+
+def audience_values(
+    db: Database,
+    newsletter: str,
+    column: Literal["topics", "timezone"],
+    timezone: str | None = None,
+) -> list[str]:
+    """The distinct topic sets (or time zones) among the newsletter's readers (in `timezone`).
+
+    The values come from an index, then one reader is looked for with each: a million
+    readers are not each checked for a subscription to learn that there are four time zones.
+    """
+    where, params = audience_filter(newsletter, timezone)
+    zone = " AND timezone = :timezone" if timezone else ""
+    rows = db.execute(
+        f"""SELECT value FROM (SELECT DISTINCT {column} AS value FROM subscribers
+                               WHERE status = 'active'{zone})
+            WHERE EXISTS (SELECT 1 FROM subscribers WHERE {where} AND subscribers.{column} = value)
+            ORDER BY value""",
+        params,
+    )
+    return [value for (value,) in rows]
 
 
 def queue_audience(

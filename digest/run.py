@@ -17,7 +17,7 @@ from .config import Config
 from .errors import DigestError, LeaseHeldError
 from .ingest import ingest_sources
 from .lease import Lease
-from .ledger import audience_filter, tally
+from .ledger import audience_values, tally
 from .render import Renderer
 from .schedule import Schedule, Slot, decide
 from .send import SendReport, send_command, send_slot
@@ -47,11 +47,7 @@ class RunReport:
 
 def reader_timezones(db: Database, newsletter: str) -> tuple[str, ...]:
     """The time zones of the newsletter's current readers: one slot each."""
-    where, params = audience_filter(newsletter)
-    rows = db.query(
-        f"SELECT DISTINCT timezone FROM subscribers WHERE {where} ORDER BY timezone", params
-    )
-    return tuple(row["timezone"] for row in rows)
+    return tuple(audience_values(db, newsletter, "timezone"))
 
 
 def schedules(db: Database, config: Config) -> list[Schedule]:

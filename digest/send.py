@@ -29,6 +29,7 @@ from .lease import Lease
 from .ledger import (
     Batch,
     audience_filter,
+    audience_values,
     claim_batch,
     describe_unknown_batch,
     edition_counts,
@@ -226,13 +227,15 @@ def plan_slot(
     newsletter: NewsletterConfig,
     slot_at: datetime,
     timezone: str | None,
+    dry_run: bool = False,
 ) -> tuple[list[EditionResult], list[tuple[str, EditionResult]]]:
     """The slot's editions already started, or else its new variants, built but not saved.
 
     A slot's audience is frozen once, for all its variants together: once any edition of
     the slot has started, no new variant is made for it (a reader who joined or changed
     topics since waits for the next slot). A new variant with too few stories comes back
-    with the note "skipped: no new stories".
+    with the note "skipped: no new stories". New variants' readers are counted only for a
+    dry run (0 otherwise: `freeze_new_editions` counts whom it queues).
     """
     started = [
         EditionResult(edition, sum(edition_counts(db, edition.id).values()))
@@ -240,8 +243,13 @@ def plan_slot(
     ]
     if started:
         return started, []
+    # Counting each variant's readers visits every one of them: only a dry run needs it.
+    if dry_run:
+        variants = audience_variants(db, newsletter.name, timezone)
+    else:
+        variants = [(t, 0) for t in audience_values(db, newsletter.name, "topics", timezone)]
     new = []
-    for topics, readers in audience_variants(db, newsletter.name, timezone):
+    for topics, readers in variants:
         topic_tuple = tuple(t for t in topics.split(";") if t)
         edition, story_count = build_edition(
             db, config, renderer, newsletter, slot_at, topic_tuple, timezone
@@ -295,7 +303,7 @@ def send_slot(
     report = SendReport(newsletter.name, slot_at, timezone, dry_run=dry_run)
     existing_only = retry_failed or resend_unknown
     if dry_run:
-        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
+        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone, dry_run=True)
         report.editions = started + [
             result if result.note else replace(result, note=f"would send to {result.audience}")
             for _, result in new

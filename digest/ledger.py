@@ -126,7 +126,7 @@ def claim_batch(
                WHERE edition_id = ? AND status = 'queued' AND id BETWEEN ? AND ?""",
             [key, now, edition_id, first, last],
         )
-    return Batch(key, edition_id, tuple(Recipient(*row) for row in rows), first, last)
+    return Batch(key, edition_id, tuple(map(Recipient._make, rows)), first, last)
 
 
 def skip_leavers(

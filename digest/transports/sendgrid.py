@@ -257,7 +257,6 @@ class SendGridTransport(BatchTransport):
         self.batch_size = self.settings.batch_size
         self.concurrency = self.settings.concurrency
         self.host = env.get("SENDGRID_API_HOST") or self.settings.api_host
-        self._api_key = api_key
         self._client = SendGridAPIClient(api_key, host=self.host)
         # The library sets no timeout by default: a hung connection would hang the run.
         self._client.client.timeout = self.settings.timeout_seconds

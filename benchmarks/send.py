@@ -194,9 +194,9 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
     command = [arg.replace("{url}", url) for arg in command]
     try:
         started = time.perf_counter()
-        child = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        # To a file, not a pipe: nobody reads a pipe until the contender has finished.
+        log = (folder / "contender.log").open("w+b")
+        child = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
         helpers: dict[int, int] = {}
         contender_kb = polls = 0
         while True:
@@ -211,7 +211,9 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
             polls += 1
             time.sleep(0.05)
         wall = time.perf_counter() - started
-        output = child.stdout.read().decode()
+        log.seek(0)
+        output = log.read().decode()
+        log.close()
         child.returncode = os.waitstatus_to_exitcode(status)
         # ru_maxrss is exact but never below this process's own peak, which is kept small.
         contender = max(usage.ru_maxrss, contender_kb) / 1024

@@ -85,12 +85,13 @@ def queue_audience(
     """Freeze the edition's audience: every active reader of the variant, queued now.
 
     Who joins later waits for the next edition; who leaves before their batch goes is skipped.
+    Address and name are copied as they are now, so a batch is read from the ledger alone.
     """
     where, params = audience_filter(newsletter, timezone)
     cursor = db.execute(
         f"""INSERT OR IGNORE INTO deliveries
-               (edition_id, subscriber_id, email, status, created_at, updated_at)
-           SELECT :edition, id, email, 'queued', :now, :now FROM subscribers
+               (edition_id, subscriber_id, email, name, status, created_at, updated_at)
+           SELECT :edition, id, email, name, 'queued', :now, :now FROM subscribers
            WHERE {where} AND topics = :topics""",
         {**params, "edition": edition_id, "now": to_db(utcnow()), "topics": topics},
     )
@@ -108,10 +109,12 @@ def claim_batch(
     now = to_db(utcnow())
     with write_transaction(db):
         skip_leavers(db, edition_id, newsletter, frozen_at, now)
+        # A name missing (NULL) was queued before names were copied into the ledger.
         rows = db.execute(
-            """SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, '')
-               FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
-               WHERE d.edition_id = ? AND d.status = 'queued' ORDER BY d.id LIMIT ?""",
+            """SELECT id, subscriber_id, email, COALESCE(name, (SELECT name FROM subscribers
+                   WHERE subscribers.id = deliveries.subscriber_id), '')
+               FROM deliveries
+               WHERE edition_id = ? AND status = 'queued' ORDER BY id LIMIT ?""",
             [edition_id, size],
         ).fetchall()
         if not rows:

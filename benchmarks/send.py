@@ -1,58 +1,75 @@
-"""Send one edition to N readers through the SendGrid transport and the local test server.
+"""Send a realistic audience through `digest send` and `digest run`, each beside the floor.
 
     python benchmarks/send.py                      # 100,000 readers
     python benchmarks/send.py --subscribers 1000000
 
-Makes a fresh database in a temporary folder (N readers, a day of stories), starts the
-project's SendGrid-compatible server in its own process (no schema check, counts only),
-sends one edition and prints: recipients per second, requests, seconds in select, render,
-ledger and HTTP, and this process's peak RSS. Run by hand; nothing here is a test.
+Makes a database in a temporary folder: N readers over 20 topic sets and 4 time zones
+(all at UTC+0 in November, so one `digest run` finds four slots due), subscribed to
+`daily`, and a day of stories. Then four contenders, each a fresh process on a fresh copy
+of that database, each against its own SendGrid-compatible test server
+(`tests/sendgrid_server.py`, counting only) in another process:
+
+- the floor (`benchmarks/floor.py`) for the UTC slot's readers, then `digest send
+  --timezone UTC` (20 variants: select and render run once each);
+- the floor for all four zones, then `digest run` (four slots, 80 variants).
+
+For each: the wall time from start to exit, and the peak memory of all its processes
+together (the sum of each process's peak RSS: the contender, any process it starts, and
+its test server). The ratios to the floor measured in the same invocation are what
+compares across machines. Run by hand; nothing here is a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
 import json
 import os
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-
-import digest.edition  # noqa: E402
-import digest.send  # noqa: E402
-import digest.transports.sendgrid  # noqa: E402
-from digest.config import PROJECT_TEMPLATES, parse_config  # noqa: E402
-from digest.edition import latest_slot  # noqa: E402
-from digest.render import Renderer  # noqa: E402
-from digest.send import send_slot  # noqa: E402
-from digest.store import open_db  # noqa: E402
-from digest.stories import upsert_stories  # noqa: E402
-from digest.transports.sendgrid import SendGridTransport  # noqa: E402
-
 API_KEY = "SG.benchmark"
-PHASES = ("select", "render", "ledger", "http")
+SECRET = "benchmark-secret"
+NOW = datetime(2026, 11, 26, 7, 2, tzinfo=UTC)
 CATEGORIES = ("world", "business", "science", "sport", "culture")
+# 20 topic sets: each topic alone, every pair, and five of the triples.
+TOPIC_SETS = [
+    ";".join(topics)
+    for size, limit in ((1, 5), (2, 10), (3, 5))
+    for topics in itertools.islice(itertools.combinations(sorted(CATEGORIES), size), limit)
+]
+ZONES = ("Africa/Abidjan", "Atlantic/Reykjavik", "Europe/London", "UTC")
+SLOT_ZONE = "UTC"
 
 
-def make_database(path: Path, readers: int, now: datetime) -> None:
-    """N active readers subscribed to `daily` and a day of stories, written with plain SQL."""
+def make_database(path: Path, readers: int) -> None:
+    """N active `daily` readers spread evenly over the topic sets and zones; a day of stories."""
+    from digest.store import open_db
+    from digest.stories import upsert_stories
+
     db = open_db(path)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = (NOW - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with db.atomic():
+        db.execute("CREATE TEMP TABLE topic_sets (i INTEGER PRIMARY KEY, topics TEXT)")
+        db.conn.executemany("INSERT INTO topic_sets VALUES (?, ?)", enumerate(TOPIC_SETS))
+        db.execute("CREATE TEMP TABLE zones (i INTEGER PRIMARY KEY, zone TEXT)")
+        db.conn.executemany("INSERT INTO zones VALUES (?, ?)", enumerate(ZONES))
         db.execute(
-            """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+            f"""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
                INSERT INTO subscribers (email, name, topics, timezone, status, created_at,
                                         updated_at)
-               SELECT 'reader' || i || '@example.com', 'Reader ' || i, '', 'UTC', 'active', ?, ?
+               SELECT 'reader' || i || '@example.com', 'Reader ' || i,
+                      (SELECT topics FROM topic_sets WHERE topic_sets.i = n.i % {len(TOPIC_SETS)}),
+                      (SELECT zone FROM zones WHERE zones.i = (n.i / {len(TOPIC_SETS)}) % 4),
+                      'active', ?, ?
                FROM n""",
             [readers, stamp, stamp],
         )
@@ -69,7 +86,7 @@ def make_database(path: Path, readers: int, now: datetime) -> None:
             "summary": "A paragraph of teaser text that is about as long as a real one. " * 2,
             "author": "A. Reporter",
             "category": CATEGORIES[i % 5],
-            "published_at": now - timedelta(minutes=20 * i + 5),
+            "published_at": NOW - timedelta(minutes=20 * i + 5),
             "score": float(i % 7),
         }
         for i in range(70)
@@ -79,7 +96,81 @@ def make_database(path: Path, readers: int, now: datetime) -> None:
     db.close()
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def write_config(folder: Path, concurrency: int | None) -> Path:
+    sendgrid = f"concurrency = {concurrency}\n" if concurrency else ""
+    path = folder / "digest.toml"
+    path.write_text(
+        f"""[site]
+url = "https://news.example.com"
+from_email = "digest@news.example.com"
+from_name = "Benchmark News"
+postal_address = "1 Benchmark Street"
+
+[store]
+path = "digest.db"
+
+[templates]
+path = {json.dumps(str(REPO / "templates"))}
+
+[transport]
+kind = "sendgrid"
+secret_key = "{SECRET}"
+
+[sendgrid]
+{sendgrid}
+[newsletters.daily]
+title = "Benchmark Daily"
+timezone = "UTC"
+schedule = "0 7 * * *"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def peak_kb(pid: int) -> int:
+    """A live process's peak resident memory so far (VmHWM), 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Measurement:
+    name: str
+    readers: int
+    wall: float
+    # Peak RSS in MB of each process: the contender, what it started, its test server.
+    peaks: dict[str, float]
+
+    @property
+    def memory(self) -> float:
+        return sum(self.peaks.values())
+
+
+def measure(name: str, command: list[str], folder: Path, base: Path, expected: int) -> Measurement:
+    """Run one contender on a fresh copy of the database against a fresh test server."""
+    work = folder / "digest.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{work}{suffix}").unlink(missing_ok=True)
+    shutil.copy(base, work)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -93,62 +184,88 @@ def start_server() -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    return server, server.stdout.readline().strip()
+    url = server.stdout.readline().strip()
+    env = os.environ | {
+        "SENDGRID_API_KEY": API_KEY,
+        "SENDGRID_API_HOST": url,
+        "DIGEST_CONFIG": str(folder / "digest.toml"),
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    command = [arg.replace("{url}", url) for arg in command]
+    try:
+        started = time.perf_counter()
+        # To a file, not a pipe: nobody reads a pipe until the contender has finished.
+        log = (folder / "contender.log").open("w+b")
+        child = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        helpers: dict[int, int] = {}
+        contender_kb = polls = 0
+        while True:
+            finished_pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if finished_pid:
+                break
+            if polls % 10 == 0:
+                helpers.update((pid, 0) for pid in children_of(child.pid) if pid not in helpers)
+            for pid in helpers:
+                helpers[pid] = max(helpers[pid], peak_kb(pid))
+            contender_kb = max(contender_kb, peak_kb(child.pid))
+            polls += 1
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        log.seek(0)
+        output = log.read().decode()
+        log.close()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        # ru_maxrss is exact but never below this process's own peak, which is kept small.
+        contender = max(usage.ru_maxrss, contender_kb) / 1024
+        peaks = {"contender": contender, "server": peak_kb(server.pid) / 1024}
+        for number, peak in enumerate(helpers.values(), 1):
+            peaks[f"process {number}"] = peak / 1024
+        with urllib.request.urlopen(f"{url}/_stats") as answer:
+            accepted = json.load(answer)["recipients"]
+    finally:
+        server.terminate()
+        server.wait()
+    if child.returncode != 0 or accepted != expected:
+        sys.exit(
+            f"{name}: exit {child.returncode}, the server accepted {accepted} of {expected}:\n"
+            f"{output}"
+        )
+    return Measurement(name, expected, wall, peaks)
 
 
-def process_cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def render_seconds(folder: Path, base: Path) -> list[float]:
+    """Seconds to select and render each of the slot's variants, as `digest send` does."""
+    from digest.config import load_config
+    from digest.edition import build_edition
+    from digest.render import Renderer
+    from digest.store import open_db
+
+    config = load_config(folder / "digest.toml")
+    renderer = Renderer(config.templates_dir)
+    db = open_db(base)
+    newsletter = config.newsletter("daily")
+    seconds = []
+    for topics in TOPIC_SETS:
+        started = time.perf_counter()
+        build_edition(db, config, renderer, newsletter, NOW, tuple(topics.split(";")), SLOT_ZONE)
+        seconds.append(time.perf_counter() - started)
+    db.close()
+    return seconds
 
 
-class PhaseTimer:
-    """Adds up the seconds spent in chosen functions, whichever thread calls them."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-        self.calls[phase] = self.calls.get(phase, 0) + 1
-
-    def wrap(self, phase: str, function):
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.add(phase, time.perf_counter() - started)
-
-        return timed
-
-
-def time_phases(timer: PhaseTimer) -> None:
-    """Time the pipeline's stages where `digest.send` calls them, without changing them.
-
-    Payload building and HTTP run in the worker processes, out of reach of a wrapper: they
-    are timed per batch from hand-over to answer ("http"), summed over the workers.
-    """
-    digest.edition.select_digest = timer.wrap("select", digest.edition.select_digest)
-    Renderer.render_edition = timer.wrap("render", Renderer.render_edition)
-    for name in ("queue_audience", "claim_batch", "record_outcome"):
-        setattr(digest.send, name, timer.wrap("ledger", getattr(digest.send, name)))
-    plain_sender = SendGridTransport.sender
-
-    @contextlib.contextmanager
-    def timed_sender(transport):
-        with plain_sender(transport) as submit:
-
-            def timed_submit(edition, batch):
-                started = time.perf_counter()
-                future = submit(edition, batch)
-                future.add_done_callback(lambda _: timer.add("http", time.perf_counter() - started))
-                return future
-
-            yield timed_submit
-
-    SendGridTransport.sender = timed_sender
+def prepare(folder: Path, readers: int) -> None:
+    """Make the database and time select + render per variant; print what was done."""
+    started = time.perf_counter()
+    make_database(folder / "base.db", readers)
+    print(
+        f"audience: {readers:,} readers over {len(TOPIC_SETS)} topic sets and "
+        f"{len(ZONES)} time zones, made in {time.perf_counter() - started:.1f} s"
+    )
+    first, *rest = render_seconds(folder, folder / "base.db")
+    print(
+        f"select + render per variant: {first:.3f} s for the first (it parses email.css), "
+        f"then {sum(rest) / len(rest):.3f} s on average, {max(rest):.3f} s at most"
+    )
 
 
 def main() -> None:
@@ -157,78 +274,73 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="sendgrid.concurrency (default: config's)"
     )
+    parser.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ["no_proxy"] = "127.0.0.1,localhost"
-    now = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
-    timer = PhaseTimer()
-    time_phases(timer)
+    if args.prepare:
+        prepare(Path(args.prepare[0]), int(args.prepare[1]))
+        return
+    if args.subscribers % (len(TOPIC_SETS) * len(ZONES)):
+        sys.exit(f"--subscribers must be a multiple of {len(TOPIC_SETS) * len(ZONES)}")
+    slot_readers = args.subscribers // len(ZONES)
+    now = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    floor = [sys.executable, str(REPO / "benchmarks" / "floor.py"), "--db", "digest.db"]
+    floor += ["--url", "{url}", "--api-key", API_KEY, "--secret", SECRET]
+    digest = [sys.executable, "-m", "digest"]
 
-    with tempfile.TemporaryDirectory() as folder:
-        config = parse_config(
-            {
-                "templates": {"path": str(PROJECT_TEMPLATES)},
-                "transport": {"kind": "sendgrid", "secret_key": "benchmark-secret"},
-                "sendgrid": {"concurrency": args.concurrency} if args.concurrency else {},
-                "newsletters": {"daily": {"title": "Benchmark Daily", "timezone": "UTC"}},
-            },
-            Path(folder) / "digest.toml",
-            env={},
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        write_config(folder, args.concurrency)
+        # Made in another process: this one stays small, since a process it starts begins
+        # with its peak memory (Linux carries ru_maxrss across fork and exec).
+        prepared = subprocess.run(
+            [sys.executable, __file__, "--prepare", str(folder), str(args.subscribers)],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        started = time.perf_counter()
-        make_database(config.db_path, args.subscribers, now)
-        print(f"setup: {args.subscribers:,} readers in {time.perf_counter() - started:.1f} s")
-
-        server, url = start_server()
-        try:
-            db = open_db(config.db_path)
-            newsletter = config.newsletter("daily")
-            transport = SendGridTransport(
-                config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": url}
+        print(prepared.stdout, end="")
+        base = folder / "base.db"
+        pairs = [
+            (
+                measure(
+                    "floor, one slot",
+                    [*floor, "--timezone", SLOT_ZONE],
+                    folder,
+                    base,
+                    slot_readers,
+                ),
+                measure(
+                    f"digest send --timezone {SLOT_ZONE}",
+                    [*digest, "send", "--timezone", SLOT_ZONE, "--now", now],
+                    folder,
+                    base,
+                    slot_readers,
+                ),
+            ),
+            (
+                measure(
+                    "floor, four slots",
+                    [*floor, *(arg for zone in ZONES for arg in ("--timezone", zone))],
+                    folder,
+                    base,
+                    args.subscribers,
+                ),
+                measure(
+                    "digest run", [*digest, "run", "--now", now], folder, base, args.subscribers
+                ),
+            ),
+        ]
+    print(f"{'':28} {'readers':>10} {'wall s':>7} {'ratio':>6} {'peak MB':>8} {'ratio':>6}")
+    for floor_run, digest_run in pairs:
+        for run in (floor_run, digest_run):
+            ratios = run is digest_run
+            print(
+                f"{run.name:28} {run.readers:>10,} {run.wall:>7.1f} "
+                f"{f'{run.wall / floor_run.wall:.2f}x' if ratios else '':>6} "
+                f"{run.memory:>8.0f} "
+                f"{f'{run.memory / floor_run.memory:.2f}x' if ratios else '':>6}  "
+                + ", ".join(f"{who} {peak:.0f}" for who, peak in run.peaks.items())
             )
-            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            cpu_before = process_cpu_seconds()
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            children_cpu_before = usage.ru_utime + usage.ru_stime
-            server_cpu_before = process_cpu_seconds(server.pid)
-            started = time.perf_counter()
-            report = send_slot(
-                db, config, newsletter, latest_slot(newsletter, now), transport=transport
-            )
-            total = time.perf_counter() - started
-            cpu = process_cpu_seconds() - cpu_before
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            workers_cpu = usage.ru_utime + usage.ru_stime - children_cpu_before
-            workers_rss = usage.ru_maxrss / 1024
-            server_cpu = process_cpu_seconds(server.pid) - server_cpu_before
-            with urllib.request.urlopen(f"{url}/_stats") as answer:
-                stats = json.load(answer)
-        finally:
-            server.terminate()
-            server.wait()
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sent = report.total("sent")
-    seconds = timer.seconds
-    print(report.summary())
-    print(f"server accepted: {stats['recipients']:,} recipients in {stats['accepted']} requests")
-    print(f"recipients/s:    {sent / total:,.0f}  ({sent:,} in {total:.1f} s wall)")
-    print(f"requests:        {timer.calls.get('http', 0)} batches")
-    print(
-        "seconds:         "
-        + ", ".join(f"{phase} {seconds.get(phase, 0):.2f}" for phase in PHASES)
-        + f"  (http: payload + request per batch, summed over {transport.concurrency} workers)"
-    )
-    print(
-        f"CPU seconds:     main process {cpu:.1f}, sending workers {workers_cpu:.1f}, "
-        f"test server {server_cpu:.1f}"
-    )
-    print(
-        f"peak RSS:        main process {peak:.0f} MB (before sending {rss_before:.0f} MB), "
-        f"largest worker {workers_rss:.0f} MB; all: about "
-        f"{peak + transport.concurrency * workers_rss:.0f} MB"
-    )
-    if stats["recipients"] != sent or sent != args.subscribers:
-        sys.exit("MISMATCH: the server and the ledger disagree about who was sent")
 
 
 if __name__ == "__main__":

@@ -118,7 +118,6 @@ class SendGridSettings:
     max_backoff_seconds: float = 60.0
     retry_after_timeout: bool = False
     sandbox_mode: bool = False
-    workers: str = "processes"
 
 
 @dataclass(frozen=True)
@@ -288,8 +287,6 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         raise ConfigError(f"sendgrid.batch_size in {_where(path)} must be from 1 to 1000.")
     if not 1 <= sendgrid.concurrency <= 16:
         raise ConfigError(f"sendgrid.concurrency in {_where(path)} must be from 1 to 16.")
-    if sendgrid.workers not in ("processes", "threads"):
-        raise ConfigError(f'sendgrid.workers in {_where(path)} must be "processes" or "threads".')
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
 

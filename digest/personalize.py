@@ -20,9 +20,10 @@ def greeting(name: str) -> str:
 
 def recipient_values(name: str, unsubscribe_url: str) -> dict[str, str]:
     """The placeholder -> value map for one reader, good for both parts of the message."""
+    text = greeting(name)
     return {
-        "%%greeting_html%%": html.escape(greeting(name)),
-        "%%greeting_text%%": greeting(name),
+        "%%greeting_html%%": html.escape(text),
+        "%%greeting_text%%": text,
         "%%unsubscribe_url%%": unsubscribe_url,
     }
 

@@ -182,6 +182,37 @@ def _template_error(exc: Exception, templates_dir: Path) -> TemplateError:
     return TemplateError(f"Template error in {where}: {exc}. Fix the template.")
 
 
+class _Inliner(premailer.Premailer):
+    """premailer that keeps what it makes of a stylesheet, in `parsed`, for the next variant.
+
+    premailer caches cssutils' parse of the CSS but still walks and re-serializes every rule,
+    and every @media rule, on each transform: most of its time for our one stylesheet.
+    Keyed by the CSS text, so an edited email.css is parsed afresh.
+    """
+
+    def __init__(self, html: str, parsed: dict[Any, Any], **options: Any):
+        super().__init__(html, **options)
+        self._parsed = parsed
+
+    def _parse_style_rules(self, css_body: str, ruleset_index: int):
+        key = (css_body, ruleset_index)
+        if key not in self._parsed:
+            if len(self._parsed) > 16:
+                # A long-lived process (the studio) whose email.css keeps changing.
+                self._parsed.clear()
+            self._parsed[key] = super()._parse_style_rules(css_body, ruleset_index)
+        rules, leftover = self._parsed[key]
+        return list(rules), leftover
+
+    def _css_rules_to_string(self, rules) -> str:
+        # `rules` is a leftover list kept in `_parsed`; its text never changes.
+        key = ("leftover", id(rules))
+        kept = self._parsed.get(key)
+        if kept is None or kept[0] is not rules:
+            kept = self._parsed[key] = (rules, super()._css_rules_to_string(rules))
+        return kept[1]
+
+
 class Renderer:
     """A Jinja environment over one templates folder and the CSS inliner."""
 
@@ -205,6 +236,9 @@ class Renderer:
         )
         self.env.filters["underline"] = underline
         self.env.filters["postal_line"] = postal_line
+        # Compiled once per source: every variant renders the same subject line template.
+        self._string_templates: dict[str, jinja2.Template] = {}
+        self._parsed_css: dict[Any, Any] = {}
 
     def _css(self, name: str) -> str:
         try:
@@ -224,7 +258,10 @@ class Renderer:
 
     def render_string(self, source: str, context: dict[str, Any], what: str) -> str:
         try:
-            return self.env.from_string(source).render(context).strip()
+            template = self._string_templates.get(source)
+            if template is None:
+                template = self._string_templates[source] = self.env.from_string(source)
+            return template.render(context).strip()
         except jinja2.TemplateError as exc:
             raise TemplateError(f"The {what} template {source!r} does not render: {exc}.") from None
 
@@ -246,10 +283,13 @@ class Renderer:
             f'<style data-premailer="ignore">\n{dark}\n</style>'
         )
         html = html.replace(CSS_MARKER, styles, 1)
-        return premailer.Premailer(
+        return _Inliner(
             html,
+            self._parsed_css,
             allow_network=False,
             strip_important=False,
+            # Validation only logs (and we silence cssutils), so it changes nothing but time.
+            disable_validation=True,
             disable_link_rewrites=True,
             remove_classes=False,
             # Not `height: auto` as an attribute: the template's height reserves the image's

@@ -15,10 +15,9 @@ from sqlite_utils import Database
 from .clock import utcnow
 from .config import Config
 from .errors import DigestError, LeaseHeldError
-from .ingest import ingest_sources
 from .invocation import digest_command
 from .lease import Lease
-from .ledger import audience_filter, tally
+from .ledger import audience_values, tally
 from .render import Renderer
 from .schedule import Schedule, Slot, decide
 from .send import SendReport, send_command, send_slot
@@ -48,11 +47,7 @@ class RunReport:
 
 def reader_timezones(db: Database, newsletter: str) -> tuple[str, ...]:
     """The time zones of the newsletter's current readers: one slot each."""
-    where, params = audience_filter(newsletter)
-    rows = db.query(
-        f"SELECT DISTINCT timezone FROM subscribers WHERE {where} ORDER BY timezone", params
-    )
-    return tuple(row["timezone"] for row in rows)
+    return tuple(audience_values(db, newsletter, "timezone"))
 
 
 def schedules(db: Database, config: Config) -> list[Schedule]:
@@ -136,6 +131,11 @@ def run_due(
 def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:
     """Read every newsletter's sources once; a source that changed something or failed says so."""
     sources = dict.fromkeys(s for n in config.newsletters.values() for s in n.sources)
+    if not sources:
+        return
+    # Only now: the feed parsers cost a run that only sends about 3 MB (benchmarks/send.py).
+    from .ingest import ingest_sources
+
     limits = config.ingest
     for source in sources:
         # ingest_sources turns any failure of a source into its result: the run goes on to send.

@@ -7,7 +7,6 @@ is still queued.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from .lease import Lease
 from .ledger import (
     Batch,
     audience_filter,
+    audience_values,
     claim_batch,
     describe_unknown_batch,
     edition_counts,
@@ -127,55 +127,61 @@ def audience_variants(
     return [(row["topics"], row["readers"]) for row in rows]
 
 
-def deliver_edition(
+def deliver_editions(
     db: Database,
     transport: Transport,
-    edition: Edition,
+    results: list[EditionResult],
     lease: Lease | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[EditionResult, int], None] | None = None,
 ) -> None:
-    """Send every queued recipient of an edition, up to `transport.concurrency` batches at once.
+    """Send every queued recipient of the editions, up to `transport.concurrency` batches at once.
 
-    Each batch is marked `sending` before it is handed over and its outcome is recorded as
-    soon as it returns. A batch the provider rejects is failed and the rest goes on; an
-    authentication failure puts its batch back in the queue and stops everything, once the
-    batches already under way are recorded.
+    One pipeline for all of a slot's variants: the next edition's first batches are under
+    way while the last ones of the previous edition are still out. Each batch is marked
+    `sending` before it is handed over and its outcome is recorded as soon as it returns. A
+    batch the provider rejects is failed and the rest goes on; an authentication failure
+    puts its batch back in the queue and stops everything, once the batches already under
+    way are recorded.
     """
-    assert edition.id is not None and edition.created_at is not None
-    in_flight: dict[Future, Batch] = {}
+    pending = list(results)
+    in_flight: dict[Future, tuple[Batch, EditionResult]] = {}
     stop: DigestError | None = None
-    exhausted = False
     with transport.sender() as submit:
         while True:
-            if not (stop or exhausted) and len(in_flight) < transport.concurrency:
+            if pending and not stop and len(in_flight) < transport.concurrency:
+                result = pending[0]
+                edition = result.edition
+                assert edition.id is not None and edition.created_at is not None
                 batch = claim_batch(
                     db, edition.id, edition.newsletter, transport.batch_size, edition.created_at
                 )
                 if batch is None:
-                    exhausted = True
-                    continue
-                in_flight[submit(edition, batch)] = batch
+                    pending.pop(0)
+                else:
+                    in_flight[submit(edition, batch)] = (batch, result)
                 continue
             if not in_flight:
                 break
             # Wake at least every LEASE_RENEW_SECONDS: one batch's retries can outlast a lease.
             done, _ = wait(in_flight, timeout=LEASE_RENEW_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
-                batch = in_flight.pop(future)
+                batch, result = in_flight.pop(future)
                 try:
-                    if record_outcome(db, batch, future):
-                        exhausted = False
+                    requeued = record_outcome(db, batch, future)
+                    if requeued and not any(r is result for r in pending):
+                        # Some of its readers are queued again: their edition is not done.
+                        pending.insert(0, result)
                 except TransportAuthError as exc:
                     stop = stop or exc
                 except Exception as exc:
-                    # A worker died, or something unforeseen: the batch may have left.
+                    # Something unforeseen: the batch may have left.
                     note_batch_unknown(db, batch, f"{type(exc).__name__}: {exc}")
                     stop = stop or TransportError(
                         f"Sending stopped on an unexpected {type(exc).__name__}: {exc}. "
                         f"Its batch is left unknown; `{digest_command()} status` says what to do."
                     )
                 if progress:
-                    progress(len(batch.recipients))
+                    progress(result, len(batch.recipients))
             if lease and not stop:
                 try:
                     lease.renew()
@@ -222,13 +228,15 @@ def plan_slot(
     newsletter: NewsletterConfig,
     slot_at: datetime,
     timezone: str | None,
+    dry_run: bool = False,
 ) -> tuple[list[EditionResult], list[tuple[str, EditionResult]]]:
     """The slot's editions already started, or else its new variants, built but not saved.
 
     A slot's audience is frozen once, for all its variants together: once any edition of
     the slot has started, no new variant is made for it (a reader who joined or changed
     topics since waits for the next slot). A new variant with too few stories comes back
-    with the note "skipped: no new stories".
+    with the note "skipped: no new stories". New variants' readers are counted only for a
+    dry run (0 otherwise: `freeze_new_editions` counts whom it queues).
     """
     started = [
         EditionResult(edition, sum(edition_counts(db, edition.saved_id).values()))
@@ -236,8 +244,13 @@ def plan_slot(
     ]
     if started:
         return started, []
+    # Counting each variant's readers visits every one of them: only a dry run needs it.
+    if dry_run:
+        variants = audience_variants(db, newsletter.name, timezone)
+    else:
+        variants = [(t, 0) for t in audience_values(db, newsletter.name, "topics", timezone)]
     new = []
-    for topics, readers in audience_variants(db, newsletter.name, timezone):
+    for topics, readers in variants:
         topic_tuple = tuple(t for t in topics.split(";") if t)
         edition, story_count = build_edition(
             db, config, renderer, newsletter, slot_at, topic_tuple, timezone
@@ -291,7 +304,7 @@ def send_slot(
     report = SendReport(newsletter.name, slot_at, timezone, dry_run=dry_run)
     existing_only = retry_failed or resend_unknown
     if dry_run:
-        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
+        started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone, dry_run=True)
         report.editions = started + [
             result if result.note else replace(result, note=f"would send to {result.audience}")
             for _, result in new
@@ -308,18 +321,17 @@ def send_slot(
                 f"retry; `{digest_command()} status` lists the slots and the command for each."
             )
         report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
-        for result in report.editions:
-            if result.note:
-                continue
+        delivering = [result for result in report.editions if not result.note]
+        for result in delivering:
             if retry_failed:
                 requeue(db, result.edition.saved_id, "failed")
             if resend_unknown:
                 requeue(db, result.edition.saved_id, "sending")
-            on_batch = functools.partial(progress, result) if progress else None
-            deliver_edition(db, transport, result.edition, lease, on_batch)
+        deliver_editions(db, transport, delivering, lease, progress)
+        for result in delivering:
             result.counts = edition_counts(db, result.edition.saved_id)
             if result.counts["sending"]:
-                report.unknown_batches += list(unknown_batches(db, result.edition.id))
+                report.unknown_batches += list(unknown_batches(db, result.edition.saved_id))
     return report
 
 

@@ -63,7 +63,7 @@ def digest_send(tmp_path: Path, server: SendGridTestServer, *args: str) -> subpr
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # Its own process group, so that a kill takes its sending workers down with it.
+        # Its own process group, so that a kill takes down everything it started.
         start_new_session=True,
     )
 

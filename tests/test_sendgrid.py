@@ -44,7 +44,6 @@ def config(tmp_path):
             "batch_size": 1000,
             "timeout_seconds": 1.0,
             "max_attempts": 4,
-            "workers": "threads",
         },
     )
 
@@ -85,11 +84,11 @@ def test_2500_readers_go_out_in_3_requests(db, config, transport, server, storie
     assert report.total("sent") == 2500
 
 
-def test_worker_processes_send_the_same_as_threads(db, server, stories, tmp_path):
+def test_batches_under_way_at_once_reach_each_reader_once(db, server, stories, tmp_path):
     config = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 100, "concurrency": 2, "workers": "processes"},
+        sendgrid={"batch_size": 100, "concurrency": 4},
     )
     emails = add_readers(db, tmp_path, 450)
     transport = SendGridTransport(
@@ -228,7 +227,7 @@ def test_a_400_fails_its_batch_with_sendgrids_message_and_the_rest_go_on(
     small = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 10, "max_attempts": 2, "workers": "threads"},
+        sendgrid={"batch_size": 10, "max_attempts": 2},
     )
     transport = SendGridTransport(
         small,
@@ -293,7 +292,7 @@ def test_categories_are_capped_at_ten_in_the_given_order(tmp_path, db, server, s
         tmp_path,
         newsletter={"categories": many},
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"workers": "threads"},
+        sendgrid={},
     )
     transport = SendGridTransport(
         config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
@@ -309,7 +308,7 @@ def test_a_reader_who_leaves_midway_is_not_mailed_if_their_batch_has_not_gone(
     config = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 5, "concurrency": 1, "workers": "threads"},
+        sendgrid={"batch_size": 5, "concurrency": 1},
     )
     emails = add_readers(db, tmp_path, 10)
 
@@ -389,7 +388,7 @@ def test_a_400_naming_one_reader_fails_only_that_reader(db, server, stories, tmp
     config = make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 10, "workers": "threads"},
+        sendgrid={"batch_size": 10},
     )
     emails = add_readers(db, tmp_path, 10)
     refusal = {

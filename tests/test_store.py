@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlite_utils import Database
 
+from digest.edition import Edition, save_edition
 from digest.errors import StoreError
-from digest.store import migrations, open_db, schema_version
+from digest.ledger import claim_batch, queue_audience
+from digest.readers.subscribers import add_subscriber
+from digest.store import migrations, open_db, schema_version, write_transaction
 from digest.stories import set_story_editorial
 
-from conftest import add_stories, story
+from conftest import EDITION_TIME, add_stories, story
 
 ALL_MIGRATIONS = [m.name for m in migrations.pending(Database(memory=True))]
 
@@ -59,3 +62,18 @@ def test_an_editors_pin_and_score_survive_a_reread_of_the_feed(db):
         "SELECT title, score, pinned FROM stories WHERE id = ?", [story_id]
     ).fetchone()
     assert (title, score, pinned) == ("Updated title", 8, 1)
+
+
+def test_readers_queued_before_the_ledger_kept_names_are_still_greeted_by_name(db):
+    add_subscriber(db, "ana@example.com", name="Ana")
+    with write_transaction(db):
+        edition = save_edition(
+            db, Edition("daily", EDITION_TIME, "topics:*", (), None, "S", "", "<p>", "t", ())
+        )
+        queue_audience(db, edition.id, "daily", "")
+    # As a send begun before migration m006 left its queued rows.
+    db.execute("UPDATE deliveries SET name = NULL")
+
+    batch = claim_batch(db, edition.id, "daily", 10, edition.created_at)
+
+    assert [(r.email, r.name) for r in batch.recipients] == [("ana@example.com", "Ana")]

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlite_utils import Database
 
+from digest.ledger import audience_values
 from digest.readers.subscribers import (
     add_subscriber,
     count_by_status,
@@ -18,6 +19,7 @@ from digest.readers.subscribers import (
     unsubscribe,
 )
 from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
+from digest.run import reader_timezones
 from digest.send import audience_variants, send_newsletter
 from digest.store import migrations, open_db
 from digest.transports.outbox import OutboxTransport
@@ -52,6 +54,22 @@ def test_a_reader_gets_only_the_newsletters_they_are_subscribed_to(db):
     add_subscriber(db, "bo@example.com", newsletter="weekly")
     assert readers(db, "daily") == 1
     assert readers(db, "weekly") == 1
+
+
+def test_only_topic_sets_and_time_zones_with_someone_to_mail_get_an_edition(db):
+    add_subscriber(db, "ana@example.com", topics=["world"], timezone="UTC")
+    add_subscriber(db, "bo@example.com", topics=["science"], timezone="Asia/Tokyo")
+    unsubscribe(db, "bo@example.com", "daily")
+    cy = add_subscriber(db, "cy@example.com", topics=["sport"], timezone="Europe/Paris")
+    mark_address(db, cy.id, "bounced", "webhook")
+    add_subscriber(
+        db, "di@example.com", topics=["culture"], timezone="Asia/Tokyo", newsletter="weekly"
+    )
+
+    assert reader_timezones(db, "daily") == ("UTC",)
+    assert audience_values(db, "daily", "topics") == ["world"]
+    assert audience_values(db, "daily", "topics", "Asia/Tokyo") == []
+    assert audience_values(db, "weekly", "topics", "Asia/Tokyo") == ["culture"]
 
 
 def test_leaving_one_newsletter_keeps_the_others(db):

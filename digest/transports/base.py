@@ -1,6 +1,6 @@
 """What a transport is: it takes batches of one edition, or one message, and says what came of it.
 
-`send.deliver_edition` records every batch before it is submitted and after its future
+`send.deliver_editions` records every batch before it is submitted and after its future
 resolves; a transport only hands batches over. Each batch resolves to the provider's id for
 it, or raises a `TransportError` (failed), `SendRejectedError` (failed; the transport does
 not retry it, though `--retry-failed` may), `DeliveryUnknownError` (left unknown) or

@@ -20,14 +20,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import multiprocessing
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
@@ -50,9 +47,10 @@ from ..ledger import Batch
 from ..message import ONE_CLICK, list_id
 from ..personalize import recipient_values
 from ..urls import ReaderLinks
-from .base import BatchTransport, Submit
+from .base import BatchTransport
 
 MAX_CATEGORIES = 10
+JSON_UTF8 = "application/json; charset=utf-8"
 # python_http_client logs every request's headers (the API key) and body at DEBUG.
 logging.getLogger("python_http_client").setLevel(logging.INFO)
 # Headers SendGrid sets itself and refuses in `headers` (plus those of the MIME structure).
@@ -83,21 +81,6 @@ class RetryableError(TransportError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-# The worker process's own transport: made once by the pool's initializer, used per batch.
-_worker_transport: SendGridTransport | None = None
-
-
-def _start_worker(config: Config, api_key: str, host: str) -> None:
-    global _worker_transport
-    env = {"SENDGRID_API_KEY": api_key, "SENDGRID_API_HOST": host}
-    _worker_transport = SendGridTransport(config, env=env)
-
-
-def _send_from_worker(edition: Edition, batch: Batch) -> str:
-    assert _worker_transport is not None, "the pool initializer did not run"
-    return _worker_transport.send_batch(edition, batch)
 
 
 def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[str, Any]:
@@ -270,41 +253,22 @@ class SendGridTransport(BatchTransport):
         self.batch_size = self.settings.batch_size
         self.concurrency = self.settings.concurrency
         self.host = env.get("SENDGRID_API_HOST") or self.settings.api_host
-        self._api_key = api_key
         self._client = SendGridAPIClient(api_key, host=self.host)
         # The library sets no timeout by default: a hung connection would hang the run.
         self._client.client.timeout = self.settings.timeout_seconds
         self._sleep = sleep
 
-    @contextmanager
-    def sender(self) -> Iterator[Submit]:
-        """Batches go out from `concurrency` worker processes (or threads, if configured).
-
-        Building and encoding a thousand personalizations holds the GIL; in processes, a
-        million readers use both cores. Workers send and answer; only this process writes
-        the ledger.
-        """
-        if self.settings.workers == "threads":
-            with super().sender() as submit:
-                yield submit
-            return
-        with ProcessPoolExecutor(
-            max_workers=self.concurrency,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.config, self._api_key, self.host),
-        ) as pool:
-            yield lambda edition, batch: pool.submit(_send_from_worker, edition, batch)
-
     def send_batch(self, edition: Edition, batch: Batch) -> str:
-        body = mail_send_payload(self.config, edition, batch)
+        body = json.dumps(mail_send_payload(self.config, edition, batch))
         return self._post_with_retries(body, f"a batch of {len(batch.recipients)}")
 
     def send_single(self, message: EmailMessage) -> str:
         """One complete message (a sign-up confirmation), never under an unsubscribe group."""
-        return self._post_with_retries(single_message_payload(message), "a single message")
+        return self._post_with_retries(
+            json.dumps(single_message_payload(message)), "a single message"
+        )
 
-    def _post_with_retries(self, body: dict[str, Any], what: str) -> str:
+    def _post_with_retries(self, body: str, what: str) -> str:
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 return self._post(body, what)
@@ -325,9 +289,15 @@ class SendGridTransport(BatchTransport):
         )
         return random.uniform(ceiling / 2, ceiling)
 
-    def _post(self, body: dict[str, Any], what: str) -> str:
+    def _post(self, body: str, what: str) -> str:
+        """POST a body serialized by the caller: the dict of a thousand personalizations is
+        gone before the request waits for its answer, and every retry sends the same text."""
         try:
-            response = self._client.client.mail.send.post(request_body=body)
+            response = self._client.client.mail.send.post(
+                # Not exactly "application/json", so the library sends the text as it is.
+                request_body=body,
+                request_headers={"Content-Type": JSON_UTF8},
+            )
         except HTTPError as exc:
             status = exc.status_code
             message = sendgrid_error_text(exc)

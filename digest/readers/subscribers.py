@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import os
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
+from ..addresses import CONTROL_CHARACTERS, check_email, check_name, lookup_form, shown
 from ..clock import to_db, utcnow
 from ..errors import NotFoundError, SubscriberError
 from ..models import Subscriber
@@ -30,25 +31,36 @@ EXPORT_COLUMNS = (*CSV_COLUMNS, "status", "newsletters", "created_at", "updated_
 DEFAULT_NEWSLETTER = "daily"
 # Spreadsheets run a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_GUARDED_STARTS = (*_FORMULA_STARTS, "'")
 
 
-def check_email(address: str) -> str:
-    """The normalized address, or SubscriberError saying what is wrong with it."""
-    try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"invalid address {address.strip()!r}: {exc}") from None
+# In the tz database, but not a place's time: `Factory` shows "-00", the others are aliases
+# of whatever the machine is set to.
+_NOT_READER_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+
+
+@functools.cache
+def _reader_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - _NOT_READER_ZONES
 
 
 def check_timezone(name: str) -> str:
+    """The IANA zone name, or SubscriberError; empty means UTC."""
     name = name.strip() or "UTC"
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if name not in _reader_zones():
         raise SubscriberError(
-            f"unknown time zone {name!r}: use an IANA name such as Europe/London"
-        ) from None
+            f"unknown time zone {shown(name)}: use an IANA name such as Europe/London"
+        )
     return name
+
+
+def check_topic_names(topics: Iterable[str]) -> tuple[str, ...]:
+    """The topics normalized, or SubscriberError naming one that holds control characters."""
+    chosen = normalize_topics(topics)
+    for topic in chosen:
+        if CONTROL_CHARACTERS.search(topic):
+            raise SubscriberError(f"topic {shown(topic)} holds control characters; remove them")
+    return chosen
 
 
 def topics_text(topics: Iterable[str]) -> str:
@@ -68,7 +80,8 @@ def _subscriber(row: dict) -> Subscriber:
 
 
 def find_subscriber(db: Database, email: str) -> Subscriber | None:
-    row = next(db.query("SELECT * FROM subscribers WHERE email = ?", [email.strip()]), None)
+    """The reader with this address, however it is typed (`ANA@Bücher.DE` finds `ana@bücher.de`)."""
+    row = next(db.query("SELECT * FROM subscribers WHERE email = ?", [lookup_form(email)]), None)
     return _subscriber(row) if row else None
 
 
@@ -135,8 +148,13 @@ def add_subscriber(
     newsletter: str = DEFAULT_NEWSLETTER,
     source: str = "cli",
 ) -> Subscriber:
-    """Add one reader, subscribed to `newsletter`; an address already on the list is an error."""
+    """Add one reader, subscribed to `newsletter`; an address already on the list is an error.
+
+    The address, name, topics and time zone are checked as for every entry point (`addresses`).
+    """
     address = check_email(email)
+    name = check_name(name)
+    topics = check_topic_names(topics)
     if status not in SUBSCRIBER_STATUSES:
         raise SubscriberError(f"status {status!r} is not one of {', '.join(SUBSCRIBER_STATUSES)}")
     refuse_forgotten(db, address)
@@ -218,8 +236,17 @@ def count_by_status(db: Database, newsletter: str | None = None) -> dict[str, in
 
 
 def _spreadsheet_safe(value: str) -> str:
-    """A leading ' keeps a spreadsheet from running a name typed into a web form as a formula."""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+    """A leading ' keeps a spreadsheet from running a cell as a formula (names come from a web
+    form, and an address may start with `=`); a value starting with ' gets one more, so that
+    `_unguarded` reads every value back as it was."""
+    return f"'{value}" if value.startswith(_GUARDED_STARTS) else value
+
+
+def _unguarded(value: str) -> str:
+    """The value `_spreadsheet_safe` guarded, as it was; any other value as it is."""
+    if value.startswith("'") and value[1:].startswith(_GUARDED_STARTS):
+        return value[1:]
+    return value
 
 
 def export_csv(db: Database, path: str | Path) -> int:
@@ -242,9 +269,7 @@ def export_csv(db: Database, path: str | Path) -> int:
             writer.writerow(EXPORT_COLUMNS)
             for row in rows:
                 row["newsletters"] = ";".join(sorted(filter(None, row["newsletters"].split(";"))))
-                row["name"] = _spreadsheet_safe(row["name"])
-                row["topics"] = _spreadsheet_safe(row["topics"])
-                writer.writerow([row[column] for column in EXPORT_COLUMNS])
+                writer.writerow([_spreadsheet_safe(str(row[column])) for column in EXPORT_COLUMNS])
                 count += 1
         os.replace(partial, path)
     except OSError as exc:
@@ -332,8 +357,11 @@ def _import_row(
 ) -> None:
     """One CSV row of `import_csv`, counted in `report`."""
     row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
+    row = {column: _unguarded(value) for column, value in row.items()}
     try:
         email = check_email(row.get("email", ""))
+        name = check_name(row.get("name", ""))
+        topics = topics_text(check_topic_names(row.get("topics", "").split(";")))
         timezone = check_timezone(row.get("timezone", ""))
     except SubscriberError as exc:
         report.bad_rows.append((line, str(exc)))
@@ -346,11 +374,7 @@ def _import_row(
     if is_suppressed(db, email):
         report.suppressed.append(f"line {line}: {email} was forgotten at their request")
         return
-    values = {
-        "name": row.get("name", "").strip(),
-        "topics": topics_text(row.get("topics", "").split(";")),
-        "timezone": timezone,
-    }
+    values = {"name": name, "topics": topics, "timezone": timezone}
     existing = find_subscriber(db, email)
     if existing is None:
         create_subscriber(

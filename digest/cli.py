@@ -67,9 +67,12 @@ def terminal_text(*fields: object) -> str:
 
 
 def terminal_json(data: object) -> str:
-    """`data` as JSON for a terminal: control characters stay \\u escapes, other text as is."""
+    """`data` as JSON for a terminal: control characters in it stay \\u escapes, other text as
+    is (JSON escapes C0 controls itself; its own line breaks stay)."""
     text = json.dumps(data, indent=2, ensure_ascii=False)
-    return CONTROL_CHARACTERS.sub(lambda m: "".join(f"\\u{ord(c):04x}" for c in m.group()), text)
+    return CONTROL_CHARACTERS.sub(
+        lambda m: "".join(c if c == "\n" else f"\\u{ord(c):04x}" for c in m.group()), text
+    )
 
 
 def warn(message: str) -> None:

@@ -1,4 +1,4 @@
-"""What every reader entry point (import, add, sign-up) refuses or cleans, and the CSV round trip."""
+"""What every reader entry point (import, add, sign-up) refuses or cleans; the CSV round trip."""
 
 from __future__ import annotations
 

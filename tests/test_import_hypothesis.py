@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from digest.addresses import check_email, sendable_recipient
 from digest.errors import SubscriberError
 from digest.message import new_message
-from digest.readers.subscribers import add_subscriber, import_csv
+from digest.readers.subscribers import add_subscriber, export_csv, import_csv, list_subscribers
 from digest.store import open_db
 from digest.transports.outbox import EML_POLICY
 
@@ -93,6 +93,12 @@ def test_every_imported_row_is_stored_or_answered_with_a_reason(tmp_path, rows):
         assert len(stored) == report.added
         assert stored <= {check_email(r["email"]) for r in rows if _valid(r["email"])}
         assert_every_reader_whole_and_sendable(db, config)
+        # What was stored survives an export and an import into an empty list unchanged.
+        export_csv(db, Path(folder) / "all.csv")
+        again = open_db(Path(folder) / "again.db")
+        import_csv(again, Path(folder) / "all.csv")
+        assert set(list_subscribers(again)) == set(list_subscribers(db))
+        again.close()
         db.close()
 
 

@@ -16,8 +16,11 @@ from digest.readers.subscribers import (
     list_subscribers,
     unsubscribe,
 )
+from digest.readers.subscriptions import set_subscription, subscriptions_of
 from digest.store import open_db
 from digest.transports.outbox import OutboxTransport
+
+from conftest import make_config
 
 
 def import_rows(db, tmp_path, *rows: str, header: str = "email,name,topics,timezone"):
@@ -149,3 +152,53 @@ def test_an_exported_list_imports_back_exactly_as_it_was(db, tmp_path):
     assert (report.added, report.bad_rows) == (5, [])
     assert {s.email: s.name for s in list_subscribers(fresh)} == readers
     assert {s.topics for s in list_subscribers(fresh)} == {("-minus", "world")}
+
+
+def test_an_export_imported_into_an_empty_list_keeps_every_status(tmp_path):
+    config = make_config(
+        tmp_path,
+        newsletters={"daily": {"title": "Daily"}, "weekly": {"title": "Weekly"}},
+    )
+    db = open_db(config.db_path)
+    add_subscriber(db, "ana@example.com")
+    add_subscriber(db, "bo@example.com")
+    unsubscribe(db, "bo@example.com")
+    add_subscriber(db, "cy@example.com", status="bounced")
+    add_subscriber(db, "dee@example.com", status="pending")
+    add_subscriber(db, "eve@example.com", newsletter="weekly")
+    add_subscriber(db, "fay@example.com")
+    set_subscription(db, find_subscriber(db, "fay@example.com").id, "weekly", "active", "cli")
+    unsubscribe(db, "fay@example.com", "daily")
+    export_csv(db, tmp_path / "all.csv")
+    fresh = open_db(tmp_path / "fresh.db")
+    report = import_csv(fresh, tmp_path / "all.csv", "daily")
+    assert (report.added, report.bad_rows) == (6, [])
+
+    def statuses(database):
+        return {
+            s.email: (s.status, subscriptions_of(database, s.id))
+            for s in list_subscribers(database)
+        }
+
+    assert statuses(fresh) == statuses(db)
+    assert statuses(fresh)["bo@example.com"] == ("unsubscribed", {"daily": "unsubscribed"})
+    assert statuses(fresh)["eve@example.com"] == ("active", {"weekly": "active"})
+
+
+@pytest.mark.parametrize(
+    ("status", "newsletters", "reason"),
+    [
+        ("gone", "", "status 'gone' is not one of"),
+        ("active", "daily=active", "write each as newsletter:status"),
+        ("unsubscribed", "daily:active", "status unsubscribed disagrees with newsletters"),
+    ],
+)
+def test_a_row_with_a_status_that_cannot_be_is_a_bad_row(db, tmp_path, status, newsletters, reason):
+    report = import_rows(
+        db,
+        tmp_path,
+        f"ana@example.com,{status},{newsletters}",
+        header="email,status,newsletters",
+    )
+    assert reason in report.bad_rows[0][1]
+    assert emails(db) == []

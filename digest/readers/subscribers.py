@@ -20,7 +20,7 @@ from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
 from .audit import record
-from .subscriptions import roll_up, set_subscription, subscriptions_of
+from .subscriptions import ADDRESS_WIDE, roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
 
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
@@ -308,11 +308,14 @@ def import_csv(
 ) -> ImportReport:
     """Import readers from a CSV with a header row (email, name, topics, timezone).
 
-    New addresses are added as active subscribers of `newsletter`. A bad row is reported with
-    its line number and reason and the good rows still go in. A reader already on the list
-    gets the new name, topics and time zone, and a subscription to `newsletter` if they had
-    none, but never a new status: an unsubscribed, bounced or complained reader stays so, and
-    a forgotten address is never added again. Those are reported in `suppressed`.
+    New addresses are added as active subscribers of `newsletter`, or, for a row that carries
+    `status` and `newsletters` (a file from `export_csv`), with that status and those
+    subscriptions only: an export imports back as it was. A bad row is reported with its line
+    number and reason and the good rows still go in. A reader already on the list gets the
+    new name, topics and time zone, and a subscription to `newsletter` if they had none (and
+    the row names no newsletters), but never a new status: an unsubscribed, bounced or
+    complained reader stays so, and a forgotten address is never added again. Those are
+    reported in `suppressed`.
     """
     path = Path(path)
     try:
@@ -346,6 +349,36 @@ def import_csv(
     return report
 
 
+def _exported_status(row: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The address status and subscriptions a row carries (`status` and `newsletters`, as
+    `export_csv` writes them): ("active", {}) for a row without them."""
+    status = row.get("status", "").strip()
+    text = row.get("newsletters", "").strip()
+    if status and status not in SUBSCRIBER_STATUSES:
+        raise SubscriberError(
+            f"status {shown(status)} is not one of {', '.join(SUBSCRIBER_STATUSES)}"
+        )
+    carried: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, _, state = item.rpartition(":")
+        if not name or state not in SUBSCRIPTION_STATUSES:
+            raise SubscriberError(
+                f"newsletters {shown(text)}: write each as newsletter:status, the status one "
+                f"of {', '.join(SUBSCRIPTION_STATUSES)}"
+            )
+        carried[name] = state
+    if carried and status not in ADDRESS_WIDE:
+        # An address that is not bounced or complained has the status of its subscriptions.
+        follows = next((s for s in ("active", "pending") if s in carried.values()), "unsubscribed")
+        if status and status != follows:
+            raise SubscriberError(
+                f"status {status} disagrees with newsletters {shown(text)}, which make it "
+                f"{follows}; correct one of them"
+            )
+        status = follows
+    return status or "active", carried
+
+
 def _import_row(
     db: Database,
     row: dict,
@@ -363,6 +396,7 @@ def _import_row(
         name = check_name(row.get("name", ""))
         topics = topics_text(check_topic_names(row.get("topics", "").split(";")))
         timezone = check_timezone(row.get("timezone", ""))
+        status, carried = _exported_status(row)
     except SubscriberError as exc:
         report.bad_rows.append((line, str(exc)))
         return
@@ -377,21 +411,25 @@ def _import_row(
     values = {"name": name, "topics": topics, "timezone": timezone}
     existing = find_subscriber(db, email)
     if existing is None:
-        create_subscriber(
+        subscriber_id = create_subscriber(
             db,
             email,
-            newsletter=newsletter,
+            newsletter=next(iter(carried), newsletter),
             source="import",
             name=values["name"],
             topics=values["topics"].split(";"),
             timezone=timezone,
+            status=status,
         )
+        for name, state in carried.items():
+            set_subscription(db, subscriber_id, name, state, "import")
         report.added += 1
         return
     subscription = subscriptions_of(db, existing.id).get(newsletter)
     if reason := _suppressed_reason(existing, subscription, newsletter):
         report.suppressed.append(f"line {line}: {email} {reason}")
-    joins = subscription is None and existing.status in ("active", "pending")
+    # A row with its own newsletters (an export) never joins another one.
+    joins = not carried and subscription is None and existing.status in ("active", "pending")
     if joins:
         set_subscription(db, existing.id, newsletter, existing.status, "import")
     current = {

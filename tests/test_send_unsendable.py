@@ -143,3 +143,18 @@ def test_sendgrid_fails_a_stored_non_ascii_local_part_alone(newsroom, sendgrid, 
     assert (report.total("sent"), report.total("failed"), report.total("sending")) == (5, 1, 0)
     assert sorted(server.recipients()) == sorted([*READERS[:4], "ana@xn--bcher-kva.de"])
     assert "SMTPUTF8" in deliveries(newsroom)["josé@example.com"][1]
+
+
+def test_sendgrid_gets_a_name_with_a_comma_quoted_and_the_greeting_as_typed(
+    newsroom, sendgrid, server
+):
+    config, transport = sendgrid
+    add_subscriber(newsroom, "rohan@example.com", 'Mehta, Rohan "Ro"')
+    send_newsletter(newsroom, config, None, NOW, transport=transport)
+    [rohan] = [
+        p
+        for p in server.accepted_bodies()[0]["personalizations"]
+        if p["to"][0]["email"] == "rohan@example.com"
+    ]
+    assert rohan["to"] == [{"email": "rohan@example.com", "name": '"Mehta, Rohan \\"Ro\\""'}]
+    assert rohan["substitutions"]["%%greeting_text%%"] == 'Hello Mehta, Rohan "Ro",'

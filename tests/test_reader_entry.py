@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from digest.errors import SubscriberError
+from digest.readers.preferences import save_preferences
 from digest.readers.signup import CONFIRMATION_SENT, sign_up
 from digest.readers.subscribers import (
     add_subscriber,
@@ -19,6 +20,7 @@ from digest.readers.subscribers import (
 from digest.readers.subscriptions import set_subscription, subscriptions_of
 from digest.store import open_db
 from digest.transports.outbox import OutboxTransport
+from digest.urls import ReaderLinks
 
 from conftest import make_config
 
@@ -202,3 +204,11 @@ def test_a_row_with_a_status_that_cannot_be_is_a_bad_row(db, tmp_path, status, n
     )
     assert reason in report.bad_rows[0][1]
     assert emails(db) == []
+
+
+def test_the_preferences_form_refuses_a_time_zone_that_is_no_place_and_changes_nothing(db, config):
+    ana = add_subscriber(db, "ana@example.com", timezone="Europe/London")
+    token = ReaderLinks(config, "daily").reader_token(ana.id)
+    with pytest.raises(SubscriberError, match="unknown time zone"):
+        save_preferences(db, config, token, topics=[], timezone="a" * 300, newsletters=["daily"])
+    assert find_subscriber(db, "ana@example.com").timezone == "Europe/London"

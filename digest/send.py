@@ -57,7 +57,7 @@ class EditionResult:
     audience: int
     counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
-    # Readers this run sends (or, dry, would send) to; None for an edition it made itself.
+    # Readers this run found to send to (or, dry, would send to); None until counted.
     waiting: int | None = None
 
     @property

@@ -35,7 +35,7 @@ def file_safe(text: str) -> str:
     name = quote(text, safe="@+")
     if len(name) <= MAX_NAME_BYTES:
         return name
-    return f"{name[:200]}#{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
+    return f"{name[:200]}#{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
 def eml_file_name(email: str) -> str:

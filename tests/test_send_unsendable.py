@@ -158,3 +158,11 @@ def test_sendgrid_gets_a_name_with_a_comma_quoted_and_the_greeting_as_typed(
     ]
     assert rohan["to"] == [{"email": "rohan@example.com", "name": '"Mehta, Rohan \\"Ro\\""'}]
     assert rohan["substitutions"]["%%greeting_text%%"] == 'Hello Mehta, Rohan "Ro",'
+
+
+def test_a_reader_stored_with_a_non_ascii_local_part_can_be_forgotten(newsroom, config):
+    stored_before_the_checks(newsroom, READERS[2], email="josé@example.com")
+    send_newsletter(newsroom, config, None, NOW, transport=OutboxTransport(config))
+    report = forget(newsroom, "josé@example.com", config.outbox_dir)
+    assert report.removed["deliveries"] == 1
+    assert "josé" not in str(list(newsroom.query("SELECT email FROM deliveries")))

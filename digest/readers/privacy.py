@@ -83,12 +83,12 @@ def forget(db: Database, email: str, outbox_dir: Path | None = None) -> ForgetRe
     Also deletes their `.eml` files from the outbox folder, when one is given. The audit gets
     one row saying that someone was forgotten, with the counts and no address.
     """
-    address = check_email(email)
+    subscriber = find_subscriber(db, email)
+    # Found as typed: a reader stored before the entry checks (`josé@...`) can be forgotten too.
+    address = subscriber.email if subscriber else check_email(email)
     report = ForgetReport(address)
-    subscriber = find_subscriber(db, address)
     with write_transaction(db):
         if subscriber is not None:
-            report.address = subscriber.email
             removed = {}
             for table, column in personal_tables(db):
                 where, value = _reader_rows(table, column, subscriber)

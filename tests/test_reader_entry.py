@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import email
+import email.policy
 
 import pytest
 
@@ -212,3 +214,10 @@ def test_the_preferences_form_refuses_a_time_zone_that_is_no_place_and_changes_n
     with pytest.raises(SubscriberError, match="unknown time zone"):
         save_preferences(db, config, token, topics=[], timezone="a" * 300, newsletters=["daily"])
     assert find_subscriber(db, "ana@example.com").timezone == "Europe/London"
+
+
+def test_a_confirmation_to_a_unicode_domain_goes_to_its_ascii_form(db, config):
+    sign_up(db, config, "ana@Bücher.de", transport=OutboxTransport(config))
+    path = config.outbox_dir / "confirmations" / "ana@xn--bcher-kva.de.eml"
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "ana@xn--bcher-kva.de"

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from pathlib import Path
 
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,30 @@ def test_any_file_is_imported_or_refused_in_one_line(tmp_path, content):
             assert "readers.csv" in str(exc)
         assert_every_reader_whole_and_sendable(db, config)
         db.close()
+
+
+@SETTINGS
+@given(email=EMAILS, name=st.text(st.characters(blacklist_categories=("Cs",)), max_size=300))
+def test_a_stored_reader_is_either_refused_at_send_or_gets_a_message(tmp_path, email, name):
+    """Rows stored before the entry checks: any name, and any address that was valid then."""
+    try:
+        stored = validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return  # never stored, by any version
+    try:
+        address, display = sendable_recipient(stored, name)
+    except SubscriberError as exc:
+        assert "SMTPUTF8" in str(exc)
+        return
+    config = make_config(tmp_path)
+    message = new_message(
+        config,
+        Address(display, addr_spec=address),
+        "Subject",
+        datetime(2026, 11, 26, tzinfo=UTC),
+        "1.1",
+        {},
+        "text",
+        "<p>html</p>",
+    )
+    assert message.as_bytes(policy=EML_POLICY).isascii()

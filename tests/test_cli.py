@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES
+from digest.store import open_db
 
 from conftest import write_config
 
@@ -170,3 +171,18 @@ def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
 def test_a_bad_now_is_one_clear_line(workdir):
     result = digest_process("send", "--now", "tomorrow morning", cwd=workdir)
     assert_one_clear_line(result, "'tomorrow morning'", "ISO 8601")
+
+
+def test_a_reader_no_transport_can_deliver_to_fails_alone_and_the_send_goes_on(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "import", "readers.csv")
+    run("subscribers", "add", "bo@example.com")
+    # As `subscribers add josé@example.com` stored it before addresses were checked for SMTPUTF8.
+    db = open_db(workdir / "digest.db")
+    db.execute("UPDATE subscribers SET email = 'josé@example.com' WHERE email = 'bo@example.com'")
+    db.close()
+    sent = CliRunner().invoke(cli, ["send", "--now", NOW])
+    assert sent.exit_code == 1
+    assert "daily at 2026-11-26 07:00 UTC: sent 1, failed 1, skipped 0, unknown 0" in sent.output
+    assert "Sending stopped" not in sent.output
+    assert len(list((workdir / "outbox").rglob("*.eml"))) == 1

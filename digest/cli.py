@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from sqlite_utils import Database
 
+from .addresses import CONTROL_CHARACTERS
 from .clock import parse_moment, utcnow
 from .config import Config, load_config, with_overrides
 from .errors import DigestError
@@ -65,6 +66,24 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def terminal_text(*fields: object) -> str:
+    """Reader or feed text for a terminal, fields joined by tabs: each control character (an
+    escape sequence, a CR rewriting the line) is printed escaped, as `\\x1b`, never run."""
+    return "\t".join(
+        CONTROL_CHARACTERS.sub(lambda m: m.group().encode("unicode_escape").decode(), str(f))
+        for f in fields
+    )
+
+
+def terminal_json(data: object) -> str:
+    """`data` as JSON for a terminal: control characters in it stay \\u escapes, other text as
+    is (JSON escapes C0 controls itself; its own line breaks stay)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return CONTROL_CHARACTERS.sub(
+        lambda m: "".join(c if c == "\n" else f"\\u{ord(c):04x}" for c in m.group()), text
+    )
 
 
 def warn(message: str) -> None:
@@ -238,7 +257,9 @@ def preview(
     result = write_preview(state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email)
     for message in result.warnings:
         warn(message)
-    click.echo(f"{result.subject}  ({result.story_count} stories, as {result.reader})")
+    click.echo(
+        terminal_text(f"{result.subject}  ({result.story_count} stories, as {result.reader})")
+    )
     click.echo(str(result.html_path))
     click.echo(str(result.text_path))
 
@@ -402,7 +423,11 @@ def subscribers_unsubscribe(state: State, email: str, newsletter: str | None) ->
     from .readers.subscribers import unsubscribe
 
     subscriber = unsubscribe(state.db(), email, _newsletter_name(state, newsletter))
-    click.echo(f"unsubscribed {subscriber.email}" + (f" from {newsletter}" if newsletter else ""))
+    click.echo(
+        terminal_text(
+            f"unsubscribed {subscriber.email}" + (f" from {newsletter}" if newsletter else "")
+        )
+    )
 
 
 @subscribers.command("list")
@@ -418,7 +443,7 @@ def subscribers_list(
 
     readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
     for s in readers:
-        click.echo("\t".join([s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name]))
+        click.echo(terminal_text(s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name))
 
 
 @subscribers.command("count")
@@ -452,7 +477,7 @@ def subscribers_export_data(state: State, email: str) -> None:
     """Print everything stored about one reader as JSON (a subject access request)."""
     from .readers.privacy import export_data
 
-    click.echo(json.dumps(export_data(state.db(), email), indent=2, ensure_ascii=False))
+    click.echo(terminal_json(export_data(state.db(), email)))
 
 
 @subscribers.command("forget")
@@ -462,7 +487,7 @@ def subscribers_forget(state: State, email: str) -> None:
     """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
     from .readers.privacy import forget
 
-    click.echo(forget(state.db(), email, state.config.outbox_dir).summary())
+    click.echo(terminal_text(forget(state.db(), email, state.config.outbox_dir).summary()))
 
 
 @cli.group(cls=DigestGroup)
@@ -479,10 +504,8 @@ def stories_list(state: State, limit: int) -> None:
 
     for s in list_stories(state.db(), limit):
         pin = "pinned" if s.pinned else "-"
-        click.echo(
-            f"{s.id}\t{s.published_at:%Y-%m-%d %H:%M}\t{s.score:g}\t{pin}\t{s.category}\t"
-            f"{s.title}\t{s.url}"
-        )
+        published = f"{s.published_at:%Y-%m-%d %H:%M}"
+        click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
 
 
 def _editorial(state: State, ref: str, **change) -> None:

@@ -17,7 +17,9 @@ from typing import Literal, NamedTuple
 
 from sqlite_utils import Database
 
+from .addresses import sendable_recipient
 from .clock import to_db, utcnow
+from .errors import SubscriberError
 from .store import write_transaction
 
 
@@ -104,23 +106,27 @@ def claim_batch(
     """Mark the next queued recipients `sending` under one batch key, in one transaction.
 
     Readers who left the newsletter after the audience was frozen (`frozen_at`) are marked
-    `skipped` first. None when nothing is queued.
+    `skipped` first, and readers no message can be made for are `failed` alone, with the
+    reason (`fail_unsendable`). None when nothing is queued.
     """
     now = to_db(utcnow())
     with write_transaction(db):
         skip_leavers(db, edition_id, newsletter, frozen_at, now)
-        # A name missing (NULL) was queued before names were copied into the ledger.
-        rows = db.execute(
-            """SELECT id, subscriber_id, email, COALESCE(name, (SELECT name FROM subscribers
-                   WHERE subscribers.id = deliveries.subscriber_id), '')
-               FROM deliveries
-               WHERE edition_id = ? AND status = 'queued' ORDER BY id LIMIT ?""",
-            [edition_id, size],
-        ).fetchall()
-        if not rows:
-            return None
+        recipients: list[Recipient] = []
+        while not recipients:
+            # A name missing (NULL) was queued before names were copied into the ledger.
+            rows = db.execute(
+                """SELECT id, subscriber_id, email, COALESCE(name, (SELECT name FROM subscribers
+                       WHERE subscribers.id = deliveries.subscriber_id), '')
+                   FROM deliveries
+                   WHERE edition_id = ? AND status = 'queued' ORDER BY id LIMIT ?""",
+                [edition_id, size],
+            ).fetchall()
+            if not rows:
+                return None
+            recipients = fail_unsendable(db, rows, now)
         key = f"{edition_id}-{uuid.uuid4().hex[:12]}"
-        first, last = rows[0][0], rows[-1][0]
+        first, last = recipients[0].delivery_id, recipients[-1].delivery_id
         # Every queued row of the edition in [first, last] is one of `rows`: they are the
         # first `size` queued ids in order.
         db.execute(
@@ -129,7 +135,31 @@ def claim_batch(
                WHERE edition_id = ? AND status = 'queued' AND id BETWEEN ? AND ?""",
             [key, now, edition_id, first, last],
         )
-    return Batch(key, edition_id, tuple(map(Recipient._make, rows)), first, last)
+    return Batch(key, edition_id, tuple(recipients), first, last)
+
+
+def fail_unsendable(db: Database, rows: list[tuple], now: str) -> list[Recipient]:
+    """The queued rows as recipients, each address and name as the transports send them.
+
+    A reader no transport can deliver to (a row stored before the entry checks, such as an
+    address with a non-ASCII local part) is marked `failed` with the reason, before their
+    batch is claimed: their bad data never leaves a whole batch unknown.
+    """
+    recipients, failed = [], []
+    for delivery_id, subscriber_id, email, name in rows:
+        try:
+            email, name = sendable_recipient(email, name)
+        except SubscriberError as exc:
+            failed.append((str(exc), now, delivery_id))
+            continue
+        recipients.append(Recipient(delivery_id, subscriber_id, email, name))
+    if failed:
+        db.conn.executemany(
+            """UPDATE deliveries SET status = 'failed', error = ?, attempts = attempts + 1,
+               updated_at = ? WHERE id = ?""",
+            failed,
+        )
+    return recipients
 
 
 def skip_leavers(

@@ -49,6 +49,7 @@ from .store import DELIVERY_STATUSES, write_transaction
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
+ALREADY_SENT = "already sent: nothing to do"
 
 
 @dataclass
@@ -57,8 +58,19 @@ class EditionResult:
     audience: int
     counts: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    # Readers this run found to send to (or, dry, would send to); None until counted.
+    waiting: int | None = None
+
+    @property
+    def already_sent(self) -> bool:
+        """Started before this run, which found nobody to send to and nothing failed or unknown."""
+        counts = self.counts
+        done = counts.get("sent", 0) + counts.get("skipped", 0)
+        return self.waiting == 0 and done == sum(counts.values()) > 0
 
     def line(self) -> str:
+        if self.already_sent:
+            return f"{self.edition.slug}: {ALREADY_SENT}"
         return f"{self.edition.slug}: {self.note or tally(self.counts)}"
 
 
@@ -79,14 +91,18 @@ class SendReport:
         return sorted({w for r in self.editions for w in r.edition.warnings})
 
     def summary(self) -> str:
+        slot = f"{self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC"
         if self.dry_run:
-            readers = sum(r.audience for r in self.editions)
+            going = [r.waiting for r in self.editions if r.waiting]
             return (
-                f"dry run: {self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC would go to "
-                f"{readers} readers in {len(self.editions)} edition(s); nothing sent"
+                f"dry run: {slot} would go to {sum(going)} readers in {len(going)} edition(s); "
+                "nothing sent"
             )
+        started = [r for r in self.editions if not r.note]
+        if started and all(r.already_sent for r in started):
+            return f"{slot}: {ALREADY_SENT}"
         totals = {status: self.total(status) for status in DELIVERY_STATUSES}
-        return f"{self.newsletter} at {self.slot_at:%Y-%m-%d %H:%M} UTC: {tally(totals)}"
+        return f"{slot}: {tally(totals)}"
 
     def attention(self) -> list[str]:
         """What an operator must look at, each with the exact command that deals with it."""
@@ -238,10 +254,10 @@ def plan_slot(
     with the note "skipped: no new stories". New variants' readers are counted only for a
     dry run (0 otherwise: `freeze_new_editions` counts whom it queues).
     """
-    started = [
-        EditionResult(edition, sum(edition_counts(db, edition.saved_id).values()))
-        for edition in slot_editions(db, newsletter.name, slot_at, timezone)
-    ]
+    started = []
+    for edition in slot_editions(db, newsletter.name, slot_at, timezone):
+        counts = edition_counts(db, edition.saved_id)
+        started.append(EditionResult(edition, sum(counts.values()), counts))
     if started:
         return started, []
     # Counting each variant's readers visits every one of them: only a dry run needs it.
@@ -305,8 +321,14 @@ def send_slot(
     existing_only = retry_failed or resend_unknown
     if dry_run:
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone, dry_run=True)
+        for result in started:
+            result.waiting = waiting(result.counts, retry_failed, resend_unknown)
+            if not result.already_sent:
+                result.note = f"would send to {result.waiting}"
         report.editions = started + [
-            result if result.note else replace(result, note=f"would send to {result.audience}")
+            result
+            if result.note
+            else replace(result, note=f"would send to {result.audience}", waiting=result.audience)
             for _, result in new
         ]
         return report
@@ -327,12 +349,24 @@ def send_slot(
                 requeue(db, result.edition.saved_id, "failed")
             if resend_unknown:
                 requeue(db, result.edition.saved_id, "sending")
-        deliver_editions(db, transport, delivering, lease, progress)
-        for result in delivering:
             result.counts = edition_counts(db, result.edition.saved_id)
+            result.waiting = result.counts["queued"]
+        deliver_editions(db, transport, [r for r in delivering if r.waiting], lease, progress)
+        for result in delivering:
+            if result.waiting:
+                result.counts = edition_counts(db, result.edition.saved_id)
             if result.counts["sending"]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.saved_id))
     return report
+
+
+def waiting(counts: dict[str, int], retry_failed: bool, resend_unknown: bool) -> int:
+    """How many of an edition's readers a run sends to: the queued, and those it must retry."""
+    return (
+        counts["queued"]
+        + (counts["failed"] if retry_failed else 0)
+        + (counts["sending"] if resend_unknown else 0)
+    )
 
 
 def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag: str = "") -> str:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES
+from digest.store import open_db
 
 from conftest import write_config
 
@@ -50,8 +51,34 @@ def test_ingest_import_send_then_send_again(workdir):
     assert "sent 1, failed 0, skipped 0, unknown 0" in sent.output
     assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
     again = run("send", "--now", NOW)
-    assert "sent 1, failed 0" in again.output
+    assert again.exit_code == 0, again.output
+    assert (
+        again.output.splitlines()[-1]
+        == "daily at 2026-11-26 07:00 UTC: already sent: nothing to do"
+    )
     assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
+
+
+def test_a_dry_run_after_the_send_reports_this_run_not_the_editions_totals(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "import", "readers.csv")
+    run("send", "--now", NOW)
+    run("subscribers", "add", "late@example.com")
+    dry = run("send", "--now", NOW, "--dry-run")
+    assert dry.output == (
+        "daily-20261126T0700Z-all: already sent: nothing to do\n"
+        "dry run: daily at 2026-11-26 07:00 UTC would go to 0 readers in 0 edition(s); "
+        "nothing sent\n"
+    )
+
+
+def test_a_dry_run_counts_only_what_this_run_would_send(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "add", "ana@example.com", "--topics", "science")
+    run("subscribers", "add", "bo@example.com", "--topics", "culture")
+    dry = run("send", "--now", NOW, "--dry-run")
+    assert "daily-20261126T0700Z-culture: skipped: no new stories" in dry.output
+    assert "would go to 1 readers in 1 edition(s)" in dry.output
 
 
 def test_a_failing_source_makes_ingest_exit_non_zero_but_keeps_the_others(workdir):
@@ -182,3 +209,18 @@ def test_every_command_closes_the_database_it_opened(workdir, command):
     assert open_files_under(workdir) == []
     run(*command)
     assert open_files_under(workdir) == []
+
+
+def test_a_reader_no_transport_can_deliver_to_fails_alone_and_the_send_goes_on(workdir):
+    run("ingest", "stories.csv")
+    run("subscribers", "import", "readers.csv")
+    run("subscribers", "add", "bo@example.com")
+    # As `subscribers add josé@example.com` stored it before addresses were checked for SMTPUTF8.
+    db = open_db(workdir / "digest.db")
+    db.execute("UPDATE subscribers SET email = 'josé@example.com' WHERE email = 'bo@example.com'")
+    db.close()
+    sent = CliRunner().invoke(cli, ["send", "--now", NOW])
+    assert sent.exit_code == 1
+    assert "daily at 2026-11-26 07:00 UTC: sent 1, failed 1, skipped 0, unknown 0" in sent.output
+    assert "Sending stopped" not in sent.output
+    assert len(list((workdir / "outbox").rglob("*.eml"))) == 1

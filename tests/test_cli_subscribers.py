@@ -7,7 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from digest.addresses import CONTROL_CHARACTERS
 from digest.cli import cli
+from digest.store import open_db
 
 from conftest import write_config
 
@@ -83,3 +85,34 @@ def test_a_missing_reader_is_one_clear_line(workdir):
     result = CliRunner().invoke(cli, ["subscribers", "export-data", "zed@example.com"])
     assert result.exit_code == 1
     assert "No subscriber 'zed@example.com'" in result.output
+
+
+def stored_name(workdir, email: str, name: str) -> None:
+    """Give a reader a name as older versions stored it, before names were cleaned at entry."""
+    db = open_db(workdir / "digest.db")
+    db.execute("UPDATE subscribers SET name = ? WHERE email = ?", [name, email])
+    db.close()
+
+
+def test_list_prints_control_characters_escaped_never_run(workdir):
+    run("subscribers", "import", "readers.csv")
+    stored_name(workdir, "ana@example.com", "Ana\x1b[2J\rEve\x9b\u202e")
+    listing = run("subscribers", "list").output
+    assert "ana@example.com\tactive\tUTC\t*\tAna\\x1b[2J\\rEve\\x9b\\u202e\n" in listing
+    assert not CONTROL_CHARACTERS.search(listing.replace("\t", "").replace("\n", ""))
+
+
+def test_export_data_keeps_control_characters_as_json_escapes(workdir):
+    run("subscribers", "import", "readers.csv")
+    stored_name(workdir, "ana@example.com", "Ana\x1b\x9b\u2028")
+    output = run("subscribers", "export-data", "ana@example.com").output
+    assert not CONTROL_CHARACTERS.search(output.replace("\n", ""))
+    assert json.loads(output)["profile"]["name"] == "Ana\x1b\x9b\u2028"
+
+
+def test_add_refuses_a_non_ascii_local_part_in_one_line(workdir):
+    result = CliRunner().invoke(cli, ["subscribers", "add", "josé@example.com"])
+    assert result.exit_code == 1
+    assert "Error: invalid address 'josé@example.com': neither SendGrid nor the outbox" in (
+        result.output
+    )

@@ -333,8 +333,10 @@ def test_substitutions_stay_under_sendgrids_10000_byte_limit(
     db, config, transport, server, stories, tmp_path
 ):
     path = tmp_path / "long.csv"
-    path.write_text("email,name\nlong@example.com," + "N" * 300 + "\n")
+    path.write_text("email,name\nlong@example.com,N\n")
     import_csv(db, path)
+    # Entry points refuse names over 100 characters; one stored before that still goes out.
+    db.execute("UPDATE subscribers SET name = ?", ["N" * 300])
     send(db, config, transport)
     [person] = server.accepted_bodies()[0]["personalizations"]
     size = sum(len(k.encode()) + len(v.encode()) for k, v in person["substitutions"].items())

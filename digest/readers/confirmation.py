@@ -12,6 +12,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from types import SimpleNamespace
 
+from ..addresses import sendable_recipient
 from ..clock import utcnow
 from ..config import Config, NewsletterConfig
 from ..message import list_id, new_message
@@ -42,9 +43,11 @@ def build_confirmation(
         "preferences_url": links.preferences_url(subscriber.id),
     }
     verb = "You are already subscribed to" if already_subscribed else "Confirm your subscription to"
+    # Checked at sign-up; this gives a Unicode domain in the ASCII form both transports send.
+    address, name = sendable_recipient(subscriber.email, subscriber.name)
     return new_message(
         config,
-        Address(subscriber.name, addr_spec=subscriber.email),
+        Address(name, addr_spec=address),
         f"{verb} {newsletter.title}",
         sent_at,
         f"confirm.{subscriber.id}",

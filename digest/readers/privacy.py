@@ -8,11 +8,15 @@ tables that way, so a new table of reader data is covered without changing this 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlite_utils import Database
 
+from ..addresses import sendable_recipient
+from ..errors import SubscriberError
 from ..models import Subscriber
 from ..store import write_transaction
 from ..transports.outbox import eml_file_name
@@ -79,12 +83,12 @@ def forget(db: Database, email: str, outbox_dir: Path | None = None) -> ForgetRe
     Also deletes their `.eml` files from the outbox folder, when one is given. The audit gets
     one row saying that someone was forgotten, with the counts and no address.
     """
-    address = check_email(email)
+    subscriber = find_subscriber(db, email)
+    # Found as typed: a reader stored before the entry checks (`josé@...`) can be forgotten too.
+    address = subscriber.email if subscriber else check_email(email)
     report = ForgetReport(address)
-    subscriber = find_subscriber(db, address)
     with write_transaction(db):
         if subscriber is not None:
-            report.address = subscriber.email
             removed = {}
             for table, column in personal_tables(db):
                 where, value = _reader_rows(table, column, subscriber)
@@ -95,7 +99,16 @@ def forget(db: Database, email: str, outbox_dir: Path | None = None) -> ForgetRe
         counts = ", ".join(f"{table} {n}" for table, n in report.removed.items())
         record(db, None, "forgotten", "cli", detail=counts or "not on the list")
     if outbox_dir is not None:
-        for path in Path(outbox_dir).glob(f"*/{eml_file_name(report.address)}"):
-            path.unlink()
-            report.outbox_files += 1
+        for name in _eml_names(report.address):
+            for path in Path(outbox_dir).glob(f"*/{glob.escape(name)}"):
+                path.unlink()
+                report.outbox_files += 1
     return report
+
+
+def _eml_names(address: str) -> set[str]:
+    """The outbox file names of an address: as stored, and as sent (a Unicode domain in ASCII)."""
+    names = {eml_file_name(address)}
+    with contextlib.suppress(SubscriberError):  # else never sent: nothing to delete
+        names.add(eml_file_name(sendable_recipient(address, "")[0]))
+    return names

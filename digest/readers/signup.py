@@ -17,13 +17,14 @@ from sqlite_utils import Database
 
 from ..clock import to_db, utcnow
 from ..config import Config
-from ..errors import SubscriberError, TransportError
+from ..errors import TransportError
 from ..tokens import CONFIRM_SALT, BadTokenError, TokenSigner
 from ..transports import Transport
 from .confirmation import send_confirmation
 from .preferences import check_topics
 from .subscribers import (
     check_email,
+    check_name,
     check_timezone,
     create_subscriber,
     find_subscriber,
@@ -33,7 +34,6 @@ from .subscriptions import ADDRESS_WIDE, set_subscription, subscriptions_of
 from .suppression import is_suppressed
 
 RESEND_AFTER = timedelta(minutes=10)
-MAX_NAME_LENGTH = 100
 log = logging.getLogger(__name__)
 
 # What sign_up did; the web page says the same thing whatever it is.
@@ -65,9 +65,7 @@ def sign_up(
     timezone = check_timezone(timezone)
     chosen = config.newsletter(newsletter)
     topics = check_topics(db, topics)
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH:
-        raise SubscriberError(f"the name is longer than {MAX_NAME_LENGTH} characters; shorten it")
+    name = check_name(name)
     now = now or utcnow()
     if is_suppressed(db, address):
         return REFUSED

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import os
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from sqlite_utils import Database
 
+from ..addresses import CONTROL_CHARACTERS, check_email, check_name, lookup_form, shown
 from ..clock import to_db, utcnow
 from ..errors import NotFoundError, SubscriberError
 from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
 from .audit import record
-from .subscriptions import roll_up, set_subscription, subscriptions_of
+from .subscriptions import ADDRESS_WIDE, roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
 
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
@@ -30,25 +31,36 @@ EXPORT_COLUMNS = (*CSV_COLUMNS, "status", "newsletters", "created_at", "updated_
 DEFAULT_NEWSLETTER = "daily"
 # Spreadsheets run a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_GUARDED_STARTS = (*_FORMULA_STARTS, "'")
 
 
-def check_email(address: str) -> str:
-    """The normalized address, or SubscriberError saying what is wrong with it."""
-    try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"invalid address {address.strip()!r}: {exc}") from None
+# In the tz database, but not a place's time: `Factory` shows "-00", the others are aliases
+# of whatever the machine is set to.
+_NOT_READER_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+
+
+@functools.cache
+def _reader_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - _NOT_READER_ZONES
 
 
 def check_timezone(name: str) -> str:
+    """The IANA zone name, or SubscriberError; empty means UTC."""
     name = name.strip() or "UTC"
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if name not in _reader_zones():
         raise SubscriberError(
-            f"unknown time zone {name!r}: use an IANA name such as Europe/London"
-        ) from None
+            f"unknown time zone {shown(name)}: use an IANA name such as Europe/London"
+        )
     return name
+
+
+def check_topic_names(topics: Iterable[str]) -> tuple[str, ...]:
+    """The topics normalized, or SubscriberError naming one that holds control characters."""
+    chosen = normalize_topics(topics)
+    for topic in chosen:
+        if CONTROL_CHARACTERS.search(topic):
+            raise SubscriberError(f"topic {shown(topic)} holds control characters; remove them")
+    return chosen
 
 
 def topics_text(topics: Iterable[str]) -> str:
@@ -68,7 +80,8 @@ def _subscriber(row: dict) -> Subscriber:
 
 
 def find_subscriber(db: Database, email: str) -> Subscriber | None:
-    row = next(db.query("SELECT * FROM subscribers WHERE email = ?", [email.strip()]), None)
+    """The reader with this address, however it is typed (`ANA@Bücher.DE` finds `ana@bücher.de`)."""
+    row = next(db.query("SELECT * FROM subscribers WHERE email = ?", [lookup_form(email)]), None)
     return _subscriber(row) if row else None
 
 
@@ -136,8 +149,13 @@ def add_subscriber(
     newsletter: str = DEFAULT_NEWSLETTER,
     source: str = "cli",
 ) -> Subscriber:
-    """Add one reader, subscribed to `newsletter`; an address already on the list is an error."""
+    """Add one reader, subscribed to `newsletter`; an address already on the list is an error.
+
+    The address, name, topics and time zone are checked as for every entry point (`addresses`).
+    """
     address = check_email(email)
+    name = check_name(name)
+    topics = check_topic_names(topics)
     if status not in SUBSCRIBER_STATUSES:
         raise SubscriberError(f"status {status!r} is not one of {', '.join(SUBSCRIBER_STATUSES)}")
     refuse_forgotten(db, address)
@@ -219,8 +237,17 @@ def count_by_status(db: Database, newsletter: str | None = None) -> dict[str, in
 
 
 def _spreadsheet_safe(value: str) -> str:
-    """A leading ' keeps a spreadsheet from running a name typed into a web form as a formula."""
-    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+    """A leading ' keeps a spreadsheet from running a cell as a formula (names come from a web
+    form, and an address may start with `=`); a value starting with ' gets one more, so that
+    `_unguarded` reads every value back as it was."""
+    return f"'{value}" if value.startswith(_GUARDED_STARTS) else value
+
+
+def _unguarded(value: str) -> str:
+    """The value `_spreadsheet_safe` guarded, as it was; any other value as it is."""
+    if value.startswith("'") and value[1:].startswith(_GUARDED_STARTS):
+        return value[1:]
+    return value
 
 
 def export_csv(db: Database, path: str | Path) -> int:
@@ -243,9 +270,7 @@ def export_csv(db: Database, path: str | Path) -> int:
             writer.writerow(EXPORT_COLUMNS)
             for row in rows:
                 row["newsletters"] = ";".join(sorted(filter(None, row["newsletters"].split(";"))))
-                row["name"] = _spreadsheet_safe(row["name"])
-                row["topics"] = _spreadsheet_safe(row["topics"])
-                writer.writerow([row[column] for column in EXPORT_COLUMNS])
+                writer.writerow([_spreadsheet_safe(str(row[column])) for column in EXPORT_COLUMNS])
                 count += 1
         os.replace(partial, path)
     except OSError as exc:
@@ -284,11 +309,14 @@ def import_csv(
 ) -> ImportReport:
     """Import readers from a CSV with a header row (email, name, topics, timezone).
 
-    New addresses are added as active subscribers of `newsletter`. A bad row is reported with
-    its line number and reason and the good rows still go in. A reader already on the list
-    gets the new name, topics and time zone, and a subscription to `newsletter` if they had
-    none, but never a new status: an unsubscribed, bounced or complained reader stays so, and
-    a forgotten address is never added again. Those are reported in `suppressed`.
+    New addresses are added as active subscribers of `newsletter`, or, for a row that carries
+    `status` and `newsletters` (a file from `export_csv`), with that status and those
+    subscriptions only: an export imports back as it was. A bad row is reported with its line
+    number and reason and the good rows still go in. A reader already on the list gets the
+    new name, topics and time zone, and a subscription to `newsletter` if they had none (and
+    the row names no newsletters), but never a new status: an unsubscribed, bounced or
+    complained reader stays so, and a forgotten address is never added again. Those are
+    reported in `suppressed`.
     """
     path = Path(path)
     try:
@@ -322,6 +350,36 @@ def import_csv(
     return report
 
 
+def _exported_status(row: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The address status and subscriptions a row carries (`status` and `newsletters`, as
+    `export_csv` writes them): ("active", {}) for a row without them."""
+    status = row.get("status", "").strip()
+    text = row.get("newsletters", "").strip()
+    if status and status not in SUBSCRIBER_STATUSES:
+        raise SubscriberError(
+            f"status {shown(status)} is not one of {', '.join(SUBSCRIBER_STATUSES)}"
+        )
+    carried: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, _, state = item.rpartition(":")
+        if not name or state not in SUBSCRIPTION_STATUSES:
+            raise SubscriberError(
+                f"newsletters {shown(text)}: write each as newsletter:status, the status one "
+                f"of {', '.join(SUBSCRIPTION_STATUSES)}"
+            )
+        carried[name] = state
+    if carried and status not in ADDRESS_WIDE:
+        # An address that is not bounced or complained has the status of its subscriptions.
+        follows = next((s for s in ("active", "pending") if s in carried.values()), "unsubscribed")
+        if status and status != follows:
+            raise SubscriberError(
+                f"status {status} disagrees with newsletters {shown(text)}, which make it "
+                f"{follows}; correct one of them"
+            )
+        status = follows
+    return status or "active", carried
+
+
 def _import_row(
     db: Database,
     row: dict,
@@ -333,9 +391,13 @@ def _import_row(
 ) -> None:
     """One CSV row of `import_csv`, counted in `report`."""
     row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k}
+    row = {column: _unguarded(value) for column, value in row.items()}
     try:
         email = check_email(row.get("email", ""))
+        name = check_name(row.get("name", ""))
+        topics = topics_text(check_topic_names(row.get("topics", "").split(";")))
         timezone = check_timezone(row.get("timezone", ""))
+        status, carried = _exported_status(row)
     except SubscriberError as exc:
         report.bad_rows.append((line, str(exc)))
         return
@@ -347,28 +409,28 @@ def _import_row(
     if is_suppressed(db, email):
         report.suppressed.append(f"line {line}: {email} was forgotten at their request")
         return
-    values = {
-        "name": row.get("name", "").strip(),
-        "topics": topics_text(row.get("topics", "").split(";")),
-        "timezone": timezone,
-    }
+    values = {"name": name, "topics": topics, "timezone": timezone}
     existing = find_subscriber(db, email)
     if existing is None:
-        create_subscriber(
+        subscriber_id = create_subscriber(
             db,
             email,
-            newsletter=newsletter,
+            newsletter=next(iter(carried), newsletter),
             source="import",
             name=values["name"],
             topics=values["topics"].split(";"),
             timezone=timezone,
+            status=status,
         )
+        for name, state in carried.items():
+            set_subscription(db, subscriber_id, name, state, "import")
         report.added += 1
         return
     subscription = subscriptions_of(db, existing.id).get(newsletter)
     if reason := _suppressed_reason(existing, subscription, newsletter):
         report.suppressed.append(f"line {line}: {email} {reason}")
-    joins = subscription is None and existing.status in ("active", "pending")
+    # A row with its own newsletters (an export) never joins another one.
+    joins = not carried and subscription is None and existing.status in ("active", "pending")
     if joins:
         set_subscription(db, existing.id, newsletter, existing.status, "import")
     current = {

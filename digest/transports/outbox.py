@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
+from urllib.parse import quote
 
 from ..clock import utcnow
 from ..config import Config, check_secret_for_sending
@@ -20,11 +21,26 @@ from .base import BatchTransport
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.
 EML_POLICY = SMTP.clone(max_line_length=998)
 SINGLES_FOLDER = "confirmations"
+# Most file systems allow 255 bytes in a name.
+MAX_NAME_BYTES = 240
+
+
+def file_safe(text: str) -> str:
+    """`text` as one file name, different for every different text.
+
+    Letters, digits and `@._+-~` stay as they are and every other character is %-escaped,
+    so two texts never share a name; a name too long for the file system is cut and ends
+    with a hash of the whole text after `#` (which no escaped name contains).
+    """
+    name = quote(text, safe="@+")
+    if len(name) <= MAX_NAME_BYTES:
+        return name
+    return f"{name[:200]}#{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
 def eml_file_name(email: str) -> str:
-    """The outbox file for one reader: the address, made safe as a file name."""
-    return re.sub(r"[^A-Za-z0-9@._+-]", "_", email) + ".eml"
+    """The outbox file for one reader: their address as sent, made a file name (`file_safe`)."""
+    return file_safe(email) + ".eml"
 
 
 class OutboxTransport(BatchTransport):
@@ -37,7 +53,7 @@ class OutboxTransport(BatchTransport):
         self.batch_size = batch_size
 
     def edition_dir(self, edition: Edition) -> Path:
-        return self.directory / edition.slug
+        return self.directory / file_safe(edition.slug)
 
     def send_batch(self, edition: Edition, batch: Batch) -> str:
         folder = self.edition_dir(edition)

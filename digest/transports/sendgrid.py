@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import parsedate_to_datetime
+from email.utils import parsedate_to_datetime, quote
 from typing import Any
 from urllib.error import URLError
 
@@ -51,6 +51,9 @@ from .base import BatchTransport
 
 MAX_CATEGORIES = 10
 JSON_UTF8 = "application/json; charset=utf-8"
+# SendGrid splits a recipient's unquoted name at a comma or semicolon, takes a piece for the
+# address and drops the mail (sendgrid/sendgrid-python#291); a quoted name goes through whole.
+_NAME_NEEDS_QUOTES = re.compile(r'[,;"\\]')
 # python_http_client logs every request's headers (the API key) and body at DEBUG.
 logging.getLogger("python_http_client").setLevel(logging.INFO)
 # Headers SendGrid sets itself and refuses in `headers` (plus those of the MIME structure).
@@ -98,7 +101,7 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
         url = links.unsubscribe_url(recipient.subscriber_id)
         to = {"email": recipient.email}
         if recipient.name:
-            to["name"] = recipient.name
+            to["name"] = recipient_name(recipient.name)
         personalizations.append(
             {
                 "to": [to],
@@ -150,7 +153,7 @@ def single_message_payload(message: EmailMessage) -> dict[str, Any]:
         name: str(value) for name, value in message.items() if name.lower() not in RESERVED_HEADERS
     }
     body: dict[str, Any] = {
-        "personalizations": [{"to": [_address(reader)]}],
+        "personalizations": [{"to": [_address(reader, recipient_name)]}],
         "from": _address(sender),
         "subject": str(message["Subject"]),
         "content": [
@@ -167,10 +170,15 @@ def single_message_payload(message: EmailMessage) -> dict[str, Any]:
     return body
 
 
-def _address(address: Address) -> dict[str, str]:
+def recipient_name(name: str) -> str:
+    """A reader's name as a personalization's `to.name`: quoted if SendGrid would split it."""
+    return f'"{quote(name)}"' if _NAME_NEEDS_QUOTES.search(name) else name
+
+
+def _address(address: Address, name: Callable[[str], str] = str) -> dict[str, str]:
     return {
         "email": address.addr_spec,
-        **({"name": address.display_name} if address.display_name else {}),
+        **({"name": name(address.display_name)} if address.display_name else {}),
     }
 
 

@@ -86,6 +86,15 @@ class SendGridSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    """How many sign-ups the form takes (counted in the database, shared by every worker)."""
+
+    per_client_per_hour: int = 20
+    per_hour: int = 1000
+    per_mailbox_per_day: int = 5
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -97,6 +106,7 @@ class Config:
     site: SiteConfig
     newsletters: Mapping[str, NewsletterConfig]
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
+    signup: SignupSettings = field(default_factory=SignupSettings)
     source_path: Path | None = None
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
@@ -186,7 +196,15 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     """Turn parsed TOML into a checked Config; relative paths are relative to the file."""
     base = path.parent if path else Path.cwd()
     data = dict(data)
-    known_sections = {"site", "store", "templates", "transport", "sendgrid", "newsletters"}
+    known_sections = {
+        "site",
+        "store",
+        "templates",
+        "transport",
+        "sendgrid",
+        "signup",
+        "newsletters",
+    }
     for key in data:
         if key not in known_sections:
             raise ConfigError(
@@ -208,6 +226,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         raise ConfigError(f'sendgrid.workers in {_where(path)} must be "processes" or "threads".')
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
+    signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
 
     store = data.get("store", {})
     templates = data.get("templates", {})
@@ -251,6 +270,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         site=site,
         newsletters=newsletters,
         sendgrid=sendgrid,
+        signup=signup,
         source_path=path,
     )
 

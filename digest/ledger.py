@@ -28,6 +28,8 @@ class Recipient(NamedTuple):
     subscriber_id: int
     email: str
     name: str
+    # The reader's `subscribers.link_nonce`, read with the batch: their links carry it.
+    link_nonce: str
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def claim_batch(
     with write_transaction(db):
         skip_leavers(db, edition_id, newsletter, frozen_at, now)
         rows = db.execute(
-            """SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, '')
+            """SELECT d.id, d.subscriber_id, d.email, COALESCE(s.name, ''),
+                      COALESCE(s.link_nonce, '')
                FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
                WHERE d.edition_id = ? AND d.status = 'queued' ORDER BY d.id LIMIT ?""",
             [edition_id, size],

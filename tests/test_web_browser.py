@@ -41,7 +41,7 @@ def page(browser):
 
 def test_a_reader_unsubscribes_with_the_button_and_sees_it_done(db, config, site, page):
     ana = add_subscriber(db, "ana@example.com", "Ana")
-    token = TokenSigner(config.secret_key).make(ana.id, "daily")
+    token = TokenSigner(config.secret_key).make(ana.id, ana.link_nonce, "daily")
 
     page.goto(f"{site}/u/{token}")
     assert page.get_by_role("heading", level=1).inner_text() == "Test Daily"

@@ -92,6 +92,9 @@ class SignupSettings:
     per_client_per_hour: int = 20
     per_hour: int = 1000
     per_mailbox_per_day: int = 5
+    # Reverse proxies in front of the app that add X-Forwarded-For: the client is the
+    # address the farthest of them saw (0: the address that connected).
+    proxies: int = 0
 
 
 @dataclass(frozen=True)

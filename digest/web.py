@@ -223,7 +223,7 @@ def subscribe():
         "newsletter": request.form.get("newsletter") or None,
     }
     try:
-        sign_up(_db(), _config(), client=request.remote_addr or "", **form)
+        sign_up(_db(), _config(), client=_client_address(), **form)
     except SignUpLimitError as exc:
         return _subscribe_page(form, error=str(exc), status=429)
     except SubscriberError as exc:
@@ -235,6 +235,16 @@ def subscribe():
     )
     response.call_on_close(functools.partial(drain_signups, _state()))
     return response
+
+
+def _client_address() -> str:
+    """Who sent the request, for the flood limits: see `signup.proxies`."""
+    proxies = _config().signup.proxies
+    forwarded = request.access_route if request.headers.get("X-Forwarded-For") else []
+    if proxies and len(forwarded) >= proxies:
+        # Each proxy appends the address it saw; entries before those are the client's say.
+        return forwarded[-proxies]
+    return request.remote_addr or ""
 
 
 def drain_signups(state: AppState) -> None:

@@ -157,7 +157,8 @@ def test_an_old_confirmation_link_works_until_a_newer_one_is_sent(old_database, 
     assert client.get(path).status_code == 200
     db = open_db(old_database)
     db.execute(
-        "UPDATE subscriptions SET confirmation_sent_at = ?, confirm_code = ? WHERE subscriber_id = 2",
+        """UPDATE subscriptions SET confirmation_sent_at = ?, confirm_code = ?
+           WHERE subscriber_id = 2""",
         [to_db(utcnow()), "0" * 32],
     )
     assert client.post(path).status_code == 400

@@ -17,6 +17,7 @@ from digest import web
 from digest.clock import to_db, utcnow
 from digest.config import PLACEHOLDER_SECRET, with_overrides
 from digest.errors import ConfigError
+from digest.models import Subscriber
 from digest.readers.privacy import forget
 from digest.readers.signup import (
     ALREADY_SUBSCRIBED_SENT,
@@ -30,7 +31,6 @@ from digest.readers.signup import (
 )
 from digest.readers.subscribers import add_subscriber, find_subscriber, unsubscribe
 from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
-from digest.models import Subscriber
 from digest.run import run_due
 from digest.send import audience_variants
 from digest.store import open_db
@@ -390,6 +390,20 @@ def test_one_client_gets_only_its_hourly_share_of_sign_ups(tmp_path):
     )
     assert other.status_code == 200
     assert confirmation_mail(config, "c@example.com") is not None
+
+
+def test_behind_a_proxy_the_client_is_the_address_the_proxy_saw(tmp_path):
+    _config, client = limited_app(tmp_path, per_client_per_hour=1, proxies=1)
+
+    def from_client(address: str, forged: str = ""):
+        chain = f"{forged}, {address}" if forged else address
+        headers = {"X-Forwarded-For": chain}
+        return client.post("/subscribe", data={"email": "a@example.com"}, headers=headers)
+
+    assert from_client("198.51.100.1").status_code == 200
+    assert from_client("198.51.100.2").status_code == 200
+    # What the client wrote in the header itself does not make it someone else.
+    assert from_client("198.51.100.1", forged="203.0.113.5").status_code == 429
 
 
 def test_the_overall_hourly_limit_counts_every_client_and_every_worker(tmp_path):

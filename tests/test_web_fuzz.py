@@ -72,7 +72,7 @@ def row_counts(db) -> tuple[int, ...]:
 @FUZZ
 @given(st.fixed_dictionaries({}, optional=SIGN_UP))
 def test_any_sign_up_form_is_answered_and_a_refused_one_writes_nothing(site, form):
-    config, client, db, _ana = site
+    _config, client, db, _ana = site
     before = row_counts(db)
     response = client.post("/subscribe", data=form, buffered=True)
     assert_answered(response)

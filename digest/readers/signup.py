@@ -27,7 +27,7 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db, utcnow
 from ..config import Config
-from ..errors import SubscriberError, TransportError
+from ..errors import DigestError, SubscriberError
 from ..models import Subscriber
 from ..store import write_transaction
 from ..tokens import CONFIRM_SALT, BadTokenError, TokenSigner, new_nonce
@@ -61,7 +61,8 @@ CONFIRMATION_SENT = "confirmation sent"
 ALREADY_SUBSCRIBED_SENT = "already subscribed: told by email"
 RATE_LIMITED = "nothing sent: an email went to this address a moment ago"
 REFUSED = "nothing sent: the address is bounced, complained or forgotten"
-NOT_SENT = "nothing sent: the transport failed"
+NOT_SENT = "nothing sent: the email could not be sent"
+FAILED = "nothing sent: the request could not be handled"
 
 
 class SignUpLimitError(SubscriberError):
@@ -168,9 +169,10 @@ def sign_up(
     with write_transaction(db):
         db.execute("DELETE FROM signup_attempts WHERE at < ?", [day_ago])
         from_client, from_everyone, to_mailbox = db.execute(
-            """SELECT COALESCE(SUM(client = :client AND at >= :hour), 0),
-                      COALESCE(SUM(at >= :hour), 0), COALESCE(SUM(mailbox_hash = :box), 0)
-               FROM signup_attempts""",
+            """SELECT
+                 (SELECT COUNT(*) FROM signup_attempts WHERE client = :client AND at >= :hour),
+                 (SELECT COUNT(*) FROM signup_attempts WHERE at >= :hour),
+                 (SELECT COUNT(*) FROM signup_attempts WHERE mailbox_hash = :box)""",
             {"client": client, "hour": hour_ago, "box": box},
         ).fetchone()
         if from_client >= limits.per_client_per_hour or from_everyone >= limits.per_hour:
@@ -229,6 +231,11 @@ def process_signups(
         )
         try:
             done.append(_handle(db, config, transport, request, now))
+        except DigestError as exc:
+            # One request that cannot be handled (a broken confirmation template, say)
+            # never holds up the others; the reader may sign up again.
+            log.error("sign-up request %s not handled: %s", request_id, exc)
+            done.append(f"{FAILED}: {exc}")
         finally:
             db.execute("DELETE FROM signup_requests WHERE id = ?", [request_id])
 
@@ -279,8 +286,9 @@ def _handle(
         send_confirmation(
             config, transport, subscriber, chosen, already_subscribed=already, code=code
         )
-    except TransportError as exc:
-        # Give the slot (and the link that still works) back, so the reader may try again.
+    except DigestError as exc:
+        # Not sent (the transport failed, or a template is broken): give the slot and the
+        # link that still works back, so the reader may try again.
         db.execute(
             """UPDATE subscriptions SET confirmation_sent_at = ?, confirm_code = ?
                WHERE subscriber_id = ? AND newsletter = ?""",

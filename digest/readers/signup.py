@@ -94,36 +94,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_sign_up(
-    db: Database,
-    config: Config,
-    email: str,
-    *,
-    name: str = "",
-    topics: Iterable[str] = (),
-    timezone: str = "UTC",
-    newsletter: str | None = None,
-) -> SignUpRequest:
-    """Every field of the form checked; SubscriberError or ConfigError for the first bad one.
-
-    Nothing is written: a bad field says nothing about the list and changes nothing.
-    """
-    address = check_email(email)
-    if not address.partition("@")[0].isascii():
-        # issue8-entry refuses these in check_email itself (SMTPUTF8); the form needs it now.
-        raise SubscriberError(
-            f"invalid address {address!r}: an address with non-ASCII characters before the @ "
-            "cannot be delivered; use an ASCII address"
-        )
-    return SignUpRequest(
-        email=address,
-        name=check_name(name),
-        topics=tuple(check_topics(db, topics)),
-        timezone=check_timezone(timezone),
-        newsletter=_newsletter_name(config, newsletter),
-    )
-
-
 def _newsletter_name(config: Config, name: str | None) -> str:
     # The config's own error tells an operator how to edit digest.toml; a reader gets this.
     if name is not None and name not in config.newsletters:
@@ -155,12 +125,23 @@ def sign_up(
     """The sign-up form: check the fields and the limits, and queue the request.
 
     Returns QUEUED, or MAILBOX_LIMITED when the mailbox had its share of emails today (the
-    page says the same). Raises SubscriberError or ConfigError for a bad field and
-    SignUpLimitError when the client or everyone is over the hourly limit; then nothing
-    is written. `client` is the address the request came from.
+    page says the same). Raises SubscriberError for a bad field (which says nothing about
+    the list) and SignUpLimitError when the client or everyone is over the hourly limit;
+    then nothing is written. `client` is the address the request came from.
     """
-    request = check_sign_up(
-        db, config, email, name=name, topics=topics, timezone=timezone, newsletter=newsletter
+    address = check_email(email)
+    if not address.partition("@")[0].isascii():
+        # issue8-entry refuses these in check_email itself (SMTPUTF8); the form needs it now.
+        raise SubscriberError(
+            f"invalid address {address!r}: an address with non-ASCII characters before the @ "
+            "cannot be delivered; use an ASCII address"
+        )
+    request = SignUpRequest(
+        email=address,
+        name=check_name(name),
+        topics=tuple(check_topics(db, topics)),
+        timezone=check_timezone(timezone),
+        newsletter=_newsletter_name(config, newsletter),
     )
     now = now or utcnow()
     limits = config.signup
@@ -211,7 +192,7 @@ def process_signups(
     """
     now = now or utcnow()
     expire_pending(db, now)
-    done = []
+    done: list[str] = []
     while True:
         # In a transaction of its own: a statement with RETURNING is only done once read.
         with write_transaction(db):

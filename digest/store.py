@@ -247,8 +247,9 @@ def m005_reader_links(db: Database) -> None:
     over the id alone: a forgotten reader's old link reached a stranger. `subscribers` is
     rebuilt with AUTOINCREMENT (rows kept), its sequence starting above every id any table
     still names. Links now sign `<id>.<nonce>.<newsletter>` and are checked against the
-    reader's `link_nonce`; links of the old format, already in sent mail, keep working only
-    for the readers who exist now (`legacy_links` = 1), never for one added later.
+    reader's `link_nonce` (random, the column's default for every row); links of the old
+    format, already in sent mail, keep working only for the readers who exist now
+    (`legacy_links` = 1), never for one added later.
     Subscriptions get `confirm_code`: the one confirmation link of a pending subscription
     that still works.
     """
@@ -269,12 +270,12 @@ def m005_reader_links(db: Database) -> None:
             status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({statuses})),
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
-            link_nonce TEXT NOT NULL,
+            link_nonce TEXT NOT NULL DEFAULT (lower(hex(randomblob(8)))),
             legacy_links INTEGER NOT NULL DEFAULT 0
         )""",
         """INSERT INTO subscribers_new
-           SELECT id, email, name, topics, timezone, status, created_at, updated_at,
-                  lower(hex(randomblob(8))), 1
+               (id, email, name, topics, timezone, status, created_at, updated_at, legacy_links)
+           SELECT id, email, name, topics, timezone, status, created_at, updated_at, 1
            FROM subscribers""",
         "DROP TABLE subscribers",
         "ALTER TABLE subscribers_new RENAME TO subscribers",

@@ -21,8 +21,11 @@ _LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link"}
 _PAYLOAD = re.compile(r"(\d+)\.(?:([0-9a-f]{16,64})\.)?([a-z0-9_-]+)")
 
 
-def new_nonce(length: int = 8) -> str:
-    """A random value for a token's nonce slot (a reader's link nonce, a confirmation code)."""
+def new_nonce(length: int = 16) -> str:
+    """A random value for a token's nonce slot: a confirmation code (`length` bytes, as hex).
+
+    Readers' link nonces are made by the database (`subscribers.link_nonce`'s default).
+    """
     return secrets.token_hex(length)
 
 

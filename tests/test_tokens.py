@@ -38,9 +38,10 @@ def test_a_token_of_the_old_format_reads_with_no_nonce():
     assert SIGNER.read(old) == TokenClaim(42, None, "daily")
 
 
-def test_nonces_are_random_hex():
-    assert new_nonce() != new_nonce()
-    assert len(new_nonce()) == 16 and int(new_nonce(), 16) >= 0
+def test_confirmation_codes_are_random_hex_that_fits_a_token():
+    code = new_nonce()
+    assert code != new_nonce() and len(code) == 32
+    assert SIGNER.read(SIGNER.make(1, code, "daily")).nonce == code
 
 
 @pytest.mark.parametrize(

@@ -258,7 +258,7 @@ def _handle(
            WHERE subscriber_id = ? AND newsletter = ?""",
         [subscriber_id, chosen.name],
     ).fetchone()
-    code = None if already else new_nonce(16)
+    code = None if already else new_nonce()
     if not _claim_email_slot(db, subscriber_id, chosen.name, now, code):
         return RATE_LIMITED
     subscriber = subscriber_by_id(db, subscriber_id)

@@ -19,7 +19,7 @@ from ..errors import NotFoundError, SubscriberError
 from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
-from ..tokens import TokenClaim, new_nonce
+from ..tokens import TokenClaim
 from .audit import record
 from .subscriptions import roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
@@ -125,9 +125,9 @@ def create_subscriber(
     with write_transaction(db):
         cursor = db.execute(
             """INSERT INTO subscribers
-               (email, name, topics, timezone, status, created_at, updated_at, link_nonce)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-            [address, name.strip(), topics_text(topics), timezone, status, now, now, new_nonce()],
+               (email, name, topics, timezone, status, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [address, name.strip(), topics_text(topics), timezone, status, now, now],
         )
         subscriber_id = cursor.lastrowid
         record(db, subscriber_id, "address", source, new_status=status)

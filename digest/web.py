@@ -193,9 +193,10 @@ def _bad_link(error: BadTokenError):
     return render_template("bad_link.html", message=str(error)), 400
 
 
-@readers.app_errorhandler(500)
+@readers.errorhandler(500)
 def _server_error(_error: Exception):
-    # The log has the details; a reader gets no advice meant for the operator.
+    # The log has the details; a reader gets no advice meant for the operator. Only the
+    # readers' routes: the studio and the webhook answer their own users.
     return render_template("error.html"), 500
 
 

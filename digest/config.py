@@ -133,6 +133,18 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class SignupSettings:
+    """How many sign-ups the form takes (counted in the database, shared by every worker)."""
+
+    per_client_per_hour: int = 20
+    per_hour: int = 1000
+    per_mailbox_per_day: int = 5
+    # Reverse proxies in front of the app that add X-Forwarded-For: the client is the
+    # address the farthest of them saw (0: the address that connected).
+    proxies: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -145,6 +157,7 @@ class Config:
     newsletters: Mapping[str, NewsletterConfig]
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    signup: SignupSettings = field(default_factory=SignupSettings)
     source_path: Path | None = None
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
@@ -264,6 +277,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         "transport",
         "sendgrid",
         "ingest",
+        "signup",
         "newsletters",
     }
     for key in data:
@@ -289,6 +303,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         raise ConfigError(f"sendgrid.concurrency in {_where(path)} must be from 1 to 16.")
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
+    signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -339,6 +354,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         newsletters=newsletters,
         sendgrid=sendgrid,
         ingest=ingest,
+        signup=signup,
         source_path=path,
     )
 

@@ -30,6 +30,8 @@ class Recipient(NamedTuple):
     subscriber_id: int
     email: str
     name: str
+    # The reader's `subscribers.link_nonce`, read with the batch: their links carry it.
+    link_nonce: str
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,14 @@ def queue_audience(
     """Freeze the edition's audience: every active reader of the variant, queued now.
 
     Who joins later waits for the next edition; who leaves before their batch goes is skipped.
-    Address and name are copied as they are now, so a batch is read from the ledger alone.
+    Address, name and link nonce are copied as they are now, so a batch is read from the
+    ledger alone.
     """
     where, params = audience_filter(newsletter, timezone)
     cursor = db.execute(
         f"""INSERT OR IGNORE INTO deliveries
-               (edition_id, subscriber_id, email, name, status, created_at, updated_at)
-           SELECT :edition, id, email, name, 'queued', :now, :now FROM subscribers
+               (edition_id, subscriber_id, email, name, link_nonce, status, created_at, updated_at)
+           SELECT :edition, id, email, name, link_nonce, 'queued', :now, :now FROM subscribers
            WHERE {where} AND topics = :topics""",
         {**params, "edition": edition_id, "now": to_db(utcnow()), "topics": topics},
     )
@@ -114,9 +117,11 @@ def claim_batch(
         skip_leavers(db, edition_id, newsletter, frozen_at, now)
         recipients: list[Recipient] = []
         while not recipients:
-            # A name missing (NULL) was queued before names were copied into the ledger.
+            # A name or nonce missing (NULL) was queued before the ledger kept them.
             rows = db.execute(
                 """SELECT id, subscriber_id, email, COALESCE(name, (SELECT name FROM subscribers
+                       WHERE subscribers.id = deliveries.subscriber_id), ''),
+                       COALESCE(link_nonce, (SELECT link_nonce FROM subscribers
                        WHERE subscribers.id = deliveries.subscriber_id), '')
                    FROM deliveries
                    WHERE edition_id = ? AND status = 'queued' ORDER BY id LIMIT ?""",
@@ -146,13 +151,13 @@ def fail_unsendable(db: Database, rows: list[tuple], now: str) -> list[Recipient
     batch is claimed: their bad data never leaves a whole batch unknown.
     """
     recipients, failed = [], []
-    for delivery_id, subscriber_id, email, name in rows:
+    for delivery_id, subscriber_id, email, name, link_nonce in rows:
         try:
             email, name = sendable_recipient(email, name)
         except SubscriberError as exc:
             failed.append((str(exc), now, delivery_id))
             continue
-        recipients.append(Recipient(delivery_id, subscriber_id, email, name))
+        recipients.append(Recipient(delivery_id, subscriber_id, email, name, link_nonce))
     if failed:
         db.conn.executemany(
             """UPDATE deliveries SET status = 'failed', error = ?, attempts = attempts + 1,

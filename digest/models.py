@@ -56,3 +56,7 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     timezone: str = "UTC"
     status: str = "active"
+    # The random value in the reader's links (see tokens), and whether links of the old
+    # format (no nonce, made before the m005 migration) still name them.
+    link_nonce: str = ""
+    legacy_links: bool = False

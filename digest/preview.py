@@ -17,7 +17,11 @@ from .render import Renderer
 from .urls import ReaderLinks
 
 SAMPLE_READER = Recipient(
-    delivery_id=0, subscriber_id=0, email="reader@example.com", name="Sample Reader"
+    delivery_id=0,
+    subscriber_id=0,
+    email="reader@example.com",
+    name="Sample Reader",
+    link_nonce="0" * 16,
 )
 
 
@@ -46,11 +50,15 @@ def write_preview(
     if as_email:
         subscriber = get_subscriber(db, as_email)
         topics = subscriber.topics
-        reader = Recipient(0, subscriber.id, subscriber.email, subscriber.name)
+        reader = Recipient(
+            0, subscriber.id, subscriber.email, subscriber.name, subscriber.link_nonce
+        )
     edition, story_count = build_edition(
         db, config, Renderer(config.templates_dir), newsletter, latest_slot(newsletter, now), topics
     )
-    url = ReaderLinks(config, newsletter.name).unsubscribe_url(reader.subscriber_id)
+    url = ReaderLinks(config, newsletter.name).unsubscribe_url(
+        reader.subscriber_id, reader.link_nonce
+    )
     values = recipient_values(reader.name, url)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"{newsletter.name}.html"

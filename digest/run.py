@@ -18,6 +18,7 @@ from .errors import DigestError, LeaseHeldError
 from .invocation import digest_command
 from .lease import Lease
 from .ledger import audience_values, tally
+from .readers.signup import process_signups
 from .render import Renderer
 from .schedule import Schedule, Slot, decide
 from .send import SendReport, send_command, send_slot
@@ -120,12 +121,24 @@ def run_due(
                 f"{slot_label(decision.slot)}: {_record_sent(db, decision.slot, now, sent)}",
                 failed=bool(sent.total("failed") or sent.total("sending")),
             )
+        _drain_signups(db, config, transport, report)
         if not decisions:
             report.lines.append("nothing due")
         record_run(db, now, started, report.actions, report.failed, "; ".join(report.lines))
     finally:
         lease.release()
     return report
+
+
+def _drain_signups(db: Database, config: Config, transport: Transport, report: RunReport) -> None:
+    """Handle sign-ups the web app queued but did not get to (a worker that stopped)."""
+    try:
+        handled = process_signups(db, config, transport)
+    except DigestError as exc:
+        report.add(f"sign-ups: FAILED: {exc}", failed=True)
+        return
+    if handled:
+        report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
 
 
 def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:

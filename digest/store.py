@@ -252,6 +252,96 @@ def m006_delivery_names(db: Database) -> None:
     db.execute("ALTER TABLE deliveries ADD COLUMN name TEXT")
 
 
+@migrations()
+def m007_reader_links(db: Database) -> None:
+    """Subscriber ids are never reused, and every reader gets a random nonce for their links.
+
+    Before this, an id freed by `forget` went to the next new reader, and links were signed
+    over the id alone: a forgotten reader's old link reached a stranger. `subscribers` is
+    rebuilt with AUTOINCREMENT (rows kept), its sequence starting above every id any table
+    still names. Links now sign `<id>.<nonce>.<newsletter>` and are checked against the
+    reader's `link_nonce` (random, the column's default for every row); links of the old
+    format, already in sent mail, keep working only for the readers who exist now
+    (`legacy_links` = 1), never for one added later.
+    Subscriptions get `confirm_code`: the one confirmation link of a pending subscription
+    that still works.
+    """
+    statuses = ", ".join(f"'{s}'" for s in SUBSCRIBER_STATUSES)
+    named = ["SELECT MAX(id) FROM subscribers"] + [
+        f"SELECT MAX(subscriber_id) FROM [{table}]"
+        for table in db.table_names()
+        if "subscriber_id" in db[table].columns_dict
+    ]
+    highest = max((db.execute(q).fetchone()[0] or 0 for q in named), default=0)
+    for statement in (
+        f"""CREATE TABLE subscribers_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            name TEXT NOT NULL DEFAULT '',
+            topics TEXT NOT NULL DEFAULT '',
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({statuses})),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            link_nonce TEXT NOT NULL DEFAULT (lower(hex(randomblob(8)))),
+            legacy_links INTEGER NOT NULL DEFAULT 0
+        )""",
+        """INSERT INTO subscribers_new
+               (id, email, name, topics, timezone, status, created_at, updated_at, legacy_links)
+           SELECT id, email, name, topics, timezone, status, created_at, updated_at, 1
+           FROM subscribers""",
+        "DROP TABLE subscribers",
+        "ALTER TABLE subscribers_new RENAME TO subscribers",
+        "CREATE INDEX subscribers_audience ON subscribers (status, topics, timezone)",
+        "CREATE INDEX subscribers_changed ON subscribers (updated_at)",
+        # m005_audience_by_zone's index, gone with the old table.
+        "CREATE INDEX subscribers_zone ON subscribers (status, timezone, topics)",
+        # Copied when queued, as the name is: a batch's links are made from the ledger alone.
+        "ALTER TABLE deliveries ADD COLUMN link_nonce TEXT",
+        "DELETE FROM sqlite_sequence WHERE name = 'subscribers'",
+        f"INSERT INTO sqlite_sequence (name, seq) VALUES ('subscribers', {int(highest)})",
+        "ALTER TABLE subscriptions ADD COLUMN confirm_code TEXT",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m007_signup_queue(db: Database) -> None:
+    """The sign-up form's queue and its flood counts.
+
+    The form only checks its fields and queues the request (`signup_requests`), the same
+    work whatever the address's state; the requests are handled after the answer has gone.
+    `signup_attempts` counts recent sign-ups per client and per mailbox (a salted hash,
+    never the address), so that every web worker shares the limits; rows older than a
+    day are dropped.
+    """
+    for statement in (
+        """CREATE TABLE signup_requests (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            topics TEXT NOT NULL DEFAULT '',
+            timezone TEXT NOT NULL,
+            newsletter TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            claimed_at TEXT
+        )""",
+        """CREATE TABLE signup_attempts (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            client TEXT NOT NULL,
+            mailbox_hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX signup_attempts_at ON signup_attempts (at)",
+        "CREATE INDEX signup_attempts_client ON signup_attempts (client, at)",
+        "CREATE INDEX signup_attempts_mailbox ON signup_attempts (mailbox_hash, at)",
+        # Pending sign-ups are few among a million subscriptions: expiring them reads these.
+        """CREATE INDEX subscriptions_pending ON subscriptions (confirmation_sent_at)
+           WHERE status = 'pending'""",
+    ):
+        db.execute(statement)
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import re
+import secrets
+from typing import NamedTuple
 
 from itsdangerous import BadSignature, Signer
 
@@ -15,15 +17,36 @@ SALT = "digest.unsubscribe"
 # Confirmation links are signed with their own salt, so an unsubscribe token confirms no one.
 CONFIRM_SALT = "digest.confirm"
 _LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link"}
-_PAYLOAD = re.compile(r"(\d+)\.([a-z0-9_-]+)")
+# `<id>.<nonce>.<newsletter>`; before the m005 migration, `<id>.<newsletter>` (no nonce).
+_PAYLOAD = re.compile(r"(\d+)\.(?:([0-9a-f]{16,64})\.)?([a-z0-9_-]+)")
+
+
+def new_nonce(length: int = 16) -> str:
+    """A random value for a token's nonce slot: a confirmation code (`length` bytes, as hex).
+
+    Readers' link nonces are made by the database (`subscribers.link_nonce`'s default).
+    """
+    return secrets.token_hex(length)
 
 
 class BadTokenError(DigestError):
     """A token that was tampered with, signed with another key, or is not a token at all."""
 
 
+class TokenClaim(NamedTuple):
+    """What a token says: a subscriber, a nonce (None in a token of the old format), a newsletter.
+
+    The signature only proves that we made it; whether the nonce still matches the reader
+    (or the confirmation code the subscription) is for the reader modules to check.
+    """
+
+    subscriber_id: int
+    nonce: str | None
+    newsletter: str
+
+
 class TokenSigner:
-    """Makes and reads tokens (`<id>.<newsletter>.<signature>`) with the secret key and a salt.
+    """Makes and reads tokens (`<id>.<nonce>.<newsletter>.<signature>`) with the key and a salt.
 
     Tokens are made once per recipient on the send path, so `make` signs exactly as
     itsdangerous' Signer does but derives the key once, not per token: a plain Signer
@@ -35,13 +58,13 @@ class TokenSigner:
         self._key = self._signer.derive_key()
         self._link_name = _LINK_NAMES.get(salt, "link")
 
-    def make(self, subscriber_id: int, newsletter: str) -> str:
-        payload = f"{subscriber_id}.{newsletter}"
+    def make(self, subscriber_id: int, nonce: str, newsletter: str) -> str:
+        payload = f"{subscriber_id}.{nonce}.{newsletter}"
         mac = hmac.digest(self._key, payload.encode("ascii"), "sha256")
         # itsdangerous' base64_encode, inlined: this runs once per recipient.
         return f"{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode('ascii')}"
 
-    def read(self, token: str) -> tuple[int, str]:
+    def read(self, token: str) -> TokenClaim:
         try:
             payload = self._signer.unsign(token).decode("ascii")
         except (BadSignature, UnicodeError):
@@ -52,4 +75,4 @@ class TokenSigner:
                 f"This {self._link_name} is not valid: it may have been cut short or changed. "
                 "Use the link from the latest email."
             )
-        return int(match.group(1)), match.group(2)
+        return TokenClaim(int(match.group(1)), match.group(2), match.group(3))

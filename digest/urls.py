@@ -20,16 +20,21 @@ class ReaderLinks:
         self._confirm_signer = TokenSigner(config.secret_key, CONFIRM_SALT)
         self._newsletter = newsletter
 
-    def reader_token(self, subscriber_id: int) -> str:
-        """The token of the reader's own page, which unsubscribes in one click."""
-        return self._signer.make(subscriber_id, self._newsletter)
+    def reader_token(self, subscriber_id: int, link_nonce: str) -> str:
+        """The token of the reader's own page, which unsubscribes in one click.
 
-    def unsubscribe_url(self, subscriber_id: int) -> str:
-        return self._prefix + self._signer.make(subscriber_id, self._newsletter)
+        `link_nonce` is the reader's (`subscribers.link_nonce`): it names them for good.
+        """
+        return self._signer.make(subscriber_id, link_nonce, self._newsletter)
 
-    def preferences_url(self, subscriber_id: int) -> str:
+    def unsubscribe_url(self, subscriber_id: int, link_nonce: str) -> str:
+        return self._prefix + self._signer.make(subscriber_id, link_nonce, self._newsletter)
+
+    def preferences_url(self, subscriber_id: int, link_nonce: str) -> str:
         """The reader's own page, at its preferences form."""
-        return self.unsubscribe_url(subscriber_id) + "#preferences"
+        return self.unsubscribe_url(subscriber_id, link_nonce) + "#preferences"
 
-    def confirmation_url(self, subscriber_id: int) -> str:
-        return f"{self._site}/confirm/{self._confirm_signer.make(subscriber_id, self._newsletter)}"
+    def confirmation_url(self, subscriber_id: int, code: str) -> str:
+        """The confirmation link of one sign-up: `code` is the subscription's `confirm_code`."""
+        token = self._confirm_signer.make(subscriber_id, code, self._newsletter)
+        return f"{self._site}/confirm/{token}"

@@ -8,6 +8,7 @@ and `digest serve` use; `digest.wsgi:app` is the entry for gunicorn behind a rev
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +28,20 @@ from .readers.preferences import (
     topic_choices,
     unsubscribe_by_link,
 )
-from .readers.signup import confirm, sign_up
+from .readers.signup import (
+    Confirmation,
+    SignUpLimitError,
+    check_confirmation,
+    confirm,
+    process_signups,
+    sign_up,
+)
 from .store import open_db
 from .tokens import BadTokenError
 from .transports import Transport, make_transport
 from .urls import ReaderLinks
 
+log = logging.getLogger(__name__)
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
 ONE_CLICK_FIELD, _, ONE_CLICK_VALUE = ONE_CLICK.partition("=")
 SECURITY_HEADERS = {
@@ -160,6 +169,13 @@ def _bad_link(error: BadTokenError):
     return render_template("bad_link.html", message=str(error)), 400
 
 
+@readers.errorhandler(500)
+def _server_error(_error: Exception):
+    # The log has the details; a reader gets no advice meant for the operator. Only the
+    # readers' routes: the studio and the webhook answer their own users.
+    return render_template("error.html"), 500
+
+
 @readers.get("/")
 @readers.get("/subscribe")
 def subscribe_form():
@@ -184,26 +200,68 @@ def subscribe():
         "newsletter": request.form.get("newsletter") or None,
     }
     try:
-        sign_up(_db(), _config(), transport=_state().transport, **form)
-    except (SubscriberError, ConfigError) as exc:
+        sign_up(_db(), _config(), client=_client_address(), **form)
+    except SignUpLimitError as exc:
+        return _subscribe_page(form, error=str(exc), status=429)
+    except SubscriberError as exc:
         return _subscribe_page(form, error=str(exc), status=400)
-    # The same answer whatever sign_up did, so the form tells no one who is on the list.
-    return render_template("subscribe_sent.html", email=form["email"].strip())
+    # The same answer and the same work whatever the address's state, so the form tells no
+    # one who is on the list; the queued request is handled once this answer has gone.
+    response = current_app.make_response(
+        render_template("subscribe_sent.html", email=form["email"].strip())
+    )
+    response.call_on_close(functools.partial(drain_signups, _state()))
+    return response
+
+
+def _client_address() -> str:
+    """Who sent the request, for the flood limits: see `signup.proxies`."""
+    proxies = _config().signup.proxies
+    forwarded = request.access_route if request.headers.get("X-Forwarded-For") else []
+    if proxies and len(forwarded) >= proxies:
+        # Each proxy appends the address it saw; entries before those are the client's say.
+        return forwarded[-proxies]
+    return request.remote_addr or ""
+
+
+def drain_signups(state: AppState) -> None:
+    """Handle the queued sign-ups (emails go out here), on its own database connection."""
+    db = open_db(state.config.db_path)
+    try:
+        process_signups(db, state.config, state.transport)
+    except Exception:
+        # After the answer has gone there is no one to show it to: log it; `digest run`
+        # handles whatever is left in the queue.
+        log.exception("handling queued sign-ups failed")
+    finally:
+        db.close()
+
+
+def _confirmed_page(config: Config, found: Confirmation):
+    links = ReaderLinks(config, found.newsletter)
+    token = links.reader_token(found.subscriber.id, found.subscriber.link_nonce)
+    return render_template(
+        "confirmed.html",
+        title=_title(found.newsletter),
+        already=found.already,
+        preferences=url_for("readers.reader", token=token, _anchor="preferences"),
+    )
 
 
 @readers.get("/confirm/<token>")
+def confirm_page(token: str):
+    # Mail scanners open links: opening one only shows the button.
+    config = _config()
+    found = check_confirmation(_db(), config, token)
+    if found.already:
+        return _confirmed_page(config, found)
+    return render_template("confirm_button.html", token=token, title=_title(found.newsletter))
+
+
+@readers.post("/confirm/<token>")
 def confirm_link(token: str):
     config = _config()
-    subscriber_id, newsletter, already = confirm(_db(), config, token)
-    links = ReaderLinks(config, newsletter)
-    return render_template(
-        "confirmed.html",
-        title=_title(newsletter),
-        already=already,
-        preferences=url_for(
-            "readers.reader", token=links.reader_token(subscriber_id), _anchor="preferences"
-        ),
-    )
+    return _confirmed_page(config, confirm(_db(), config, token))
 
 
 @readers.get("/u/<token>")

@@ -9,7 +9,7 @@ import pytest
 
 from digest.errors import SubscriberError
 from digest.readers.privacy import export_data, forget
-from digest.readers.signup import REFUSED, sign_up
+from digest.readers.signup import REFUSED, process_signups, sign_up
 from digest.readers.subscribers import add_subscriber, find_subscriber, import_csv, unsubscribe
 from digest.readers.suppression import is_suppressed
 from digest.send import send_newsletter
@@ -60,7 +60,13 @@ def test_export_data_holds_the_profile_deliveries_subscriptions_and_audit(mailed
 def test_forget_deletes_every_row_about_the_reader_and_only_theirs(mailed):
     ana = find_subscriber(mailed, "ana@example.com")
     report = forget(mailed, "ana@example.com")
-    assert report.removed == {"profile": 1, "deliveries": 1, "subscriptions": 1, "audit": 4}
+    assert report.removed == {
+        "profile": 1,
+        "deliveries": 1,
+        "subscriptions": 1,
+        "audit": 4,
+        "signup_requests": 0,
+    }
     assert rows_naming(mailed, ana.id, "ana@example.com") == 0
     assert find_subscriber(mailed, "bo@example.com") is not None
     assert "ana@example.com" not in json.dumps(
@@ -102,7 +108,8 @@ def test_forget_then_add_is_refused(mailed):
 
 def test_forget_then_sign_up_sends_nothing_and_adds_no_one(mailed, config):
     forget(mailed, "ana@example.com")
-    assert sign_up(mailed, config, "ana@example.com", transport=OutboxTransport(config)) == REFUSED
+    sign_up(mailed, config, "ana@example.com")
+    assert process_signups(mailed, config, OutboxTransport(config)) == [REFUSED]
     assert find_subscriber(mailed, "ana@example.com") is None
     assert not (config.outbox_dir / "confirmations").exists()
 

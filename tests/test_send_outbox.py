@@ -90,8 +90,10 @@ def test_the_unsubscribe_header_and_body_link_carry_the_same_signed_token(newsro
     text = message.get_body(("plain",)).get_content()
     assert f'href="{url.group(1)}"' in html
     assert url.group(1) in text
-    ana = newsroom.execute("SELECT id FROM subscribers WHERE email = 'ana@example.com'").fetchone()
-    assert TokenSigner("test-secret").read(url.group(2)) == (ana[0], "daily")
+    ana = newsroom.execute(
+        "SELECT id, link_nonce FROM subscribers WHERE email = 'ana@example.com'"
+    ).fetchone()
+    assert TokenSigner("test-secret").read(url.group(2)) == (ana[0], ana[1], "daily")
 
 
 def test_readers_with_topics_get_their_own_variant(newsroom, config):

@@ -30,24 +30,31 @@ def build_confirmation(
     newsletter: NewsletterConfig,
     *,
     already_subscribed: bool,
+    code: str | None,
     sent_at: datetime,
 ) -> EmailMessage:
-    """The confirmation (or, for a reader already subscribed, a note saying so) as MIME."""
+    """The confirmation (or, for a reader already subscribed, a note saying so) as MIME.
+
+    `code` is the subscription's new `confirm_code` (None for the note). The name typed in
+    the form is in neither the text nor the `To:` header: the address is not confirmed,
+    so whoever typed it must not get to write in an email from the site's domain.
+    """
     links = ReaderLinks(config, newsletter.name)
     context = {
         "site": config.site,
         "newsletter": newsletter,
-        "reader": SimpleNamespace(greeting=greeting(subscriber.name)),
+        "reader": SimpleNamespace(greeting=greeting("")),
         "already_subscribed": already_subscribed,
-        "confirm_url": links.confirmation_url(subscriber.id),
-        "preferences_url": links.preferences_url(subscriber.id),
+        "confirm_url": links.confirmation_url(subscriber.id, code) if code else "",
+        "preferences_url": links.preferences_url(subscriber.id, subscriber.link_nonce),
     }
     verb = "You are already subscribed to" if already_subscribed else "Confirm your subscription to"
     # Checked at sign-up; this gives a Unicode domain in the ASCII form both transports send.
-    address, name = sendable_recipient(subscriber.email, subscriber.name)
+    # The typed name is left out until the address is confirmed as the reader's own.
+    address, _ = sendable_recipient(subscriber.email, "")
     return new_message(
         config,
-        Address(name, addr_spec=address),
+        Address(addr_spec=address),
         f"{verb} {newsletter.title}",
         sent_at,
         f"confirm.{subscriber.id}",
@@ -64,6 +71,7 @@ def send_confirmation(
     newsletter: NewsletterConfig,
     *,
     already_subscribed: bool,
+    code: str | None,
 ) -> str:
     """Build the confirmation and hand it to the transport; returns the transport's id for it."""
     message = build_confirmation(
@@ -72,6 +80,7 @@ def send_confirmation(
         subscriber,
         newsletter,
         already_subscribed=already_subscribed,
+        code=code,
         sent_at=utcnow(),
     )
     return transport.send_single(message)

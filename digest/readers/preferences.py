@@ -19,7 +19,7 @@ from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import write_transaction
 from ..tokens import BadTokenError, TokenSigner
-from .subscribers import subscriber_by_id, update_profile
+from .subscribers import subscriber_for_link, update_profile
 from .subscriptions import set_subscription, subscriptions_of
 
 # The forms offer the categories of stories published this recently, and the reader's own.
@@ -62,14 +62,14 @@ def check_topics(db: Database, topics: Iterable[str], current: Iterable[str] = (
 
 def open_reader_link(db: Database, config: Config, token: str) -> ReaderPage:
     """The reader and newsletter a link names. Raises BadTokenError for a forged or stale one."""
-    subscriber_id, newsletter = TokenSigner(config.secret_key).read(token)
-    subscriber = subscriber_by_id(db, subscriber_id)
+    claim = TokenSigner(config.secret_key).read(token)
+    subscriber = subscriber_for_link(db, claim)
     if subscriber is None:
         raise BadTokenError(
             "This unsubscribe link is not valid any more: the address it was sent to is no "
             "longer on our list, so there is nothing to unsubscribe."
         )
-    return ReaderPage(subscriber, newsletter, subscriptions_of(db, subscriber.id))
+    return ReaderPage(subscriber, claim.newsletter, subscriptions_of(db, subscriber.id))
 
 
 def unsubscribe_by_link(db: Database, config: Config, token: str, source: str) -> ReaderPage:

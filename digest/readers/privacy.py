@@ -58,6 +58,16 @@ def export_data(db: Database, email: str) -> dict[str, object]:
     return data
 
 
+def erase_reader(db: Database, subscriber: Subscriber) -> dict[str, int]:
+    """Delete the reader's row and every row about them; returns the count per table."""
+    removed = {}
+    for table, column in personal_tables(db):
+        where, value = _reader_rows(table, column, subscriber)
+        removed[table] = db.execute(f"DELETE {where}", [value]).rowcount
+    db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
+    return {"profile": 1, **removed}
+
+
 @dataclass
 class ForgetReport:
     address: str
@@ -89,12 +99,8 @@ def forget(db: Database, email: str, outbox_dir: Path | None = None) -> ForgetRe
     report = ForgetReport(address)
     with write_transaction(db):
         if subscriber is not None:
-            removed = {}
-            for table, column in personal_tables(db):
-                where, value = _reader_rows(table, column, subscriber)
-                removed[table] = db.execute(f"DELETE {where}", [value]).rowcount
-            db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
-            report.removed = {"profile": 1, **removed}
+            report.address = subscriber.email
+            report.removed = erase_reader(db, subscriber)
         suppress(db, address, "forgotten")
         counts = ", ".join(f"{table} {n}" for table, n in report.removed.items())
         record(db, None, "forgotten", "cli", detail=counts or "not on the list")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hmac
 import itertools
 import os
 import zoneinfo
@@ -19,6 +20,7 @@ from ..errors import NotFoundError, SubscriberError
 from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
+from ..tokens import TokenClaim
 from .audit import record
 from .subscriptions import ADDRESS_WIDE, roll_up, set_subscription, subscriptions_of
 from .suppression import is_suppressed
@@ -76,6 +78,8 @@ def _subscriber(row: dict) -> Subscriber:
         topics=tuple(t for t in row["topics"].split(";") if t),
         timezone=row["timezone"],
         status=row["status"],
+        link_nonce=row["link_nonce"],
+        legacy_links=bool(row["legacy_links"]),
     )
 
 
@@ -88,6 +92,21 @@ def find_subscriber(db: Database, email: str) -> Subscriber | None:
 def subscriber_by_id(db: Database, subscriber_id: int) -> Subscriber | None:
     row = next(db.query("SELECT * FROM subscribers WHERE id = ?", [subscriber_id]), None)
     return _subscriber(row) if row else None
+
+
+def subscriber_for_link(db: Database, claim: TokenClaim) -> Subscriber | None:
+    """The reader a signed link names, or None when it names no one any more.
+
+    A link names its reader for good: its nonce must be theirs, or, for a link of the old
+    format (no nonce), the reader must have been on the list before nonces existed (ids
+    given out since never answer to one).
+    """
+    subscriber = subscriber_by_id(db, claim.subscriber_id)
+    if subscriber is None:
+        return None
+    if claim.nonce is None:
+        return subscriber if subscriber.legacy_links else None
+    return subscriber if hmac.compare_digest(claim.nonce, subscriber.link_nonce) else None
 
 
 def get_subscriber(db: Database, email: str) -> Subscriber:
@@ -199,6 +218,7 @@ def _with_status(newsletter: str | None) -> tuple[str, dict]:
         return "SELECT * FROM subscribers", {}
     return (
         """SELECT s.id, s.email, s.name, s.topics, s.timezone, s.created_at, s.updated_at,
+                  s.link_nonce, s.legacy_links,
                   CASE WHEN s.status IN ('bounced', 'complained') THEN s.status
                        ELSE sub.status END AS status
            FROM subscribers s JOIN subscriptions sub

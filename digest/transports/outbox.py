@@ -64,7 +64,7 @@ class OutboxTransport(BatchTransport):
                 self.config,
                 edition,
                 recipient,
-                links.unsubscribe_url(recipient.subscriber_id),
+                links.unsubscribe_url(recipient.subscriber_id, recipient.link_nonce),
                 sent_at,
             )
             write_eml(folder, recipient.email, message)

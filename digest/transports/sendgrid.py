@@ -98,7 +98,7 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
     links = ReaderLinks(config, edition.newsletter)
     personalizations = []
     for recipient in batch.recipients:
-        url = links.unsubscribe_url(recipient.subscriber_id)
+        url = links.unsubscribe_url(recipient.subscriber_id, recipient.link_nonce)
         to = {"email": recipient.email}
         if recipient.name:
             to["name"] = recipient_name(recipient.name)

@@ -1,7 +1,8 @@
 """The readers' web app: sign-up, confirmation, the unsubscribe page, one-click and preferences.
 
 Pages are plain HTML forms (no JavaScript, no cookies). The routes are the `readers`
-blueprint; `create_app(config)` registers it over one config and transport, and is what tests
+blueprint (and `webhook`'s, SendGrid's Event Webhook); `create_app(config)` registers them
+over one config and transport, and is what tests
 and `digest serve` use; `wsgi_app` is the entry for gunicorn behind a reverse proxy.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import available_timezones
 
@@ -37,6 +39,7 @@ from .store import open_db
 from .tokens import BadTokenError
 from .transports import Transport, make_transport
 from .urls import ReaderLinks
+from .webhook import install_webhook
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
@@ -83,10 +86,13 @@ def check_secret_for_host(config: Config, host: str | None) -> None:
         )
 
 
-def create_app(config: Config, transport: Transport | None = None) -> Flask:
+def create_app(
+    config: Config, transport: Transport | None = None, env: Mapping[str, str] | None = None
+) -> Flask:
     """The Flask app over the config's database (opened per request; WAL lets sends run on).
 
-    Confirmation emails go through `transport`, by default the one the config names.
+    Confirmation emails go through `transport`, by default the one the config names; the
+    Event Webhook's keys come from `env` (default: the process environment).
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
@@ -101,6 +107,7 @@ def create_app(config: Config, transport: Transport | None = None) -> Flask:
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)
     app.register_blueprint(readers)
+    install_webhook(app, os.environ if env is None else env)
     return app
 
 

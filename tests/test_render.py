@@ -50,7 +50,7 @@ def render(renderer, sel=None, **kw):
 
 def test_css_is_inlined_into_style_attributes(renderer):
     html = render(renderer).html
-    assert re.search(r'<a [^>]*href="https://news.test/1"[^>]*style="[^"]+"', html)
+    assert re.search(r'<a [^>]*href="https://news.test/1\?digest_story=1"[^>]*style="[^"]+"', html)
 
 
 def test_media_queries_stay_in_a_style_block(renderer):
@@ -61,8 +61,8 @@ def test_media_queries_stay_in_a_style_block(renderer):
 
 def test_links_are_not_rewritten(renderer):
     html = render(renderer).html
-    assert 'href="https://news.test/1"' in html
-    assert 'href="https://news.test/3"' in html  # the also-read link
+    assert 'href="https://news.test/1?digest_story=1"' in html
+    assert 'href="https://news.test/3?digest_story=3"' in html  # the also-read link
 
 
 def test_text_part_carries_the_stories_and_full_links(renderer):

@@ -120,7 +120,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
     signer = TokenSigner("test-secret")
     edition = db.execute("SELECT id, subject, html, text FROM editions").fetchone()
     deliveries = db.execute(
-        "SELECT subscriber_id, batch_key FROM deliveries ORDER BY id"
+        "SELECT subscriber_id, batch_key, id FROM deliveries ORDER BY id"
     ).fetchall()
 
     def personalization(index):
@@ -134,7 +134,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
                 "%%unsubscribe_url%%": url,
             },
             "headers": {"List-Unsubscribe": f"<{url}>"},
-            "custom_args": {"digest_subscriber": str(subscriber_id)},
+            "custom_args": {"digest_delivery": str(deliveries[index][2])},
         }
 
     assert body == {

@@ -595,5 +595,8 @@ def unknown_batch_hint(db: Database, edition_id: int, batch_key: str) -> str:
             "for this one, so it probably never reached SendGrid"
         )
     last = last_event_received(db)
-    heard = f"it last received a post at {last}" if last else "it has never received a post"
-    return f"the webhook is silent about this edition ({heard}); check it before resending"
+    heard = f"its last post came at {last}" if last else "it has never received a post"
+    return (
+        f"the webhook is silent about this edition ({heard}), so it may or may not have left; "
+        "check the webhook and SendGrid's activity log before resending"
+    )

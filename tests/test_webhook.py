@@ -1,0 +1,271 @@
+"""The Event Webhook receiver: signatures checked on the exact bytes, stored before answering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sendgrid.helpers.eventwebhook import EventWebhook
+
+from digest.errors import ConfigError
+from digest.events import pending_posts, process_pending
+from digest.transports.outbox import OutboxTransport
+from digest.web import create_app
+from digest.webhook import (
+    KEYS_VARIABLE,
+    MAX_POST_BYTES,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    load_public_keys,
+    verify_signature,
+)
+
+from sendgrid_server import event_bodies, make_webhook_key, sign_event_post
+
+# SendGrid's published test vector, from its official library's unit test
+# (sendgrid/sendgrid-python, test/unit/test_eventwebhook.py): a real key, signature,
+# timestamp and body. The body is compact, sorted JSON ending in CRLF.
+VECTOR_KEY = (
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe6"
+    "2gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g=="
+)
+VECTOR_SIGNATURE = (
+    "MEUCIGHQVtGj+Y3LkG9fLcxf3qfI10QysgDWmMOVmxG0u6ZUAiEAyBiXDWzM+uOe5W0JuG+luQAbPIqHh89M15Tlu"
+    "LtEZtM="
+)
+VECTOR_TIMESTAMP = "1600112502"
+VECTOR_BODY = (
+    json.dumps(
+        [
+            {
+                "email": "hello@world.com",
+                "event": "dropped",
+                "reason": "Bounced Address",
+                "sg_event_id": "ZHJvcC0xMDk5NDkxOS1MUnpYbF9OSFN0T0doUTRrb2ZTbV9BLTA",
+                "sg_message_id": (
+                    "LRzXl_NHStOGhQ4kofSm_A.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0"
+                ),
+                "smtp-id": "<LRzXl_NHStOGhQ4kofSm_A@ismtpd0039p1iad1.sendgrid.net>",
+                "timestamp": 1600112492,
+            }
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    + "\r\n"
+).encode()
+PATH = "/webhooks/sendgrid"
+
+
+@pytest.fixture
+def vector_keys():
+    return load_public_keys(VECTOR_KEY)
+
+
+def test_sendgrids_published_test_vector_verifies(vector_keys):
+    assert verify_signature(vector_keys, VECTOR_BODY, VECTOR_SIGNATURE, VECTOR_TIMESTAMP)
+    # The official helper agrees on the same bytes.
+    helper = EventWebhook(VECTOR_KEY)
+    assert helper.verify_signature(VECTOR_BODY.decode(), VECTOR_SIGNATURE, VECTOR_TIMESTAMP)
+
+
+def test_the_test_vector_fails_without_its_trailing_crlf(vector_keys):
+    body = VECTOR_BODY.removesuffix(b"\r\n")
+    assert not verify_signature(vector_keys, body, VECTOR_SIGNATURE, VECTOR_TIMESTAMP)
+
+
+@pytest.mark.parametrize("position", [0, 40, len(VECTOR_BODY) - 3])
+def test_one_changed_byte_of_the_body_fails(vector_keys, position):
+    body = bytearray(VECTOR_BODY)
+    body[position] ^= 0x01
+    assert not verify_signature(vector_keys, bytes(body), VECTOR_SIGNATURE, VECTOR_TIMESTAMP)
+
+
+def test_one_changed_digit_of_the_timestamp_fails(vector_keys):
+    assert not verify_signature(vector_keys, VECTOR_BODY, VECTOR_SIGNATURE, "1600112503")
+
+
+def test_a_body_reserialized_from_parsed_json_fails(vector_keys):
+    reserialized = json.dumps(json.loads(VECTOR_BODY)).encode()
+    assert not verify_signature(vector_keys, reserialized, VECTOR_SIGNATURE, VECTOR_TIMESTAMP)
+
+
+def test_a_signature_from_another_key_fails(vector_keys):
+    private, _ = make_webhook_key()
+    signature = sign_event_post(private, VECTOR_TIMESTAMP, VECTOR_BODY)
+    assert not verify_signature(vector_keys, VECTOR_BODY, signature, VECTOR_TIMESTAMP)
+
+
+@pytest.mark.parametrize("signature", ["", "not base64!", "bm90IGEgc2lnbmF0dXJl"])
+def test_a_malformed_signature_fails_without_an_error(vector_keys, signature):
+    assert not verify_signature(vector_keys, VECTOR_BODY, signature, VECTOR_TIMESTAMP)
+
+
+def test_during_a_rotation_either_key_verifies():
+    old, old_public = make_webhook_key()
+    new, new_public = make_webhook_key()
+    keys = load_public_keys(f"{old_public}, {new_public}")
+    for private in (old, new):
+        assert verify_signature(keys, b"[]", sign_event_post(private, "1", b"[]"), "1")
+
+
+@pytest.mark.parametrize(
+    "value", ["not-a-key", "MFkwEwYHKoZIzj0CAQYI", "-----BEGIN PUBLIC KEY-----"]
+)
+def test_a_bad_key_in_the_environment_is_refused_naming_the_variable(value):
+    with pytest.raises(ConfigError, match=f"{KEYS_VARIABLE} key number 1 is not an ECDSA P-256"):
+        load_public_keys(value)
+
+
+# The receiver, through Flask's test client
+
+
+@pytest.fixture
+def key_pair():
+    return make_webhook_key()
+
+
+@pytest.fixture
+def client(config, key_pair):
+    app = create_app(config, OutboxTransport(config), env={KEYS_VARIABLE: key_pair[1]})
+    return app.test_client()
+
+
+def signed(private, body: bytes, timestamp: str = "1700000000") -> dict:
+    return {
+        "data": body,
+        "content_type": "application/json",
+        "headers": {
+            SIGNATURE_HEADER: sign_event_post(private, timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
+        },
+    }
+
+
+def post(client, **request):
+    """POST as a WSGI server does it: the response is closed once sent, which runs what the
+    app left for after the answer (processing)."""
+    response = client.post(PATH, **request)
+    response.close()
+    return response
+
+
+def stored_posts(db) -> int:
+    return db.execute("SELECT COUNT(*) FROM webhook_posts").fetchone()[0]
+
+
+def event(**fields) -> dict:
+    return {
+        "email": "someone@example.com",
+        "event": "delivered",
+        "timestamp": 1700000000,
+        "sg_event_id": "id-1",
+        "sg_message_id": "msg.filter-1",
+    } | fields
+
+
+def test_without_a_configured_key_the_route_answers_404(config, db, key_pair):
+    client = create_app(config, OutboxTransport(config), env={}).test_client()
+    response = post(client, **signed(key_pair[0], b"[]"))
+    assert response.status_code == 404
+    assert stored_posts(db) == 0
+
+
+def test_a_post_without_a_signature_answers_403_and_stores_nothing(client, db):
+    response = post(client, data=b"[]", content_type="application/json")
+    assert response.status_code == 403
+    assert stored_posts(db) == 0
+
+
+def test_a_post_signed_by_an_unknown_key_answers_403_and_stores_nothing(client, db):
+    stranger, _ = make_webhook_key()
+    assert post(client, **signed(stranger, b"[]")).status_code == 403
+    assert stored_posts(db) == 0
+
+
+def test_a_post_whose_body_changed_after_signing_answers_403(client, db, key_pair):
+    request = signed(key_pair[0], json.dumps([event()]).encode())
+    request["data"] = json.dumps([event(event="spamreport")]).encode()
+    assert post(client, **request).status_code == 403
+    assert stored_posts(db) == 0
+
+
+def test_a_signed_post_is_stored_with_its_headers_and_answered_2xx(client, db, key_pair):
+    body = event_bodies([event()])[0]
+    response = post(client, **signed(key_pair[0], body))
+    assert response.status_code == 204
+    row = db.execute("SELECT headers, size, received_at FROM webhook_posts").fetchone()
+    assert json.loads(row[0])[TIMESTAMP_HEADER] == "1700000000"
+    assert row[1] == len(body)
+
+
+def test_the_post_is_processed_after_the_answer_and_its_raw_body_let_go(client, db, key_pair):
+    post(client, **signed(key_pair[0], json.dumps([event()]).encode()))
+    assert pending_posts(db) == []
+    row = db.execute("SELECT body, events, new_events FROM webhook_posts").fetchone()
+    assert row == (None, 1, 1)
+    assert db.execute("SELECT event FROM events").fetchall() == [("delivered",)]
+
+
+def test_a_768_kb_post_is_taken_though_the_forms_limit_is_64_kb(client, db, key_pair):
+    events = [event(sg_event_id=f"id-{n}", timestamp=1700000000 + n) for n in range(8000)]
+    [body, *rest] = event_bodies(events)
+    assert 700_000 < len(body) <= 768 * 1024 and rest
+    assert post(client, **signed(key_pair[0], body)).status_code == 204
+    assert db.execute("SELECT size FROM webhook_posts").fetchone()[0] == len(body)
+
+
+def test_a_post_over_the_receivers_limit_answers_413_and_stores_nothing(client, db, key_pair):
+    body = b"[" + b" " * MAX_POST_BYTES + b"]"
+    assert post(client, **signed(key_pair[0], body)).status_code == 413
+    assert stored_posts(db) == 0
+
+
+def test_a_valid_batch_with_odd_events_is_taken_and_its_good_events_kept(client, db, key_pair):
+    items = [
+        event(sg_event_id="good-1"),
+        "not an object",
+        {"event": "delivered"},
+        event(sg_event_id="bad-time", timestamp="yesterday"),
+        event(sg_event_id="future-kind", event="a_kind_added_next_year"),
+        event(sg_event_id="good-2", event="open", sg_machine_open=True),
+    ]
+    response = post(client, **signed(key_pair[0], json.dumps(items).encode()))
+    assert response.status_code == 204
+    kept = [row[0] for row in db.execute("SELECT sg_event_id FROM events ORDER BY id")]
+    assert kept == ["good-1", "future-kind", "good-2"]
+    note = db.execute("SELECT note FROM webhook_posts").fetchone()[0]
+    assert note == "3 item(s) were not usable events"
+
+
+def test_a_signed_body_that_is_not_json_is_stored_and_answered_2xx(client, db, key_pair):
+    # SendGrid signed it: a 4xx would only make it retry for 24 hours.
+    assert post(client, **signed(key_pair[0], b"{oops")).status_code == 204
+    row = db.execute("SELECT events, note, processed_at IS NOT NULL FROM webhook_posts").fetchone()
+    assert row[0] == 0 and row[1].startswith("not JSON") and row[2]
+
+
+def test_a_post_that_cannot_be_stored_is_never_answered_2xx(client, db, key_pair):
+    db.execute(
+        """CREATE TRIGGER full_disk BEFORE INSERT ON webhook_posts
+           BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"""
+    )
+    client.application.testing = False
+    response = post(client, **signed(key_pair[0], json.dumps([event()]).encode()))
+    assert response.status_code == 500
+    assert stored_posts(db) == 0
+
+
+def test_the_same_post_twice_is_stored_twice_and_counted_once(client, db, key_pair):
+    body = json.dumps([event(), event(event="open", sg_event_id="id-2")]).encode()
+    for _ in range(2):
+        assert post(client, **signed(key_pair[0], body)).status_code == 204
+    assert stored_posts(db) == 2
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
+    assert [r[0] for r in db.execute("SELECT new_events FROM webhook_posts ORDER BY id")] == [2, 0]
+
+
+def test_processing_is_idempotent_when_asked_again(client, db, key_pair):
+    post(client, **signed(key_pair[0], json.dumps([event()]).encode()))
+    assert process_pending(db).posts == 0
+    assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1

@@ -549,7 +549,7 @@ def reader_events(
     if body.get("asm"):
         common["asm_group_id"] = body["asm"]["group_id"]
     events = []
-    for kind in kinds:
+    for position, kind in enumerate(kinds):
         name, _, argument = kind.partition(":")
         fields: dict[str, Any] = {"event": name}
         if name == "delivered":
@@ -591,7 +591,8 @@ def reader_events(
                 "ip": "203.0.113.7",
             }
         event = {**args, **common, **fields}
-        event["timestamp"] = int(at) + _EVENT_DELAY[name]
+        # A second apart at least: the same kind twice (two clicks) is two events.
+        event["timestamp"] = int(at) + _EVENT_DELAY[name] + position
         event["sg_event_id"] = new_event_id()
         if name == "late_bounce":
             del event["sg_message_id"]

@@ -56,6 +56,7 @@ EVENTS_LEASE = "events"
 # Longer than any one post takes; renewed after every post.
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
+PROCESSING_CACHE_KB = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -226,6 +227,9 @@ def process_pending(db: Database) -> ProcessReport:
     is logged, keeps its body, and is tried again next time; the others go on.
     """
     report = ProcessReport()
+    # The dedupe indexes are random-keyed: with SQLite's 2 MB default cache, a million events
+    # make every insert a page read (benchmarks/events.py).
+    db.execute(f"PRAGMA cache_size = -{PROCESSING_CACHE_KB}")
     while True:
         lease = Lease(db, EVENTS_LEASE, EVENTS_LEASE_SECONDS)
         try:
@@ -288,6 +292,7 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
                 unusable += 1
             else:
                 applier.apply(event)
+        applier.flush()
         if unusable:
             note = f"{unusable} item(s) were not usable events"
         # The body held addresses; once its events are kept, only the counts stay.
@@ -320,6 +325,8 @@ class EventApplier:
         self.settled: list[str] = []
         self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
         self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
+        self._states: dict[int, tuple[Delivery, str, int, int]] = {}
+        self._engagement: dict[int, list] = {}
 
     def apply(self, event: Event) -> bool:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
@@ -328,7 +335,7 @@ class EventApplier:
         story_id = story_of(event.url)
         if story_id is not None and (edition is None or story_id not in edition[1]):
             story_id = None
-        cursor = self.db.execute(
+        cursor = self.db.conn.execute(
             """INSERT OR IGNORE INTO events (post_id, sg_event_id, natural_key, event,
                bounce_type, occurred_at, edition_id, delivery_id, subscriber_id, batch_key,
                message_id, url, story_id, machine_open, detail)
@@ -377,7 +384,7 @@ class EventApplier:
         else:
             return None
         if key not in self._deliveries:
-            row = self.db.execute(
+            row = self.db.conn.execute(
                 f"""SELECT id, edition_id, subscriber_id, status, batch_key, email
                     FROM deliveries WHERE {where}""",
                 params,
@@ -419,54 +426,53 @@ class EventApplier:
             log.info("batch %s settled by a %s event", event.batch_key, event.name)
 
     def _advance(self, event: Event, delivery: Delivery) -> None:
+        """Note the state and engagement the event proves; `flush` writes them once per post."""
         state = event.state
         if state is not None:
-            self.db.execute(
-                """INSERT INTO delivery_states
-                   (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
-                   rank = excluded.rank, occurred_at = excluded.occurred_at
-                   WHERE excluded.rank > delivery_states.rank""",
-                [
-                    delivery.id,
-                    delivery.edition_id,
-                    delivery.subscriber_id,
-                    state,
-                    LADDER[state],
-                    event.occurred_at,
-                ],
-            )
+            rank = LADDER[state]
+            known = self._states.get(delivery.id)
+            if known is None or rank > known[3]:
+                self._states[delivery.id] = (delivery, state, event.occurred_at, rank)
         if event.name not in ("open", "click"):
             return
-        opened = event.name == "open"
-        human = int(opened and not event.machine_open)
-        machine = int(opened and event.machine_open)
-        clicked = int(not opened)
-        # A click is made by a person: it counts as a human open too.
-        human = human or clicked
-        self.db.execute(
+        tally = self._engagement.setdefault(delivery.id, [delivery, 0, 0, 0, None, None])
+        if event.name == "click":
+            tally[3] += 1
+            tally[5] = min(tally[5] or event.occurred_at, event.occurred_at)
+        # A click is made by a person: it counts as a person's open too.
+        tally[2 if event.name == "open" and event.machine_open else 1] += 1
+        tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
+
+    def flush(self) -> None:
+        """Write the post's states (only ever up the ladder) and engagement (added up)."""
+        self.db.conn.executemany(
+            """INSERT INTO delivery_states
+               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
+               rank = excluded.rank, occurred_at = excluded.occurred_at
+               WHERE excluded.rank > delivery_states.rank""",
+            [
+                (d.id, d.edition_id, d.subscriber_id, state, rank, at)
+                for d, state, at, rank in self._states.values()
+            ],
+        )
+        self.db.conn.executemany(
             """INSERT INTO engagement (delivery_id, edition_id, subscriber_id, human_opens,
                    machine_opens, clicks, first_open_at, first_click_at)
-               VALUES (:id, :edition, :reader, :human, :machine, :clicks,
-                       CASE WHEN :human + :machine > 0 THEN :at END,
-                       CASE WHEN :clicks > 0 THEN :at END)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (delivery_id) DO UPDATE SET
-                   human_opens = human_opens + :human, machine_opens = machine_opens + :machine,
-                   clicks = clicks + :clicks,
-                   first_open_at = CASE WHEN :human + :machine = 0 THEN first_open_at
-                                        ELSE MIN(COALESCE(first_open_at, :at), :at) END,
-                   first_click_at = CASE WHEN :clicks = 0 THEN first_click_at
-                                         ELSE MIN(COALESCE(first_click_at, :at), :at) END""",
-            {
-                "id": delivery.id,
-                "edition": delivery.edition_id,
-                "reader": delivery.subscriber_id,
-                "human": human,
-                "machine": machine,
-                "clicks": clicked,
-                "at": event.occurred_at,
-            },
+                   human_opens = human_opens + excluded.human_opens,
+                   machine_opens = machine_opens + excluded.machine_opens,
+                   clicks = clicks + excluded.clicks,
+                   first_open_at = MIN(COALESCE(first_open_at, excluded.first_open_at),
+                                       COALESCE(excluded.first_open_at, first_open_at)),
+                   first_click_at = MIN(COALESCE(first_click_at, excluded.first_click_at),
+                                        COALESCE(excluded.first_click_at, first_click_at))""",
+            [
+                (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
+                for d, human, machine, clicks, opened, clicked in self._engagement.values()
+            ],
         )
 
     def _change_reader(self, event: Event, delivery: Delivery | None, newsletter: str | None):

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,13 +34,7 @@ from test_serve import free_port, wait_until_listening  # noqa: E402
 from digest.events import pending_posts  # noqa: E402
 from digest.store import open_db  # noqa: E402
 
-from sendgrid_server import (  # noqa: E402
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    event_bodies,
-    make_webhook_key,
-    sign_event_post,
-)
+from sendgrid_server import event_bodies, make_webhook_key, post_event_body  # noqa: E402
 
 EVENTS_PER_READER = 4
 CHUNK_READERS = 2000
@@ -124,23 +117,11 @@ def bodies(readers: int) -> Iterator[bytes]:
         yield from event_bodies([e for r in range(start, stop) for e in reader_events(r, at)])
 
 
-def poster(url: str, key, work: queue.Queue, failures: list[int]) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def poster(url: str, key, work: queue.Queue, failures: list[int | None]) -> None:
     while (body := work.get()) is not None:
-        timestamp = str(int(time.time()))
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign_event_post(key, timestamp, body),
-                TIMESTAMP_HEADER: timestamp,
-            },
-        )
-        with opener.open(request, timeout=120) as response:
-            if response.status != 204:
-                failures.append(response.status)
+        status = post_event_body(url, key, body)
+        if status != 204:
+            failures.append(status)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -178,7 +159,7 @@ def main() -> None:
             wait_until_listening(port, server)
             url = f"http://127.0.0.1:{port}/webhooks/sendgrid"
             work: queue.Queue = queue.Queue(maxsize=args.clients * 2)
-            failures: list[int] = []
+            failures: list[int | None] = []
             threads = [
                 threading.Thread(target=poster, args=(url, private, work, failures))
                 for _ in range(args.clients)

@@ -475,7 +475,9 @@ class EventApplier:
             ],
         )
 
-    def _change_reader(self, event: Event, delivery: Delivery | None, newsletter: str | None):
+    def _change_reader(
+        self, event: Event, delivery: Delivery | None, newsletter: str | None
+    ) -> None:
         """Bounces, complaints and unsubscribes change the reader, as SendGrid now treats them."""
         wanted = _reader_change(event)
         if wanted is None:

@@ -515,6 +515,30 @@ def event_bodies(events: list[dict], max_bytes: int = EVENT_POST_BYTES) -> list[
     return bodies
 
 
+def post_event_body(url: str, key: ec.EllipticCurvePrivateKey, body: bytes) -> int | None:
+    """POST one signed event body as SendGrid does; the status, or None when none came."""
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "SendGrid Event API",
+            SIGNATURE_HEADER: sign_event_post(key, timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
+        },
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
 def story_links(html: str) -> list[str]:
     """The story links of an email's HTML (those carrying a story id), in order."""
     return [unescape(url) for url in _HREF.findall(html) if "digest_story=" in url]
@@ -824,7 +848,7 @@ class SendGridTestServer:
             random.Random(len(events)).shuffle(events)
         statuses = []
         for body in event_bodies(events, max_bytes):
-            status = self._post_event_body(url, key, body)
+            status = post_event_body(url, key, body)
             statuses.append(status)
             batch = json.loads(body)
             with self._lock:
@@ -834,29 +858,6 @@ class SendGridTestServer:
                 else:
                     self._pending_events += batch
         return statuses
-
-    @staticmethod
-    def _post_event_body(url: str, key: ec.EllipticCurvePrivateKey, body: bytes) -> int | None:
-        timestamp = str(int(time.time()))
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "SendGrid Event API",
-                SIGNATURE_HEADER: sign_event_post(key, timestamp, body),
-                TIMESTAMP_HEADER: timestamp,
-            },
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(request, timeout=60) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return None
 
     def _queue_events(self, body: Body, message_id: str) -> None:
         """What SendGrid would say about each reader of an accepted request, to post later."""

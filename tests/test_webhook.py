@@ -6,7 +6,9 @@ import json
 
 import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook
+from werkzeug.test import Client
 
+from digest import web
 from digest.errors import ConfigError
 from digest.events import pending_posts, process_pending
 from digest.transports.outbox import OutboxTransport
@@ -269,3 +271,24 @@ def test_processing_is_idempotent_when_asked_again(client, db, key_pair):
     post(client, **signed(key_pair[0], json.dumps([event()]).encode()))
     assert process_pending(db).posts == 0
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_the_wsgi_entry_serves_the_webhook_with_the_key_from_the_environment(
+    tmp_path, monkeypatch, db, key_pair
+):
+    (tmp_path / "digest.toml").write_text(
+        '[site]\nurl = "https://news.test"\n[transport]\nsecret_key = "test-secret"\n'
+        '[newsletters.daily]\ntitle = "Test Daily"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("DIGEST_CONFIG", str(tmp_path / "digest.toml"))
+    monkeypatch.delenv("DIGEST_DB", raising=False)
+    monkeypatch.setenv(KEYS_VARIABLE, key_pair[1])
+    web._production_app.cache_clear()
+    try:
+        response = Client(web.wsgi_app).post(PATH, **signed(key_pair[0], b"[]"))
+        response.close()
+    finally:
+        web._production_app.cache_clear()
+    assert response.status_code == 204
+    assert stored_posts(db) == 1

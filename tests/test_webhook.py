@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sendgrid.helpers.eventwebhook import EventWebhook
 from werkzeug.test import Client
 
 from digest import web
+from digest.clock import utcnow
 from digest.errors import ConfigError
-from digest.events import pending_posts, process_pending
+from digest.events import pending_posts, process_pending, store_post
 from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 from digest.webhook import (
@@ -292,3 +296,52 @@ def test_the_wsgi_entry_serves_the_webhook_with_the_key_from_the_environment(
         web._production_app.cache_clear()
     assert response.status_code == 204
     assert stored_posts(db) == 1
+
+
+# Hostile but signed: whatever the items, the post is processed and the good events kept.
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+FIELD_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner)
+)
+EVENT_KEYS = st.sampled_from(
+    [
+        "email",
+        "event",
+        "timestamp",
+        "sg_event_id",
+        "sg_message_id",
+        "type",
+        "url",
+        "reason",
+        "status",
+        "sg_machine_open",
+        "digest_delivery",
+        "digest_edition",
+        "digest_batch",
+        "digest_subscriber",
+        "digest_newsletter",
+    ]
+)
+EXAMPLES = itertools.count()
+ITEMS = st.lists(
+    st.dictionaries(EVENT_KEYS, FIELD_VALUES | st.sampled_from(["bounce", "1", "spamreport"]))
+    | FIELD_VALUES,
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=ITEMS)
+def test_any_signed_items_are_processed_without_stopping_the_good_ones(db, items):
+    good_id = f"good-{next(EXAMPLES)}"
+    good = event(sg_event_id=good_id, timestamp=1700000000 + int(good_id[5:]))
+    post_id = store_post(db, json.dumps([*items, good]).encode(), {}, utcnow())
+    process_pending(db)
+    processed_at, note = db.execute(
+        "SELECT processed_at, note FROM webhook_posts WHERE id = ?", [post_id]
+    ).fetchone()
+    assert processed_at is not None and not note.startswith("processing failed")
+    assert db.execute("SELECT 1 FROM events WHERE sg_event_id = ?", [good_id]).fetchone()

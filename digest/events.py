@@ -124,23 +124,30 @@ def _key(value: Any, limit: int = 100) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
+def _timestamp(value: Any) -> int | None:
+    """Unix seconds, from a number or a string of digits; None for anything else or absurd."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 12:
+        return int(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11:
+        return int(value)
+    return None
+
+
 def parse_event(item: Any) -> Event | None:
     """An event from one item of a webhook body, or None when the item is not a usable event."""
     if not isinstance(item, dict):
         return None
     name = item.get("event")
     email = item.get("email")
-    timestamp = item.get("timestamp")
+    timestamp = _timestamp(item.get("timestamp"))
     if not (isinstance(name, str) and 0 < len(name) <= 40 and isinstance(email, str)):
         return None
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
-        if not (isinstance(timestamp, str) and timestamp.isdigit() and len(timestamp) < 12):
-            return None
-        timestamp = int(timestamp)
+    if timestamp is None:
+        return None
     url = item.get("url") if name == "click" else None
-    return Event(
+    event = Event(
         name=name,
-        occurred_at=int(timestamp),
+        occurred_at=timestamp,
         email=email[:320],
         sg_event_id=_key(item.get("sg_event_id")),
         message_id=_key(item.get("sg_message_id"), 200),
@@ -157,6 +164,12 @@ def parse_event(item: Any) -> Event | None:
         classification=_text(item.get("bounce_classification"), 60),
         smtp_status=_text(item.get("status"), 20),
     )
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 column can hold.
+    try:
+        "".join(v for v in event if isinstance(v, str)).encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return event
 
 
 def story_of(url: str | None) -> int | None:

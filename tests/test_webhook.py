@@ -304,28 +304,37 @@ SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_
 FIELD_VALUES = st.recursive(
     SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner)
 )
-EVENT_KEYS = st.sampled_from(
-    [
-        "email",
-        "event",
-        "timestamp",
-        "sg_event_id",
-        "sg_message_id",
-        "type",
-        "url",
-        "reason",
-        "status",
-        "sg_machine_open",
-        "digest_delivery",
-        "digest_edition",
-        "digest_batch",
-        "digest_subscriber",
-        "digest_newsletter",
-    ]
+EVENT_FIELDS = (
+    "email",
+    "event",
+    "timestamp",
+    "sg_event_id",
+    "sg_message_id",
+    "type",
+    "url",
+    "reason",
+    "status",
+    "sg_machine_open",
+    "digest_delivery",
+    "digest_edition",
+    "digest_batch",
+    "digest_subscriber",
+    "digest_newsletter",
 )
+EVENT_KEYS = st.sampled_from(EVENT_FIELDS)
 EXAMPLES = itertools.count()
+# Nearly an event: the fields that make one, each of them maybe hostile.
+NEAR_EVENTS = st.fixed_dictionaries(
+    {
+        "email": st.text(max_size=20) | SCALARS,
+        "event": st.sampled_from(["bounce", "open", "click", "spamreport", "dropped"]) | SCALARS,
+        "timestamp": SCALARS | st.sampled_from([float("inf"), float("nan"), 10**30, -5, "17"]),
+    },
+    optional={key: FIELD_VALUES for key in EVENT_FIELDS[3:]},
+)
 ITEMS = st.lists(
-    st.dictionaries(EVENT_KEYS, FIELD_VALUES | st.sampled_from(["bounce", "1", "spamreport"]))
+    NEAR_EVENTS
+    | st.dictionaries(EVENT_KEYS, FIELD_VALUES | st.sampled_from(["bounce", "1", "spamreport"]))
     | FIELD_VALUES,
     max_size=8,
 )
@@ -345,3 +354,25 @@ def test_any_signed_items_are_processed_without_stopping_the_good_ones(db, items
     ).fetchone()
     assert processed_at is not None and not note.startswith("processing failed")
     assert db.execute("SELECT 1 FROM events WHERE sg_event_id = ?", [good_id]).fetchone()
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"timestamp": float("inf")},
+        {"timestamp": float("nan")},
+        {"timestamp": 10**30},
+        {"timestamp": -5},
+        {"email": "\ud800@example.com"},
+        {"event": "bounce", "type": "bounce", "reason": "550 \udfff"},
+    ],
+    ids=["inf", "nan", "huge", "negative", "surrogate-address", "surrogate-reason"],
+)
+def test_an_absurd_value_makes_only_its_own_event_unusable(db, odd):
+    body = json.dumps([event(sg_event_id="odd") | odd, event(sg_event_id="fine")]).encode()
+    post_id = store_post(db, body, {}, utcnow())
+    process_pending(db)
+    assert db.execute("SELECT note FROM webhook_posts WHERE id = ?", [post_id]).fetchone() == (
+        "1 item(s) were not usable events",
+    )
+    assert [row[0] for row in db.execute("SELECT sg_event_id FROM events")] == ["fine"]

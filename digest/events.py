@@ -345,6 +345,10 @@ class EventApplier:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
         delivery = self.delivery(event)
         edition = self.edition(delivery.edition_id) if delivery else None
+        # Mail outside our batches (a confirmation) is tied to its reader by address. An
+        # event about no reader keeps no text that could hold an address: nothing would
+        # ever remove it.
+        reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
         story_id = story_of(event.url)
         if story_id is not None and (edition is None or story_id not in edition[1]):
             story_id = None
@@ -362,13 +366,13 @@ class EventApplier:
                 event.occurred_at,
                 delivery.edition_id if delivery else None,
                 delivery.id if delivery else None,
-                delivery.subscriber_id if delivery else None,
+                reader,
                 event.batch_key,
                 event.message_id,
-                event.url,
+                event.url if reader else None,
                 story_id,
                 int(event.machine_open),
-                _detail(event),
+                _detail(event) if reader else event.name,
             ],
         )
         if cursor.rowcount == 0:
@@ -377,7 +381,8 @@ class EventApplier:
         if delivery is not None:
             self._settle(event, delivery)
             self._advance(event, delivery)
-        self._change_reader(event, delivery, edition[0] if edition else None)
+        if reader is not None:
+            self._change_reader(event, reader, edition[0] if edition else None)
         return True
 
     def delivery(self, event: Event) -> Delivery | None:
@@ -488,15 +493,10 @@ class EventApplier:
             ],
         )
 
-    def _change_reader(
-        self, event: Event, delivery: Delivery | None, newsletter: str | None
-    ) -> None:
+    def _change_reader(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
         """Bounces, complaints and unsubscribes change the reader, as SendGrid now treats them."""
         wanted = _reader_change(event)
         if wanted is None:
-            return
-        subscriber_id = delivery.subscriber_id if delivery else self._subscriber(event.email)
-        if subscriber_id is None:
             return
         if wanted == "unsubscribed":
             self._unsubscribe(event, subscriber_id, newsletter or event.newsletter)
@@ -540,7 +540,7 @@ class EventApplier:
         )
 
     def _subscriber(self, email: str) -> int | None:
-        row = self.db.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
+        row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
         return row[0] if row else None
 
 

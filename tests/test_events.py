@@ -17,6 +17,7 @@ from digest.cli import cli
 from digest.clock import utcnow
 from digest.events import pending_posts, process_pending, store_post
 from digest.ledger import edition_counts
+from digest.readers.privacy import forget
 from digest.readers.subscribers import add_subscriber, find_subscriber
 from digest.readers.subscriptions import set_subscription, subscriptions_of
 from digest.render import add_story_id
@@ -441,3 +442,27 @@ def test_story_links_carry_the_story_id_and_a_feeds_own_is_replaced():
     assert add_story_id("https://news.test/a?digest_story=1", 7) == (
         "https://news.test/a?digest_story=7"
     )
+
+
+def test_forgetting_a_reader_leaves_no_trace_of_them_in_the_events(
+    db, config, transport, sendgrid, webhook, readers
+):
+    sendgrid.script_events(READERS[0], "processed", "delivered", "open", "click")
+    send(db, config, transport)
+    bounce = {
+        "email": READERS[0],
+        "event": "bounce",
+        "type": "bounce",
+        "timestamp": int(time.time()),
+        "sg_event_id": "confirmation-bounce",
+        "reason": f"550 5.1.1 <{READERS[0]}>: Recipient address rejected",
+    }
+    stranger = dict(bounce, email="stranger@example.com", sg_event_id="s")
+    stranger["reason"] = "550 5.1.1 <stranger@example.com>: Recipient address rejected"
+    post_all(db, sendgrid)
+    post_all(db, sendgrid, events=[bounce, stranger])
+    forget(db, READERS[0])
+    everything = json.dumps(
+        [list(db.query(f"SELECT * FROM [{t}]")) for t in db.table_names()], default=str
+    )
+    assert READERS[0] not in everything and "stranger@example.com" not in everything

@@ -376,3 +376,26 @@ def test_an_absurd_value_makes_only_its_own_event_unusable(db, odd):
         "1 item(s) were not usable events",
     )
     assert [row[0] for row in db.execute("SELECT sg_event_id FROM events")] == ["fine"]
+
+
+# The SendGrid test server's side of the webhook, which the end-to-end tests rely on
+
+
+def test_the_test_server_posts_signed_crlf_bodies_of_at_most_768_kb(client, db, key_pair):
+    events = [event(sg_event_id=f"id-{n}", timestamp=1700000000 + n) for n in range(8000)]
+    bodies = event_bodies(events)
+    assert len(bodies) == 2
+    assert all(len(b) <= 768 * 1024 and b.endswith(b"]\r\n") for b in bodies)
+    assert [e for b in bodies for e in json.loads(b)] == events
+    keys = load_public_keys(key_pair[1])
+    signature = sign_event_post(key_pair[0], "1700000000", bodies[0])
+    assert verify_signature(keys, bodies[0], signature, "1700000000")
+
+
+def test_the_test_server_keeps_events_whose_post_failed_for_a_retry(key_pair):
+    from sendgrid_server import SendGridTestServer
+
+    with SendGridTestServer() as server:
+        server.send_events_to("http://127.0.0.1:9/webhooks/sendgrid", key_pair[0])
+        assert server.post_events([event()]) == [None]
+        assert server.pending_events() == [event()] and server.posted_events == []

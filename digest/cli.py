@@ -331,6 +331,28 @@ def status(state: State, now: str | None, limit: int) -> None:
 
 
 @cli.command()
+@newsletter_option
+@click.argument("edition", required=False, metavar="[EDITION | --last]")
+@click.option("--last", is_flag=True, help="The last edition sent (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the same numbers as JSON.")
+@pass_state
+def report(
+    state: State, newsletter: str | None, edition: str | None, last: bool, as_json: bool
+) -> None:
+    """What came of an edition (its local date, YYYY-MM-DD): delivered, bounced, opened, clicked.
+
+    Per variant and in total, from the ledger and SendGrid's Event Webhook, with the rates on
+    delivered, the most clicked stories and how complete the data is yet.
+    """
+    from .report import edition_report, report_json, report_lines
+
+    if edition and last:
+        raise click.UsageError("Give EDITION or --last, not both.")
+    data = edition_report(state.db(), state.config, newsletter, edition)
+    click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",

@@ -291,3 +291,31 @@ def tally(counts: Mapping[str, int]) -> str:
     if counts.get("queued"):
         text += f", still queued {counts['queued']}"
     return text
+
+
+def settle_batch(
+    db: Database, edition_id: int, batch_key: str, provider_id: str | None, event: str
+) -> int:
+    """Mark `sent` ("settled by event") the readers of a batch SendGrid is known to have accepted.
+
+    A webhook event carrying the batch's id proves it: a 202 covers the whole request. Its
+    readers may be unknown (`sending`), put back in the queue by `--resend-unknown` and not
+    yet claimed, or failed after a retried timeout whose first attempt was in fact accepted;
+    settling them keeps all three from being mailed twice. `sent_at` is when the batch was
+    claimed. Returns how many readers changed.
+    """
+    cursor = db.execute(
+        """UPDATE deliveries SET status = 'sent', sent_at = COALESCE(sent_at, updated_at),
+               provider_id = COALESCE(provider_id, :provider), updated_at = :now,
+               error = 'settled by event (' || :event || ')'
+           WHERE edition_id = :edition AND batch_key = :key
+             AND status IN ('sending', 'queued', 'failed')""",
+        {
+            "provider": provider_id,
+            "now": to_db(utcnow()),
+            "event": event,
+            "edition": edition_id,
+            "key": batch_key,
+        },
+    )
+    return cursor.rowcount

@@ -38,6 +38,8 @@ _LIST_ITEM = re.compile(r"(\s*)([-*] )?")
 # characters. A preheader is the inbox's second line; past this it only fills the hidden span.
 SUBJECT_MAX_CHARS = 150
 PREHEADER_MAX_CHARS = 200
+# The query parameter naming the story on every story link (read back from click events).
+STORY_PARAMETER = "digest_story"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,19 @@ def add_utm(url: str, utm: UtmSettings, newsletter: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def add_story_id(url: str, story_id: int) -> str:
+    """Append the story's id (`digest_story`), so a click counts for its story whatever the URL.
+
+    Any such parameter the feed's URL already had is replaced: clicks must not be steered.
+    """
+    parts = urlsplit(url)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != STORY_PARAMETER
+    ]
+    query.append((STORY_PARAMETER, str(story_id)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def _inert(text: str) -> str:
     """Feed text that can never spell a per-reader placeholder (`%%name%%`).
 
@@ -110,7 +125,7 @@ def _inert_url(url: str) -> str:
 def _story_view(story: Story, newsletter: NewsletterConfig, also: Story | None = None) -> StoryView:
     return StoryView(
         title=_inert(story.title),
-        url=_inert_url(add_utm(story.url, newsletter.utm, newsletter.name)),
+        url=_inert_url(add_story_id(add_utm(story.url, newsletter.utm, newsletter.name), story.id)),
         summary=_inert(story.summary),
         author=_inert(story.author),
         category=_inert(story.category),

@@ -15,6 +15,7 @@ from sqlite_utils import Database
 from .clock import utcnow
 from .config import Config
 from .errors import DigestError, LeaseHeldError
+from .events import process_pending
 from .invocation import digest_command
 from .lease import Lease
 from .ledger import audience_values, tally
@@ -88,6 +89,7 @@ def run_due(
         return report
     started = utcnow()
     try:
+        _finish_events(db, report)
         _ingest(db, config, lease, report)
         decisions = decide(schedules(db, config), now, last_records(db))
         if any(decision.action == "send" for decision in decisions):
@@ -139,6 +141,13 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         return
     if handled:
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
+
+
+def _finish_events(db: Database, report: RunReport) -> None:
+    """Process webhook posts stored but not processed (the web app stopped before it could)."""
+    done = process_pending(db)
+    if done.posts or done.failed_posts:
+        report.add(done.summary(), failed=bool(done.failed_posts))
 
 
 def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> None:

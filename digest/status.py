@@ -14,7 +14,8 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
-from .ledger import describe_unknown_batch, edition_counts, tally, unknown_batches
+from .events import unknown_batch_hint
+from .ledger import edition_counts, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
 from .send import send_command
@@ -130,7 +131,11 @@ def failed_deliveries(db: Database, newsletter: str, now: datetime) -> list[Atte
 
 
 def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
-    """Batches a killed process left `sending`: they may or may not have reached the provider."""
+    """Batches a killed process left `sending`: they may or may not have reached the provider.
+
+    Any webhook event of a batch settles it, so the webhook's news of the edition's other
+    batches says which: heard about them, this one probably never arrived; silent, unknown.
+    """
     attention = []
     for batch in unknown_batches(db):
         edition = db.execute(
@@ -139,9 +144,11 @@ def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
         ).fetchone()
         if edition[0] != newsletter:
             continue
+        hint = unknown_batch_hint(db, batch["edition_id"], batch["batch_key"])
         attention.append(
             Attention(
-                describe_unknown_batch(batch),
+                f"batch {batch['batch_key']} ({batch['recipients']} readers, unknown since "
+                f"{batch['since']}): {hint}",
                 send_command(newsletter, edition[2], from_db(edition[1]), "--resend-unknown"),
             )
         )

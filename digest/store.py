@@ -342,6 +342,76 @@ def m007_signup_queue(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m008_events(db: Database) -> None:
+    """What SendGrid's Event Webhook tells us: the raw posts, each event once, and per delivery
+    its furthest delivery state and its engagement (kept apart).
+
+    `webhook_posts` holds each verified body as received until it is processed (then only its
+    counts stay); `events` is deduplicated on SendGrid's id and on a natural key. The partial
+    index on `audit` finds the unsubscribes that follow an edition without reading the whole
+    audit trail.
+    """
+    for statement in (
+        """CREATE TABLE webhook_posts (
+            id INTEGER PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            headers TEXT NOT NULL,
+            body BLOB,
+            size INTEGER NOT NULL,
+            processed_at TEXT,
+            events INTEGER NOT NULL DEFAULT 0,
+            new_events INTEGER NOT NULL DEFAULT 0,
+            note TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX webhook_posts_pending ON webhook_posts (id) WHERE processed_at IS NULL",
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            post_id INTEGER NOT NULL,
+            sg_event_id TEXT,
+            natural_key BLOB NOT NULL UNIQUE,
+            event TEXT NOT NULL,
+            bounce_type TEXT,
+            occurred_at INTEGER NOT NULL,
+            edition_id INTEGER,
+            delivery_id INTEGER,
+            subscriber_id INTEGER,
+            batch_key TEXT,
+            message_id TEXT,
+            url TEXT,
+            story_id INTEGER,
+            machine_open INTEGER NOT NULL DEFAULT 0,
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE UNIQUE INDEX events_sg_event_id ON events (sg_event_id)",
+        "CREATE INDEX events_edition ON events (edition_id, event)",
+        "CREATE INDEX events_subscriber ON events (subscriber_id)",
+        """CREATE TABLE delivery_states (
+            delivery_id INTEGER PRIMARY KEY,
+            edition_id INTEGER NOT NULL,
+            subscriber_id INTEGER,
+            state TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            occurred_at INTEGER NOT NULL
+        )""",
+        "CREATE INDEX delivery_states_edition ON delivery_states (edition_id, state)",
+        """CREATE TABLE engagement (
+            delivery_id INTEGER PRIMARY KEY,
+            edition_id INTEGER NOT NULL,
+            subscriber_id INTEGER,
+            human_opens INTEGER NOT NULL DEFAULT 0,
+            machine_opens INTEGER NOT NULL DEFAULT 0,
+            clicks INTEGER NOT NULL DEFAULT 0,
+            first_open_at INTEGER,
+            first_click_at INTEGER
+        )""",
+        "CREATE INDEX engagement_edition ON engagement (edition_id)",
+        """CREATE INDEX audit_unsubscribes ON audit (newsletter, at)
+           WHERE action = 'subscription' AND new_status = 'unsubscribed'""",
+    ):
+        db.execute(statement)
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

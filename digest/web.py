@@ -1,8 +1,9 @@
 """The readers' web app: sign-up, confirmation, the unsubscribe page, one-click and preferences.
 
 Pages are plain HTML forms (no JavaScript, no cookies). The routes are the `readers`
-blueprint; `create_app(config)` registers it over one config and transport, and is what tests
-and `digest serve` use; `digest.wsgi:app` is the entry for gunicorn behind a reverse proxy.
+blueprint, and `webhook`'s (SendGrid's Event Webhook) beside it; `create_app(config)`
+registers them over one config and transport, and is what tests and `digest serve` use;
+`digest.wsgi:app` is the entry for gunicorn behind a reverse proxy.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import available_timezones
@@ -40,6 +42,7 @@ from .store import open_db
 from .tokens import BadTokenError
 from .transports import Transport, make_transport
 from .urls import ReaderLinks
+from .webhook import install_webhook
 
 log = logging.getLogger(__name__)
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
@@ -68,10 +71,13 @@ def time_zones(current: str) -> tuple[str, ...]:
     return zones if current in zones else (current, *zones)
 
 
-def create_app(config: Config, transport: Transport | None = None) -> Flask:
+def create_app(
+    config: Config, transport: Transport | None = None, env: Mapping[str, str] | None = None
+) -> Flask:
     """The Flask app over the config's database (opened per request; WAL lets sends run on).
 
-    Confirmation emails go through `transport`, by default the one the config names.
+    Confirmation emails go through `transport`, by default the one the config names; the
+    Event Webhook's keys come from `env` (default: the process environment).
     """
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
@@ -86,6 +92,7 @@ def create_app(config: Config, transport: Transport | None = None) -> Flask:
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)
     app.register_blueprint(readers)
+    install_webhook(app, os.environ if env is None else env)
     return app
 
 

@@ -1,25 +1,42 @@
-"""Loopback stand-in for SendGrid's v3 Mail Send API that records requests and scripts faults."""
+"""Loopback stand-in for SendGrid's v3 Mail Send API that records requests and scripts faults.
+
+After a 202 it also behaves as SendGrid's Event Webhook does, when told where to post
+(`send_events_to`): each accepted reader gets events (by default `processed` and
+`delivered`; `script_events` gives an address others: bounces, blocks, opens, clicks, spam
+reports...), which `post_events` posts signed, in bodies of at most 768 KB, in any order,
+with duplicates under new ids, and keeps for a retry when the receiver does not answer 2xx.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import functools
 import http
 import json
+import random
+import re
 import secrets
 import socket
 import socketserver
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 if TYPE_CHECKING:
     import jsonschema
@@ -444,6 +461,173 @@ def check_mail_send_limits(body: Body) -> list[Error]:
     return errors
 
 
+# -- the Event Webhook side --------------------------------------------------------------------
+
+EVENT_POST_BYTES = 768 * 1024
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+DEFAULT_EVENTS = ("processed", "delivered")
+# Seconds after the 202 at which each kind of event happens.
+_EVENT_DELAY = {
+    "processed": 0,
+    "dropped": 0,
+    "delivered": 2,
+    "bounce": 3,
+    "late_bounce": 7200,
+    "blocked": 3,
+    "deferred": 30,
+    "machine_open": 5,
+    "open": 60,
+    "click": 90,
+    "unsubscribe": 120,
+    "group_unsubscribe": 120,
+    "spamreport": 600,
+}
+_HREF = re.compile(r'href="([^"]+)"')
+
+
+def make_webhook_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A signing key pair as SendGrid makes one: the private key, and the public key as SendGrid
+    shows it (base64 DER SubjectPublicKeyInfo, no PEM armour)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, base64.b64encode(der).decode("ascii")
+
+
+def sign_event_post(private_key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
+    """The signature header: base64 DER ECDSA P-256 / SHA-256 over the timestamp + the body."""
+    signature = private_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(signature).decode("ascii")
+
+
+def event_bodies(events: list[dict], max_bytes: int = EVENT_POST_BYTES) -> list[bytes]:
+    """Events as SendGrid posts them: compact JSON arrays ending in CRLF, each under max_bytes."""
+    bodies: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 4
+    for event in events:
+        encoded = json.dumps(event, separators=(",", ":")).encode()
+        if chunk and size + len(encoded) + 1 > max_bytes:
+            bodies.append(b"[" + b",".join(chunk) + b"]\r\n")
+            chunk, size = [], 4
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        bodies.append(b"[" + b",".join(chunk) + b"]\r\n")
+    return bodies
+
+
+def post_event_body(url: str, key: ec.EllipticCurvePrivateKey, body: bytes) -> int | None:
+    """POST one signed event body as SendGrid does; the status, or None when none came."""
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "SendGrid Event API",
+            SIGNATURE_HEADER: sign_event_post(key, timestamp, body),
+            TIMESTAMP_HEADER: timestamp,
+        },
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=120) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def story_links(html: str) -> list[str]:
+    """The story links of an email's HTML (those carrying a story id), in order."""
+    return [unescape(url) for url in _HREF.findall(html) if "digest_story=" in url]
+
+
+def new_event_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def reader_events(
+    body: dict[str, Any], message_id: str, index: int, kinds: Iterable[str], at: float
+) -> list[dict[str, Any]]:
+    """The events SendGrid would post about one personalization of an accepted request.
+
+    Custom args come back flattened, the personalization's over the message's, and SendGrid's
+    own keys over both. Kinds: processed, delivered, deferred, bounce, late_bounce (an
+    asynchronous bounce: no sg_message_id), blocked, dropped:<reason>, open, machine_open,
+    click or click:N (the Nth story link, from 1), spamreport, unsubscribe, group_unsubscribe.
+    """
+    personalization = body["personalizations"][index]
+    args = {**(body.get("custom_args") or {}), **(personalization.get("custom_args") or {})}
+    html = next(
+        (c.get("value", "") for c in body.get("content", []) if c.get("type") == "text/html"), ""
+    )
+    common: dict[str, Any] = {
+        "email": personalization["to"][0]["email"],
+        "sg_message_id": f"{message_id}.filterdrecv-5bd4c8f-{index}-0",
+        "smtp-id": f"<{message_id}@ismtpd0001p1.test>",
+    }
+    if body.get("categories"):
+        common["category"] = body["categories"]
+    if body.get("asm"):
+        common["asm_group_id"] = body["asm"]["group_id"]
+    events = []
+    for position, kind in enumerate(kinds):
+        name, _, argument = kind.partition(":")
+        fields: dict[str, Any] = {"event": name}
+        if name == "delivered":
+            fields |= {"response": "250 2.0.0 OK", "ip": "168.245.1.1", "tls": 1}
+        elif name == "deferred":
+            fields |= {"response": "421 4.7.0 Try again later", "attempt": "1"}
+        elif name in ("bounce", "late_bounce"):
+            fields |= {
+                "event": "bounce",
+                "type": "bounce",
+                "status": "5.1.1",
+                "reason": "550 5.1.1 The email account that you tried to reach does not exist",
+                "bounce_classification": "Invalid Address",
+            }
+        elif name == "blocked":
+            fields |= {
+                "event": "bounce",
+                "type": "blocked",
+                "status": "5.7.1",
+                "reason": "554 5.7.1 Service unavailable; client host blocked",
+                "bounce_classification": "Reputation",
+            }
+        elif name == "dropped":
+            fields["reason"] = argument or "Bounced Address"
+        elif name in ("open", "machine_open"):
+            machine = name == "machine_open"
+            fields |= {
+                "event": "open",
+                "sg_machine_open": machine,
+                "useragent": "Mozilla/5.0",
+                "ip": "17.58.0.1" if machine else "203.0.113.7",
+            }
+        elif name == "click":
+            number = int(argument or 1)
+            fields |= {
+                "url": story_links(html)[number - 1],
+                "url_offset": {"index": number - 1, "type": "html"},
+                "useragent": "Mozilla/5.0",
+                "ip": "203.0.113.7",
+            }
+        event = {**args, **common, **fields}
+        # A second apart at least: the same kind twice (two clicks) is two events.
+        event["timestamp"] = int(at) + _EVENT_DELAY[name] + position
+        event["sg_event_id"] = new_event_id()
+        if name == "late_bounce":
+            del event["sg_message_id"]
+        events.append(event)
+    return events
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     # HTTP/1.1 so keep-alive clients behave as against SendGrid; every answer sets Content-Length.
@@ -513,6 +697,14 @@ class SendGridTestServer:
         self._script: deque[Fault] = deque()
         self._rules: list[tuple[Callable[[Body], bool], Fault]] = []
         self._stopping = threading.Event()
+        # The Event Webhook side: where to post, with which key, and what is still to post.
+        self._webhook_url: str | None = None
+        self._webhook_key: ec.EllipticCurvePrivateKey | None = None
+        self._clock: Callable[[], float] = time.time
+        self._event_scripts: dict[str, tuple[str, ...]] = {}
+        self._pending_events: list[dict[str, Any]] = []
+        self.posted_events: list[dict[str, Any]] = []
+        self.event_posts: list[tuple[bytes, int | None]] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -611,6 +803,78 @@ class SendGridTestServer:
             for address in _emails(personalization.get("to"))
         ]
 
+    # -- the Event Webhook ------------------------------------------------------------------
+
+    def send_events_to(
+        self,
+        url: str,
+        private_key: ec.EllipticCurvePrivateKey,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """From now on, each accepted reader gets events, posted to `url` by `post_events`."""
+        with self._lock:
+            self._webhook_url, self._webhook_key, self._clock = url, private_key, clock
+
+    def script_events(self, address: str, *kinds: str) -> None:
+        """The events the next accepted mail to `address` makes (see `reader_events`)."""
+        with self._lock:
+            self._event_scripts[address.lower()] = kinds
+
+    def pending_events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._pending_events)
+
+    def post_events(
+        self,
+        events: list[dict[str, Any]] | None = None,
+        *,
+        order: Literal["as made", "reversed", "shuffled"] = "as made",
+        hold: Callable[[dict[str, Any]], bool] | None = None,
+        new_ids: bool = False,
+        max_bytes: int = EVENT_POST_BYTES,
+    ) -> list[int | None]:
+        """Post events, signed, as SendGrid does; returns each post's status (None: no answer).
+
+        By default the pending ones, except those `hold` keeps for later (late arrivals);
+        `events` posts those instead (e.g. `posted_events` again, as a re-delivery, with
+        `new_ids` as SendGrid sometimes does). A post not answered 2xx goes back to pending:
+        SendGrid retries it.
+        """
+        with self._lock:
+            assert self._webhook_url and self._webhook_key, "call send_events_to first"
+            if events is None:
+                events = [e for e in self._pending_events if not (hold and hold(e))]
+                self._pending_events = [e for e in self._pending_events if hold and hold(e)]
+            url, key = self._webhook_url, self._webhook_key
+        events = [dict(e, sg_event_id=new_event_id()) if new_ids else e for e in events]
+        if order == "reversed":
+            events.reverse()
+        elif order == "shuffled":
+            random.Random(len(events)).shuffle(events)
+        statuses = []
+        for body in event_bodies(events, max_bytes):
+            status = post_event_body(url, key, body)
+            statuses.append(status)
+            batch = json.loads(body)
+            with self._lock:
+                self.event_posts.append((body, status))
+                if status is not None and 200 <= status < 300:
+                    self.posted_events += batch
+                else:
+                    self._pending_events += batch
+        return statuses
+
+    def _queue_events(self, body: Body, message_id: str) -> None:
+        """What SendGrid would say about each reader of an accepted request, to post later."""
+        with self._lock:
+            if self._webhook_url is None or not isinstance(body, dict):
+                return
+            at = self._clock()
+            for index, personalization in enumerate(body.get("personalizations", [])):
+                address = _emails(personalization.get("to"))[0].lower()
+                kinds = self._event_scripts.get(address, DEFAULT_EVENTS)
+                self._pending_events += reader_events(body, message_id, index, kinds, at)
+
     # -- request handling ------------------------------------------------------------------
 
     def _handle(self, handler: _Handler) -> None:
@@ -677,6 +941,8 @@ class SendGridTestServer:
         # Recorded before any delay: SendGrid has the message even if the client stops waiting.
         with self._lock:
             self._requests.append(record)
+        if answer.status == 202 and answer.message_id:
+            self._queue_events(body, answer.message_id)
         if answer.delay:
             self._stopping.wait(answer.delay)
         self._send(handler, answer)

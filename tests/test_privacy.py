@@ -60,13 +60,8 @@ def test_export_data_holds_the_profile_deliveries_subscriptions_and_audit(mailed
 def test_forget_deletes_every_row_about_the_reader_and_only_theirs(mailed):
     ana = find_subscriber(mailed, "ana@example.com")
     report = forget(mailed, "ana@example.com")
-    assert report.removed == {
-        "profile": 1,
-        "deliveries": 1,
-        "subscriptions": 1,
-        "audit": 4,
-        "signup_requests": 0,
-    }
+    removed = {table: n for table, n in report.removed.items() if n}
+    assert removed == {"profile": 1, "deliveries": 1, "subscriptions": 1, "audit": 4}
     assert rows_naming(mailed, ana.id, "ana@example.com") == 0
     assert find_subscriber(mailed, "bo@example.com") is not None
     assert "ana@example.com" not in json.dumps(

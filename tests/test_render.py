@@ -61,7 +61,7 @@ def render(renderer, sel=None, **kw):
 
 def test_css_is_inlined_into_style_attributes(renderer):
     html = render(renderer).html
-    assert re.search(r'<a [^>]*href="https://news.test/1"[^>]*style="[^"]+"', html)
+    assert re.search(r'<a [^>]*href="https://news.test/1\?digest_story=1"[^>]*style="[^"]+"', html)
 
 
 def style_blocks(html: str) -> list[str]:
@@ -98,8 +98,8 @@ def test_the_email_declares_both_colour_schemes(renderer):
 
 def test_links_are_not_rewritten(renderer):
     html = render(renderer).html
-    assert 'href="https://news.test/1"' in html
-    assert 'href="https://news.test/3"' in html  # the also-read link
+    assert 'href="https://news.test/1?digest_story=1"' in html
+    assert 'href="https://news.test/3?digest_story=3"' in html  # the also-read link
 
 
 def test_text_part_carries_the_stories_and_full_links(renderer):

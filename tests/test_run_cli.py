@@ -183,7 +183,10 @@ def test_status_names_the_command_for_batches_left_unknown(project):
     assert report.failed
     assert "Sending stopped on an unexpected RuntimeError: killed mid-request" in report.lines[-1]
     status = run("status", "--now", AFTER_SLOT).output
-    assert "may or may not have left; check the provider's activity log" in status
+    assert (
+        "the webhook is silent about this edition (it has never received a post), so it may "
+        "or may not have left; check the webhook and SendGrid's activity log before resending"
+    ) in status
     assert (
         "`digest send --newsletter daily --timezone Europe/London --now 2026-11-02T07:00:00Z "
         "--resend-unknown`" in status

@@ -119,7 +119,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
     signer = TokenSigner("test-secret")
     edition = db.execute("SELECT id, subject, html, text FROM editions").fetchone()
     deliveries = db.execute(
-        """SELECT d.subscriber_id, d.batch_key, s.link_nonce
+        """SELECT d.subscriber_id, d.batch_key, s.link_nonce, d.id
            FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id ORDER BY d.id"""
     ).fetchall()
 
@@ -134,7 +134,7 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
                 "%%unsubscribe_url%%": url,
             },
             "headers": {"List-Unsubscribe": f"<{url}>"},
-            "custom_args": {"digest_subscriber": str(subscriber_id)},
+            "custom_args": {"digest_delivery": str(deliveries[index][3])},
         }
 
     assert body == {

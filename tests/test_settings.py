@@ -223,7 +223,6 @@ def test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send(tmp_path):
         tmp_path,
         transport={"kind": "sendgrid"},
         site=REAL_SITE,
-        sendgrid={"workers": "threads"},
     )
     db = open_db(tmp_path / "digest.db")
     add_subscriber(db, "ana@example.com")

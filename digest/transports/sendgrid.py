@@ -109,8 +109,9 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
                 # Only the URL differs per reader; List-Id and List-Unsubscribe-Post are the
                 # same for everyone and go once, in the message-level headers.
                 "headers": {"List-Unsubscribe": f"<{url}>"},
-                # With the edition in the message-level custom_args, this names the delivery.
-                "custom_args": {"digest_subscriber": str(recipient.subscriber_id)},
+                # Names the delivery for webhook events; never an address or a name, which
+                # SendGrid would keep for good.
+                "custom_args": {"digest_delivery": str(recipient.delivery_id)},
             }
         )
     sender = {"email": site.from_email}

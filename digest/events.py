@@ -1,0 +1,623 @@
+"""SendGrid Event Webhook posts: stored as received, then processed once into what each send became.
+
+A verified post is stored whole (`store_post`) before it is answered. `process_pending` then
+reads each stored post in one transaction: every event is kept once (deduplicated on
+`sg_event_id` and on a natural key, because SendGrid re-delivers with new ids), each delivery's
+state only moves up the ladder below whatever order events arrive in, engagement (opens,
+clicks) is counted apart, and events change readers: a hard bounce or a spam report marks the
+address for every newsletter, an unsubscribe ends the subscription, and any event carrying the
+id of an unknown batch proves SendGrid accepted it. A crash anywhere leaves the post
+unprocessed; the next request or `digest run` processes it, and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+from sqlite_utils import Database
+
+from .clock import to_db, utcnow
+from .errors import LeaseHeldError
+from .lease import Lease
+from .ledger import settle_batch
+from .readers.audit import record
+from .readers.subscriptions import address_status, mark_address, set_subscription
+from .render import STORY_PARAMETER
+from .store import write_transaction
+
+log = logging.getLogger(__name__)
+
+# A delivery's state moves only up this ladder, so late and out-of-order events never undo a
+# later fact: a bounce or complaint beats delivered, which beats deferred, which beats processed.
+LADDER = {
+    "processed": 1,
+    "deferred": 2,
+    "delivered": 3,
+    "dropped": 4,
+    "blocked": 5,
+    "bounced": 6,
+    "complained": 7,
+}
+# SendGrid's `dropped` reasons that echo its own suppression lists, and what they mean here.
+DROPPED_LISTS = {
+    "Bounced Address": "bounced",
+    "Spam Reporting Address": "complained",
+    "Unsubscribed Address": "unsubscribed",
+}
+EVENTS_LEASE = "events"
+# Longer than any one post takes; renewed after every post.
+EVENTS_LEASE_SECONDS = 120
+MAX_TEXT = 300
+PROCESSING_CACHE_KB = 64 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class Event(NamedTuple):
+    """One webhook event, checked: only the fields we use, with hostile values made harmless."""
+
+    name: str
+    occurred_at: int
+    email: str
+    sg_event_id: str | None
+    message_id: str | None
+    edition_id: int | None
+    batch_key: str | None
+    delivery_id: int | None
+    subscriber_id: int | None
+    newsletter: str | None
+    bounce_type: str | None
+    url: str | None
+    machine_open: bool
+    reason: str
+    classification: str
+    smtp_status: str
+
+    @property
+    def state(self) -> str | None:
+        """The delivery state this event proves (an open or click proves delivery)."""
+        if self.name == "bounce":
+            return "bounced" if self.bounce_type == "bounce" else "blocked"
+        if self.name == "spamreport":
+            return "complained"
+        if self.name in ("open", "click"):
+            return "delivered"
+        return self.name if self.name in LADDER else None
+
+    @property
+    def natural_key(self) -> bytes:
+        """What makes an event the same event when SendGrid re-delivers it under a new id."""
+        parts = (
+            self.message_id or "",
+            str(self.delivery_id or ""),
+            self.email.casefold(),
+            self.name,
+            str(self.occurred_at),
+            self.url or "",
+            self.bounce_type or "",
+        )
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:16]
+
+
+def _text(value: Any, limit: int = MAX_TEXT) -> str:
+    """A value shown to people (reasons, classifications): a short single line of text."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return ""
+    return _CONTROL.sub(" ", str(value)).strip()[:limit]
+
+
+def _id(value: Any) -> int | None:
+    """One of our own ids from custom_args (always strings of digits), else None."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+def _key(value: Any, limit: int = 100) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= limit else None
+
+
+def _timestamp(value: Any) -> int | None:
+    """Unix seconds, from a number or a string of digits; None for anything else or absurd."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 12:
+        return int(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e11:
+        return int(value)
+    return None
+
+
+def parse_event(item: Any) -> Event | None:
+    """An event from one item of a webhook body, or None when the item is not a usable event."""
+    if not isinstance(item, dict):
+        return None
+    name = item.get("event")
+    email = item.get("email")
+    timestamp = _timestamp(item.get("timestamp"))
+    if not (isinstance(name, str) and 0 < len(name) <= 40 and isinstance(email, str)):
+        return None
+    if timestamp is None:
+        return None
+    url = item.get("url") if name == "click" else None
+    event = Event(
+        name=name,
+        occurred_at=timestamp,
+        email=email[:320],
+        sg_event_id=_key(item.get("sg_event_id")),
+        message_id=_key(item.get("sg_message_id"), 200),
+        edition_id=_id(item.get("digest_edition")),
+        batch_key=_key(item.get("digest_batch")),
+        delivery_id=_id(item.get("digest_delivery")),
+        # Sent before deliveries were named: with the edition, it finds the delivery too.
+        subscriber_id=_id(item.get("digest_subscriber")),
+        newsletter=_key(item.get("digest_newsletter")),
+        bounce_type=_key(item.get("type"), 20) if name == "bounce" else None,
+        url=url[:2000] if isinstance(url, str) else None,
+        machine_open=item.get("sg_machine_open") is True,
+        reason=_text(item.get("reason") or item.get("response")),
+        classification=_text(item.get("bounce_classification"), 60),
+        smtp_status=_text(item.get("status"), 20),
+    )
+    # JSON may carry lone surrogates ("\ud800"), which no UTF-8 column can hold.
+    try:
+        "".join(v for v in event if isinstance(v, str)).encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return event
+
+
+def story_of(url: str | None) -> int | None:
+    """The story id a link in our email carries (its `digest_story` parameter), if any."""
+    if not url:
+        return None
+    try:
+        query = parse_qsl(urlsplit(url).query)
+    except ValueError:
+        return None
+    found = [value for key, value in query if key == STORY_PARAMETER]
+    return _id(found[-1]) if found else None
+
+
+def store_post(db: Database, body: bytes, headers: Mapping[str, str], received_at: datetime) -> int:
+    """Keep one verified post as received, committed (and synced) before it is answered."""
+    # Synced to disk at commit, not only at the next checkpoint: SendGrid forgets a post
+    # once it has our 2xx, so a power cut must not lose it either.
+    db.execute("PRAGMA synchronous = FULL")
+    try:
+        with write_transaction(db):
+            cursor = db.execute(
+                "INSERT INTO webhook_posts (received_at, headers, body, size) VALUES (?, ?, ?, ?)",
+                [to_db(received_at), json.dumps(dict(headers)), body, len(body)],
+            )
+    finally:
+        db.execute("PRAGMA synchronous = NORMAL")
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+@dataclass
+class ProcessReport:
+    """What one `process_pending` call did."""
+
+    posts: int = 0
+    events: int = 0
+    new_events: int = 0
+    settled_batches: list[str] = field(default_factory=list)
+    failed_posts: list[int] = field(default_factory=list)
+    # Another process held the lease: it processes what is pending.
+    busy: bool = False
+
+    def summary(self) -> str:
+        text = (
+            f"events: {self.posts} webhook post(s), {self.events} events, "
+            f"{self.new_events} new, {self.events - self.new_events} duplicate or unusable"
+        )
+        if self.settled_batches:
+            text += f"; settled {len(self.settled_batches)} unknown batch(es) by event"
+        if self.failed_posts:
+            text += f"; {len(self.failed_posts)} post(s) could not be processed (see the log)"
+        return text
+
+
+def pending_posts(db: Database, limit: int = 100) -> list[int]:
+    rows = db.execute(
+        "SELECT id FROM webhook_posts WHERE processed_at IS NULL ORDER BY id LIMIT ?", [limit]
+    )
+    return [row[0] for row in rows]
+
+
+def process_pending(db: Database) -> ProcessReport:
+    """Process every stored post not yet processed, oldest first, one transaction each.
+
+    One process at a time (a lease): a post stored while another holds it is processed by
+    that holder, which looks again after letting go. A post that cannot be processed (a bug)
+    is logged, keeps its body, and is tried again next time; the others go on.
+    """
+    report = ProcessReport()
+    # The dedupe indexes are random-keyed: with SQLite's 2 MB default cache, a million events
+    # make every insert a page read (benchmarks/events.py).
+    db.execute(f"PRAGMA cache_size = -{PROCESSING_CACHE_KB}")
+    while True:
+        lease = Lease(db, EVENTS_LEASE, EVENTS_LEASE_SECONDS)
+        try:
+            lease.acquire()
+        except LeaseHeldError:
+            report.busy = True
+            return report
+        try:
+            _drain(db, lease, report)
+        finally:
+            lease.release()
+        # A post stored while we held the lease found it held and left it to us.
+        remaining = set(pending_posts(db)) - set(report.failed_posts)
+        if not remaining:
+            return report
+
+
+def _drain(db: Database, lease: Lease, report: ProcessReport) -> None:
+    while batch := [p for p in pending_posts(db) if p not in report.failed_posts]:
+        for post_id in batch:
+            try:
+                process_post(db, post_id, report)
+            except Exception as exc:
+                log.exception("webhook post %s could not be processed", post_id)
+                report.failed_posts.append(post_id)
+                with write_transaction(db):
+                    db.execute(
+                        "UPDATE webhook_posts SET note = ? WHERE id = ?",
+                        [f"processing failed: {type(exc).__name__}: {exc}"[:MAX_TEXT], post_id],
+                    )
+            lease.renew()
+
+
+def decode_body(body: bytes) -> tuple[list[Any], str]:
+    """The items of a post body (a JSON array), and a note when it is not one."""
+    try:
+        items = json.loads(body)
+    except ValueError as exc:
+        return [], f"not JSON ({exc})"[:MAX_TEXT]
+    if not isinstance(items, list):
+        return [], "not a JSON array"
+    return items, ""
+
+
+def process_post(db: Database, post_id: int, report: ProcessReport | None = None) -> None:
+    """Apply one stored post's events, all in one transaction with marking it processed."""
+    report = report if report is not None else ProcessReport()
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT body, processed_at FROM webhook_posts WHERE id = ?", [post_id]
+        ).fetchone()
+        if row is None or row[1] is not None:
+            return
+        items, note = decode_body(row[0] or b"")
+        applier = EventApplier(db, post_id)
+        unusable = 0
+        for item in items:
+            event = parse_event(item)
+            if event is None:
+                unusable += 1
+            else:
+                applier.apply(event)
+        applier.flush()
+        if unusable:
+            note = f"{unusable} item(s) were not usable events"
+        # The body held addresses; once its events are kept, only the counts stay.
+        db.execute(
+            """UPDATE webhook_posts SET processed_at = ?, body = NULL, events = ?,
+               new_events = ?, note = ? WHERE id = ?""",
+            [to_db(utcnow()), len(items), applier.new_events, note, post_id],
+        )
+    report.posts += 1
+    report.events += len(items)
+    report.new_events += applier.new_events
+    report.settled_batches += applier.settled
+
+
+class Delivery(NamedTuple):
+    id: int
+    edition_id: int
+    subscriber_id: int
+    status: str
+    batch_key: str | None
+
+
+class EventApplier:
+    """Applies the events of one post inside its transaction, remembering what it looked up."""
+
+    def __init__(self, db: Database, post_id: int):
+        self.db = db
+        self.post_id = post_id
+        self.new_events = 0
+        self.settled: list[str] = []
+        self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
+        self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
+        self._states: dict[int, tuple[Delivery, str, int, int]] = {}
+        self._engagement: dict[int, list] = {}
+
+    def apply(self, event: Event) -> bool:
+        """Keep and act on one event; False when it was already kept (a duplicate)."""
+        delivery = self.delivery(event)
+        edition = self.edition(delivery.edition_id) if delivery else None
+        # Mail outside our batches (a confirmation) is tied to its reader by address. An
+        # event about no reader keeps no text that could hold an address: nothing would
+        # ever remove it.
+        reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
+        story_id = story_of(event.url)
+        if story_id is not None and (edition is None or story_id not in edition[1]):
+            story_id = None
+        cursor = self.db.conn.execute(
+            """INSERT OR IGNORE INTO events (post_id, sg_event_id, natural_key, event,
+               bounce_type, occurred_at, edition_id, delivery_id, subscriber_id, batch_key,
+               message_id, url, story_id, machine_open, detail)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                self.post_id,
+                event.sg_event_id,
+                event.natural_key,
+                event.name,
+                event.bounce_type,
+                event.occurred_at,
+                delivery.edition_id if delivery else None,
+                delivery.id if delivery else None,
+                reader,
+                event.batch_key,
+                event.message_id,
+                event.url if reader else None,
+                story_id,
+                int(event.machine_open),
+                _detail(event) if reader else event.name,
+            ],
+        )
+        if cursor.rowcount == 0:
+            return False
+        self.new_events += 1
+        if delivery is not None:
+            self._settle(event, delivery)
+            self._advance(event, delivery)
+        if reader is not None:
+            self._change_reader(event, reader, edition[0] if edition else None)
+        return True
+
+    def delivery(self, event: Event) -> Delivery | None:
+        """Our delivery the event is about, if its custom_args name one sent to its address."""
+        if event.delivery_id is not None:
+            key: tuple = ("id", event.delivery_id)
+            where, params = "id = ?", [event.delivery_id]
+        elif event.edition_id is not None and event.subscriber_id is not None:
+            key = ("reader", event.edition_id, event.subscriber_id)
+            where, params = (
+                "edition_id = ? AND subscriber_id = ?",
+                [
+                    event.edition_id,
+                    event.subscriber_id,
+                ],
+            )
+        else:
+            return None
+        if key not in self._deliveries:
+            row = self.db.conn.execute(
+                f"""SELECT id, edition_id, subscriber_id, status, batch_key, email
+                    FROM deliveries WHERE {where}""",
+                params,
+            ).fetchone()
+            self._deliveries[key] = (Delivery(*row[:5]), row[5]) if row else None
+        found = self._deliveries[key]
+        if found is None:
+            return None
+        delivery, address = found
+        # Another database's ids (a staging copy on the same SendGrid account) never match
+        # both the address and the edition.
+        if address.casefold() != event.email.casefold():
+            return None
+        if event.edition_id is not None and event.edition_id != delivery.edition_id:
+            return None
+        return delivery
+
+    def edition(self, edition_id: int) -> tuple[str, frozenset[int]] | None:
+        """The edition's newsletter and the stories it carried."""
+        if edition_id not in self._editions:
+            row = self.db.execute(
+                "SELECT newsletter, story_ids FROM editions WHERE id = ?", [edition_id]
+            ).fetchone()
+            self._editions[edition_id] = (row[0], frozenset(json.loads(row[1]))) if row else None
+        return self._editions[edition_id]
+
+    def _settle(self, event: Event, delivery: Delivery) -> None:
+        """An event from a batch not known to be sent proves SendGrid accepted all of it."""
+        if (
+            delivery.status == "sent"
+            or event.batch_key is None
+            or event.batch_key != delivery.batch_key
+            or event.batch_key in self.settled
+        ):
+            return
+        provider_id = (event.message_id or "").partition(".")[0] or None
+        if settle_batch(self.db, delivery.edition_id, event.batch_key, provider_id, event.name):
+            self.settled.append(event.batch_key)
+            log.info("batch %s settled by a %s event", event.batch_key, event.name)
+
+    def _advance(self, event: Event, delivery: Delivery) -> None:
+        """Note the state and engagement the event proves; `flush` writes them once per post."""
+        state = event.state
+        if state is not None:
+            rank = LADDER[state]
+            known = self._states.get(delivery.id)
+            if known is None or rank > known[3]:
+                self._states[delivery.id] = (delivery, state, event.occurred_at, rank)
+        if event.name not in ("open", "click"):
+            return
+        tally = self._engagement.setdefault(delivery.id, [delivery, 0, 0, 0, None, None])
+        if event.name == "click":
+            tally[3] += 1
+            tally[5] = min(tally[5] or event.occurred_at, event.occurred_at)
+        # A click is made by a person: it counts as a person's open too.
+        tally[2 if event.name == "open" and event.machine_open else 1] += 1
+        tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
+
+    def flush(self) -> None:
+        """Write the post's states (only ever up the ladder) and engagement (added up)."""
+        self.db.conn.executemany(
+            """INSERT INTO delivery_states
+               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
+               rank = excluded.rank, occurred_at = excluded.occurred_at
+               WHERE excluded.rank > delivery_states.rank""",
+            [
+                (d.id, d.edition_id, d.subscriber_id, state, rank, at)
+                for d, state, at, rank in self._states.values()
+            ],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO engagement (delivery_id, edition_id, subscriber_id, human_opens,
+                   machine_opens, clicks, first_open_at, first_click_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET
+                   human_opens = human_opens + excluded.human_opens,
+                   machine_opens = machine_opens + excluded.machine_opens,
+                   clicks = clicks + excluded.clicks,
+                   first_open_at = MIN(COALESCE(first_open_at, excluded.first_open_at),
+                                       COALESCE(excluded.first_open_at, first_open_at)),
+                   first_click_at = MIN(COALESCE(first_click_at, excluded.first_click_at),
+                                        COALESCE(excluded.first_click_at, first_click_at))""",
+            [
+                (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
+                for d, human, machine, clicks, opened, clicked in self._engagement.values()
+            ],
+        )
+
+    def _change_reader(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
+        """Bounces, complaints and unsubscribes change the reader, as SendGrid now treats them."""
+        wanted = _reader_change(event)
+        if wanted is None:
+            return
+        if wanted == "unsubscribed":
+            self._unsubscribe(event, subscriber_id, newsletter or event.newsletter)
+            return
+        current = address_status(self.db, subscriber_id)
+        # A complaint is the reader's own word: a bounce reported after it does not replace it.
+        if current == "complained" or current == wanted:
+            return
+        mark_address(self.db, subscriber_id, wanted, "webhook")
+        record(
+            self.db,
+            subscriber_id,
+            "provider event",
+            "webhook",
+            old_status=current,
+            new_status=wanted,
+            detail=_detail(event, with_id=True),
+        )
+
+    def _unsubscribe(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
+        if newsletter is None:
+            return
+        row = self.db.execute(
+            """SELECT status, updated_at FROM subscriptions
+               WHERE subscriber_id = ? AND newsletter = ?""",
+            [subscriber_id, newsletter],
+        ).fetchone()
+        # A reader who subscribed again after the event (it arrived late) stays subscribed.
+        if row is None or row[0] == "unsubscribed" or row[1] > to_db(_moment(event)):
+            return
+        set_subscription(self.db, subscriber_id, newsletter, "unsubscribed", "webhook")
+        record(
+            self.db,
+            subscriber_id,
+            "provider event",
+            "webhook",
+            newsletter=newsletter,
+            old_status=row[0],
+            new_status="unsubscribed",
+            detail=_detail(event, with_id=True),
+        )
+
+    def _subscriber(self, email: str) -> int | None:
+        row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
+        return row[0] if row else None
+
+
+def _reader_change(event: Event) -> str | None:
+    """What the event makes of the reader: bounced, complained, unsubscribed, or nothing.
+
+    Blocks and deferrals change no one: blocks during an IP's warm-up are not bad addresses.
+    """
+    if event.name == "bounce" and event.bounce_type == "bounce":
+        return "bounced"
+    if event.name == "spamreport":
+        return "complained"
+    if event.name in ("unsubscribe", "group_unsubscribe"):
+        return "unsubscribed"
+    if event.name == "dropped":
+        return DROPPED_LISTS.get(event.reason)
+    return None
+
+
+def _moment(event: Event) -> datetime:
+    return datetime.fromtimestamp(event.occurred_at, UTC)
+
+
+def _detail(event: Event, *, with_id: bool = False) -> str:
+    """The reason, SMTP status and classification of an event, as one line."""
+    kind = "hard bounce" if event.name == "bounce" and event.bounce_type == "bounce" else None
+    parts = [kind or event.name]
+    if event.smtp_status:
+        parts.append(event.smtp_status)
+    if event.reason:
+        parts.append(event.reason)
+    if event.classification:
+        parts.append(f"({event.classification})")
+    if with_id:
+        parts.append(f"[event {event.sg_event_id or 'without id'} at {to_db(_moment(event))}]")
+    return " ".join(parts)[: MAX_TEXT * 2]
+
+
+def editions_heard_from(db: Database, edition_ids: Iterable[int]) -> dict[int, int]:
+    """Per edition, how many of its batches the webhook has had events for."""
+    ids = list(edition_ids)
+    if not ids:
+        return {}
+    rows = db.execute(
+        f"""SELECT edition_id, COUNT(DISTINCT batch_key) FROM events
+            WHERE edition_id IN ({",".join("?" * len(ids))}) GROUP BY edition_id""",
+        ids,
+    )
+    return dict(rows.fetchall())
+
+
+def last_event_received(db: Database) -> str | None:
+    """When the webhook last stored a post (any post), or None if it never has."""
+    row = db.execute("SELECT MAX(received_at) FROM webhook_posts").fetchone()
+    return row[0] if row else None
+
+
+def unknown_batch_hint(db: Database, edition_id: int, batch_key: str) -> str:
+    """What the webhook says about an unknown batch, from events for the edition's other batches.
+
+    Events for its other batches but none for this one: this one most likely never reached
+    SendGrid (any event of it would have settled it). None at all: the webhook may be silent,
+    so its silence proves nothing.
+    """
+    row = db.execute(
+        """SELECT COUNT(DISTINCT batch_key) FROM events
+           WHERE edition_id = ? AND batch_key IS NOT NULL AND batch_key != ?""",
+        [edition_id, batch_key],
+    ).fetchone()
+    if row[0]:
+        return (
+            f"the webhook has had events for {row[0]} other batch(es) of this edition and none "
+            "for this one, so it probably never reached SendGrid"
+        )
+    last = last_event_received(db)
+    heard = f"its last post came at {last}" if last else "it has never received a post"
+    return (
+        f"the webhook is silent about this edition ({heard}), so it may or may not have left; "
+        "check the webhook and SendGrid's activity log before resending"
+    )

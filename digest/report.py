@@ -1,0 +1,318 @@
+"""`digest report`: what came of one edition of a newsletter, per variant, from ledger and events.
+
+An edition is a newsletter's day: every variant (topic set, time zone) whose slot falls on
+that local date. Sent comes from the ledger; delivered, deferred, bounces, blocks, drops and
+complaints from each delivery's furthest state (`events.LADDER`); opens and clicks from the
+engagement kept apart, unique per reader; unsubscribes from the audit trail (a reader who
+left the newsletter after this edition reached them and before the next one did, by any
+route: one-click, the page, the webhook). Rates of engagement are on delivered (as SendGrid's
+and Mailchimp's are), delivery rates on sent. `edition_report` returns plain data (for the
+CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database
+
+from .clock import from_db, to_db, utcnow
+from .config import Config
+from .errors import DigestError, NotFoundError
+
+# SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
+OUTCOMES_SETTLE = timedelta(hours=72 + 24)
+MOST_CLICKED = 10
+NUMBERS = (
+    "sent",
+    "delivered",
+    "deferred",
+    "bounced",
+    "blocked",
+    "dropped",
+    "complaints",
+    "unsubscribes",
+    "opens",
+    "human_opens",
+    "machine_opens",
+    "clicks",
+    "no_event_yet",
+)
+
+
+def _ids_sql(ids: list[int]) -> str:
+    return ",".join(str(int(i)) for i in ids)
+
+
+def _local_date(row: dict, default_zone: str) -> date:
+    return from_db(row["slot_at"]).astimezone(ZoneInfo(row["timezone"] or default_zone)).date()
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise DigestError(
+            f"EDITION {text!r} is not a date; give the edition's local date, like 2026-11-26, "
+            "or --last."
+        ) from None
+
+
+def edition_report(
+    db: Database,
+    config: Config,
+    newsletter: str | None = None,
+    edition: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The report on one edition (its local date `YYYY-MM-DD`; None: the last one sent)."""
+    nl = config.newsletter(newsletter)
+    now = now or utcnow()
+    rows = list(
+        db.query(
+            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+               FROM editions e WHERE e.newsletter = ?
+               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
+               ORDER BY e.slot_at, e.id""",
+            [nl.name],
+        )
+    )
+    if not rows:
+        raise NotFoundError(f"{nl.name} has no edition with readers yet; nothing to report.")
+    by_day: dict[date, list[dict]] = {}
+    for row in rows:
+        by_day.setdefault(_local_date(row, nl.timezone), []).append(row)
+    day = _parse_date(edition) if edition else max(by_day)
+    if day not in by_day:
+        recent = ", ".join(str(d) for d in sorted(by_day)[-5:])
+        raise NotFoundError(f"{nl.name} has no edition on {day}; the last ones: {recent}.")
+    chosen = by_day[day]
+    ids = [row["id"] for row in chosen]
+    numbers = _numbers(db, nl.name, ids)
+    variants = [
+        {
+            "edition_id": row["id"],
+            "slot_at": row["slot_at"],
+            "timezone": row["timezone"] or nl.timezone,
+            "topics": [t for t in row["topics"].split(";") if t],
+            "subject": row["subject"],
+            "numbers": numbers[row["id"]],
+            "rates": rates(numbers[row["id"]]),
+        }
+        for row in chosen
+    ]
+    total = dict(sum((Counter(numbers[i]) for i in ids), Counter()))
+    total = {name: total.get(name, 0) for name in NUMBERS}
+    return {
+        "newsletter": nl.name,
+        "title": nl.title,
+        "edition": day.isoformat(),
+        "generated_at": to_db(now),
+        "variants": variants,
+        "total": {"numbers": total, "rates": rates(total)},
+        "most_clicked": _most_clicked(db, ids),
+        "completeness": _completeness(db, ids, now),
+    }
+
+
+def _numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+    numbers = {i: dict.fromkeys(NUMBERS, 0) for i in ids}
+    in_ids = _ids_sql(ids)
+    for edition_id, n in db.execute(
+        f"""SELECT edition_id, COUNT(*) FROM deliveries
+            WHERE edition_id IN ({in_ids}) AND status = 'sent' GROUP BY edition_id"""
+    ):
+        numbers[edition_id]["sent"] = n
+    state_names = {
+        "deferred": "deferred",
+        "bounced": "bounced",
+        "blocked": "blocked",
+        "dropped": "dropped",
+        "complained": "complaints",
+    }
+    heard = dict.fromkeys(ids, 0)
+    for edition_id, state, n in db.execute(
+        f"""SELECT edition_id, state, COUNT(*) FROM delivery_states
+            WHERE edition_id IN ({in_ids}) GROUP BY edition_id, state"""
+    ):
+        heard[edition_id] += n
+        if state in state_names:
+            numbers[edition_id][state_names[state]] += n
+        # A complaint comes from a reader who had the email: it was delivered.
+        if state in ("delivered", "complained"):
+            numbers[edition_id]["delivered"] += n
+    for edition_id, human, machine, opens, clicks in db.execute(
+        f"""SELECT edition_id, SUM(human_opens > 0), SUM(human_opens = 0 AND machine_opens > 0),
+                   SUM(human_opens + machine_opens > 0), SUM(clicks > 0)
+            FROM engagement WHERE edition_id IN ({in_ids}) GROUP BY edition_id"""
+    ):
+        numbers[edition_id] |= {
+            "human_opens": human,
+            "machine_opens": machine,
+            "opens": opens,
+            "clicks": clicks,
+        }
+    for edition_id, n in _unsubscribes(db, newsletter, ids):
+        numbers[edition_id]["unsubscribes"] = n
+    for edition_id in ids:
+        numbers[edition_id]["no_event_yet"] = max(
+            0, numbers[edition_id]["sent"] - heard[edition_id]
+        )
+    return numbers
+
+
+def _unsubscribes(db: Database, newsletter: str, ids: list[int]) -> list[tuple[int, int]]:
+    """Per edition, its readers who left the newsletter after it reached them, before the next."""
+    in_ids = _ids_sql(ids)
+    since = db.execute(
+        f"SELECT MIN(sent_at) FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"
+    ).fetchone()[0]
+    if since is None:
+        return []
+    # From the few audit rows of leavers to their deliveries, not the other way round.
+    return db.execute(
+        f"""SELECT d.edition_id, COUNT(DISTINCT d.id)
+            FROM audit a CROSS JOIN deliveries d
+            WHERE a.newsletter = :newsletter AND a.action = 'subscription'
+              AND a.new_status = 'unsubscribed' AND a.at >= :since
+              AND d.subscriber_id = a.subscriber_id AND d.edition_id IN ({in_ids})
+              AND d.status = 'sent' AND d.sent_at <= a.at
+              AND NOT EXISTS (
+                  SELECT 1 FROM deliveries later JOIN editions e ON e.id = later.edition_id
+                  WHERE later.subscriber_id = d.subscriber_id AND e.newsletter = :newsletter
+                    AND later.status = 'sent' AND later.sent_at > d.sent_at
+                    AND later.sent_at <= a.at)
+            GROUP BY d.edition_id""",
+        {"newsletter": newsletter, "since": since},
+    ).fetchall()
+
+
+def rates(numbers: dict[str, int]) -> dict[str, float | None]:
+    """Engagement and complaints on delivered, delivery and bounces on sent (None: no base)."""
+
+    def share(part: str, base: str) -> float | None:
+        return round(numbers[part] / numbers[base], 4) if numbers[base] else None
+
+    return {
+        "delivered_of_sent": share("delivered", "sent"),
+        "bounced_of_sent": share("bounced", "sent"),
+        "blocked_of_sent": share("blocked", "sent"),
+        "opened": share("opens", "delivered"),
+        "opened_by_people": share("human_opens", "delivered"),
+        "clicked": share("clicks", "delivered"),
+        "complained": share("complaints", "delivered"),
+        "unsubscribed": share("unsubscribes", "delivered"),
+    }
+
+
+def _most_clicked(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Stories by how many readers clicked them (the story id on the link, whatever its URL)."""
+    rows = db.execute(
+        f"""SELECT c.story_id, c.readers, c.clicks, s.title, s.url FROM (
+                SELECT story_id, COUNT(DISTINCT delivery_id) AS readers, COUNT(*) AS clicks
+                FROM events WHERE edition_id IN ({_ids_sql(ids)}) AND event = 'click'
+                  AND story_id IS NOT NULL GROUP BY story_id) c
+            LEFT JOIN stories s ON s.id = c.story_id
+            ORDER BY c.readers DESC, c.clicks DESC, c.story_id LIMIT ?""",
+        [MOST_CLICKED],
+    )
+    return [
+        {"story_id": sid, "readers": readers, "clicks": clicks, "title": title, "url": url}
+        for sid, readers, clicks, title, url in rows
+    ]
+
+
+def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]:
+    in_ids = _ids_sql(ids)
+    last_sent = db.execute(
+        f"SELECT MAX(sent_at) FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"
+    ).fetchone()[0]
+    events = db.execute(f"SELECT COUNT(*) FROM events WHERE edition_id IN ({in_ids})").fetchone()[0]
+    last_post = db.execute("SELECT MAX(received_at) FROM webhook_posts").fetchone()[0]
+    pending = db.execute(
+        "SELECT COUNT(*) FROM webhook_posts WHERE processed_at IS NULL"
+    ).fetchone()[0]
+    settles_at = to_db(from_db(last_sent) + OUTCOMES_SETTLE) if last_sent else None
+    if not last_sent:
+        note = "nothing of this edition was sent, so no events can come"
+    elif not events:
+        note = (
+            "no webhook events for this edition yet: delivery, opens and clicks are unknown "
+            "(is SendGrid's Event Webhook set up? see the README)"
+        )
+    elif settles_at and to_db(now) < settles_at:
+        note = (
+            f"events can still arrive until {settles_at} for delivery outcomes (SendGrid retries "
+            "deferred mail for 72 h and webhook posts for 24 h); opens and clicks at any time"
+        )
+    else:
+        note = "delivery outcomes are final; opens and clicks can still come at any time"
+    return {
+        "last_sent_at": last_sent,
+        "outcomes_final_at": settles_at,
+        "events": events,
+        "last_post_received_at": last_post,
+        "posts_waiting": pending,
+        "note": note,
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _numbers_line(n: dict[str, int]) -> str:
+    return (
+        f"sent {n['sent']}, delivered {n['delivered']}, deferred {n['deferred']}, "
+        f"bounced {n['bounced']} (+ blocked {n['blocked']}), dropped {n['dropped']}, "
+        f"complaints {n['complaints']}, unsubscribes {n['unsubscribes']}; "
+        f"unique opens {n['opens']} (people {n['human_opens']}, Apple proxy only "
+        f"{n['machine_opens']}), unique clicks {n['clicks']}; no event yet {n['no_event_yet']}"
+    )
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The report as `digest report` prints it."""
+    lines = [
+        f"{report['title']} ({report['newsletter']}), edition of {report['edition']}: "
+        f"{len(report['variants'])} variant(s), as of {report['generated_at']}"
+    ]
+    for variant in report["variants"]:
+        topics = "+".join(variant["topics"]) or "all topics"
+        lines.append(
+            f"  {topics}, {variant['timezone']} (edition {variant['edition_id']}, "
+            f"{variant['slot_at']}): {_numbers_line(variant['numbers'])}"
+        )
+    total, r = report["total"]["numbers"], report["total"]["rates"]
+    lines.append(f"  total: {_numbers_line(total)}")
+    lines.append(
+        f"  on delivered ({total['delivered']}): opened {_percent(r['opened'])} (people "
+        f"{_percent(r['opened_by_people'])}), clicked {_percent(r['clicked'])}, complained "
+        f"{_percent(r['complained'])}, unsubscribed {_percent(r['unsubscribed'])}"
+    )
+    lines.append(
+        f"  on sent ({total['sent']}): delivered {_percent(r['delivered_of_sent'])}, bounced "
+        f"{_percent(r['bounced_of_sent'])}, blocked {_percent(r['blocked_of_sent'])}"
+    )
+    if report["most_clicked"]:
+        lines.append("  most clicked stories (readers who clicked):")
+        for n, story in enumerate(report["most_clicked"], start=1):
+            title = story["title"] or "(story no longer in the store)"
+            lines.append(f"    {n}. {title} [story {story['story_id']}]: {story['readers']}")
+    else:
+        lines.append("  most clicked stories: no story clicks recorded")
+    lines.append(f"  completeness: {report['completeness']['note']}")
+    if report["completeness"]["posts_waiting"]:
+        lines.append(
+            f"  {report['completeness']['posts_waiting']} webhook post(s) are stored but not "
+            "processed yet; `digest run` processes them"
+        )
+    return lines
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False)

@@ -11,8 +11,8 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db, utcnow
 from .config import Config, NewsletterConfig
-from .render import Renderer
 from .models import Story
+from .render import Renderer
 from .schedule import latest_slot_at, next_slot_after
 from .select import normalize_topics, select_digest, variant_key
 from .stories import stories_published_between
@@ -74,6 +74,11 @@ def carried_story_ids(db: Database, newsletter: str, variant: str, before: datet
     ):
         carried.update(json.loads(row["story_ids"]))
     return carried
+
+
+def too_few_stories(newsletter: NewsletterConfig, story_count: int) -> bool:
+    """Whether a variant with this many new stories is skipped rather than sent."""
+    return story_count < max(newsletter.min_stories, 1)
 
 
 def edition_stories(

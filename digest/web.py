@@ -36,7 +36,7 @@ from .readers.signup import confirm, sign_up
 from .store import open_db
 from .tokens import BadTokenError
 from .transports import Transport, make_transport
-from .urls import ReaderLinks
+from .urls import PREVIEW_PATH, ReaderLinks
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
@@ -228,6 +228,12 @@ def confirm_link(token: str):
             "readers.reader", token=links.reader_token(subscriber_id), _anchor="preferences"
         ),
     )
+
+
+@readers.route(PREVIEW_PATH, methods=["GET", "POST"])
+def preview_link():
+    # The unsubscribe and preferences links of a preview or test send: they change nobody.
+    return render_template("preview_link.html")
 
 
 @readers.get("/u/<token>")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.headerregistry import Address
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
 from .checks import EmailParts, Finding, run_checks
+from .clock import utcnow
 from .config import Config, NewsletterConfig
 from .edition import (
     Edition,
@@ -28,9 +30,10 @@ from .edition import (
     upcoming_slot,
 )
 from .ledger import Recipient, audience_filter
+from .message import list_headers, new_message
 from .models import Selection, Subscriber
 from .personalize import personalize, recipient_values
-from .readers.subscribers import check_timezone, get_subscriber
+from .readers.subscribers import check_email, check_timezone, get_subscriber
 from .render import Renderer, story_link
 from .run import reader_timezones
 from .schedule import Schedule, decide
@@ -38,6 +41,7 @@ from .select import normalize_topics, select_digest, variant_key
 from .send import plan_slot
 from .slots import last_records
 from .stories import find_story
+from .transports import Transport
 from .urls import ReaderLinks
 
 SAMPLE_READER = Recipient(
@@ -317,3 +321,44 @@ def write_preview(
         target.local_time,
         note,
     )
+
+
+TEST_PREFIX = "[TEST] "
+
+
+def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -> str:
+    """Send the viewed email to one address as a test: `[TEST]` subject, inert links.
+
+    It goes through `transport.send_single`, outside the ledger: no delivery is recorded and
+    no reader is counted. Returns the provider's id for it.
+    """
+    address = check_email(to)
+    newsletter = view.target.newsletter.name
+    inert = ReaderLinks(config, newsletter).preview_url()
+    message = new_message(
+        config,
+        Address(addr_spec=address),
+        TEST_PREFIX + view.subject,
+        utcnow(),
+        f"test.{view.edition.id or 0}",
+        list_headers(config, newsletter, inert),
+        view.text,
+        view.html,
+    )
+    return transport.send_single(message)
+
+
+def check_next_send(
+    db: Database, config: Config, newsletter_name: str | None, now: datetime
+) -> list[tuple[ReaderView, list[Finding]]]:
+    """`digest check`: each variant of the next send with its findings.
+
+    With no readers yet, the variant a reader with every topic in the newsletter's zone
+    would get, so the templates are checked all the same.
+    """
+    renderer = Renderer(config.templates_dir)
+    targets = [plan.target for plan in slot_variants(db, config, renderer, newsletter_name, now)]
+    if not targets:
+        targets = [variant_target(db, config, newsletter_name, now)]
+    views = [reader_view(db, config, renderer, target) for target in targets]
+    return [(view, view.checks()) for view in views]

@@ -404,6 +404,9 @@ def checks_json() -> Response | tuple[Response, int]:
             "topics": list(view.target.topics),
             "reader": view.target.reader.email,
             "subject": view.subject,
+            "preheader": view.preheader,
+            "story_ids": list(view.edition.story_ids),
+            "note": view.note,
             "errors": has_errors(findings := view.checks()),
             "checks": as_json(findings),
         }

@@ -1,4 +1,4 @@
-"""The studio over HTTP (Flask's test client) and `digest check`/`digest studio` on the command line."""
+"""The studio over HTTP (Flask's test client), and `digest check` and `digest studio`."""
 
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from werkzeug.serving import make_server
 
 from digest.config import load_config, with_overrides
 from digest.demo import run_demo
-from digest.stories import list_stories, set_story_editorial
 from digest.store import open_db
+from digest.stories import list_stories, set_story_editorial
 from digest.studio import create_studio
 from digest.transports.outbox import OutboxTransport
 
@@ -68,7 +68,7 @@ def shoot(base: str, out: Path) -> None:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
-        page = browser.new_page(viewport={"width": 1480, "height": 900})
+        page = browser.new_page(viewport={"width": 1400, "height": 860}, device_scale_factor=0.75)
         page.goto(f"{base}/?as=ana.pereira@example.com")
         page.frame_locator("#email").locator("table.container").wait_for()
         page.get_by_role("button", name="Mobile 375").click()

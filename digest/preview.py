@@ -187,12 +187,8 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
     newsletter = target.newsletter
     selection_count = len(variant_selection(db, target))
     note = ""
-    frozen = [
-        e
-        for e in slot_editions(db, newsletter.name, target.slot_at, target.timezone)
-        if e.variant == target.variant
-    ]
-    started = bool(slot_editions(db, newsletter.name, target.slot_at, target.timezone))
+    started = slot_editions(db, newsletter.name, target.slot_at, target.timezone)
+    frozen = [e for e in started if e.variant == target.variant]
     if frozen:
         edition = frozen[0]
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
 import pytest
@@ -15,7 +14,7 @@ from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import EDITION_TIME, add_stories, story, write_config
+from conftest import add_stories, story, write_config
 
 NOW = "2026-11-26T06:00:00Z"
 
@@ -179,5 +178,38 @@ def test_digest_studio_refuses_a_public_host_without_the_flag(project_dir):
     assert "shows readers' addresses" in result.output and "--allow-remote" in result.output
 
 
-def test_the_edition_time_fixture_is_a_slot():
-    assert datetime(2026, 11, 26, 7, 0, tzinfo=UTC) == EDITION_TIME
+def test_the_live_fingerprint_holds_still_while_nothing_changes(studio):
+    before = studio.get("/live").get_json()["version"]
+    studio.get("/", query_string={"now": NOW, "as": "ana@example.com"})
+    studio.get("/checks.json", query_string={"now": NOW})
+    assert studio.get("/live").get_json()["version"] == before
+
+
+def test_the_live_fingerprint_moves_with_the_store(studio, db):
+    before = studio.get("/live").get_json()["version"]
+    add_stories(db, story(1, title="Late news"))
+    assert studio.get("/live").get_json()["version"] != before
+
+
+def test_an_edited_config_is_read_again(project_dir):
+    from digest.config import load_config
+
+    path = write_config(project_dir)
+    config = load_config(path, env={})
+    client = create_studio(lambda: load_config(path, env={}), OutboxTransport(config)).test_client()
+    assert "Test Daily: the next send" in client.get("/").get_data(as_text=True)
+    before = client.get("/live").get_json()["version"]
+    path.write_text(path.read_text().replace('"Test Daily"', '"Evening Post"'))
+    assert client.get("/live").get_json()["version"] != before
+    assert "Evening Post: the next send" in client.get("/").get_data(as_text=True)
+
+
+def test_a_broken_config_is_shown_not_crashed_on(project_dir):
+    from digest.config import load_config
+
+    path = write_config(project_dir)
+    config = load_config(path, env={})
+    client = create_studio(lambda: load_config(path, env={}), OutboxTransport(config)).test_client()
+    path.write_text("[newsletters.daily]\ntop_storys = 3\n")
+    page = client.get("/").get_data(as_text=True)
+    assert 'role="alert"' in page and "top_storys" in page

@@ -308,7 +308,8 @@ def studio(
     if newsletter:
         config.newsletter(newsletter)
 
-    def load_config():
+    def load_config() -> Config:
+        # A fresh State each time: the studio calls this again when the config file changes.
         return State(state.config_path, state.db_path).config
 
     click.echo(f"digest studio on http://{host}:{port}/ (Ctrl-C stops)", err=True)

@@ -32,6 +32,7 @@ from flask import (
     render_template,
     request,
 )
+from flask.typing import ResponseReturnValue
 from jinja2 import FileSystemLoader
 from sqlite_utils import Database
 
@@ -328,7 +329,7 @@ def _page(template: str, query: Query | None, **context: Any) -> str:
     )
 
 
-def front_page() -> Response | str:
+def front_page() -> ResponseReturnValue:
     """`GET /`: every variant of the next slot, or with as/topics/timezone, one variant."""
     try:
         query = _query(request.args)
@@ -384,7 +385,7 @@ def email_text() -> Response:
     return _raw("text")
 
 
-def checks_json() -> Response | tuple[Response, int]:
+def checks_json() -> ResponseReturnValue:
     """`GET /checks.json`: the checks of one variant, or of every variant of the next slot."""
     try:
         query = _query(request.args)
@@ -431,7 +432,7 @@ def _back(default: str = "/") -> str:
     return target if target.startswith("/") and not target.startswith("//") else default
 
 
-def editorial(story_id: int) -> Response:
+def editorial(story_id: int) -> ResponseReturnValue:
     """`POST /stories/<id>` with action=pin|unpin|score (and score=N): the editor's choice."""
     action = request.form.get("action", "")
     try:
@@ -448,7 +449,7 @@ def editorial(story_id: int) -> Response:
     return redirect(_back(), code=303)
 
 
-def test_send() -> Response | tuple[str, int]:
+def test_send() -> ResponseReturnValue:
     """`POST /send-test` with `to` and the view's parameters: a [TEST] copy, outside the ledger."""
     state = _state()
     query = _query(request.form)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from email import message_from_bytes, policy
 
 import pytest
 from playwright.sync_api import expect
-from werkzeug.serving import make_server
 
 from digest.config import PROJECT_TEMPLATES, with_overrides
 from digest.readers.subscribers import add_subscriber
@@ -21,7 +19,7 @@ from digest.stories import set_story_editorial
 from digest.studio import create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import add_stories, needs_chromium, story
+from conftest import add_stories, needs_chromium, served, story
 
 pytestmark = needs_chromium
 
@@ -55,16 +53,8 @@ def newsroom(config, db, templates):
 @pytest.fixture
 def studio(newsroom):
     config, _ = newsroom
-    server = make_server(
-        "127.0.0.1", 0, create_studio(lambda: config, OutboxTransport(config)), threaded=True
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with served(create_studio(lambda: config, OutboxTransport(config))) as url:
+        yield url
 
 
 @pytest.fixture

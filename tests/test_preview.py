@@ -209,3 +209,17 @@ def test_the_lineup_flags_a_pinned_story_that_per_category_pushed_out(config, db
         "pinned, but displaced by per_category"
     )
     assert rows["Science story"].place == "top 2"
+
+
+def test_a_reader_who_left_is_told_they_would_get_nothing(newsroom):
+    from digest.preview import reader_view
+    from digest.readers.subscribers import unsubscribe
+    from digest.render import Renderer
+
+    config, db = newsroom
+    unsubscribe(db, "london@example.com")
+    target = reader_target(db, config, None, LOOK, "london@example.com")
+    view = reader_view(db, config, Renderer(config.templates_dir), target)
+    assert (
+        view.note == "london@example.com is not an active reader of daily: they would get nothing."
+    )

@@ -14,7 +14,7 @@ from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import add_stories, story, write_config
+from conftest import add_stories, make_config, story, write_config
 
 NOW = "2026-11-26T06:00:00Z"
 
@@ -213,3 +213,27 @@ def test_a_broken_config_is_shown_not_crashed_on(project_dir):
     path.write_text("[newsletters.daily]\ntop_storys = 3\n")
     page = client.get("/").get_data(as_text=True)
     assert 'role="alert"' in page and "top_storys" in page
+
+
+def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_path, monkeypatch):
+    from digest.transports.sendgrid import SendGridTransport
+
+    from sendgrid_server import SendGridTestServer
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    config = make_config(tmp_path, transport={"kind": "sendgrid", "secret_key": "test-secret"})
+    add_stories(db, story(8, title="Tram runs all night"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    with SendGridTestServer(api_key="SG.test-key") as server:
+        env = {"SENDGRID_API_KEY": "SG.test-key", "SENDGRID_API_HOST": server.url}
+        client = create_studio(lambda: config, SendGridTransport(config, env=env)).test_client()
+        answer = client.post(
+            "/send-test", data={"to": "editor@example.com", "as": "ana@example.com", "now": NOW}
+        )
+        assert answer.status_code == 303
+        [request] = server.requests
+    assert request.status == 202
+    assert request.body["subject"] == "[TEST] Test Daily: Tram runs all night"
+    html = request.body["content"][1]["value"]
+    assert "Hello Ana," in html and "https://news.test/u/preview" in html
+    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0

@@ -206,14 +206,28 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
         note = f"{target.subscriber.email} is not an active reader of {newsletter.name}: " + (
             "they would get nothing."
         )
+    return personalized_view(db, config, target, edition, selection_count, bool(frozen), note)
+
+
+def personalized_view(
+    db: Database,
+    config: Config,
+    target: Target,
+    edition: Edition,
+    story_count: int,
+    frozen: bool,
+    note: str,
+) -> ReaderView:
+    """The edition as the target's reader gets it, their own links made inert."""
+    newsletter = target.newsletter
     values = recipient_values(
         target.reader.name, ReaderLinks(config, newsletter.name).preview_url()
     )
     return ReaderView(
         target=target,
         edition=edition,
-        story_count=selection_count,
-        frozen=bool(frozen),
+        story_count=story_count,
+        frozen=frozen,
         note=note,
         html=personalize(edition.html, values),
         text=personalize(edition.text, values),
@@ -232,12 +246,26 @@ def skip_note(newsletter: NewsletterConfig, story_count: int) -> str:
 class VariantPlan:
     """One edition variant of a zone's next slot, as the studio's front page lists it."""
 
-    target: Target
     readers: int
-    story_count: int
-    note: str
-    frozen: bool
-    edition: Edition
+    # The variant's email for a sample reader, and its checks.
+    view: ReaderView
+    findings: tuple[Finding, ...]
+
+    @property
+    def target(self) -> Target:
+        return self.view.target
+
+    @property
+    def edition(self) -> Edition:
+        return self.view.edition
+
+    @property
+    def errors(self) -> int:
+        return sum(f.level == "error" for f in self.findings)
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.level == "warning" for f in self.findings)
 
 
 def slot_variants(
@@ -257,16 +285,11 @@ def slot_variants(
             edition = result.edition
             target = Target(newsletter, slot_at, edition.topics, zone)
             count = len(variant_selection(db, target))
-            plans.append(
-                VariantPlan(
-                    target=target,
-                    readers=result.audience,
-                    story_count=count,
-                    note=skip_note(newsletter, count) if result.note else "",
-                    frozen=edition.id is not None,
-                    edition=edition,
-                )
+            note = skip_note(newsletter, count) if result.note else ""
+            view = personalized_view(
+                db, config, target, edition, count, edition.id is not None, note
             )
+            plans.append(VariantPlan(result.audience, view, tuple(view.checks())))
     return sorted(plans, key=lambda p: (p.target.slot_at, p.target.timezone, p.target.topics))
 
 
@@ -353,8 +376,8 @@ def check_next_send(
     would get, so the templates are checked all the same.
     """
     renderer = Renderer(config.templates_dir)
-    targets = [plan.target for plan in slot_variants(db, config, renderer, newsletter_name, now)]
-    if not targets:
-        targets = [variant_target(db, config, newsletter_name, now)]
-    views = [reader_view(db, config, renderer, target) for target in targets]
-    return [(view, view.checks()) for view in views]
+    plans = slot_variants(db, config, renderer, newsletter_name, now)
+    if plans:
+        return [(plan.view, list(plan.findings)) for plan in plans]
+    view = reader_view(db, config, renderer, variant_target(db, config, newsletter_name, now))
+    return [(view, view.checks())]

@@ -44,6 +44,7 @@ from .lineup import lineup
 from .preview import (
     ReaderView,
     Target,
+    VariantPlan,
     reader_target,
     reader_view,
     send_test,
@@ -336,17 +337,22 @@ def front_page() -> ResponseReturnValue:
         if query.picks_variant:
             return _variant_page(query)
         config = _state().config()
-        plans = _state().cached(
-            ("plans", *query.key()),
-            lambda: slot_variants(
-                _db(), config, Renderer(config.templates_dir), query.newsletter, query.now
-            ),
-        )
+        plans = _plans(query)
         return _page(
             "index.html", query, plans=plans, newsletter=config.newsletter(query.newsletter)
         )
     except DigestError as exc:
         return _page("index.html", None, error=_error_details(exc))
+
+
+def _plans(query: Query) -> list[VariantPlan]:
+    config = _state().config()
+
+    def make() -> list[VariantPlan]:
+        renderer = Renderer(config.templates_dir)
+        return slot_variants(_db(), config, renderer, query.newsletter, query.now)
+
+    return _state().cached(("plans", *query.key()), make)
 
 
 def _variant_page(query: Query) -> str:
@@ -389,14 +395,8 @@ def checks_json() -> ResponseReturnValue:
     """`GET /checks.json`: the checks of one variant, or of every variant of the next slot."""
     try:
         query = _query(request.args)
-        if query.picks_variant:
-            views = [_view(query)]
-        else:
-            config = _state().config()
-            plans = slot_variants(
-                _db(), config, Renderer(config.templates_dir), query.newsletter, query.now
-            )
-            views = [_view(_variant_query(query, plan.target)) for plan in plans]
+        plans = [] if query.picks_variant else _plans(query)
+        views = [plan.view for plan in plans] or [_view(query)]
     except DigestError as exc:
         return jsonify({"error": _error_details(exc)}), 422
     variants = [
@@ -415,10 +415,6 @@ def checks_json() -> ResponseReturnValue:
         for view in views
     ]
     return jsonify({"ok": not any(v["errors"] for v in variants), "variants": variants})
-
-
-def _variant_query(query: Query, target: Target) -> Query:
-    return Query(query.newsletter, query.now, "", target.topics, target.timezone, query.given_now)
 
 
 def live() -> Response:

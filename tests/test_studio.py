@@ -39,6 +39,7 @@ def test_the_front_page_lists_each_variant_of_the_next_slot_with_its_readers(stu
     assert "2026-11-26 07:00 UTC" in page and "2026-11-26 07:00 Asia/Kolkata" in page
     assert "Test Daily: Tram runs all night" in page
     assert "Test Daily: Otters return" in page
+    assert page.count('<td class="checks-summary">no errors') == 2
 
 
 def test_a_variant_whose_slot_has_too_few_stories_says_it_would_be_skipped(studio):

@@ -238,3 +238,16 @@ def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_pa
     html = request.body["content"][1]["value"]
     assert "Hello Ana," in html and "https://news.test/u/preview" in html
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+
+
+def test_a_score_from_the_lineup_is_set_and_a_bad_one_refused(studio, db):
+    assert studio.post("/stories/2", data={"action": "score", "score": "7.5"}).status_code == 303
+    assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
+    assert studio.post("/stories/2", data={"action": "score", "score": "lots"}).status_code == 400
+    assert studio.post("/stories/2", data={"action": "score", "score": "nan"}).status_code == 400
+    assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
+
+
+def test_the_way_back_after_a_pin_never_leaves_the_studio(studio):
+    answer = studio.post("/stories/1", data={"action": "pin", "next": "//evil.example/x"})
+    assert answer.location == "/"

@@ -186,3 +186,20 @@ def test_the_checks_flag_a_bad_link_and_a_missing_alt(page, studio, db, template
     expect(links).to_contain_text("http://news.test/plain-http")
     images = page.locator('.finding.error[data-check="images"]')
     expect(images).to_contain_text("has no alt")
+
+
+def test_images_off_and_dark_mode_change_only_the_view(page, studio, db):
+    add_stories(db, story(1, title="Photo story", image_url="https://news.test/photo.jpg"))
+    open_reader(page, studio)
+    image = page.frame_locator("#email").locator("img.story-image").first
+    expect(image).to_have_attribute("src", "https://news.test/photo.jpg")
+    page.get_by_label("Images off").check()
+    expect(image).not_to_have_attribute("src", re.compile(".*"))
+    expect(image).to_have_attribute("alt", re.compile(".+"))
+    page.get_by_label("Images off").uncheck()
+    expect(image).to_have_attribute("src", "https://news.test/photo.jpg")
+    page.get_by_label("Dark mode").check()
+    emulation = page.frame_locator("#email").locator("#studio-emulation")
+    assert "invert(1)" in emulation.evaluate("style => style.textContent")
+    page.get_by_label("Dark mode").uncheck()
+    assert emulation.evaluate("style => style.textContent") == ""

@@ -243,25 +243,121 @@ class TerminalProgress:
 @cli.command()
 @newsletter_option
 @moment_option
-@click.option("--as", "as_email", metavar="EMAIL", help="Personalize for this subscriber.")
+@click.option("--as", "as_email", metavar="EMAIL", help="That reader's own slot and variant.")
+@click.option(
+    "--last", is_flag=True, help="The latest slot at or before --now, instead of the next one."
+)
 @click.option(
     "--out", "out_dir", default="preview", show_default=True, type=click.Path(file_okay=False)
 )
 @pass_state
 def preview(
-    state: State, newsletter: str | None, now: str | None, as_email: str | None, out_dir: str
+    state: State,
+    newsletter: str | None,
+    now: str | None,
+    as_email: str | None,
+    last: bool,
+    out_dir: str,
 ) -> None:
-    """Write the HTML and text a reader would get to DIR/<newsletter>.html and .txt."""
+    """Write what the next send would give a reader to DIR/<newsletter>.html and .txt.
+
+    The unsubscribe and preferences links in it are inert preview links: the files can be
+    passed around without handing anyone a reader's permanent link.
+    """
     from .preview import write_preview
 
-    result = write_preview(state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email)
+    result = write_preview(
+        state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email, last=last
+    )
     for message in result.warnings:
         warn(message)
+    which = "latest" if last else "next"
+    click.echo(f"{which} slot: {result.slot}")
+    if result.note:
+        click.echo(f"note: {result.note}")
     click.echo(
         terminal_text(f"{result.subject}  ({result.story_count} stories, as {result.reader})")
     )
     click.echo(str(result.html_path))
     click.echo(str(result.text_path))
+
+
+@cli.command()
+@newsletter_option
+@moment_option
+@pass_state
+def check(state: State, newsletter: str | None, now: str | None) -> None:
+    """Check every variant of the next send (size, links, images, text part, CSS); for CI.
+
+    Prints each variant's findings; exits 1 if any is an error. With no readers yet, checks
+    the edition a reader with every topic in the newsletter's time zone would get.
+    """
+    from .checks import has_errors
+    from .preview import check_next_send
+
+    failed = False
+    for view, findings in check_next_send(state.db(), state.config, newsletter, _now(now)):
+        target = view.target
+        click.echo(
+            f"{target.local_time} {';'.join(target.topics) or '*'}: {view.subject!r}"
+            + (f" ({view.note})" if view.note else "")
+        )
+        for finding in findings:
+            click.echo(f"  {finding.level}: {finding.check}: {finding.message}")
+        failed = failed or has_errors(findings)
+    if failed:
+        raise click.ClickException("errors found; fix them before the next send.")
+    click.echo("no errors")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8026, show_default=True, type=click.IntRange(1, 65535), help="Port."
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host: the studio shows readers' addresses and has no login.",
+)
+@newsletter_option
+@moment_option
+@pass_state
+def studio(
+    state: State,
+    host: str,
+    port: int,
+    allow_remote: bool,
+    newsletter: str | None,
+    now: str | None,
+) -> None:
+    """Run the editors' studio: every reader's next email, live, with checks and test sends."""
+    from .studio import is_loopback, serve_studio
+    from .transports import make_transport
+
+    if not is_loopback(host) and not allow_remote:
+        raise click.ClickException(
+            f"--host {host} would open the studio to other machines: it shows readers' "
+            "addresses, pins stories and sends test emails, with no login. Add --allow-remote "
+            "if this network is trusted, or keep the default 127.0.0.1 (an SSH tunnel works)."
+        )
+    config = state.config
+    if newsletter:
+        config.newsletter(newsletter)
+
+    def load_config() -> Config:
+        # A fresh State each time: the studio calls this again when the config file changes.
+        return State(state.config_path, state.db_path).config
+
+    click.echo(f"digest studio on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve_studio(
+        load_config,
+        make_transport(config),
+        host,
+        port,
+        newsletter=newsletter,
+        now=_now(now) if now else None,
+    )
 
 
 @cli.command()

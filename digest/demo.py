@@ -63,7 +63,7 @@ def run_demo(config: Config, directory: Path, now: datetime) -> DemoReport:
         report = send_newsletter(
             db, config, newsletter.name, now, transport=OutboxTransport(config)
         )
-        preview = write_preview(db, config, newsletter.name, now, directory / "preview")
+        preview = write_preview(db, config, newsletter.name, now, directory / "preview", last=True)
     finally:
         db.close()
     return DemoReport(directory, stories, readers, report, config.outbox_dir, preview)

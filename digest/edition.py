@@ -11,8 +11,9 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db, utcnow
 from .config import Config, NewsletterConfig
+from .models import Story
 from .render import Renderer
-from .schedule import latest_slot_at
+from .schedule import latest_slot_at, next_slot_after
 from .select import normalize_topics, select_digest, variant_key
 from .stories import stories_published_between
 
@@ -62,6 +63,15 @@ def latest_slot(
     return latest_slot_at(newsletter.schedule, timezone or newsletter.timezone, now)
 
 
+def upcoming_slot(
+    newsletter: NewsletterConfig, now: datetime, timezone: str | None = None
+) -> datetime:
+    """The newsletter's first scheduled time at or after `now`, in UTC: the next one to go."""
+    return next_slot_after(
+        newsletter.schedule, timezone or newsletter.timezone, now - timedelta(microseconds=1)
+    )
+
+
 def carried_story_ids(db: Database, newsletter: str, variant: str, before: datetime) -> set[int]:
     """Stories that earlier editions of this newsletter already carried to these readers."""
     carried: set[int] = set()
@@ -71,6 +81,22 @@ def carried_story_ids(db: Database, newsletter: str, variant: str, before: datet
     ):
         carried.update(json.loads(row["story_ids"]))
     return carried
+
+
+def too_few_stories(newsletter: NewsletterConfig, story_count: int) -> bool:
+    """Whether a variant with this many new stories is skipped rather than sent."""
+    return story_count < max(newsletter.min_stories, 1)
+
+
+def edition_stories(
+    db: Database, newsletter: NewsletterConfig, slot_at: datetime, variant: str
+) -> tuple[list[Story], set[int]]:
+    """What a variant selects from: the stories of its look-back, and those already carried."""
+    lookback = max(
+        timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
+    )
+    stories = stories_published_between(db, slot_at - lookback, slot_at)
+    return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
 
 
 def build_edition(
@@ -85,17 +111,8 @@ def build_edition(
     """Select and render one variant; returns the edition (not yet saved) and its story count."""
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone)
-    lookback = max(
-        timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
-    )
-    stories = stories_published_between(db, slot_at - lookback, slot_at)
-    selection = select_digest(
-        stories,
-        slot_at,
-        newsletter,
-        topics,
-        already_sent=carried_story_ids(db, newsletter.name, variant, slot_at),
-    )
+    stories, carried = edition_stories(db, newsletter, slot_at, variant)
+    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
     local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
     rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
     edition = Edition(

@@ -18,7 +18,12 @@ class SourceError(DigestError):
 
 
 class TemplateError(DigestError):
-    """A template is missing or does not render."""
+    """A template is missing or does not render; names its file and line when known."""
+
+    def __init__(self, message: str, template: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.template = template
+        self.line = line
 
 
 class SubscriberError(DigestError):

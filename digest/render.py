@@ -122,10 +122,16 @@ def _inert_url(url: str) -> str:
     return url.replace("%%", "%25%25")
 
 
+def story_link(story: Story, newsletter: NewsletterConfig) -> str:
+    """A story's link exactly as the templates get it (UTM and story id added, never a
+    placeholder)."""
+    return _inert_url(add_story_id(add_utm(story.url, newsletter.utm, newsletter.name), story.id))
+
+
 def _story_view(story: Story, newsletter: NewsletterConfig, also: Story | None = None) -> StoryView:
     return StoryView(
         title=_inert(story.title),
-        url=_inert_url(add_story_id(add_utm(story.url, newsletter.utm, newsletter.name), story.id)),
+        url=story_link(story, newsletter),
         summary=_inert(story.summary),
         author=_inert(story.author),
         category=_inert(story.category),
@@ -187,14 +193,21 @@ def _template_error(exc: Exception, templates_dir: Path) -> TemplateError:
             "[templates] path in the config at the right folder."
         )
     if isinstance(exc, jinja2.TemplateSyntaxError):
-        where = f"{exc.name or exc.filename or 'template'} line {exc.lineno}"
-        return TemplateError(f"Template syntax error in {where}: {exc.message}. Fix that line.")
-    where = "a template"
+        name = exc.name or exc.filename or "template"
+        return TemplateError(
+            f"Template syntax error in {name} line {exc.lineno}: {exc.message}. Fix that line.",
+            name,
+            exc.lineno,
+        )
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if frame.filename.startswith(str(templates_dir)) or frame.filename == "<template>":
-            where = f"{Path(frame.filename).name} line {frame.lineno}"
-            break
-    return TemplateError(f"Template error in {where}: {exc}. Fix the template.")
+            name = Path(frame.filename).name
+            return TemplateError(
+                f"Template error in {name} line {frame.lineno}: {exc}. Fix the template.",
+                name,
+                frame.lineno,
+            )
+    return TemplateError(f"Template error in a template: {exc}. Fix the template.")
 
 
 class _Inliner(premailer.Premailer):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .config import NewsletterConfig
@@ -43,25 +44,54 @@ def _newest_first(story: Story) -> tuple[float, int]:
     return (-story.published_at.timestamp(), -story.id)
 
 
-def select_top_stories(
+@dataclass(frozen=True)
+class RankedStory:
+    """A candidate for the top stories, its rank, and what became of it (see `rank_top_stories`)."""
+
+    story: Story
+    rank: float
+    # "top", or why not: "per_category" (its category was full) or "top_stories" (no room).
+    outcome: str
+
+
+def rank_top_stories(
     candidates: Iterable[Story], now: datetime, settings: NewsletterConfig
-) -> list[TopStory]:
-    """Pinned first, then by decayed score (ties newest first), capped per category."""
+) -> list[RankedStory]:
+    """Every candidate in rank order (pinned first), each marked chosen or displaced and by what.
+
+    The one ranking pass: `select_top_stories` keeps the chosen ones, and the studio's lineup
+    shows the rest, so a pinned story pushed out by `per_category` is seen, not lost.
+    """
     ranked = sorted(
         ((story, story_rank(story, now, settings.half_life_hours)) for story in candidates),
         key=lambda pair: (not pair[0].pinned, -pair[1], *_newest_first(pair[0])),
     )
     per_category: Counter[str] = Counter()
-    chosen: list[TopStory] = []
+    chosen = 0
+    result: list[RankedStory] = []
     for story, rank in ranked:
-        if len(chosen) == settings.top_stories:
-            break
         category = story.category.strip().lower()
-        if per_category[category] >= settings.per_category:
-            continue
-        per_category[category] += 1
-        chosen.append(TopStory(story=story, rank=rank))
-    return chosen
+        if chosen == settings.top_stories:
+            outcome = "top_stories"
+        elif per_category[category] >= settings.per_category:
+            outcome = "per_category"
+        else:
+            per_category[category] += 1
+            chosen += 1
+            outcome = "top"
+        result.append(RankedStory(story, rank, outcome))
+    return result
+
+
+def select_top_stories(
+    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig
+) -> list[TopStory]:
+    """Pinned first, then by decayed score (ties newest first), capped per category."""
+    return [
+        TopStory(story=r.story, rank=r.rank)
+        for r in rank_top_stories(candidates, now, settings)
+        if r.outcome == "top"
+    ]
 
 
 def select_recent_posts(
@@ -102,6 +132,28 @@ def select_also_read(
     return result
 
 
+def candidates(
+    stories: Iterable[Story],
+    now: datetime,
+    settings: NewsletterConfig,
+    topics: Iterable[str] = (),
+    already_sent: Collection[int] = frozenset(),
+) -> tuple[list[Story], list[Story]]:
+    """The stories an edition may carry (`eligible`), and those of them inside the window.
+
+    Stories published after `now`, outside the reader's topics, or carried by an earlier
+    edition to the same readers are never eligible.
+    """
+    wanted = normalize_topics(topics)
+    window_start = now - timedelta(hours=settings.window_hours)
+    eligible = [
+        s
+        for s in stories
+        if s.published_at <= now and s.id not in already_sent and _in_topics(s, wanted)
+    ]
+    return eligible, [s for s in eligible if s.published_at > window_start]
+
+
 def select_digest(
     stories: Iterable[Story],
     now: datetime,
@@ -115,20 +167,13 @@ def select_digest(
     the last `also_read_days`); stories published after `now`, outside the reader's
     topics, or carried by an earlier edition to the same readers are never chosen.
     """
-    wanted = normalize_topics(topics)
-    window_start = now - timedelta(hours=settings.window_hours)
-    pool_start = now - timedelta(days=settings.also_read_days)
-    eligible = [
-        s
-        for s in stories
-        if s.published_at <= now and s.id not in already_sent and _in_topics(s, wanted)
-    ]
-    in_window = [s for s in eligible if s.published_at > window_start]
+    eligible, in_window = candidates(stories, now, settings, topics, already_sent)
     top = select_top_stories(in_window, now, settings)
     top_ids = {t.story.id for t in top}
     recent = select_recent_posts(in_window, top_ids, settings.recent_posts)
     if settings.also_read:
         used = top_ids | {s.id for s in recent}
+        pool_start = now - timedelta(days=settings.also_read_days)
         pool = [s for s in eligible if s.published_at > pool_start]
         top = select_also_read(top, pool, used, now, settings)
     return Selection(top_stories=tuple(top), recent_posts=tuple(recent))

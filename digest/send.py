@@ -16,7 +16,14 @@ from sqlite_utils import Database
 
 from .clock import to_db
 from .config import Config, NewsletterConfig
-from .edition import Edition, build_edition, latest_slot, save_edition, slot_editions
+from .edition import (
+    Edition,
+    build_edition,
+    latest_slot,
+    save_edition,
+    slot_editions,
+    too_few_stories,
+)
 from .errors import (
     DeliveryUnknownError,
     DigestError,
@@ -271,7 +278,7 @@ def plan_slot(
         edition, story_count = build_edition(
             db, config, renderer, newsletter, slot_at, topic_tuple, timezone
         )
-        note = "skipped: no new stories" if story_count < max(newsletter.min_stories, 1) else ""
+        note = "skipped: no new stories" if too_few_stories(newsletter, story_count) else ""
         new.append((topics, EditionResult(edition, readers, note=note)))
     return started, new
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from .config import Config
 from .tokens import CONFIRM_SALT, TokenSigner
 
+# The reader's own page in previews and test sends: no token, so it names and changes nobody.
+PREVIEW_PATH = "/u/preview"
+
 
 class ReaderLinks:
     """One newsletter's links for its readers: `<site>/u/<token>` and `<site>/confirm/<token>`."""
@@ -33,6 +36,13 @@ class ReaderLinks:
     def preferences_url(self, subscriber_id: int, link_nonce: str) -> str:
         """The reader's own page, at its preferences form."""
         return self.unsubscribe_url(subscriber_id, link_nonce) + "#preferences"
+
+    def preview_url(self) -> str:
+        """The inert stand-in for a reader's own link, in previews and test sends.
+
+        It names no reader: the web app answers it with "this is a preview" and changes nothing.
+        """
+        return self._site + PREVIEW_PATH
 
     def confirmation_url(self, subscriber_id: int, code: str) -> str:
         """The confirmation link of one sign-up: `code` is the subscription's `confirm_code`."""

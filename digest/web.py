@@ -41,7 +41,7 @@ from .readers.signup import (
 from .store import open_db
 from .tokens import BadTokenError
 from .transports import Transport, make_transport
-from .urls import ReaderLinks
+from .urls import PREVIEW_PATH, ReaderLinks
 from .webhook import install_webhook
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,12 @@ def confirm_page(token: str):
 def confirm_link(token: str):
     config = _config()
     return _confirmed_page(config, confirm(_db(), config, token))
+
+
+@readers.route(PREVIEW_PATH, methods=["GET", "POST"])
+def preview_link():
+    # The unsubscribe and preferences links of a preview or test send: they change nobody.
+    return render_template("preview_link.html")
 
 
 @readers.get("/u/<token>")

@@ -5,18 +5,16 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import threading
 import time
 
 import pytest
-from werkzeug.serving import make_server
 
 from digest.readers.subscribers import add_subscriber, find_subscriber
 from digest.readers.subscriptions import subscriptions_of
 from digest.tokens import TokenSigner
 from digest.web import create_app
 
-from conftest import needs_chromium
+from conftest import needs_chromium, served
 
 pytestmark = needs_chromium
 
@@ -24,14 +22,8 @@ pytestmark = needs_chromium
 @pytest.fixture
 def site(config):
     """The web app on a real port of 127.0.0.1, served from a thread."""
-    server = make_server("127.0.0.1", 0, create_app(config), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with served(create_app(config)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,82 @@
+"""The honest lineup of one edition variant: each candidate, its rank, place, and what displaced it.
+
+Built from the same pieces `build_edition` selects with (`edition_stories`, `select.candidates`,
+`select.rank_top_stories`, `select.select_digest`), so it shows the choice the send makes,
+and also what that choice left out and why: a pinned story that `per_category` pushed out
+is flagged, not silently moved to the recent posts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from .edition import edition_stories
+from .models import Story
+from .preview import Target
+from .select import candidates, rank_top_stories, select_digest
+
+
+@dataclass(frozen=True)
+class LineupRow:
+    story: Story
+    rank: float
+    # "top 1", "recent 2", "also read (top 3)", "left out", or "sent before".
+    place: str
+    # Why the story is not where its rank or pin would put it; "" when nothing to say.
+    flag: str = ""
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flag)
+
+
+def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
+    category = story.category.strip().lower() or "no category"
+    if newsletter_cap == "per_category":
+        return f"displaced by per_category: {settings_value} from {category} already chosen"
+    return f"displaced by top_stories: the {settings_value} places were taken"
+
+
+def lineup(db: Database, target: Target) -> list[LineupRow]:
+    """Every candidate of the target's variant in rank order, then those sent before."""
+    settings = target.newsletter
+    stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
+    _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
+    selection = select_digest(stories, target.slot_at, settings, target.topics, carried)
+    top = {t.story.id: n for n, t in enumerate(selection.top_stories, 1)}
+    recent = {s.id: n for n, s in enumerate(selection.recent_posts, 1)}
+    also = {t.also_read.id: top[t.story.id] for t in selection.top_stories if t.also_read}
+    rows = []
+    for ranked in rank_top_stories(in_window, target.slot_at, settings):
+        story = ranked.story
+        if story.id in top:
+            place = f"top {top[story.id]}"
+        elif story.id in recent:
+            place = f"recent {recent[story.id]}"
+        elif story.id in also:
+            place = f"also read (top {also[story.id]})"
+        else:
+            place = "left out"
+        flag = ""
+        if ranked.outcome != "top":
+            cap = (
+                settings.per_category if ranked.outcome == "per_category" else settings.top_stories
+            )
+            reason = _displaced(ranked.outcome, story, cap)
+            if story.pinned or ranked.outcome == "per_category":
+                flag = ("pinned, but " if story.pinned else "") + reason
+        rows.append(LineupRow(story, ranked.rank, place, flag))
+    in_rows = {row.story.id for row in rows}
+    for story_id, under in also.items():
+        if story_id not in in_rows:
+            story = next(s for s in stories if s.id == story_id)
+            rows.append(LineupRow(story, 0.0, f"also read (top {under})"))
+    _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
+    rows += [
+        LineupRow(s, 0.0, "sent before", "an earlier edition carried it to these readers")
+        for s in sent_before
+        if s.id in carried
+    ]
+    return rows

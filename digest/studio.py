@@ -1,0 +1,483 @@
+"""The editors' studio: a local web app showing exactly what every reader gets from the next send.
+
+A thin Flask shell over `preview` (slots, variants, each reader's email), `lineup`, `checks`
+and `stories` (pins and scores). It reads readers' data and can send test emails, so it
+listens on loopback unless told otherwise, answers only to a loopback Host there (no DNS
+rebinding), and takes POSTs from its own pages only. Pages follow changes to the templates,
+the config and the store by polling `/live` for a fingerprint of them; everything, script
+included, is served by the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
+from flask.typing import ResponseReturnValue
+from jinja2 import FileSystemLoader
+from sqlite_utils import Database
+
+from .checks import as_json, has_errors
+from .clock import parse_moment, utcnow
+from .config import PROJECT_TEMPLATES, Config
+from .errors import ConfigError, DigestError, TemplateError
+from .lineup import lineup
+from .preview import (
+    ReaderView,
+    Target,
+    VariantPlan,
+    reader_target,
+    reader_view,
+    send_test,
+    slot_variants,
+    variant_target,
+)
+from .render import Renderer
+from .store import open_db
+from .stories import set_story_editorial
+from .transports import Transport
+
+STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TEST_SENDS_PER_MINUTE = 5
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
+    "frame-src 'self'; frame-ancestors 'self'; form-action 'self'; base-uri 'none'"
+)
+# The email itself: its own inline CSS and https images, never a script.
+EMAIL_CSP = (
+    "default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'self'; base-uri 'none'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+class RateLimit:
+    """At most `limit` events in any `window` seconds (the test send: a few a minute)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            while self._times and now - self._times[0] >= self.window:
+                self._times.popleft()
+            if len(self._times) >= self.limit:
+                return False
+            self._times.append(now)
+            return True
+
+
+@dataclass
+class StudioState:
+    """What every request shares: how to (re)load the config, the transport, and a cache."""
+
+    load_config: Callable[[], Config]
+    transport: Transport
+    loopback_only: bool = True
+    default_newsletter: str | None = None
+    default_now: datetime | None = None
+    test_sends: RateLimit = field(default_factory=lambda: RateLimit(TEST_SENDS_PER_MINUTE, 60.0))
+    _config: tuple[str, Config] | None = None
+    _cache: OrderedDict[tuple, Any] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def config(self) -> Config:
+        """The config, read again when its file changed (a broken one raises ConfigError)."""
+        key = _stat_key(self._config[1].source_path) if self._config else ""
+        if self._config is None or self._config[0] != key:
+            config = self.load_config()
+            self._config = (_stat_key(config.source_path), config)
+        return self._config[1]
+
+    def fingerprint(self) -> str:
+        """Changes whenever a template, the config file or the database changes."""
+        parts = []
+        try:
+            config = self.config()
+        except ConfigError as exc:
+            return "config-error:" + hashlib.sha256(str(exc).encode()).hexdigest()[:16]
+        parts.append(_stat_key(config.source_path))
+        templates = config.templates_dir
+        if templates.is_dir():
+            for path in sorted(templates.rglob("*")):
+                if path.is_file() and "pages" not in path.relative_to(templates).parts:
+                    parts.append(f"{path}:{_stat_key(path)}")
+        for suffix in ("", "-wal"):
+            parts.append(_stat_key(Path(f"{config.db_path}{suffix}")))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """One computation per fingerprint and request: the page, its email and its checks."""
+        full = (self.fingerprint(), *key)
+        with self._lock:
+            if full in self._cache:
+                self._cache.move_to_end(full)
+                return self._cache[full]
+        value = make()
+        with self._lock:
+            self._cache[full] = value
+            while len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        return value
+
+
+def _stat_key(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def create_studio(
+    load_config: Callable[[], Config],
+    transport: Transport,
+    *,
+    loopback_only: bool = True,
+    newsletter: str | None = None,
+    now: datetime | None = None,
+    test_sends: RateLimit | None = None,
+) -> Flask:
+    """The studio app; `load_config` is called again whenever the config file changes."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
+    state = StudioState(load_config, transport, loopback_only, newsletter, now)
+    if test_sends is not None:
+        state.test_sends = test_sends
+    app.extensions["studio"] = state
+    app.jinja_loader = FileSystemLoader(STUDIO_PAGES)
+    app.before_request(_guard)
+    app.after_request(_headers)
+    app.teardown_appcontext(_close_db)
+    app.add_url_rule("/", view_func=front_page)
+    app.add_url_rule("/email.html", view_func=email_html)
+    app.add_url_rule("/email.txt", view_func=email_text)
+    app.add_url_rule("/checks.json", view_func=checks_json)
+    app.add_url_rule("/live", view_func=live)
+    app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
+    app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
+    app.add_url_rule("/send-test", view_func=test_send, methods=["POST"])
+    return app
+
+
+def _state() -> StudioState:
+    return current_app.extensions["studio"]
+
+
+def _db() -> Database:
+    if "db" not in g:
+        g.db = open_db(_state().config().db_path)
+    return g.db
+
+
+def _close_db(_error: BaseException | None) -> None:
+    database = g.pop("db", None)
+    if database is not None:
+        database.close()
+
+
+def _guard() -> None:
+    """Loopback Host only when on loopback; POSTs only from the studio's own pages."""
+    host = urlsplit(f"//{request.host}").hostname or ""
+    if _state().loopback_only and not is_loopback(host):
+        abort(403, "The studio answers only to a loopback address.")
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        site = request.headers.get("Sec-Fetch-Site")
+        if (origin and origin != request.host_url.rstrip("/")) or (site and site != "same-origin"):
+            abort(403, "The studio takes changes only from its own pages.")
+
+
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Not no-referrer: under it Chromium sends `Origin: null` with the studio's own forms.
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def asset(kind: str) -> Response:
+    """The studio's own script and style sheet: nothing comes from elsewhere."""
+    mimetype = "text/javascript" if kind == "js" else "text/css"
+    text = (STUDIO_PAGES / f"studio.{kind}").read_text(encoding="utf-8")
+    return Response(text, mimetype=mimetype)
+
+
+@dataclass(frozen=True)
+class Query:
+    """The parameters every studio URL takes: newsletter, now, and as=EMAIL or topics+timezone."""
+
+    newsletter: str | None
+    now: datetime
+    as_email: str
+    topics: tuple[str, ...]
+    timezone: str
+    given_now: str
+    from_clock: bool = False
+
+    @property
+    def picks_variant(self) -> bool:
+        return bool(self.as_email or self.timezone or self.topics)
+
+    def key(self) -> tuple:
+        return (self.newsletter, self.now, self.as_email, self.topics, self.timezone)
+
+    def params(self, **changes: str) -> str:
+        values = {
+            "newsletter": self.newsletter or "",
+            "now": self.given_now,
+            "as": self.as_email,
+            "topics": ";".join(self.topics),
+            "timezone": self.timezone,
+        } | changes
+        return urlencode({k: v for k, v in values.items() if v})
+
+
+def _query(args: Any) -> Query:
+    state = _state()
+    given_now = args.get("now", "").strip()
+    if given_now:
+        now = parse_moment(given_now, "now")
+    else:
+        # To the minute, so pages opened within one minute share their cached build.
+        now = (state.default_now or utcnow()).replace(second=0)
+    return Query(
+        newsletter=args.get("newsletter") or state.default_newsletter,
+        now=now,
+        as_email=args.get("as", "").strip(),
+        topics=tuple(t for t in args.get("topics", "").split(";") if t.strip()),
+        timezone=args.get("timezone", "").strip(),
+        given_now=given_now,
+        from_clock=not given_now and state.default_now is None,
+    )
+
+
+def _target(query: Query) -> Target:
+    db, config = _db(), _state().config()
+    if query.as_email:
+        return reader_target(db, config, query.newsletter, query.now, query.as_email)
+    return variant_target(
+        db, config, query.newsletter, query.now, query.topics, query.timezone or None
+    )
+
+
+def _view(query: Query) -> ReaderView:
+    config = _state().config()
+
+    def make() -> ReaderView:
+        return reader_view(_db(), config, Renderer(config.templates_dir), _target(query))
+
+    return _state().cached(("view", *query.key()), make)
+
+
+def _error_details(exc: DigestError) -> dict[str, Any]:
+    """File, line, message and the lines around it, for the error overlay."""
+    details: dict[str, Any] = {"message": str(exc), "file": None, "line": None, "excerpt": []}
+    if isinstance(exc, TemplateError) and exc.template:
+        details |= {"file": exc.template, "line": exc.line}
+        path = _state().config().templates_dir / exc.template
+        if exc.line and path.is_file():
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            first = max(exc.line - 3, 0)
+            details["excerpt"] = [
+                (n, text, n == exc.line)
+                for n, text in enumerate(lines[first : exc.line + 2], first + 1)
+            ]
+    return details
+
+
+def _page(template: str, query: Query | None, **context: Any) -> str:
+    state = _state()
+    try:
+        newsletters = list(state.config().newsletters.values())
+    except ConfigError:
+        newsletters = []
+    return render_template(
+        template,
+        query=query,
+        newsletters=newsletters,
+        version=state.fingerprint(),
+        **context,
+    )
+
+
+def front_page() -> ResponseReturnValue:
+    """`GET /`: every variant of the next slot, or with as/topics/timezone, one variant."""
+    try:
+        query = _query(request.args)
+        if query.picks_variant:
+            return _variant_page(query)
+        config = _state().config()
+        plans = _plans(query)
+        return _page(
+            "index.html", query, plans=plans, newsletter=config.newsletter(query.newsletter)
+        )
+    except DigestError as exc:
+        return _page("index.html", None, error=_error_details(exc))
+
+
+def _plans(query: Query) -> list[VariantPlan]:
+    config = _state().config()
+
+    def make() -> list[VariantPlan]:
+        renderer = Renderer(config.templates_dir)
+        return slot_variants(_db(), config, renderer, query.newsletter, query.now)
+
+    return _state().cached(("plans", *query.key()), make)
+
+
+def _variant_page(query: Query) -> str:
+    view = _view(query)
+    rows = _state().cached(("lineup", *query.key()), lambda: lineup(_db(), view.target))
+    return _page(
+        "variant.html",
+        query,
+        view=view,
+        checks=view.checks(),
+        rows=rows,
+        config=_state().config(),
+        sent=request.args.get("sent", ""),
+    )
+
+
+def _raw(part: str) -> Response:
+    try:
+        view = _view(_query(request.args))
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=422, mimetype="text/plain")
+    if part == "html":
+        response = Response(view.html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = EMAIL_CSP
+        return response
+    return Response(view.text, mimetype="text/plain")
+
+
+def email_html() -> Response:
+    """`GET /email.html`: the HTML part exactly as sent, with inert reader links."""
+    return _raw("html")
+
+
+def email_text() -> Response:
+    """`GET /email.txt`: the text part exactly as sent, with inert reader links."""
+    return _raw("text")
+
+
+def checks_json() -> ResponseReturnValue:
+    """`GET /checks.json`: the checks of one variant, or of every variant of the next slot."""
+    try:
+        query = _query(request.args)
+        plans = [] if query.picks_variant else _plans(query)
+        views = [plan.view for plan in plans] or [_view(query)]
+    except DigestError as exc:
+        return jsonify({"error": _error_details(exc)}), 422
+    variants = [
+        {
+            "slot_at": view.target.local_time,
+            "timezone": view.target.timezone,
+            "topics": list(view.target.topics),
+            "reader": view.target.reader.email,
+            "subject": view.subject,
+            "preheader": view.preheader,
+            "story_ids": list(view.edition.story_ids),
+            "note": view.note,
+            "errors": has_errors(findings := view.checks()),
+            "checks": as_json(findings),
+        }
+        for view in views
+    ]
+    return jsonify({"ok": not any(v["errors"] for v in variants), "variants": variants})
+
+
+def live() -> Response:
+    """`GET /live`: the fingerprint of templates, config and store; pages poll it."""
+    return jsonify({"version": _state().fingerprint()})
+
+
+def _back(default: str = "/") -> str:
+    target = request.form.get("next", "")
+    # Only a path on this app: never an open redirect.
+    return target if target.startswith("/") and not target.startswith("//") else default
+
+
+def editorial(story_id: int) -> ResponseReturnValue:
+    """`POST /stories/<id>` with action=pin|unpin|score (and score=N): the editor's choice."""
+    action = request.form.get("action", "")
+    try:
+        if action in ("pin", "unpin"):
+            set_story_editorial(_db(), str(story_id), pinned=action == "pin")
+        elif action == "score":
+            set_story_editorial(_db(), str(story_id), score=float(request.form["score"]))
+        else:
+            abort(400, "action must be pin, unpin or score")
+    except (ValueError, KeyError):
+        abort(400, "score must be a number such as 7 or 2.5")
+    except DigestError as exc:
+        abort(400, str(exc))
+    return redirect(_back(), code=303)
+
+
+def test_send() -> ResponseReturnValue:
+    """`POST /send-test` with `to` and the view's parameters: a [TEST] copy, outside the ledger."""
+    state = _state()
+    query = _query(request.form)
+    back = "/?" + query.params()
+    if not state.test_sends.allow():
+        return (
+            f"Too many test sends: at most {TEST_SENDS_PER_MINUTE} a minute. Wait a moment.",
+            429,
+        )
+    try:
+        send_test(state.config(), state.transport, _view(query), request.form.get("to", ""))
+    except DigestError as exc:
+        return f"The test send did not go: {exc}", 400
+    to = request.form.get("to", "").strip()
+    return redirect(back + "&" + urlencode({"sent": to}), code=303)
+
+
+def serve_studio(
+    load_config: Callable[[], Config],
+    transport: Transport,
+    host: str,
+    port: int,
+    *,
+    newsletter: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`digest studio`: the app on Werkzeug's threaded server."""
+    app = create_studio(
+        load_config,
+        transport,
+        loopback_only=is_loopback(host),
+        newsletter=newsletter,
+        now=now,
+    )
+    app.run(host=host, port=port, threaded=True, use_reloader=False)

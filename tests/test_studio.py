@@ -1,0 +1,253 @@
+"""The studio over HTTP (Flask's test client), and `digest check` and `digest studio`."""
+
+from __future__ import annotations
+
+import shutil
+from email import message_from_bytes, policy
+
+import pytest
+from click.testing import CliRunner
+
+from digest.cli import cli
+from digest.config import PROJECT_TEMPLATES, with_overrides
+from digest.readers.subscribers import add_subscriber
+from digest.studio import RateLimit, create_studio
+from digest.transports.outbox import OutboxTransport
+
+from conftest import add_stories, make_config, story, write_config
+
+NOW = "2026-11-26T06:00:00Z"
+
+
+@pytest.fixture
+def studio(config, db):
+    add_stories(
+        db,
+        story(8, title="Tram runs all night"),
+        story(9, category="science", title="Otters return"),
+    )
+    add_subscriber(db, "ana@example.com", "Ana")
+    add_subscriber(db, "raj@example.com", "Raj", ["science"], "Asia/Kolkata")
+    add_subscriber(db, "rui@example.com", "Rui", ["science"], "Asia/Kolkata")
+    app = create_studio(lambda: config, OutboxTransport(config))
+    return app.test_client()
+
+
+def test_the_front_page_lists_each_variant_of_the_next_slot_with_its_readers(studio):
+    page = studio.get("/", query_string={"now": NOW}).get_data(as_text=True)
+    assert "2 variants, 3 readers" in page
+    assert "2026-11-26 07:00 UTC" in page and "2026-11-26 07:00 Asia/Kolkata" in page
+    assert "Test Daily: Tram runs all night" in page
+    assert "Test Daily: Otters return" in page
+    assert page.count('<td class="checks-summary">no errors') == 2
+
+
+def test_a_variant_whose_slot_has_too_few_stories_says_it_would_be_skipped(studio):
+    page = studio.get("/", query_string={"now": "2026-11-26T14:00:00Z"}).get_data(as_text=True)
+    assert "would be skipped: 0 new stories &lt; min_stories 1" in page
+
+
+def test_the_raw_parts_are_the_email_with_inert_links(studio):
+    query = {"now": NOW, "as": "ana@example.com"}
+    html = studio.get("/email.html", query_string=query)
+    assert html.mimetype == "text/html"
+    assert "script-src" not in html.headers["Content-Security-Policy"]
+    assert "Hello Ana," in html.get_data(as_text=True)
+    assert 'href="https://news.test/u/preview"' in html.get_data(as_text=True)
+    text = studio.get("/email.txt", query_string=query).get_data(as_text=True)
+    assert "https://news.test/u/preview#preferences" in text
+
+
+def test_a_variant_is_picked_by_topics_and_timezone(studio):
+    query = {"now": NOW, "topics": "science", "timezone": "Asia/Kolkata"}
+    body = studio.get("/checks.json", query_string=query).get_json()
+    [variant] = body["variants"]
+    assert variant["timezone"] == "Asia/Kolkata" and variant["topics"] == ["science"]
+    assert variant["subject"] == "Test Daily: Otters return"
+
+
+def test_checks_json_covers_every_variant_and_says_ok(studio):
+    body = studio.get("/checks.json", query_string={"now": NOW}).get_json()
+    assert body["ok"] is True
+    assert len(body["variants"]) == 2
+    assert {c["check"] for c in body["variants"][0]["checks"]} >= {"links", "images", "text"}
+
+
+def test_an_unknown_reader_is_a_clear_answer_not_a_crash(studio):
+    answer = studio.get("/email.html", query_string={"as": "nobody@example.com"})
+    assert answer.status_code == 422
+    assert "No subscriber 'nobody@example.com'" in answer.get_data(as_text=True)
+
+
+def test_a_pin_from_another_origin_is_refused(studio, db):
+    answer = studio.post(
+        "/stories/1", data={"action": "pin"}, headers={"Origin": "https://evil.example"}
+    )
+    assert answer.status_code == 403
+    assert db.execute("SELECT pinned FROM stories WHERE id = 1").fetchone()[0] == 0
+
+
+def test_a_pin_from_the_studio_pins_and_goes_back(studio, db):
+    answer = studio.post(
+        "/stories/1",
+        data={"action": "pin", "next": "/?as=ana@example.com"},
+        headers={"Origin": "http://localhost"},
+    )
+    assert answer.status_code == 303 and answer.location == "/?as=ana@example.com"
+    assert db.execute("SELECT pinned FROM stories WHERE id = 1").fetchone()[0] == 1
+
+
+def test_the_studio_refuses_a_host_that_is_not_loopback(studio):
+    assert studio.get("/", headers={"Host": "studio.evil.example"}).status_code == 403
+
+
+def test_a_test_send_goes_to_the_outbox_marked_and_outside_the_ledger(studio, config, db):
+    answer = studio.post(
+        "/send-test", data={"to": "editor@example.com", "as": "ana@example.com", "now": NOW}
+    )
+    assert answer.status_code == 303
+    [path] = config.outbox_dir.rglob("editor@example.com.eml")
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["Subject"] == "[TEST] Test Daily: Tram runs all night"
+    assert message["List-Unsubscribe"] == "<https://news.test/u/preview>"
+    assert "https://news.test/u/preview" in message.get_body(("html",)).get_content()
+    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM editions").fetchone()[0] == 0
+
+
+def test_test_sends_are_limited_to_a_few_a_minute(config, db):
+    clock = [0.0]
+    app = create_studio(
+        lambda: config, OutboxTransport(config), test_sends=RateLimit(2, 60, lambda: clock[0])
+    )
+    client = app.test_client()
+    send = {"to": "editor@example.com", "now": NOW}
+    assert [client.post("/send-test", data=send).status_code for _ in range(3)] == [303, 303, 429]
+    clock[0] = 61.0
+    assert client.post("/send-test", data=send).status_code == 303
+
+
+def test_a_bad_test_address_is_refused_with_the_reason(studio):
+    answer = studio.post("/send-test", data={"to": "not-an-address", "now": NOW})
+    assert answer.status_code == 400
+    assert "invalid address 'not-an-address'" in answer.get_data(as_text=True)
+
+
+def test_a_broken_template_shows_its_file_and_line(config, db, tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_TEMPLATES, templates)
+    (templates / "digest.html").write_text(
+        "{% extends 'base.html' %}\n{% block content %}\n{{ x }\n"
+    )
+    broken = with_overrides(config, templates_dir=templates)
+    client = create_studio(lambda: broken, OutboxTransport(broken)).test_client()
+    page = client.get("/", query_string={"now": NOW, "timezone": "UTC"}).get_data(as_text=True)
+    assert 'role="alert"' in page
+    assert '<span class="file">digest.html</span>:<span class="line">3</span>' in page
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_digest_check_prints_each_variant_and_passes_on_good_templates(project_dir):
+    write_config(project_dir)
+    run("subscribers", "add", "ana@example.com")
+    result = run("check", "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert "2026-11-26 07:00 UTC *:" in result.output
+    assert "ok: links:" in result.output and result.output.endswith("no errors\n")
+
+
+def test_digest_check_exits_non_zero_on_an_error(project_dir):
+    write_config(project_dir)
+    (project_dir / "stories.jsonl").write_text(
+        '{"url": "http://news.test/plain", "title": "Plain http story", '
+        '"published_at": "2026-11-26T05:00:00Z", "category": "world"}\n'
+    )
+    run("ingest", "stories.jsonl")
+    result = CliRunner().invoke(cli, ["check", "--now", NOW])
+    assert result.exit_code == 1
+    assert "error: links: 1 link(s) are not absolute https: http://news.test/plain" in result.output
+    assert "errors found" in result.output
+
+
+def test_digest_studio_refuses_a_public_host_without_the_flag(project_dir):
+    write_config(project_dir)
+    result = CliRunner().invoke(cli, ["studio", "--host", "0.0.0.0"])
+    assert result.exit_code == 1
+    assert "shows readers' addresses" in result.output and "--allow-remote" in result.output
+
+
+def test_the_live_fingerprint_holds_still_while_nothing_changes(studio):
+    before = studio.get("/live").get_json()["version"]
+    studio.get("/", query_string={"now": NOW, "as": "ana@example.com"})
+    studio.get("/checks.json", query_string={"now": NOW})
+    assert studio.get("/live").get_json()["version"] == before
+
+
+def test_the_live_fingerprint_moves_with_the_store(studio, db):
+    before = studio.get("/live").get_json()["version"]
+    add_stories(db, story(1, title="Late news"))
+    assert studio.get("/live").get_json()["version"] != before
+
+
+def test_an_edited_config_is_read_again(project_dir):
+    from digest.config import load_config
+
+    path = write_config(project_dir)
+    config = load_config(path, env={})
+    client = create_studio(lambda: load_config(path, env={}), OutboxTransport(config)).test_client()
+    assert "Test Daily: the next send" in client.get("/").get_data(as_text=True)
+    before = client.get("/live").get_json()["version"]
+    path.write_text(path.read_text().replace('"Test Daily"', '"Evening Post"'))
+    assert client.get("/live").get_json()["version"] != before
+    assert "Evening Post: the next send" in client.get("/").get_data(as_text=True)
+
+
+def test_a_broken_config_is_shown_not_crashed_on(project_dir):
+    from digest.config import load_config
+
+    path = write_config(project_dir)
+    config = load_config(path, env={})
+    client = create_studio(lambda: load_config(path, env={}), OutboxTransport(config)).test_client()
+    path.write_text("[newsletters.daily]\ntop_storys = 3\n")
+    page = client.get("/").get_data(as_text=True)
+    assert 'role="alert"' in page and "top_storys" in page
+
+
+def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_path, monkeypatch):
+    from digest.transports.sendgrid import SendGridTransport
+
+    from sendgrid_server import SendGridTestServer
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    config = make_config(tmp_path, transport={"kind": "sendgrid", "secret_key": "test-secret"})
+    add_stories(db, story(8, title="Tram runs all night"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    with SendGridTestServer(api_key="SG.test-key") as server:
+        env = {"SENDGRID_API_KEY": "SG.test-key", "SENDGRID_API_HOST": server.url}
+        client = create_studio(lambda: config, SendGridTransport(config, env=env)).test_client()
+        answer = client.post(
+            "/send-test", data={"to": "editor@example.com", "as": "ana@example.com", "now": NOW}
+        )
+        assert answer.status_code == 303
+        [request] = server.requests
+    assert request.status == 202
+    assert request.body["subject"] == "[TEST] Test Daily: Tram runs all night"
+    html = request.body["content"][1]["value"]
+    assert "Hello Ana," in html and "https://news.test/u/preview" in html
+    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+
+
+def test_a_score_from_the_lineup_is_set_and_a_bad_one_refused(studio, db):
+    assert studio.post("/stories/2", data={"action": "score", "score": "7.5"}).status_code == 303
+    assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
+    assert studio.post("/stories/2", data={"action": "score", "score": "lots"}).status_code == 400
+    assert studio.post("/stories/2", data={"action": "score", "score": "nan"}).status_code == 400
+    assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
+
+
+def test_the_way_back_after_a_pin_never_leaves_the_studio(studio):
+    answer = studio.post("/stories/1", data={"action": "pin", "next": "//evil.example/x"})
+    assert answer.location == "/"

@@ -1,0 +1,206 @@
+"""The studio in real Chromium: variants, views, live reload, the error overlay, test sends, checks.
+
+The studio runs on an ephemeral port of 127.0.0.1 over a copy of the project's templates,
+which the tests edit as an editor would; Chromium runs the studio's own script.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from email import message_from_bytes, policy
+
+import pytest
+from playwright.sync_api import expect
+
+from digest.config import PROJECT_TEMPLATES, with_overrides
+from digest.readers.subscribers import add_subscriber
+from digest.stories import set_story_editorial
+from digest.studio import create_studio
+from digest.transports.outbox import OutboxTransport
+
+from conftest import add_stories, needs_chromium, served, story
+
+pytestmark = needs_chromium
+
+NOW = "2026-11-26T06:00:00Z"
+# Generous for a shared 2-core machine; the page itself polls every half second.
+LIVE = 10_000
+
+
+@pytest.fixture
+def templates(tmp_path):
+    folder = tmp_path / "templates"
+    shutil.copytree(PROJECT_TEMPLATES, folder, ignore=shutil.ignore_patterns("pages"))
+    return folder
+
+
+@pytest.fixture
+def newsroom(config, db, templates):
+    config = with_overrides(config, templates_dir=templates)
+    ids = add_stories(
+        db,
+        story(8, title="Tram runs all night"),
+        story(9, category="science", title="Otters return"),
+        story(10, category="sport", title="Harbour regatta moved to May"),
+    )
+    add_subscriber(db, "ana@example.com", "Ana")
+    add_subscriber(db, "raj@example.com", "Raj", ["science"], "Asia/Kolkata")
+    add_subscriber(db, "rui@example.com", "Rui", ["science"], "Asia/Kolkata")
+    return config, ids
+
+
+@pytest.fixture
+def studio(newsroom):
+    config, _ = newsroom
+    with served(create_studio(lambda: config, OutboxTransport(config))) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def open_reader(page, studio: str, email: str = "ana@example.com") -> None:
+    page.goto(f"{studio}/?as={email}&now={NOW}")
+    page.frame_locator("#email").locator("table.container").wait_for()
+
+
+def test_the_front_page_shows_each_variant_with_its_readers(page, studio):
+    page.goto(f"{studio}/?now={NOW}")
+    expect(page.locator("table.variants caption")).to_have_text("2 variants, 3 readers")
+    rows = page.locator("tr.variant")
+    expect(rows).to_have_count(2)
+    kolkata = page.locator('tr.variant[data-timezone="Asia/Kolkata"]')
+    expect(kolkata.locator(".readers")).to_have_text("2")
+    expect(kolkata.locator(".subject")).to_have_text("Test Daily: Otters return")
+    expect(page.locator('tr.variant[data-timezone="UTC"] .stories')).to_have_text("3")
+
+
+def test_the_mobile_width_has_no_horizontal_scroll(page, studio):
+    open_reader(page, studio)
+    page.get_by_role("button", name="Mobile 375").click()
+    frame = page.locator("#email")
+    expect(frame).to_have_attribute("title", "The email")
+    page.wait_for_function("document.getElementById('email').clientWidth === 375")
+    inside = frame.element_handle().content_frame()
+    widths = inside.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1] == 375
+    page.get_by_role("button", name="Desktop 600+").click()
+    page.wait_for_function("document.getElementById('email').clientWidth >= 600")
+
+
+def test_the_text_tab_shows_the_plain_text_part(page, studio):
+    open_reader(page, studio)
+    page.get_by_role("button", name="Plain text").click()
+    text = page.locator("#text")
+    expect(text).to_be_visible()
+    expect(text).to_contain_text("Hello Ana,")
+    expect(text).to_contain_text("https://news.test/u/preview")
+    expect(page.locator("#email")).to_be_hidden()
+
+
+def test_a_template_edit_shows_up_without_a_reload(page, studio, templates):
+    open_reader(page, studio)
+    page.get_by_role("button", name="Mobile 375").click()
+    footer = templates / "_footer.html"
+    footer.write_text(footer.read_text() + '<p class="desk-note">Edited by the desk</p>\n')
+    note = page.frame_locator("#email").locator(".desk-note")
+    expect(note).to_have_text("Edited by the desk", timeout=LIVE)
+    # The view the editor chose survives the refresh.
+    expect(page.get_by_role("button", name="Mobile 375")).to_have_attribute("aria-pressed", "true")
+
+
+def test_a_pin_shows_up_without_a_reload(page, studio, newsroom, db):
+    _, ids = newsroom
+    open_reader(page, studio)
+    regatta = page.locator(f'.lineup tr[data-story="{ids[2]}"]')
+    expect(regatta.locator(".place")).not_to_have_text("top 1")
+    set_story_editorial(db, str(ids[2]), pinned=True)  # as `digest stories pin` would
+    expect(regatta.locator(".place")).to_have_text("top 1", timeout=LIVE)
+    first = page.frame_locator("#email").locator(".story-title").first
+    expect(first).to_have_text("Harbour regatta moved to May", timeout=LIVE)
+
+
+def test_the_pin_button_pins_from_the_lineup(page, studio, newsroom):
+    _, ids = newsroom
+    open_reader(page, studio)
+    row = page.locator(f'.lineup tr[data-story="{ids[1]}"]')
+    row.get_by_role("button", name="Pin").click()
+    expect(row.locator(".place")).to_have_text("top 1", timeout=LIVE)
+    expect(row.get_by_role("button", name="Unpin")).to_be_visible()
+
+
+def test_a_template_error_shows_file_and_line_then_recovers(page, studio, templates):
+    open_reader(page, studio)
+    story_template = templates / "_top_story.html"
+    good = story_template.read_text()
+    story_template.write_text("{% if story.category %}\n{{ story.title }\n")
+    overlay = page.get_by_role("alert")
+    expect(overlay).to_contain_text("_top_story.html", timeout=LIVE)
+    expect(overlay.locator(".line")).to_have_text("2")
+    expect(overlay.locator(".error-message")).to_contain_text("Fix that line")
+    story_template.write_text(good)
+    expect(overlay).to_be_hidden(timeout=LIVE)
+    expect(page.frame_locator("#email").locator(".story-title").first).to_be_visible()
+
+
+def test_a_test_send_lands_in_the_outbox_with_test_in_the_subject(page, studio, newsroom):
+    config, _ = newsroom
+    open_reader(page, studio)
+    page.get_by_label("To").fill("editor@example.com")
+    page.get_by_role("button", name="Send test").click()
+    expect(page.get_by_role("status").filter(has_text="Test sent")).to_contain_text(
+        "editor@example.com"
+    )
+    [path] = config.outbox_dir.rglob("editor@example.com.eml")
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["Subject"].startswith("[TEST] Test Daily: ")
+    html = message.get_body(("html",)).get_content()
+    assert set(re.findall(r"https://news\.test/u/[^\"#\s]+", html)) == {
+        "https://news.test/u/preview"
+    }
+
+
+def test_the_checks_flag_a_bad_link_and_a_missing_alt(page, studio, db, templates):
+    story_template = templates / "_top_story.html"
+    story_template.write_text(re.sub(r' alt="[^"]*"', "", story_template.read_text()))
+    add_stories(
+        db,
+        story(
+            1,
+            url="http://news.test/plain-http",
+            title="A story on plain http",
+            image_url="https://news.test/photo.jpg",
+        ),
+    )
+    open_reader(page, studio)
+    links = page.locator('.finding.error[data-check="links"]')
+    expect(links).to_contain_text("http://news.test/plain-http")
+    images = page.locator('.finding.error[data-check="images"]')
+    expect(images).to_contain_text("has no alt")
+
+
+def test_images_off_and_dark_mode_change_only_the_view(page, studio, db):
+    add_stories(db, story(1, title="Photo story", image_url="https://news.test/photo.jpg"))
+    open_reader(page, studio)
+    image = page.frame_locator("#email").locator("img.story-image").first
+    expect(image).to_have_attribute("src", "https://news.test/photo.jpg")
+    page.get_by_label("Images off").check()
+    expect(image).not_to_have_attribute("src", re.compile(".*"))
+    # The story image only repeats its headline: decorative, so images off leave no alt text.
+    expect(image).to_have_attribute("alt", "")
+    page.get_by_label("Images off").uncheck()
+    expect(image).to_have_attribute("src", "https://news.test/photo.jpg")
+    page.get_by_label("Dark mode").check()
+    emulation = page.frame_locator("#email").locator("#studio-emulation")
+    assert "invert(1)" in emulation.evaluate("style => style.textContent")
+    page.get_by_label("Dark mode").uncheck()
+    assert emulation.evaluate("style => style.textContent") == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from pathlib import Path
@@ -98,7 +99,10 @@ def test_every_imported_row_is_stored_or_answered_with_a_reason(tmp_path, rows):
         export_csv(db, Path(folder) / "all.csv")
         again = open_db(Path(folder) / "again.db")
         import_csv(again, Path(folder) / "all.csv")
-        assert set(list_subscribers(again)) == set(list_subscribers(db))
+        # Link nonces are each list's own secrets: a new list makes new ones.
+        assert {replace(s, link_nonce="") for s in list_subscribers(again)} == {
+            replace(s, link_nonce="") for s in list_subscribers(db)
+        }
         again.close()
         db.close()
 

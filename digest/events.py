@@ -27,7 +27,7 @@ from sqlite_utils import Database
 from .clock import to_db, utcnow
 from .errors import LeaseHeldError
 from .lease import Lease
-from .ledger import settle_batch
+from .ledger import DeliveryStatus, settle_batch
 from .readers.audit import record
 from .readers.subscriptions import address_status, mark_address, set_subscription
 from .render import STORY_PARAMETER
@@ -432,7 +432,7 @@ class EventApplier:
     def _settle(self, event: Event, delivery: Delivery) -> None:
         """An event from a batch not known to be sent proves SendGrid accepted all of it."""
         if (
-            delivery.status == "sent"
+            delivery.status == DeliveryStatus.SENT
             or event.batch_key is None
             or event.batch_key != delivery.batch_key
             or event.batch_key in self.settled

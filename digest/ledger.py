@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Literal, NamedTuple
 
 from sqlite_utils import Database
@@ -21,6 +22,17 @@ from .addresses import sendable_recipient
 from .clock import to_db, utcnow
 from .errors import SubscriberError
 from .store import write_transaction
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery's state; each value is what `deliveries.status` holds and what is printed."""
+
+    QUEUED = "queued"
+    # Handed to the provider with no answer recorded yet: unknown when no send is running.
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class Recipient(NamedTuple):
@@ -237,7 +249,7 @@ def requeue_batch(db: Database, batch: Batch) -> None:
     _update_batch(db, batch, "status = 'queued'", {})
 
 
-def requeue(db: Database, edition_id: int, status: str) -> int:
+def requeue(db: Database, edition_id: int, status: DeliveryStatus) -> int:
     """Put failed (or unknown = still `sending`) deliveries of an edition back in the queue."""
     cursor = db.execute(
         """UPDATE deliveries SET status = 'queued', updated_at = ?
@@ -249,7 +261,7 @@ def requeue(db: Database, edition_id: int, status: str) -> int:
 
 def edition_counts(db: Database, edition_id: int) -> dict[str, int]:
     """Deliveries of an edition by status; a `sending` batch found here is reported as unknown."""
-    counts = dict.fromkeys(("queued", "sending", "sent", "failed", "skipped"), 0)
+    counts: dict[str, int] = {status: 0 for status in DeliveryStatus}
     for row in db.query(
         "SELECT status, COUNT(*) AS n FROM deliveries WHERE edition_id = ? GROUP BY status",
         [edition_id],
@@ -284,12 +296,18 @@ def tally(counts: Mapping[str, int]) -> str:
 
     Queued readers left over (a run that stopped) must never be hidden by a tidy summary.
     """
-    text = (
-        f"sent {counts.get('sent', 0)}, failed {counts.get('failed', 0)}, "
-        f"skipped {counts.get('skipped', 0)}, unknown {counts.get('sending', 0)}"
+    sent, failed, skipped, unknown = (
+        counts.get(status, 0)
+        for status in (
+            DeliveryStatus.SENT,
+            DeliveryStatus.FAILED,
+            DeliveryStatus.SKIPPED,
+            DeliveryStatus.SENDING,
+        )
     )
-    if counts.get("queued"):
-        text += f", still queued {counts['queued']}"
+    text = f"sent {sent}, failed {failed}, skipped {skipped}, unknown {unknown}"
+    if counts.get(DeliveryStatus.QUEUED):
+        text += f", still queued {counts[DeliveryStatus.QUEUED]}"
     return text
 
 

@@ -290,7 +290,7 @@ def slot_variants(
             edition = result.edition
             target = Target(newsletter, slot_at, edition.topics, zone)
             count = len(variant_selection(db, target))
-            note = skip_note(newsletter, count) if result.note else ""
+            note = skip_note(newsletter, count) if result.skipped else ""
             view = personalized_view(
                 db, config, target, edition, count, edition.id is not None, note
             )

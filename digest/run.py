@@ -18,13 +18,12 @@ from .errors import DigestError, LeaseHeldError
 from .events import process_pending
 from .invocation import digest_command
 from .lease import Lease
-from .ledger import audience_values, tally
+from .ledger import DeliveryStatus, audience_values, tally
 from .readers.signup import process_signups
 from .render import Renderer
-from .schedule import Schedule, Slot, decide
+from .schedule import Schedule, Slot, SlotStatus, decide
 from .send import SendReport, send_command, send_slot
 from .slots import last_records, record_run, record_slot
-from .store import DELIVERY_STATUSES
 from .transports import Transport
 
 RUN_LEASE = "run"
@@ -98,7 +97,7 @@ def run_due(
             # Outside the slot's error handling: a run that lost its lease must stop here.
             lease.renew()
             if decision.action == "missed":
-                record_slot(db, decision.slot, "missed", now, note=decision.reason)
+                record_slot(db, decision.slot, SlotStatus.MISSED, now, note=decision.reason)
                 report.add(f"{slot_label(decision.slot)}: missed, {decision.reason}; not sent")
                 continue
             try:
@@ -113,7 +112,7 @@ def run_due(
                     progress=lambda _result, _recipients: lease.renew(),
                 )
             except DigestError as exc:
-                record_slot(db, decision.slot, "failed", now, note=str(exc))
+                record_slot(db, decision.slot, SlotStatus.FAILED, now, note=str(exc))
                 report.add(
                     f"{slot_label(decision.slot)}: FAILED: {exc} (tried again while within grace)",
                     failed=True,
@@ -121,7 +120,9 @@ def run_due(
                 continue
             report.add(
                 f"{slot_label(decision.slot)}: {_record_sent(db, decision.slot, now, sent)}",
-                failed=bool(sent.total("failed") or sent.total("sending")),
+                failed=bool(
+                    sent.total(DeliveryStatus.FAILED) or sent.total(DeliveryStatus.SENDING)
+                ),
             )
         _drain_signups(db, config, transport, report)
         if not decisions:
@@ -178,18 +179,17 @@ def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> No
 
 def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> str:
     """Record how a sent slot ended (sent, or skipped when no edition had stories); says so."""
-    delivered = [result for result in sent.editions if not result.note]
+    delivered = [result for result in sent.editions if not result.skipped]
     if not delivered:
-        note = sent.editions[0].note if sent.editions else "no readers"
-        note = note.removeprefix("skipped: ")
-        record_slot(db, slot, "skipped", now, note=note)
-        return f"skipped: {note}"
-    counts = {status: sent.total(status) for status in DELIVERY_STATUSES}
-    record_slot(db, slot, "sent", now, editions=len(delivered), counts=counts)
+        reason = sent.editions[0].skip_reason if sent.editions else "no readers"
+        record_slot(db, slot, SlotStatus.SKIPPED, now, note=reason)
+        return f"skipped: {reason}"
+    counts: dict[str, int] = {status: sent.total(status) for status in DeliveryStatus}
+    record_slot(db, slot, SlotStatus.SENT, now, editions=len(delivered), counts=counts)
     line = f"{tally(counts)} in {len(delivered)} edition(s)"
-    if counts["failed"]:
+    if counts[DeliveryStatus.FAILED]:
         retry = send_command(slot.newsletter, slot.timezone, slot.at, "--retry-failed")
         line += f"; retry them with `{retry}`"
-    if counts["sending"]:
+    if counts[DeliveryStatus.SENDING]:
         line += f"; `{digest_command()} status` says what to do with the unknown ones"
     return line

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -126,12 +127,21 @@ class Slot:
         return self.at.astimezone(ZoneInfo(self.timezone))
 
 
+class SlotStatus(StrEnum):
+    """How a slot ended; each value is what `slots.status` holds and what is printed."""
+
+    SENT = "sent"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class LastRecord:
     """The newest slot recorded for a newsletter and time zone, and how it ended."""
 
     at: datetime
-    status: str
+    status: SlotStatus
 
 
 @dataclass(frozen=True, order=True)
@@ -168,7 +178,7 @@ def decide(
                     decisions.append(Decision(slot, "send"))
                 continue
             if last.at >= latest:
-                if last.at == latest and last.status == "failed" and in_grace:
+                if last.at == latest and last.status == SlotStatus.FAILED and in_grace:
                     decisions.append(Decision(slot, "send"))
                 continue
             skipped_from = max(last.at, now - BACKFILL)

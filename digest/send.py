@@ -36,6 +36,7 @@ from .invocation import digest_command
 from .lease import Lease
 from .ledger import (
     Batch,
+    DeliveryStatus,
     audience_filter,
     audience_values,
     claim_batch,
@@ -52,7 +53,7 @@ from .ledger import (
     unknown_batches,
 )
 from .render import Renderer
-from .store import DELIVERY_STATUSES, write_transaction
+from .store import write_transaction
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
@@ -64,15 +65,22 @@ class EditionResult:
     edition: Edition
     audience: int
     counts: dict[str, int] = field(default_factory=dict)
+    # For display only: why it was skipped, or what a dry run would do.
     note: str = ""
     # Readers this run found to send to (or, dry, would send to); None until counted.
     waiting: int | None = None
+    # Why this new variant is not sent (too few stories); empty for an edition that goes out.
+    skip_reason: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.skip_reason)
 
     @property
     def already_sent(self) -> bool:
         """Started before this run, which found nobody to send to and nothing failed or unknown."""
         counts = self.counts
-        done = counts.get("sent", 0) + counts.get("skipped", 0)
+        done = counts.get(DeliveryStatus.SENT, 0) + counts.get(DeliveryStatus.SKIPPED, 0)
         return self.waiting == 0 and done == sum(counts.values()) > 0
 
     def line(self) -> str:
@@ -90,7 +98,7 @@ class SendReport:
     editions: list[EditionResult] = field(default_factory=list)
     unknown_batches: list[dict] = field(default_factory=list)
 
-    def total(self, status: str) -> int:
+    def total(self, status: DeliveryStatus) -> int:
         return sum(r.counts.get(status, 0) for r in self.editions)
 
     @property
@@ -105,10 +113,10 @@ class SendReport:
                 f"dry run: {slot} would go to {sum(going)} readers in {len(going)} edition(s); "
                 "nothing sent"
             )
-        started = [r for r in self.editions if not r.note]
+        started = [r for r in self.editions if not r.skipped]
         if started and all(r.already_sent for r in started):
             return f"{slot}: {ALREADY_SENT}"
-        totals = {status: self.total(status) for status in DELIVERY_STATUSES}
+        totals: dict[str, int] = {status: self.total(status) for status in DeliveryStatus}
         return f"{slot}: {tally(totals)}"
 
     def attention(self) -> list[str]:
@@ -122,19 +130,21 @@ class SendReport:
             "sends it again."
             for batch in self.unknown_batches
         ]
-        if self.total("failed"):
-            lines.append(f"failed: {self.total('failed')} readers; `{command('--retry-failed')}`")
-        if self.total("queued"):
+        if failed := self.total(DeliveryStatus.FAILED):
+            lines.append(f"failed: {failed} readers; `{command('--retry-failed')}`")
+        if queued := self.total(DeliveryStatus.QUEUED):
             lines.append(
-                f"still queued: {self.total('queued')} readers (the send stopped); "
-                f"`{command('')}` finishes it."
+                f"still queued: {queued} readers (the send stopped); `{command('')}` finishes it."
             )
         return lines
 
     @property
     def needs_attention(self) -> bool:
         """Readers failed, unknown or still queued: the exit status says so to cron."""
-        return any(self.total(status) for status in ("failed", "sending", "queued"))
+        return any(
+            self.total(status)
+            for status in (DeliveryStatus.FAILED, DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
+        )
 
 
 def audience_variants(
@@ -258,7 +268,7 @@ def plan_slot(
     A slot's audience is frozen once, for all its variants together: once any edition of
     the slot has started, no new variant is made for it (a reader who joined or changed
     topics since waits for the next slot). A new variant with too few stories comes back
-    with the note "skipped: no new stories". New variants' readers are counted only for a
+    skipped, with the note "skipped: no new stories". New variants' readers are counted only for a
     dry run (0 otherwise: `freeze_new_editions` counts whom it queues).
     """
     started = []
@@ -278,8 +288,9 @@ def plan_slot(
         edition, story_count = build_edition(
             db, config, renderer, newsletter, slot_at, topic_tuple, timezone
         )
-        note = "skipped: no new stories" if too_few_stories(newsletter, story_count) else ""
-        new.append((topics, EditionResult(edition, readers, note=note)))
+        reason = "no new stories" if too_few_stories(newsletter, story_count) else ""
+        note = f"skipped: {reason}" if reason else ""
+        new.append((topics, EditionResult(edition, readers, note=note, skip_reason=reason)))
     return started, new
 
 
@@ -293,7 +304,7 @@ def freeze_new_editions(
     frozen = []
     with write_transaction(db):
         for topics, result in new:
-            if result.note:
+            if result.skipped:
                 frozen.append(result)
                 continue
             edition = save_edition(db, result.edition)
@@ -334,7 +345,7 @@ def send_slot(
                 result.note = f"would send to {result.waiting}"
         report.editions = started + [
             result
-            if result.note
+            if result.skipped
             else replace(result, note=f"would send to {result.audience}", waiting=result.audience)
             for _, result in new
         ]
@@ -350,19 +361,19 @@ def send_slot(
                 f"retry; `{digest_command()} status` lists the slots and the command for each."
             )
         report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
-        delivering = [result for result in report.editions if not result.note]
+        delivering = [result for result in report.editions if not result.skipped]
         for result in delivering:
             if retry_failed:
-                requeue(db, result.edition.saved_id, "failed")
+                requeue(db, result.edition.saved_id, DeliveryStatus.FAILED)
             if resend_unknown:
-                requeue(db, result.edition.saved_id, "sending")
+                requeue(db, result.edition.saved_id, DeliveryStatus.SENDING)
             result.counts = edition_counts(db, result.edition.saved_id)
-            result.waiting = result.counts["queued"]
+            result.waiting = result.counts[DeliveryStatus.QUEUED]
         deliver_editions(db, transport, [r for r in delivering if r.waiting], lease, progress)
         for result in delivering:
             if result.waiting:
                 result.counts = edition_counts(db, result.edition.saved_id)
-            if result.counts["sending"]:
+            if result.counts[DeliveryStatus.SENDING]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.saved_id))
     return report
 
@@ -370,9 +381,9 @@ def send_slot(
 def waiting(counts: dict[str, int], retry_failed: bool, resend_unknown: bool) -> int:
     """How many of an edition's readers a run sends to: the queued, and those it must retry."""
     return (
-        counts["queued"]
-        + (counts["failed"] if retry_failed else 0)
-        + (counts["sending"] if resend_unknown else 0)
+        counts[DeliveryStatus.QUEUED]
+        + (counts[DeliveryStatus.FAILED] if retry_failed else 0)
+        + (counts[DeliveryStatus.SENDING] if resend_unknown else 0)
     )
 
 

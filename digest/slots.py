@@ -14,7 +14,8 @@ from datetime import datetime
 from sqlite_utils import Database
 
 from .clock import from_db, to_db, utcnow
-from .schedule import LastRecord, Slot
+from .ledger import DeliveryStatus
+from .schedule import LastRecord, Slot, SlotStatus
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class SlotRecord:
     """One slot's outcome; the counts are the ledger's as the run left them."""
 
     slot: Slot
-    status: str
+    status: SlotStatus
     note: str
     editions: int
     sent: int
@@ -51,7 +52,9 @@ def last_records(db: Database) -> dict[tuple[str, str], LastRecord]:
            FROM slots GROUP BY newsletter, timezone"""
     )
     return {
-        (row["newsletter"], row["timezone"]): LastRecord(from_db(row["slot_at"]), row["status"])
+        (row["newsletter"], row["timezone"]): LastRecord(
+            from_db(row["slot_at"]), SlotStatus(row["status"])
+        )
         for row in rows
     }
 
@@ -59,7 +62,7 @@ def last_records(db: Database) -> dict[tuple[str, str], LastRecord]:
 def record_slot(
     db: Database,
     slot: Slot,
-    status: str,
+    status: SlotStatus,
     run_at: datetime,
     *,
     note: str = "",
@@ -86,10 +89,10 @@ def record_slot(
             "status": status,
             "note": note,
             "editions": editions,
-            "sent": counts.get("sent", 0),
-            "failed": counts.get("failed", 0),
-            "skipped": counts.get("skipped", 0),
-            "unknown": counts.get("sending", 0),
+            "sent": counts.get(DeliveryStatus.SENT, 0),
+            "failed": counts.get(DeliveryStatus.FAILED, 0),
+            "skipped": counts.get(DeliveryStatus.SKIPPED, 0),
+            "unknown": counts.get(DeliveryStatus.SENDING, 0),
             "run_at": to_db(run_at),
             "now": now,
         },
@@ -106,7 +109,7 @@ def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRec
     return [
         SlotRecord(
             slot=Slot(from_db(row["slot_at"]), row["newsletter"], row["timezone"]),
-            status=row["status"],
+            status=SlotStatus(row["status"]),
             note=row["note"],
             editions=row["editions"],
             sent=row["sent"],

@@ -15,9 +15,9 @@ from sqlite_utils import Database
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
 from .events import unknown_batch_hint
-from .ledger import edition_counts, tally, unknown_batches
+from .ledger import DeliveryStatus, edition_counts, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
-from .schedule import BACKFILL, Decision, Slot, decide, next_slot_after
+from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
 from .send import send_command
 from .slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
 
@@ -101,7 +101,7 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
     """The slot's deliveries by ledger status, over all its editions, as they stand now."""
-    counts = dict.fromkeys(("sent", "failed", "skipped", "sending", "queued"), 0)
+    counts: dict[str, int] = {status: 0 for status in DeliveryStatus}
     for row in db.query(
         "SELECT id FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone = ?",
         [slot.newsletter, to_db(slot.at), slot.timezone],
@@ -156,8 +156,8 @@ def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
 
 
 def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
-    if record.status in ("missed", "skipped"):
+    if record.status in (SlotStatus.MISSED, SlotStatus.SKIPPED):
         return record.note
-    if record.status == "failed":
+    if record.status == SlotStatus.FAILED:
         return f"{tally(counts)}; {record.note} (attempt {record.attempts})"
     return tally(counts)

@@ -45,7 +45,17 @@ from .subscribers import (
     subscriber_by_id,
     topics_text,
 )
-from .subscriptions import ADDRESS_WIDE, roll_up, set_subscription, subscriptions_of
+from .subscriptions import (
+    ADDRESS_WIDE,
+    claim_confirmation_email,
+    confirmation_state,
+    delete_subscription,
+    restore_confirmation_state,
+    roll_up,
+    set_subscription,
+    stale_pending,
+    subscriptions_of,
+)
 from .suppression import address_hash, is_suppressed
 
 RESEND_AFTER = timedelta(minutes=10)
@@ -246,13 +256,9 @@ def _handle(
         already = subscriptions_of(db, subscriber_id).get(chosen.name) == "active"
         if not already:
             set_subscription(db, subscriber_id, chosen.name, "pending", "form")
-    previous = db.execute(
-        """SELECT confirmation_sent_at, confirm_code FROM subscriptions
-           WHERE subscriber_id = ? AND newsletter = ?""",
-        [subscriber_id, chosen.name],
-    ).fetchone()
+    previous = confirmation_state(db, subscriber_id, chosen.name)
     code = None if already else new_nonce()
-    if not _claim_email_slot(db, subscriber_id, chosen.name, now, code):
+    if not claim_confirmation_email(db, subscriber_id, chosen.name, now, code, RESEND_AFTER):
         return RATE_LIMITED
     subscriber = subscriber_by_id(db, subscriber_id)
     assert subscriber is not None
@@ -263,39 +269,10 @@ def _handle(
     except DigestError as exc:
         # Not sent (the transport failed, or a template is broken): give the slot and the
         # link that still works back, so the reader may try again.
-        db.execute(
-            """UPDATE subscriptions SET confirmation_sent_at = ?, confirm_code = ?
-               WHERE subscriber_id = ? AND newsletter = ?""",
-            [*previous, subscriber_id, chosen.name],
-        )
+        restore_confirmation_state(db, subscriber_id, chosen.name, previous)
         log.error("confirmation email to subscriber %s not sent: %s", subscriber_id, exc)
         return NOT_SENT
     return ALREADY_SUBSCRIBED_SENT if already else CONFIRMATION_SENT
-
-
-def _claim_email_slot(
-    db: Database, subscriber_id: int, newsletter: str, now: datetime, code: str | None
-) -> bool:
-    """Record that an email goes to this address now, unless one went within RESEND_AFTER.
-
-    A new confirmation `code` replaces the old one, whose link is dead from now on. One
-    statement, so that two requests at once cannot both send.
-    """
-    cursor = db.execute(
-        """UPDATE subscriptions SET confirmation_sent_at = :now,
-                  confirm_code = COALESCE(:code, confirm_code)
-           WHERE subscriber_id = :id AND newsletter = :newsletter
-           AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE subscriber_id = :id
-                           AND confirmation_sent_at > :cutoff)""",
-        {
-            "now": to_db(now),
-            "code": code,
-            "id": subscriber_id,
-            "newsletter": newsletter,
-            "cutoff": to_db(now - RESEND_AFTER),
-        },
-    )
-    return cursor.rowcount == 1
 
 
 def expire_pending(db: Database, now: datetime) -> int:
@@ -304,18 +281,10 @@ def expire_pending(db: Database, now: datetime) -> int:
     A reader left with no subscription at all (an address that never confirmed anything)
     is erased; anyone else keeps the rest of their subscriptions and their history.
     """
-    cutoff = to_db(now - CONFIRM_FOR)
-    stale = db.execute(
-        """SELECT subscriber_id, newsletter FROM subscriptions WHERE status = 'pending'
-           AND COALESCE(confirmation_sent_at, created_at) < ?""",
-        [cutoff],
-    ).fetchall()
+    stale = stale_pending(db, now - CONFIRM_FOR)
     for subscriber_id, newsletter in stale:
         with write_transaction(db):
-            db.execute(
-                "DELETE FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?",
-                [subscriber_id, newsletter],
-            )
+            delete_subscription(db, subscriber_id, newsletter)
             subscriber = subscriber_by_id(db, subscriber_id)
             if subscriber is None:
                 continue

@@ -9,6 +9,8 @@ address is active and the subscription to N is active (`ledger.audience_filter`)
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlite_utils import Database
 
 from ..clock import to_db, utcnow
@@ -102,3 +104,74 @@ def _set_address(db: Database, subscriber_id: int, old: str, new: str, source: s
         [new, to_db(utcnow()), subscriber_id],
     )
     record(db, subscriber_id, "address", source, old_status=old, new_status=new)
+
+
+def confirmation_state(
+    db: Database, subscriber_id: int, newsletter: str
+) -> tuple[str | None, str | None]:
+    """When the last confirmation email of a subscription went, and the code its link carries."""
+    row = db.execute(
+        """SELECT confirmation_sent_at, confirm_code FROM subscriptions
+           WHERE subscriber_id = ? AND newsletter = ?""",
+        [subscriber_id, newsletter],
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def claim_confirmation_email(
+    db: Database,
+    subscriber_id: int,
+    newsletter: str,
+    now: datetime,
+    code: str | None,
+    resend_after: timedelta,
+) -> bool:
+    """Record that an email goes to this address now, unless one went within `resend_after`.
+
+    A new confirmation `code` replaces the old one, whose link is dead from now on. One
+    statement, so that two requests at once cannot both send.
+    """
+    cursor = db.execute(
+        """UPDATE subscriptions SET confirmation_sent_at = :now,
+                  confirm_code = COALESCE(:code, confirm_code)
+           WHERE subscriber_id = :id AND newsletter = :newsletter
+           AND NOT EXISTS (SELECT 1 FROM subscriptions WHERE subscriber_id = :id
+                           AND confirmation_sent_at > :cutoff)""",
+        {
+            "now": to_db(now),
+            "code": code,
+            "id": subscriber_id,
+            "newsletter": newsletter,
+            "cutoff": to_db(now - resend_after),
+        },
+    )
+    return cursor.rowcount == 1
+
+
+def restore_confirmation_state(
+    db: Database, subscriber_id: int, newsletter: str, state: tuple[str | None, str | None]
+) -> None:
+    """Put back what `confirmation_state` read: the email was not sent after all."""
+    db.execute(
+        """UPDATE subscriptions SET confirmation_sent_at = ?, confirm_code = ?
+           WHERE subscriber_id = ? AND newsletter = ?""",
+        [*state, subscriber_id, newsletter],
+    )
+
+
+def stale_pending(db: Database, cutoff: datetime) -> list[tuple[int, str]]:
+    """Pending subscriptions whose last confirmation email (or creation) is older than `cutoff`."""
+    rows = db.execute(
+        """SELECT subscriber_id, newsletter FROM subscriptions WHERE status = 'pending'
+           AND COALESCE(confirmation_sent_at, created_at) < ?""",
+        [to_db(cutoff)],
+    )
+    return [(subscriber_id, newsletter) for subscriber_id, newsletter in rows]
+
+
+def delete_subscription(db: Database, subscriber_id: int, newsletter: str) -> None:
+    """Remove one subscription outright (not audited: the caller records why)."""
+    db.execute(
+        "DELETE FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?",
+        [subscriber_id, newsletter],
+    )

@@ -134,6 +134,15 @@ def stories_published_between(db: Database, start: datetime, end: datetime) -> l
     return [_story(row) for row in rows]
 
 
+def categories_published_since(db: Database, since: datetime) -> list[str]:
+    """The categories of stories published after `since` (not normalized; '' left out)."""
+    rows = db.execute(
+        "SELECT DISTINCT category FROM stories WHERE published_at > ? AND category != ''",
+        [to_db(since)],
+    )
+    return [category for (category,) in rows]
+
+
 def list_stories(db: Database, limit: int = 50) -> list[Story]:
     rows = db.query("SELECT * FROM stories ORDER BY published_at DESC, id DESC LIMIT ?", [limit])
     return [_story(row) for row in rows]

@@ -12,12 +12,13 @@ from datetime import timedelta
 
 from sqlite_utils import Database
 
-from ..clock import to_db, utcnow
+from ..clock import utcnow
 from ..config import Config
 from ..errors import SubscriberError
 from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import write_transaction
+from ..stories import categories_published_since
 from ..tokens import BadTokenError, TokenSigner
 from .subscribers import subscriber_for_link, update_profile
 from .subscriptions import set_subscription, subscriptions_of
@@ -42,12 +43,8 @@ class ReaderPage:
 
 def topic_choices(db: Database, current: Iterable[str] = ()) -> tuple[str, ...]:
     """The topics a form offers: recent story categories plus the reader's current ones."""
-    since = to_db(utcnow() - TOPICS_WINDOW)
-    rows = db.execute(
-        "SELECT DISTINCT category FROM stories WHERE published_at > ? AND category != ''",
-        [since],
-    )
-    return normalize_topics([row[0] for row in rows] + list(current))
+    recent = categories_published_since(db, utcnow() - TOPICS_WINDOW)
+    return normalize_topics(recent + list(current))
 
 
 def check_topics(db: Database, topics: Iterable[str], current: Iterable[str] = ()) -> list[str]:

@@ -14,7 +14,8 @@ from .addresses import CONTROL_CHARACTERS
 from .clock import parse_moment, utcnow
 from .config import Config, load_config, with_overrides
 from .errors import DigestError
-from .store import SUBSCRIBER_STATUSES, open_db
+from .readers.subscriptions import SubscriberStatus
+from .store import open_db
 
 
 class DigestGroup(click.Group):
@@ -549,7 +550,11 @@ def subscribers_unsubscribe(state: State, email: str, newsletter: str | None) ->
 
 
 @subscribers.command("list")
-@click.option("--status", type=click.Choice(SUBSCRIBER_STATUSES), help="Only this status.")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in SubscriberStatus]),
+    help="Only this status.",
+)
 @click.option("--topic", help="Only readers who chose this topic.")
 @newsletter_filter
 @pass_state

@@ -14,9 +14,6 @@ from sqlite_utils.migrations import Migrations
 from .clock import to_db, utcnow
 from .errors import StoreError
 
-SUBSCRIBER_STATUSES = ("active", "pending", "unsubscribed", "bounced", "complained")
-# A reader's status for one newsletter; bounced and complained belong to the address.
-SUBSCRIPTION_STATUSES = ("active", "pending", "unsubscribed")
 # Where a change to a reader came from ("link": the confirmation link in an email).
 AUDIT_SOURCES = ("form", "link", "one-click", "cli", "import", "webhook")
 
@@ -25,8 +22,9 @@ migrations = Migrations("digest")
 
 @migrations()
 def m001_initial(db: Database) -> None:
-    statuses = ", ".join(f"'{s}'" for s in SUBSCRIBER_STATUSES)
-    # As `ledger.DeliveryStatus` stood when this migration was written: a migration is history.
+    # The values of `SubscriberStatus` when this migration was written: a migration is history.
+    statuses = "'active', 'pending', 'unsubscribed', 'bounced', 'complained'"
+    # The values of `DeliveryStatus` when this migration was written.
     deliveries = "'queued', 'sending', 'sent', 'failed', 'skipped'"
     db.executescript(
         f"""
@@ -116,7 +114,8 @@ def m002_subscriptions(db: Database) -> None:
     database has built editions of, or to `daily`, the shipped default, if it has built none.
     Bounced and complained stay on the address; their subscriptions are kept as `active`.
     """
-    statuses = ", ".join(f"'{s}'" for s in SUBSCRIPTION_STATUSES)
+    # The values of `SubscriptionStatus` when this migration was written.
+    statuses = "'active', 'pending', 'unsubscribed'"
     sources = ", ".join(f"'{s}'" for s in AUDIT_SOURCES)
     for statement in (
         f"""CREATE TABLE subscriptions (
@@ -266,7 +265,8 @@ def m007_reader_links(db: Database) -> None:
     Subscriptions get `confirm_code`: the one confirmation link of a pending subscription
     that still works.
     """
-    statuses = ", ".join(f"'{s}'" for s in SUBSCRIBER_STATUSES)
+    # The values of `SubscriberStatus` when this migration was written: a migration is history.
+    statuses = "'active', 'pending', 'unsubscribed', 'bounced', 'complained'"
     named = ["SELECT MAX(id) FROM subscribers"] + [
         f"SELECT MAX(subscriber_id) FROM [{table}]"
         for table in db.table_names()

@@ -19,10 +19,18 @@ from ..clock import to_db, utcnow
 from ..errors import NotFoundError, SubscriberError
 from ..models import Subscriber
 from ..select import normalize_topics
-from ..store import SUBSCRIBER_STATUSES, SUBSCRIPTION_STATUSES, write_transaction
+from ..store import write_transaction
 from ..tokens import TokenClaim
 from .audit import record
-from .subscriptions import ADDRESS_WIDE, roll_up, set_subscription, subscriptions_of
+from .subscriptions import (
+    ADDRESS_WIDE,
+    SubscriberStatus,
+    SubscriptionStatus,
+    is_status,
+    roll_up,
+    set_subscription,
+    subscriptions_of,
+)
 from .suppression import is_suppressed
 
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
@@ -144,7 +152,7 @@ def create_subscriber(
         subscriber_id = cursor.lastrowid
         assert subscriber_id is not None  # an INSERT always sets it
         record(db, subscriber_id, "address", source, new_status=status)
-        first = status if status in SUBSCRIPTION_STATUSES else "active"
+        first = status if is_status(status, SubscriptionStatus) else SubscriptionStatus.ACTIVE
         set_subscription(db, subscriber_id, newsletter, first, source)
     return subscriber_id
 
@@ -175,8 +183,8 @@ def add_subscriber(
     address = check_email(email)
     name = check_name(name)
     topics = check_topic_names(topics)
-    if status not in SUBSCRIBER_STATUSES:
-        raise SubscriberError(f"status {status!r} is not one of {', '.join(SUBSCRIBER_STATUSES)}")
+    if not is_status(status, SubscriberStatus):
+        raise SubscriberError(f"status {status!r} is not one of {', '.join(SubscriberStatus)}")
     refuse_forgotten(db, address)
     if find_subscriber(db, address):
         raise SubscriberError(
@@ -250,7 +258,7 @@ def list_subscribers(
 def count_by_status(db: Database, newsletter: str | None = None) -> dict[str, int]:
     """How many readers have each status (every status listed, zeros too)."""
     readers, params = _with_status(newsletter)
-    counts = dict.fromkeys(SUBSCRIBER_STATUSES, 0)
+    counts: dict[str, int] = {status: 0 for status in SubscriberStatus}
     for row in db.query(f"SELECT status, COUNT(*) AS n FROM ({readers}) GROUP BY status", params):
         counts[row["status"]] = row["n"]
     return counts
@@ -375,17 +383,15 @@ def _exported_status(row: dict[str, str]) -> tuple[str, dict[str, str]]:
     `export_csv` writes them): ("active", {}) for a row without them."""
     status = row.get("status", "").strip()
     text = row.get("newsletters", "").strip()
-    if status and status not in SUBSCRIBER_STATUSES:
-        raise SubscriberError(
-            f"status {shown(status)} is not one of {', '.join(SUBSCRIBER_STATUSES)}"
-        )
+    if status and not is_status(status, SubscriberStatus):
+        raise SubscriberError(f"status {shown(status)} is not one of {', '.join(SubscriberStatus)}")
     carried: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, _, state = item.rpartition(":")
-        if not name or state not in SUBSCRIPTION_STATUSES:
+        if not name or not is_status(state, SubscriptionStatus):
             raise SubscriberError(
                 f"newsletters {shown(text)}: write each as newsletter:status, the status one "
-                f"of {', '.join(SUBSCRIPTION_STATUSES)}"
+                f"of {', '.join(SubscriptionStatus)}"
             )
         carried[name] = state
     if carried and status not in ADDRESS_WIDE:

@@ -10,14 +10,41 @@ address is active and the subscription to N is active (`ledger.audience_filter`)
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlite_utils import Database
 
 from ..clock import to_db, utcnow
-from ..store import SUBSCRIPTION_STATUSES, write_transaction
+from ..store import write_transaction
 from .audit import record
 
-ADDRESS_WIDE = ("bounced", "complained")
+
+class SubscriberStatus(StrEnum):
+    """An address's status (`subscribers.status`): whether it may be mailed at all."""
+
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+class SubscriptionStatus(StrEnum):
+    """A reader's status for one newsletter (`subscriptions.status`)."""
+
+    ACTIVE = "active"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+# Set on the address, whatever its subscriptions say.
+ADDRESS_WIDE = (SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+
+
+def is_status(status: str, statuses: type[StrEnum]) -> bool:
+    """Whether `status` (any text, from a file or a form) is a value of `statuses`."""
+    # Not `status in statuses`: Python 3.11 raises TypeError for a text that is no member.
+    return status in {member.value for member in statuses}
 
 
 def subscriptions_of(db: Database, subscriber_id: int) -> dict[str, str]:
@@ -36,8 +63,10 @@ def set_subscription(
 
     False when the subscription already had that status (nothing is recorded then).
     """
-    if status not in SUBSCRIPTION_STATUSES:
-        raise ValueError(f"subscription status {status!r} is not one of {SUBSCRIPTION_STATUSES}")
+    if not is_status(status, SubscriptionStatus):
+        raise ValueError(
+            f"subscription status {status!r} is not one of {', '.join(SubscriptionStatus)}"
+        )
     now = to_db(utcnow())
     with write_transaction(db):
         row = db.execute(
@@ -85,7 +114,7 @@ def mark_address(db: Database, subscriber_id: int, status: str, source: str) -> 
     Its subscriptions are left as they are. False when it already had that status.
     """
     if status not in ADDRESS_WIDE:
-        raise ValueError(f"address status {status!r} is not one of {ADDRESS_WIDE}")
+        raise ValueError(f"address status {status!r} is not one of {', '.join(ADDRESS_WIDE)}")
     with write_transaction(db):
         current = address_status(db, subscriber_id)
         if current == status:

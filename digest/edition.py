@@ -160,6 +160,23 @@ def slot_editions(
     return [_edition(row) for row in rows]
 
 
+def slot_edition_ids(db: Database, newsletter: str, slot_at: datetime, timezone: str) -> list[int]:
+    """The ids of a slot's editions in one time zone (what `slot_editions` finds, unloaded)."""
+    rows = db.execute(
+        "SELECT id FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone = ?",
+        [newsletter, to_db(slot_at), timezone],
+    )
+    return [edition_id for (edition_id,) in rows]
+
+
+def edition_slot(db: Database, edition_id: int) -> tuple[str, datetime, str | None]:
+    """The newsletter, slot time and time zone of an edition."""
+    newsletter, slot_at, timezone = db.execute(
+        "SELECT newsletter, slot_at, timezone FROM editions WHERE id = ?", [edition_id]
+    ).fetchone()
+    return newsletter, from_db(slot_at), timezone
+
+
 def save_edition(db: Database, edition: Edition) -> Edition:
     """Store a built edition; call inside the transaction that queues its audience."""
     created_at = utcnow()

@@ -14,6 +14,7 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
+from .edition import edition_slot, slot_edition_ids
 from .events import unknown_batch_hint
 from .ledger import DeliveryStatus, edition_counts, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
@@ -102,11 +103,8 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
     """The slot's deliveries by ledger status, over all its editions, as they stand now."""
     counts: dict[str, int] = {status: 0 for status in DeliveryStatus}
-    for row in db.query(
-        "SELECT id FROM editions WHERE newsletter = ? AND slot_at = ? AND timezone = ?",
-        [slot.newsletter, to_db(slot.at), slot.timezone],
-    ):
-        for status, n in edition_counts(db, row["id"]).items():
+    for edition_id in slot_edition_ids(db, slot.newsletter, slot.at, slot.timezone):
+        for status, n in edition_counts(db, edition_id).items():
             counts[status] = counts.get(status, 0) + n
     return counts
 
@@ -138,18 +136,15 @@ def unknown_deliveries(db: Database, newsletter: str) -> list[Attention]:
     """
     attention = []
     for batch in unknown_batches(db):
-        edition = db.execute(
-            "SELECT newsletter, slot_at, timezone FROM editions WHERE id = ?",
-            [batch["edition_id"]],
-        ).fetchone()
-        if edition[0] != newsletter:
+        edition_newsletter, slot_at, timezone = edition_slot(db, batch["edition_id"])
+        if edition_newsletter != newsletter:
             continue
         hint = unknown_batch_hint(db, batch["edition_id"], batch["batch_key"])
         attention.append(
             Attention(
                 f"batch {batch['batch_key']} ({batch['recipients']} readers, unknown since "
                 f"{batch['since']}): {hint}",
-                send_command(newsletter, edition[2], from_db(edition[1]), "--resend-unknown"),
+                send_command(newsletter, timezone, slot_at, "--resend-unknown"),
             )
         )
     return attention

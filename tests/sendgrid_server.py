@@ -35,11 +35,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 if TYPE_CHECKING:
     import jsonschema
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 # SendGrid's OpenAPI document, vendored with its licence (tests/vendor/sendgrid/README.md).
 DEFAULT_SCHEMA_PATH = Path(__file__).resolve().parent / "vendor" / "sendgrid" / "tsg_mail_v3.json"
@@ -489,6 +487,10 @@ _HREF = re.compile(r'href="([^"]+)"')
 def make_webhook_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
     """A signing key pair as SendGrid makes one: the private key, and the public key as SendGrid
     shows it (base64 DER SubjectPublicKeyInfo, no PEM armour)."""
+    # Imported here: a server that posts no events (the benchmarks) never loads cryptography.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     private = ec.generate_private_key(ec.SECP256R1())
     der = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -498,6 +500,9 @@ def make_webhook_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
 
 def sign_event_post(private_key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
     """The signature header: base64 DER ECDSA P-256 / SHA-256 over the timestamp + the body."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     signature = private_key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     return base64.b64encode(signature).decode("ascii")
 

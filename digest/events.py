@@ -239,10 +239,19 @@ def process_pending(db: Database) -> ProcessReport:
     that holder, which looks again after letting go. A post that cannot be processed (a bug)
     is logged, keeps its body, and is tried again next time; the others go on.
     """
-    report = ProcessReport()
     # The dedupe indexes are random-keyed: with SQLite's 2 MB default cache, a million events
-    # make every insert a page read (benchmarks/events.py).
+    # make every insert a page read (benchmarks/events.py). Only while processing: `digest
+    # run` goes on to send on the same connection, where a large cache is only memory.
+    cache_size = db.execute("PRAGMA cache_size").fetchone()[0]
     db.execute(f"PRAGMA cache_size = -{PROCESSING_CACHE_KB}")
+    try:
+        return _process_pending(db)
+    finally:
+        db.execute(f"PRAGMA cache_size = {int(cache_size)}")
+
+
+def _process_pending(db: Database) -> ProcessReport:
+    report = ProcessReport()
     while True:
         lease = Lease(db, EVENTS_LEASE, EVENTS_LEASE_SECONDS)
         try:

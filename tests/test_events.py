@@ -466,3 +466,11 @@ def test_forgetting_a_reader_leaves_no_trace_of_them_in_the_events(
         [list(db.query(f"SELECT * FROM [{t}]")) for t in db.table_names()], default=str
     )
     assert READERS[0] not in everything and "stranger@example.com" not in everything
+
+
+def test_processing_posts_leaves_the_connections_cache_as_it_was(db):
+    # `digest run` processes posts, then sends on the same connection: a million readers'
+    # batches must not fill the large cache that processing wanted (benchmarks/send.py).
+    before = db.execute("PRAGMA cache_size").fetchone()[0]
+    process_pending(db)
+    assert db.execute("PRAGMA cache_size").fetchone()[0] == before

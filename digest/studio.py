@@ -39,7 +39,7 @@ from sqlite_utils import Database
 from .checks import as_json, has_errors
 from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
-from .errors import ConfigError, DigestError, TemplateError
+from .errors import ConfigError, DigestError, NotFoundError, TemplateError
 from .lineup import lineup
 from .preview import (
     ReaderView,
@@ -52,6 +52,8 @@ from .preview import (
     variant_target,
 )
 from .render import Renderer
+from .report import NUMBERS, edition_report, report_lines
+from .report import _percent as percent
 from .store import open_db
 from .stories import set_story_editorial
 from .transports import Transport
@@ -181,6 +183,8 @@ def create_studio(
     app.add_url_rule("/email.html", view_func=email_html)
     app.add_url_rule("/email.txt", view_func=email_text)
     app.add_url_rule("/checks.json", view_func=checks_json)
+    app.add_url_rule("/report", view_func=report_page)
+    app.add_url_rule("/report.json", view_func=report_json)
     app.add_url_rule("/live", view_func=live)
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
@@ -415,6 +419,43 @@ def checks_json() -> ResponseReturnValue:
         for view in views
     ]
     return jsonify({"ok": not any(v["errors"] for v in variants), "variants": variants})
+
+
+def _report(query: Query, args: Any) -> dict[str, Any]:
+    """`report.edition_report` for the query's newsletter and now, and `edition` or `last`."""
+    edition = args.get("edition", "").strip()
+    if edition and "last" in args:
+        raise DigestError("Give edition=YYYY-MM-DD or last, not both.")
+    return edition_report(_db(), _state().config(), query.newsletter, edition or None, query.now)
+
+
+def _report_status(exc: DigestError) -> int:
+    return 404 if isinstance(exc, NotFoundError) else 422
+
+
+def report_page() -> ResponseReturnValue:
+    """`GET /report`: what came of an edition, the numbers `digest report` prints."""
+    try:
+        query = _query(request.args)
+        report = _report(query, request.args)
+    except DigestError as exc:
+        return _page("report.html", None, error=_error_details(exc)), _report_status(exc)
+    return _page(
+        "report.html",
+        query,
+        report=report,
+        numbers=NUMBERS,
+        printed="\n".join(report_lines(report)),
+        percent=percent,
+    )
+
+
+def report_json() -> ResponseReturnValue:
+    """`GET /report.json`: the plain data of `digest report --json`."""
+    try:
+        return jsonify(_report(_query(request.args), request.args))
+    except DigestError as exc:
+        return jsonify({"error": _error_details(exc)}), _report_status(exc)
 
 
 def live() -> Response:

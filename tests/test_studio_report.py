@@ -1,0 +1,128 @@
+"""The studio's report over HTTP, after a real send: the SendGrid test server accepts the mail and
+posts its signed events to the readers' app, as in test_events; the studio then shows what
+`digest report` prints.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+import pytest
+import test_events
+from test_events import NOW, post_all, script_the_day, send
+
+from digest.readers.subscribers import add_subscriber
+from digest.report import edition_report, report_lines
+from digest.studio import create_studio
+
+from conftest import add_stories, story
+
+# The world of test_events, its fixtures as they are: the SendGrid config, the test server,
+# the transport, the readers' app on a real port receiving the server's signed events.
+config = test_events.config
+no_proxy = test_events.no_proxy
+readers = test_events.readers
+sendgrid = test_events.sendgrid
+transport = test_events.transport
+webhook = test_events.webhook
+
+AS_OF = NOW + timedelta(hours=2)
+
+
+@pytest.fixture
+def studio(config, transport):
+    return create_studio(lambda: config, transport, now=AS_OF).test_client()
+
+
+@pytest.fixture
+def the_day(db, config, transport, sendgrid, webhook, readers):
+    """The day of test_events sent, and every event of it received and processed."""
+    script_the_day(sendgrid)
+    send(db, config, transport)
+    post_all(db, sendgrid, order="shuffled")
+
+
+def total_cells(page: str) -> dict[str, int]:
+    total = page[page.index('<tr class="report-total">') :]
+    total = total[: total.index("</tr>")]
+    return {k: int(v) for k, v in re.findall(r'<td data-number="(\w+)">(\d+)</td>', total)}
+
+
+def test_the_report_page_prints_what_digest_report_prints(studio, db, config, the_day):
+    answer = studio.get("/report", query_string={"newsletter": "daily", "last": "1"})
+    assert answer.status_code == 200
+    page = answer.get_data(as_text=True)
+    printed = html.unescape(re.search(r'<pre id="printed">(.*?)</pre>', page, re.S)[1])
+    assert printed == "\n".join(report_lines(edition_report(db, config, "daily", None, AS_OF)))
+    assert "unique opens 4 (people 3, Apple proxy only 1), unique clicks 2" in printed
+
+
+def test_the_report_page_tables_the_same_numbers(studio, the_day):
+    page = studio.get("/report", query_string={"edition": "2026-11-26"}).get_data(as_text=True)
+    assert total_cells(page) == {
+        "sent": 8,
+        "delivered": 4,
+        "deferred": 1,
+        "bounced": 2,
+        "blocked": 1,
+        "dropped": 0,
+        "complaints": 1,
+        "unsubscribes": 1,
+        "opens": 4,
+        "human_opens": 3,
+        "machine_opens": 1,
+        "clicks": 2,
+        "no_event_yet": 0,
+    }
+    assert page.count('<tr class="report-variant"') == 1
+    assert '<td data-rate="opened_by_people">by people 75.0%</td>' in page
+    assert '<td data-rate="bounced_of_sent">bounced 25.0%</td>' in page
+    assert re.search(r"Comet seen at noon</a> <small>story \d+</small>: <strong>2</strong>", page)
+    assert "events can still arrive until" in page
+
+
+def test_report_json_is_the_data_of_digest_report_json(studio, db, config, the_day):
+    body = studio.get("/report.json", query_string={"edition": "2026-11-26"}).get_json()
+    assert body == edition_report(db, config, "daily", "2026-11-26", AS_OF)
+    assert body["total"]["numbers"]["complaints"] == 1
+
+
+def test_the_report_follows_events_that_arrive_later(db, config, transport, sendgrid, webhook):
+    add_stories(db, story(1, title="Tram runs all night"))
+    add_subscriber(db, "late@example.com", "Late")
+    sendgrid.script_events("late@example.com", "processed", "delivered", "open")
+    send(db, config, transport)
+    client = create_studio(lambda: config, transport, now=AS_OF).test_client()
+    assert total_cells(client.get("/report").get_data(as_text=True))["delivered"] == 0
+    post_all(db, sendgrid)
+    numbers = total_cells(client.get("/report").get_data(as_text=True))
+    assert (numbers["delivered"], numbers["human_opens"]) == (1, 1)
+
+
+def test_an_edition_with_no_sends_is_a_clear_404(studio, the_day):
+    answer = studio.get("/report.json", query_string={"edition": "2026-11-20"})
+    assert answer.status_code == 404
+    assert (
+        "daily has no edition on 2026-11-20; the last ones: 2026-11-26."
+        in (answer.get_json()["error"]["message"])
+    )
+    page = studio.get("/report", query_string={"edition": "2026-11-20"})
+    assert page.status_code == 404 and 'role="alert"' in page.get_data(as_text=True)
+
+
+def test_a_bad_edition_or_both_edition_and_last_are_refused_with_the_reason(studio, the_day):
+    bad = studio.get("/report.json", query_string={"edition": "yesterday"})
+    assert bad.status_code == 422
+    assert "EDITION 'yesterday' is not a date" in bad.get_json()["error"]["message"]
+    both = studio.get("/report.json", query_string={"edition": "2026-11-26", "last": "1"})
+    assert both.status_code == 422
+    assert both.get_json()["error"]["message"] == "Give edition=YYYY-MM-DD or last, not both."
+
+
+def test_the_front_page_links_to_the_report(studio, the_day):
+    page = studio.get("/", query_string={"newsletter": "daily"}).get_data(as_text=True)
+    link = re.search(r'<a href="(/report\?[^"]*)">What came of the last edition</a>', page)
+    assert link
+    assert studio.get(html.unescape(link[1])).status_code == 200

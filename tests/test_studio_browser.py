@@ -188,7 +188,22 @@ def test_the_checks_flag_a_bad_link_and_a_missing_alt(page, studio, db, template
     expect(images).to_contain_text("has no alt")
 
 
-def test_images_off_and_dark_mode_change_only_the_view(page, studio, db):
+def dark_colour(templates, selector: str) -> str:
+    """The background colour `email-dark.css` gives `selector` under prefers-color-scheme: dark."""
+    css = (templates / "email-dark.css").read_text()
+    block = css[css.index("@media (prefers-color-scheme: dark)") :]
+    hex_colour = re.search(rf"{re.escape(selector)}[^{{]*\{{ background-color: #(\w{{6}})", block)[
+        1
+    ]
+    red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgb({red}, {green}, {blue})"
+
+
+BACKGROUNDS = """[document.body, document.querySelector('table.container')]
+    .map(element => getComputedStyle(element).backgroundColor)"""
+
+
+def test_images_off_and_dark_mode_change_only_the_view(page, studio, db, templates):
     add_stories(db, story(1, title="Photo story", image_url="https://news.test/photo.jpg"))
     open_reader(page, studio)
     image = page.frame_locator("#email").locator("img.story-image").first
@@ -199,8 +214,39 @@ def test_images_off_and_dark_mode_change_only_the_view(page, studio, db):
     expect(image).to_have_attribute("alt", "")
     page.get_by_label("Images off").uncheck()
     expect(image).to_have_attribute("src", "https://news.test/photo.jpg")
+    email = page.locator("#email").element_handle().content_frame()
+    light = email.evaluate(BACKGROUNDS)
+    # The email's own dark palette, as a reader whose client prefers dark sees it.
     page.get_by_label("Dark mode").check()
-    emulation = page.frame_locator("#email").locator("#studio-emulation")
-    assert "invert(1)" in emulation.evaluate("style => style.textContent")
+    dark = [dark_colour(templates, "body"), dark_colour(templates, ".container")]
+    assert dark != light
+    assert email.evaluate(BACKGROUNDS) == dark
     page.get_by_label("Dark mode").uncheck()
-    assert emulation.evaluate("style => style.textContent") == ""
+    assert email.evaluate(BACKGROUNDS) == light
+
+
+def test_dark_mode_says_so_when_the_email_has_no_dark_palette(page, studio, templates):
+    (templates / "email-dark.css").write_text(":root { color-scheme: light; }\n")
+    open_reader(page, studio)
+    email = page.locator("#email").element_handle().content_frame()
+    light = email.evaluate(BACKGROUNDS)
+    page.get_by_label("Dark mode").check()
+    expect(page.locator("#dark-note")).to_contain_text("This email has no prefers-color-scheme")
+    assert email.evaluate(BACKGROUNDS) == light
+    page.get_by_label("Dark mode").uncheck()
+    expect(page.locator("#dark-note")).to_have_text("")
+
+
+def test_a_dark_block_for_phones_only_darkens_the_mobile_view(page, studio, templates):
+    (templates / "email-dark.css").write_text(
+        "@media (prefers-color-scheme: dark) and (max-width: 480px) {\n"
+        "  .container { background-color: #202122 !important; }\n}\n"
+    )
+    open_reader(page, studio)
+    email = page.locator("#email").element_handle().content_frame()
+    card = "getComputedStyle(document.querySelector('table.container')).backgroundColor"
+    light = email.evaluate(card)
+    page.get_by_label("Dark mode").check()
+    assert email.evaluate(card) == light
+    page.get_by_role("button", name="Mobile 375").click()
+    email.wait_for_function(f"{card} === 'rgb(32, 33, 34)'")

@@ -11,6 +11,42 @@ function emailDocument() {
   return frame && frame.contentDocument;
 }
 
+const DARK_QUERY = /\(\s*prefers-color-scheme\s*:\s*dark\s*\)/i;
+
+// The email's own dark palette: the rules of its `prefers-color-scheme: dark` blocks, taken
+// out of their media query (what is left of it, such as a width, is kept), as a reader's
+// client applies them when it prefers dark. Empty when the email has no such block.
+function darkPalette(doc) {
+  const rules = [];
+  const visit = (list) => {
+    for (const rule of list) {
+      if (!rule.media || !rule.cssRules) continue; // not an @media rule
+      const query = Array.from(rule.media).find((q) => DARK_QUERY.test(q));
+      if (query === undefined) {
+        visit(rule.cssRules);
+        continue;
+      }
+      const inner = Array.from(rule.cssRules, (r) => r.cssText).join("\n");
+      const rest = query
+        .replace(/\s+and\s+\(\s*prefers-color-scheme\s*:\s*dark\s*\)/i, "")
+        .replace(/\(\s*prefers-color-scheme\s*:\s*dark\s*\)(\s+and\s+)?/i, "")
+        .trim();
+      rules.push(rest ? `@media ${rest} {\n${inner}\n}` : inner);
+    }
+  };
+  for (const sheet of Array.from(doc.styleSheets)) {
+    try {
+      visit(sheet.cssRules);
+    } catch (error) {
+      // A sheet from elsewhere cannot be read (the email's CSP loads none anyway).
+    }
+  }
+  if (!rules.length) return "";
+  // An email declaring `color-scheme: light dark` also gets the client's dark canvas.
+  const scheme = doc.defaultView.getComputedStyle(doc.documentElement).colorScheme;
+  return (scheme.includes("dark") ? ":root { color-scheme: dark; }\n" : "") + rules.join("\n");
+}
+
 function applyFrameState() {
   const doc = emailDocument();
   if (!doc || !doc.documentElement) return;
@@ -21,10 +57,17 @@ function applyFrameState() {
     style.id = "studio-emulation";
     (doc.head || doc.documentElement).appendChild(style);
   }
-  // Forced dark mode as the Gmail app and Outlook do it: colours inverted, images kept.
-  style.textContent = body.dataset.dark === "on"
-    ? "html{filter:invert(1) hue-rotate(180deg);background:#fff}img{filter:invert(1) hue-rotate(180deg)}"
-    : "";
+  // Read the palette with the emulation off, so it never reads its own copy.
+  style.textContent = "";
+  const palette = body.dataset.dark === "on" ? darkPalette(doc) : "";
+  style.textContent = palette;
+  const note = document.getElementById("dark-note");
+  if (note) {
+    note.textContent = body.dataset.dark === "on" && !palette
+      ? "This email has no prefers-color-scheme: dark rules: readers in dark mode see it " +
+        "light, or as their client darkens it."
+      : "";
+  }
   for (const img of doc.querySelectorAll("img")) {
     if (body.dataset.imagesOff === "on") {
       if (img.hasAttribute("src")) {

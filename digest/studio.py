@@ -1,11 +1,11 @@
 """The editors' studio: a local web app showing exactly what every reader gets from the next send.
 
-A thin Flask shell over `preview` (slots, variants, each reader's email), `lineup`, `checks`
-and `stories` (pins and scores). It reads readers' data and can send test emails, so it
-listens on loopback unless told otherwise, answers only to a loopback Host there (no DNS
-rebinding), and takes POSTs from its own pages only. Pages follow changes to the templates,
-the config and the store by polling `/live` for a fingerprint of them; everything, script
-included, is served by the app.
+A thin Flask shell over `preview` (slots, variants, each reader's email), `lineup`, `checks`,
+`stories` (pins and scores) and `report` (what came of a sent edition). It reads readers'
+data and can send test emails, so it listens on loopback unless told otherwise, answers only
+to a loopback Host there (no DNS rebinding), and takes POSTs from its own pages only. Pages
+follow changes to the templates, the config and the store by polling `/live` for a
+fingerprint of them; everything, script included, is served by the app.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from digest.preview import write_preview
 from digest.readers.subscribers import add_subscriber
 from digest.render import Renderer
 
-from conftest import EDITION_TIME, add_stories, needs_chromium, story
+from helpers import EDITION_TIME, add_stories, needs_chromium, story
 
 pytestmark = needs_chromium
 

@@ -14,7 +14,7 @@ from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES
 from digest.store import open_db
 
-from conftest import write_config
+from helpers import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-26T07:05:00Z"

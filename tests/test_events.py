@@ -29,7 +29,7 @@ from digest.transports.sendgrid import SendGridTransport
 from digest.web import create_app
 from digest.webhook import KEYS_VARIABLE
 
-from conftest import EDITION_TIME, add_stories, make_config, story
+from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer, make_webhook_key
 
 NOW = EDITION_TIME + timedelta(minutes=2)

@@ -25,7 +25,7 @@ from digest.store import open_db
 from digest.transports import BatchTransport
 from digest.transports.outbox import OutboxTransport
 
-from conftest import make_config
+from helpers import make_config
 
 READERS = {
     "london@example.com": "Europe/London",

@@ -22,7 +22,7 @@ from digest.run import run_due
 from digest.store import open_db
 from digest.transports import BatchTransport
 
-from conftest import write_config
+from helpers import write_config
 
 LONDON_DAILY = {"timezone": "Europe/London", "grace_hours": 6, "sources": ["stories.csv"]}
 

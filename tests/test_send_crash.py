@@ -15,7 +15,7 @@ import pytest
 from digest.readers.subscribers import import_csv
 from digest.store import open_db
 
-from conftest import add_stories, story, write_config
+from helpers import add_stories, story, write_config
 from sendgrid_server import Fault, SendGridTestServer
 
 API_KEY = "SG.crash-test"

@@ -26,7 +26,7 @@ from digest.transports import BatchTransport
 from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 
-from conftest import make_config, write_config
+from helpers import make_config, write_config
 from sendgrid_server import SendGridTestServer
 
 DIGEST = Path(sys.executable).parent / "digest"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from helpers import write_config
 
 pytest.importorskip("gunicorn", reason="gunicorn comes with the [web] extra")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,39 +13,49 @@ from digest.store import open_db
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, make_config
 
-# `make test-fast` (the quick tier) leaves out tests marked slow: these modules (browsers,
-# real processes), these tests (several processes, or a simulated week), and every
-# property-based (hypothesis) test.
-SLOW_MODULES = {
-    "test_browser",
-    "test_web_browser",
-    "test_send_crash",
-    "test_cron",
-    "test_serve",
-    "test_wsgi",
-}
-SLOW_TESTS = {
-    "test_each_reader_gets_exactly_one_digest_for_each_local_day",
-    "test_runs_every_five_minutes_and_every_hour_deliver_the_same",
-    "test_two_runs_started_together_deliver_once",
-    "test_worker_processes_send_the_same_as_threads",
-    "test_concurrent_sends_from_two_processes_are_all_recorded",
-    "test_the_cli_and_the_web_app_sign_with_the_env_files_key_and_use_its_database",
-    "test_status_prints_a_retry_command_that_works_from_any_folder_without_digest_on_path",
-    "test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send",
-}
+# `make test-fast` (the quick tier) runs `pytest -m "not slow"`. Slow, without anyone listing
+# them: every test that drives Chromium (it uses the `browser` fixture, perhaps through another
+# fixture) and every property-based (hypothesis) search. Tests that start our own programs as real
+# processes carry `@pytest.mark.slow` (or their module's `pytestmark`), and
+# `_real_processes_only_in_slow_tests` fails any that forgets it.
+SLOW_FIXTURES = {"browser"}
+# The programs whose start-up (imports, a venv, a build) costs a second or more.
+SLOW_PROGRAMS = {"digest", "digest-run", "gunicorn", "pip", "install-crontab"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = getattr(item, "module", None)
-        function = getattr(item, "obj", None)
-        if (
-            (module is not None and module.__name__ in SLOW_MODULES)
-            or getattr(item, "originalname", item.name) in SLOW_TESTS
-            or getattr(function, "is_hypothesis_test", False)
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or getattr(
+            getattr(item, "obj", None), "is_hypothesis_test", False
         ):
             item.add_marker(pytest.mark.slow)
+
+
+def starts_a_real_program(args) -> bool:
+    """Whether a command runs one of our programs, or Python on a script or module (not `-c`)."""
+    argv = [str(arg) for arg in ([args] if isinstance(args, str | os.PathLike) else args)]
+    program = Path(argv[0].split()[0]).name if argv else ""
+    if program.startswith("python"):
+        return len(argv) > 1 and argv[1] != "-c"
+    return program in SLOW_PROGRAMS
+
+
+@pytest.fixture(autouse=True)
+def _real_processes_only_in_slow_tests(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """A test that starts a real program but is not marked slow fails, naming the fix."""
+    if request.node.get_closest_marker("slow"):
+        return
+    start = subprocess.Popen.__init__
+
+    def start_if_quick(self, args, *rest, **options):
+        if starts_a_real_program(args):
+            pytest.fail(
+                f"{request.node.nodeid} starts a real process ({args!r}): mark it "
+                "@pytest.mark.slow so that `make test-fast` leaves it out"
+            )
+        start(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", start_if_quick)
 
 
 @pytest.fixture

@@ -18,6 +18,9 @@ from digest.store import open_db
 
 from helpers import write_config
 
+# The quick tier leaves this module out: every test runs the real cron wrapper.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 # Before London's 07:00: nothing is due, so these runs are quick (no rendering).
 NOTHING_DUE = "2026-11-02T05:00:00Z"

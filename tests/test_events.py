@@ -70,7 +70,7 @@ def webhook(config, transport, sendgrid):
     private, public = make_webhook_key()
     app = create_app(config, transport, env={KEYS_VARIABLE: public})
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     sendgrid.send_events_to(f"http://127.0.0.1:{server.port}/webhooks/sendgrid", private)
     yield

@@ -18,6 +18,9 @@ from digest.store import open_db
 from helpers import add_stories, story, write_config
 from sendgrid_server import Fault, SendGridTestServer
 
+# The quick tier leaves this module out: every test kills real `digest send` processes.
+pytestmark = pytest.mark.slow
+
 API_KEY = "SG.crash-test"
 NOW = "2026-11-26T07:02:00Z"
 

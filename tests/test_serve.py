@@ -16,6 +16,9 @@ from digest.store import open_db
 
 from helpers import CLEAN_ENV, free_port, wait_until_listening, write_config
 
+# The quick tier leaves this module out: every test runs `digest serve` as a real process.
+pytestmark = pytest.mark.slow
+
 NOW = "2026-11-26T07:05:00Z"
 
 

@@ -32,6 +32,9 @@ from helpers import (
 )
 from sendgrid_server import SendGridTestServer, event_bodies, make_webhook_key
 
+# The quick tier leaves this module out: every test kills a real `digest serve`.
+pytestmark = pytest.mark.slow
+
 API_KEY = "SG.test-key"
 READERS = [f"reader{n}@example.com" for n in range(6)]
 

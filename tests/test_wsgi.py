@@ -14,6 +14,9 @@ import pytest
 
 from helpers import write_config
 
+# The quick tier leaves this module out: every test boots a real gunicorn.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("gunicorn", reason="gunicorn comes with the [web] extra")
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}

@@ -15,9 +15,9 @@ from helpers import CHROMIUM, CHROMIUM_ARGS, make_config
 
 # `make test-fast` (the quick tier) runs `pytest -m "not slow"`. Slow, without anyone listing
 # them: every test that uses one of SLOW_FIXTURES, perhaps through another fixture (Chromium, and
-# test_run's simulated weeks of cron runs), and every property-based (hypothesis) search. Tests that start our own programs as real
-# processes carry `@pytest.mark.slow` (or their module's `pytestmark`), and
-# `_real_processes_only_in_slow_tests` fails any that forgets it.
+# test_run's simulated weeks of cron runs), and every property-based (hypothesis) search. Tests
+# that start our own programs as real processes carry `@pytest.mark.slow` (or their module's
+# `pytestmark`), and `_real_processes_only_in_slow_tests` fails any that forgets it.
 SLOW_FIXTURES = {"browser", "week_every_five_minutes", "week_every_hour"}
 # The programs whose start-up (imports, a venv, a build) costs a second or more.
 SLOW_PROGRAMS = {"digest", "digest-run", "gunicorn", "pip", "install-crontab"}

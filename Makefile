@@ -25,7 +25,7 @@ demo: $(BIN)/.runtime
 test: lint
 	$(BIN)/pytest
 
-# The quick tier (under 30 s): no browsers, subprocesses, property searches or wheel builds.
+# The quick tier: no browsers, real processes, simulated weeks, property searches or wheel builds.
 test-fast: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not slow"
 

@@ -29,11 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_serve import free_port, wait_until_listening  # noqa: E402
-
 from digest.events import pending_posts  # noqa: E402
 from digest.store import open_db  # noqa: E402
 
+from helpers import free_port, wait_until_listening  # noqa: E402
 from sendgrid_server import event_bodies, make_webhook_key, post_event_body  # noqa: E402
 
 EVENTS_PER_READER = 4

@@ -21,7 +21,7 @@ from digest.preview import write_preview
 from digest.readers.subscribers import add_subscriber
 from digest.render import Renderer
 
-from conftest import EDITION_TIME, add_stories, needs_chromium, story
+from helpers import EDITION_TIME, add_stories, needs_chromium, story
 
 pytestmark = needs_chromium
 
@@ -278,6 +278,7 @@ def test_the_preview_of_a_reader_shows_their_name_and_unsubscribe_link(
         page.close()
 
 
+@pytest.mark.slow
 def test_the_screenshot_script_writes_every_picture_the_readme_shows(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     subprocess.run(

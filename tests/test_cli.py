@@ -14,7 +14,7 @@ from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES
 from digest.store import open_db
 
-from conftest import write_config
+from helpers import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = "2026-11-26T07:05:00Z"
@@ -146,18 +146,21 @@ def assert_one_clear_line(result: subprocess.CompletedProcess, *expected: str) -
         assert text in line
 
 
+@pytest.mark.slow
 def test_a_bad_config_is_one_clear_line_not_a_traceback(workdir):
     (workdir / "digest.toml").write_text('[newsletters.daily]\ntimezone = "Europe/Londn"\n')
     result = digest_process("send", "--dry-run", cwd=workdir)
     assert_one_clear_line(result, "Europe/Londn", "IANA time zone", "digest.toml")
 
 
+@pytest.mark.slow
 def test_a_config_typo_names_the_key_and_the_known_ones(workdir):
     (workdir / "digest.toml").write_text("[newsletters.daily]\ntop_storys = 3\n")
     result = digest_process("send", "--dry-run", cwd=workdir)
     assert_one_clear_line(result, "top_storys", "known keys are")
 
 
+@pytest.mark.slow
 def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
     templates = workdir / "templates"
     shutil.copytree(PROJECT_TEMPLATES, templates)
@@ -168,6 +171,7 @@ def test_a_broken_template_is_one_clear_line_naming_the_file(workdir):
     assert_one_clear_line(result, "_top_story.html line 1")
 
 
+@pytest.mark.slow
 def test_a_bad_now_is_one_clear_line(workdir):
     result = digest_process("send", "--now", "tomorrow morning", cwd=workdir)
     assert_one_clear_line(result, "'tomorrow morning'", "ISO 8601")

@@ -11,7 +11,7 @@ from digest.addresses import CONTROL_CHARACTERS
 from digest.cli import cli
 from digest.store import open_db
 
-from conftest import write_config
+from helpers import write_config
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from digest.config import load_config, parse_config
 from digest.errors import ConfigError
 
-from conftest import config_data
+from helpers import config_data
 
 
 def refusal(tmp_path: Path, newsletter: dict | None = None, **sections) -> str:

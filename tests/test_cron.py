@@ -16,7 +16,10 @@ from digest.readers.subscribers import add_subscriber
 from digest.scaffold import init_newsroom
 from digest.store import open_db
 
-from conftest import write_config
+from helpers import write_config
+
+# The quick tier leaves this module out: every test runs the real cron wrapper.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 # Before London's 07:00: nothing is due, so these runs are quick (no rendering).

@@ -29,7 +29,7 @@ from digest.transports.sendgrid import SendGridTransport
 from digest.web import create_app
 from digest.webhook import KEYS_VARIABLE
 
-from conftest import EDITION_TIME, add_stories, make_config, story
+from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer, make_webhook_key
 
 NOW = EDITION_TIME + timedelta(minutes=2)
@@ -70,7 +70,7 @@ def webhook(config, transport, sendgrid):
     private, public = make_webhook_key()
     app = create_app(config, transport, env={KEYS_VARIABLE: public})
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     sendgrid.send_events_to(f"http://127.0.0.1:{server.port}/webhooks/sendgrid", private)
     yield

@@ -21,7 +21,7 @@ from digest.readers.subscribers import add_subscriber, export_csv, import_csv, l
 from digest.store import open_db
 from digest.transports.outbox import EML_POLICY
 
-from conftest import make_config
+from helpers import make_config
 
 # Files are UTF-8: lone surrogates cannot be written to one.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)

@@ -29,7 +29,7 @@ from digest.stories import set_story_editorial
 from digest.studio import create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import add_stories, story, write_config
+from helpers import add_stories, story, write_config
 
 READERS = {
     "tokyo@example.com": ("Asia/Tokyo", ()),

@@ -15,7 +15,7 @@ from digest.readers.suppression import is_suppressed
 from digest.send import send_newsletter
 from digest.transports.outbox import OutboxTransport
 
-from conftest import EDITION_TIME, add_stories, story
+from helpers import EDITION_TIME, add_stories, story
 
 NOW = EDITION_TIME + timedelta(minutes=3)
 

@@ -24,7 +24,7 @@ from digest.store import open_db
 from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 
-from conftest import make_config
+from helpers import make_config
 
 
 def import_rows(db, tmp_path, *rows: str, header: str = "email,name,topics,timezone"):

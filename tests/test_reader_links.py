@@ -21,7 +21,7 @@ from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 from digest.web import create_app
 
-from conftest import make_config
+from helpers import make_config
 
 ONE_CLICK = {"data": "List-Unsubscribe=One-Click"}
 BEFORE_NONCES = ["m007_reader_links", "m007_signup_queue"]

@@ -26,7 +26,7 @@ from digest.render import (
     wrap_text,
 )
 
-from conftest import EDITION_TIME
+from helpers import EDITION_TIME
 
 NEWSLETTER = NewsletterConfig(name="daily", title="Test Daily")
 SITE = SiteConfig(name="Test Courier", postal_address="1 Test Street, Testville")
@@ -395,7 +395,7 @@ def test_the_signature_separator_survives_the_mime_encoding(renderer, tmp_path):
 
     from digest.message import new_message
 
-    from conftest import make_config
+    from helpers import make_config
 
     text = render(renderer).text
     message = new_message(

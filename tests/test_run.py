@@ -25,7 +25,7 @@ from digest.store import open_db
 from digest.transports import BatchTransport
 from digest.transports.outbox import OutboxTransport
 
-from conftest import make_config
+from helpers import make_config
 
 READERS = {
     "london@example.com": "Europe/London",
@@ -197,6 +197,7 @@ def week_every_hour(tmp_path_factory) -> Newsroom:
     return newsroom
 
 
+@pytest.mark.slow
 def test_each_reader_gets_exactly_one_digest_for_each_local_day(week_every_five_minutes):
     by_reader = days_by_reader(week_every_five_minutes.delivered())
     assert {email: sorted(set(dates)) for email, dates in by_reader.items()} == {
@@ -254,6 +255,7 @@ def test_every_slot_of_the_week_is_recorded_once_as_sent(week_every_five_minutes
     assert len(slots) == sum(len(dates) for dates in EXPECTED_DAYS.values())
 
 
+@pytest.mark.slow
 def test_runs_every_five_minutes_and_every_hour_deliver_the_same(
     week_every_five_minutes, week_every_hour
 ):

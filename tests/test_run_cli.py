@@ -22,7 +22,7 @@ from digest.run import run_due
 from digest.store import open_db
 from digest.transports import BatchTransport
 
-from conftest import write_config
+from helpers import write_config
 
 LONDON_DAILY = {"timezone": "Europe/London", "grace_hours": 6, "sources": ["stories.csv"]}
 
@@ -89,6 +89,7 @@ def test_a_run_that_finds_another_holding_the_lease_says_so_and_does_nothing(pro
     assert not (project / "outbox").exists()
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_deliver_once(project):
     command = [sys.executable, "-m", "digest", "run", "--now", AFTER_SLOT]
     processes = [

@@ -12,7 +12,7 @@ from digest.config import NewsletterConfig
 from digest.models import Story
 from digest.select import select_digest, story_rank, variant_key
 
-from conftest import EDITION_TIME as NOW
+from helpers import EDITION_TIME as NOW
 
 SETTINGS = NewsletterConfig(name="daily", top_stories=3, recent_posts=4, per_category=2)
 

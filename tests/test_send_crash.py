@@ -15,8 +15,11 @@ import pytest
 from digest.readers.subscribers import import_csv
 from digest.store import open_db
 
-from conftest import add_stories, story, write_config
+from helpers import add_stories, story, write_config
 from sendgrid_server import Fault, SendGridTestServer
+
+# The quick tier leaves this module out: every test kills real `digest send` processes.
+pytestmark = pytest.mark.slow
 
 API_KEY = "SG.crash-test"
 NOW = "2026-11-26T07:02:00Z"

@@ -18,7 +18,7 @@ from digest.send import send_newsletter
 from digest.tokens import TokenSigner
 from digest.transports.outbox import OutboxTransport
 
-from conftest import EDITION_TIME, add_stories, make_config, story
+from helpers import EDITION_TIME, add_stories, make_config, story
 
 NOW = EDITION_TIME + timedelta(minutes=3)
 

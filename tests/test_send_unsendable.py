@@ -17,7 +17,7 @@ from digest.send import send_newsletter
 from digest.transports.outbox import OutboxTransport
 from digest.transports.sendgrid import SendGridTransport
 
-from conftest import EDITION_TIME, add_stories, make_config, story
+from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import SendGridTestServer
 
 NOW = EDITION_TIME + timedelta(minutes=2)

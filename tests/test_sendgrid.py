@@ -16,7 +16,7 @@ from digest.store import open_db
 from digest.tokens import TokenSigner
 from digest.transports.sendgrid import SendGridTransport, retry_after_seconds
 
-from conftest import EDITION_TIME, add_stories, make_config, story
+from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer
 
 NOW = EDITION_TIME + timedelta(minutes=2)

@@ -428,6 +428,7 @@ def test_concurrent_sends_from_many_threads_are_all_recorded(
     assert len({r.message_id for r in server.requests}) == 80
 
 
+@pytest.mark.slow
 def test_concurrent_sends_from_two_processes_are_all_recorded(
     server: SendGridTestServer,
 ) -> None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -17,32 +14,12 @@ import pytest
 
 from digest.store import open_db
 
-from conftest import write_config
+from helpers import CLEAN_ENV, free_port, wait_until_listening, write_config
+
+# The quick tier leaves this module out: every test runs `digest serve` as a real process.
+pytestmark = pytest.mark.slow
 
 NOW = "2026-11-26T07:05:00Z"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"digest serve exited: {process.stderr.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("digest serve did not start listening")
-
-
-# The processes read digest.toml from their folder, whatever the outer shell has set.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
 
 
 def digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:

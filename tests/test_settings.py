@@ -26,7 +26,7 @@ from digest.transports import BatchTransport
 from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 
-from conftest import make_config, write_config
+from helpers import make_config, write_config
 from sendgrid_server import SendGridTestServer
 
 DIGEST = Path(sys.executable).parent / "digest"
@@ -142,6 +142,7 @@ def stories_file(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_cli_and_the_web_app_sign_with_the_env_files_key_and_use_its_database(tmp_path):
     """`.env` sets the secret and a relative DIGEST_DB; the CLI runs from another folder."""
     newsroom = tmp_path / "newsroom"
@@ -179,6 +180,7 @@ class RejectingTransport(BatchTransport):
         raise SendRejectedError("The provider rejected the batch (HTTP 400): bad from address.")
 
 
+@pytest.mark.slow
 def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest_on_path(
     tmp_path,
 ):
@@ -218,6 +220,7 @@ def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest
     assert len(list((newsroom / "outbox").rglob("*.eml"))) == 1
 
 
+@pytest.mark.slow
 def test_the_sendgrid_key_and_host_in_the_env_file_reach_a_real_send(tmp_path):
     write_config(
         tmp_path,

@@ -12,7 +12,7 @@ from digest.readers.subscribers import add_subscriber
 from digest.store import migrations, open_db, schema_version, write_transaction
 from digest.stories import set_story_editorial
 
-from conftest import EDITION_TIME, add_stories, story
+from helpers import EDITION_TIME, add_stories, story
 
 ALL_MIGRATIONS = [m.name for m in migrations.pending(Database(memory=True))]
 

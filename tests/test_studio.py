@@ -14,7 +14,7 @@ from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import add_stories, make_config, story, write_config
+from helpers import add_stories, make_config, story, write_config
 
 NOW = "2026-11-26T06:00:00Z"
 

@@ -19,7 +19,7 @@ from digest.stories import set_story_editorial
 from digest.studio import create_studio
 from digest.transports.outbox import OutboxTransport
 
-from conftest import add_stories, needs_chromium, served, story
+from helpers import add_stories, needs_chromium, served, story
 
 pytestmark = needs_chromium
 

@@ -24,7 +24,7 @@ from digest.send import audience_variants, send_newsletter
 from digest.store import migrations, open_db
 from digest.transports.outbox import OutboxTransport
 
-from conftest import EDITION_TIME, add_stories, story
+from helpers import EDITION_TIME, add_stories, story
 
 NOW = EDITION_TIME + timedelta(minutes=3)
 AFTER_M001 = [m.name for m in migrations.pending(Database(memory=True))][1:]

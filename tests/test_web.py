@@ -37,7 +37,7 @@ from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 from digest.web import create_app
 
-from conftest import add_stories, make_config, story
+from helpers import add_stories, make_config, story
 
 GMAIL_ONE_CLICK = {
     "data": "List-Unsubscribe=One-Click",

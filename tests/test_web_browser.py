@@ -14,7 +14,7 @@ from digest.readers.subscriptions import subscriptions_of
 from digest.tokens import TokenSigner
 from digest.web import create_app
 
-from conftest import needs_chromium, served
+from helpers import needs_chromium, served
 
 pytestmark = needs_chromium
 

@@ -13,7 +13,7 @@ from digest.store import open_db
 from digest.urls import ReaderLinks
 from digest.web import create_app
 
-from conftest import add_stories, make_config, story
+from helpers import add_stories, make_config, story
 
 FUZZ = settings(
     max_examples=60,

@@ -11,7 +11,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from test_serve import CLEAN_ENV, free_port, wait_until_listening
 
 from digest.events import pending_posts, process_pending
 from digest.lease import Lease
@@ -21,8 +20,20 @@ from digest.store import open_db
 from digest.transports.sendgrid import SendGridTransport
 from digest.webhook import KEYS_VARIABLE
 
-from conftest import EDITION_TIME, add_stories, make_config, story, write_config
+from helpers import (
+    CLEAN_ENV,
+    EDITION_TIME,
+    add_stories,
+    free_port,
+    make_config,
+    story,
+    wait_until_listening,
+    write_config,
+)
 from sendgrid_server import SendGridTestServer, event_bodies, make_webhook_key
+
+# The quick tier leaves this module out: every test kills a real `digest serve`.
+pytestmark = pytest.mark.slow
 
 API_KEY = "SG.test-key"
 READERS = [f"reader{n}@example.com" for n in range(6)]

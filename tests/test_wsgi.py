@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from helpers import write_config
+
+# The quick tier leaves this module out: every test boots a real gunicorn.
+pytestmark = pytest.mark.slow
 
 pytest.importorskip("gunicorn", reason="gunicorn comes with the [web] extra")
 

@@ -10,14 +10,14 @@ import re
 from datetime import timedelta
 
 import pytest
-import test_events
-from test_events import NOW, post_all, script_the_day, send
 
 from digest.readers.subscribers import add_subscriber
 from digest.report import edition_report, report_lines
 from digest.studio import create_studio
 
-from conftest import add_stories, story
+import test_events
+from helpers import add_stories, story
+from test_events import NOW, post_all, script_the_day, send
 
 # The world of test_events, its fixtures as they are: the SendGrid config, the test server,
 # the transport, the readers' app on a real port receiving the server's signed events.

@@ -53,6 +53,21 @@ SETTINGS = settings(
 )
 
 
+def encoded_message(config, display: str, address: str) -> bytes:
+    """A message to the reader as the outbox writes it, headers and all."""
+    message = new_message(
+        config,
+        Address(display, addr_spec=address),
+        "Subject",
+        datetime(2026, 11, 26, tzinfo=UTC),
+        "1.1",
+        {},
+        "text",
+        "<p>html</p>",
+    )
+    return message.as_bytes(policy=EML_POLICY)
+
+
 def assert_every_reader_whole_and_sendable(db, config) -> None:
     """Each stored reader has its subscription and audit rows, and a message can be made for it."""
     for row in db.query("SELECT * FROM subscribers"):
@@ -61,17 +76,7 @@ def assert_every_reader_whole_and_sendable(db, config) -> None:
         assert subs.fetchone()[0] == 1 and audit.fetchone()[0] >= 1
         email, name = sendable_recipient(row["email"], row["name"])
         assert name == row["name"], "names are stored clean"
-        message = new_message(
-            config,
-            Address(name, addr_spec=email),
-            "Subject",
-            datetime(2026, 11, 26, tzinfo=UTC),
-            "1.1",
-            {},
-            "text",
-            "<p>html</p>",
-        )
-        assert message.as_bytes(policy=EML_POLICY)
+        assert encoded_message(config, name, email)
 
 
 @SETTINGS
@@ -165,15 +170,4 @@ def test_a_stored_reader_is_either_refused_at_send_or_gets_a_message(tmp_path, e
     except SubscriberError as exc:
         assert "SMTPUTF8" in str(exc)
         return
-    config = make_config(tmp_path)
-    message = new_message(
-        config,
-        Address(display, addr_spec=address),
-        "Subject",
-        datetime(2026, 11, 26, tzinfo=UTC),
-        "1.1",
-        {},
-        "text",
-        "<p>html</p>",
-    )
-    assert message.as_bytes(policy=EML_POLICY).isascii()
+    assert encoded_message(make_config(tmp_path), display, address).isascii()

@@ -299,6 +299,7 @@ def test_a_late_unsubscribe_event_leaves_a_reader_who_came_back_since(
 # Unknown batches settle themselves
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_an_event_from_an_unknown_batch_settles_it_as_sent(
     db, config, transport, sendgrid, webhook, readers
 ):
@@ -334,6 +335,7 @@ def test_status_says_an_unknown_batch_probably_never_reached_sendgrid_when_other
     assert unknown.command.endswith("--resend-unknown")
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_an_unknown_batch_put_back_in_the_queue_is_settled_before_it_goes_again(
     db, config, transport, sendgrid, webhook, readers
 ):

@@ -494,6 +494,7 @@ def hostile_server() -> Iterator[SimpleNamespace]:
         yield SimpleNamespace(base=base, sent=sent)
 
 
+@pytest.mark.slow  # waits out a real timeout
 @pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])
 def test_a_server_trickling_bytes_is_cut_off_at_the_fetch_deadline(hostile_server, path):
     url = f"{hostile_server.base}{path}"

@@ -271,6 +271,7 @@ def test_a_missing_api_key_is_a_clear_config_error(config):
         SendGridTransport(config, env={})
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_a_slow_answer_leaves_its_batch_unknown_and_a_rerun_does_not_resend_it(
     db, config, transport, server, stories, tmp_path
 ):

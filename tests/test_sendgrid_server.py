@@ -366,6 +366,7 @@ def test_scripted_faults_are_answered_in_order_then_normal_service_resumes(
     assert server.pending_script() == []
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_slow_answer_times_out_the_client_but_counts_as_accepted(
     server: SendGridTestServer,
 ) -> None:
@@ -460,6 +461,7 @@ def test_concurrent_sends_from_two_processes_are_all_recorded(
     )
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_server_writes_nothing_to_stderr(
     server: SendGridTestServer, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -178,7 +178,9 @@ def _where(path: Path | None) -> str:
     return str(path) if path else "the built-in defaults"
 
 
-def _build(cls: type, values: Mapping[str, Any], section: str, path: Path | None, **extra: Any):
+def _build(
+    cls: type, values: Mapping[str, Any], section: str, path: Path | None, **extra: Any
+) -> Any:
     """Make a dataclass from a TOML table, rejecting unknown keys and wrong types by name."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"[{section}] in {_where(path)} must be a table.")

@@ -53,10 +53,6 @@ class SendRejectedError(TransportError):
         super().__init__(message)
         self.rejected = rejected
 
-    def __reduce__(self):
-        # Raised in worker processes: keep `rejected` across pickling.
-        return (type(self), (str(self), self.rejected))
-
 
 class TransportAuthError(TransportError):
     """The provider refused our credentials (HTTP 401/403): the whole run must stop."""

@@ -251,7 +251,7 @@ class _Inliner(premailer.Premailer):
         super().__init__(html, **options)
         self._parsed = parsed
 
-    def _parse_style_rules(self, css_body: str, ruleset_index: int):
+    def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list[Any], Any]:
         key = (css_body, ruleset_index)
         if key not in self._parsed:
             if len(self._parsed) > 16:
@@ -261,7 +261,7 @@ class _Inliner(premailer.Premailer):
         rules, leftover = self._parsed[key]
         return list(rules), leftover
 
-    def _css_rules_to_string(self, rules) -> str:
+    def _css_rules_to_string(self, rules: list[Any]) -> str:
         # `rules` is a leftover list kept in `_parsed`; its text never changes.
         key = ("leftover", id(rules))
         kept = self._parsed.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
@@ -144,7 +145,7 @@ def _title(newsletter: str) -> str:
     return known.title if known else newsletter
 
 
-def _subscribe_page(form: dict, error: str = "", status: int = 200):
+def _subscribe_page(form: dict, error: str = "", status: int = 200) -> ResponseReturnValue:
     return (
         render_template(
             "subscribe.html",
@@ -157,7 +158,9 @@ def _subscribe_page(form: dict, error: str = "", status: int = 200):
     )
 
 
-def _reader_page(token: str, page: ReaderPage, notice: str = "", error: str = ""):
+def _reader_page(
+    token: str, page: ReaderPage, notice: str = "", error: str = ""
+) -> ResponseReturnValue:
     html = render_template(
         "reader.html",
         token=token,
@@ -172,12 +175,12 @@ def _reader_page(token: str, page: ReaderPage, notice: str = "", error: str = ""
 
 
 @readers.app_errorhandler(BadTokenError)
-def _bad_link(error: BadTokenError):
+def _bad_link(error: BadTokenError) -> ResponseReturnValue:
     return render_template("bad_link.html", message=str(error)), 400
 
 
 @readers.errorhandler(500)
-def _server_error(_error: Exception):
+def _server_error(_error: Exception) -> ResponseReturnValue:
     # The log has the details; a reader gets no advice meant for the operator. Only the
     # readers' routes: the studio and the webhook answer their own users.
     return render_template("error.html"), 500
@@ -185,7 +188,7 @@ def _server_error(_error: Exception):
 
 @readers.get("/")
 @readers.get("/subscribe")
-def subscribe_form():
+def subscribe_form() -> ResponseReturnValue:
     default = _config().newsletter(None)
     form = {
         "email": "",
@@ -198,7 +201,7 @@ def subscribe_form():
 
 
 @readers.post("/subscribe")
-def subscribe():
+def subscribe() -> ResponseReturnValue:
     form: dict[str, Any] = {
         "email": request.form.get("email", ""),
         "name": request.form.get("name", ""),
@@ -244,7 +247,7 @@ def drain_signups(state: AppState) -> None:
         db.close()
 
 
-def _confirmed_page(config: Config, found: Confirmation):
+def _confirmed_page(config: Config, found: Confirmation) -> ResponseReturnValue:
     links = ReaderLinks(config, found.newsletter)
     token = links.reader_token(found.subscriber.id, found.subscriber.link_nonce)
     return render_template(
@@ -256,7 +259,7 @@ def _confirmed_page(config: Config, found: Confirmation):
 
 
 @readers.get("/confirm/<token>")
-def confirm_page(token: str):
+def confirm_page(token: str) -> ResponseReturnValue:
     # Mail scanners open links: opening one only shows the button.
     config = _config()
     found = check_confirmation(_db(), config, token)
@@ -266,24 +269,24 @@ def confirm_page(token: str):
 
 
 @readers.post("/confirm/<token>")
-def confirm_link(token: str):
+def confirm_link(token: str) -> ResponseReturnValue:
     config = _config()
     return _confirmed_page(config, confirm(_db(), config, token))
 
 
 @readers.route(PREVIEW_PATH, methods=["GET", "POST"])
-def preview_link():
+def preview_link() -> ResponseReturnValue:
     # The unsubscribe and preferences links of a preview or test send: they change nobody.
     return render_template("preview_link.html")
 
 
 @readers.get("/u/<token>")
-def reader(token: str):
+def reader(token: str) -> ResponseReturnValue:
     return _reader_page(token, open_reader_link(_db(), _config(), token))
 
 
 @readers.post("/u/<token>")
-def unsubscribe(token: str):
+def unsubscribe(token: str) -> ResponseReturnValue:
     one_click = request.form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
     page = unsubscribe_by_link(_db(), _config(), token, "one-click" if one_click else "form")
     # 200 and no redirect: RFC 8058 senders such as Gmail do not follow one.
@@ -293,7 +296,7 @@ def unsubscribe(token: str):
 
 
 @readers.post("/u/<token>/preferences")
-def preferences(token: str):
+def preferences(token: str) -> ResponseReturnValue:
     db, config = _db(), _config()
     try:
         page = save_preferences(

@@ -138,6 +138,19 @@ def _make_recipe(target: str) -> list[str]:
     return [line.strip() for line in lines.split("\n\n")[0].splitlines()[1:]]
 
 
+def test_make_bench_runs_every_benchmark_that_stands_alone():
+    run = re.findall(r"benchmarks/\S+\.py", "\n".join(_make_recipe("bench")))
+    scripts = sorted((REPO / "benchmarks").glob("*.py"))
+    # A script another benchmark runs by name (the floor, beside each send) is part of that one.
+    parts = {
+        script.name
+        for script in scripts
+        for other in scripts
+        if f'"{script.name}"' in other.read_text(encoding="utf-8")
+    }
+    assert sorted(run) == [f"benchmarks/{s.name}" for s in scripts if s.name not in parts]
+
+
 def test_pre_commit_runs_the_same_checks_as_make_lint():
     config = REPO / ".pre-commit-config.yaml"
     check = subprocess.run(

@@ -41,7 +41,7 @@ from .select import normalize_topics, select_digest, variant_key
 from .send import plan_slot
 from .slots import last_records
 from .stories import find_story
-from .transports import Transport
+from .transports import Single, Transport
 from .urls import ReaderLinks
 
 SAMPLE_READER = Recipient(
@@ -369,7 +369,7 @@ def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -
         view.text,
         view.html,
     )
-    return transport.send_single(message)
+    return transport.send_single(message, Single.TEST)
 
 
 def check_next_send(

@@ -107,6 +107,7 @@ def test_a_test_send_goes_to_the_outbox_marked_and_outside_the_ledger(studio, co
     )
     assert answer.status_code == 303
     [path] = config.outbox_dir.rglob("editor@example.com.eml")
+    assert path.parent == config.outbox_dir / "tests"
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["Subject"] == "[TEST] Test Daily: Tram runs all night"
     assert message["List-Unsubscribe"] == "<https://news.test/u/preview>"
@@ -235,6 +236,8 @@ def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_pa
         [request] = server.requests
     assert request.status == 202
     assert request.body["subject"] == "[TEST] Test Daily: Tram runs all night"
+    # SendGrid's statistics by category keep an editor's tests apart from readers' mail.
+    assert request.body["categories"] == ["test"]
     html = request.body["content"][1]["value"]
     assert "Hello Ana," in html and "https://news.test/u/preview" in html
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0

@@ -19,7 +19,7 @@ from ..message import list_id, new_message
 from ..models import Subscriber
 from ..personalize import greeting
 from ..render import Renderer
-from ..transports import Transport
+from ..transports import Single, Transport
 from ..urls import ReaderLinks
 
 
@@ -83,4 +83,4 @@ def send_confirmation(
         code=code,
         sent_at=utcnow(),
     )
-    return transport.send_single(message)
+    return transport.send_single(message, Single.CONFIRMATION)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import BatchTransport, Submit, Transport
+from .base import BatchTransport, Single, Submit, Transport
 from .outbox import OutboxTransport
 from .sendgrid import SendGridTransport
 
@@ -12,7 +12,14 @@ TRANSPORT_CLASSES: dict[str, type[OutboxTransport] | type[SendGridTransport]] = 
     "sendgrid": SendGridTransport,
 }
 
-__all__ = ["TRANSPORT_CLASSES", "BatchTransport", "Submit", "Transport", "make_transport"]
+__all__ = [
+    "TRANSPORT_CLASSES",
+    "BatchTransport",
+    "Single",
+    "Submit",
+    "Transport",
+    "make_transport",
+]
 
 
 def make_transport(config: Config) -> Transport:

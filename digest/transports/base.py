@@ -5,7 +5,7 @@ resolves; a transport only hands batches over. Each batch resolves to the provid
 it, or raises a `TransportError` (failed), `SendRejectedError` (failed; the transport does
 not retry it, though `--retry-failed` may), `DeliveryUnknownError` (left unknown) or
 `TransportAuthError` (the run stops). `send_single` sends one message that is not part of an
-edition (a confirmation) and returns the provider's id for it.
+edition (a confirmation, an editor's test) and returns the provider's id for it.
 """
 
 from __future__ import annotations
@@ -14,12 +14,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from email.message import EmailMessage
+from enum import StrEnum
 from typing import Protocol
 
 from ..edition import Edition
 from ..ledger import Batch
 
 Submit = Callable[[Edition, Batch], Future]
+
+
+class Single(StrEnum):
+    """Why one message goes alone, outside the ledger: its SendGrid category, and its outbox
+    folder (the value with an s), so an editor's tests never count as readers' confirmations."""
+
+    CONFIRMATION = "confirmation"
+    TEST = "test"
 
 
 class Transport(Protocol):
@@ -31,7 +40,7 @@ class Transport(Protocol):
         """A context in which `submit(edition, batch)` starts sending one batch."""
         ...
 
-    def send_single(self, message: EmailMessage) -> str:
+    def send_single(self, message: EmailMessage, kind: Single) -> str:
         """Send one complete message; returns the provider's id for it."""
         ...
 
@@ -45,7 +54,7 @@ class BatchTransport:
     def send_batch(self, edition: Edition, batch: Batch) -> str:
         raise NotImplementedError
 
-    def send_single(self, message: EmailMessage) -> str:
+    def send_single(self, message: EmailMessage, kind: Single) -> str:
         raise NotImplementedError
 
     @contextmanager

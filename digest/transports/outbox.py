@@ -16,11 +16,10 @@ from ..errors import TransportError
 from ..ledger import Batch
 from ..message import build_message
 from ..urls import ReaderLinks
-from .base import BatchTransport
+from .base import BatchTransport, Single
 
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.
 EML_POLICY = SMTP.clone(max_line_length=998)
-SINGLES_FOLDER = "confirmations"
 # Most file systems allow 255 bytes in a name.
 MAX_NAME_BYTES = 240
 
@@ -70,10 +69,11 @@ class OutboxTransport(BatchTransport):
             write_eml(folder, recipient.email, message)
         return f"outbox:{edition.slug}"
 
-    def send_single(self, message: EmailMessage) -> str:
-        """One message on its own (a sign-up confirmation), under `outbox/confirmations/`."""
-        write_eml(self.directory / SINGLES_FOLDER, message["To"].addresses[0].addr_spec, message)
-        return f"outbox:{SINGLES_FOLDER}"
+    def send_single(self, message: EmailMessage, kind: Single) -> str:
+        """One message on its own, under `outbox/confirmations/` or `outbox/tests/`."""
+        folder = f"{kind}s"
+        write_eml(self.directory / folder, message["To"].addresses[0].addr_spec, message)
+        return f"outbox:{folder}"
 
 
 def write_eml(folder: Path, email: str, message: EmailMessage) -> None:

@@ -47,7 +47,7 @@ from ..ledger import Batch
 from ..message import ONE_CLICK, list_id
 from ..personalize import recipient_values
 from ..urls import ReaderLinks
-from .base import BatchTransport
+from .base import BatchTransport, Single
 
 MAX_CATEGORIES = 10
 JSON_UTF8 = "application/json; charset=utf-8"
@@ -146,7 +146,7 @@ def mail_send_payload(config: Config, edition: Edition, batch: Batch) -> dict[st
     return body
 
 
-def single_message_payload(message: EmailMessage) -> dict[str, Any]:
+def single_message_payload(message: EmailMessage, kind: Single) -> dict[str, Any]:
     """The Mail Send body for one complete message: its sender, reader, parts and headers."""
     sender = message["From"].addresses[0]
     reader = message["To"].addresses[0]
@@ -162,7 +162,7 @@ def single_message_payload(message: EmailMessage) -> dict[str, Any]:
             for kind in ("plain", "html")
             if (part := message.get_body((kind,))) is not None
         ],
-        "categories": ["confirmation"],
+        "categories": [str(kind)],
     }
     if message["Reply-To"]:
         body["reply_to"] = _address(message["Reply-To"].addresses[0])
@@ -271,10 +271,10 @@ class SendGridTransport(BatchTransport):
         body = json.dumps(mail_send_payload(self.config, edition, batch))
         return self._post_with_retries(body, f"a batch of {len(batch.recipients)}")
 
-    def send_single(self, message: EmailMessage) -> str:
-        """One complete message (a sign-up confirmation), never under an unsubscribe group."""
+    def send_single(self, message: EmailMessage, kind: Single) -> str:
+        """One complete message (a confirmation, a test), never under an unsubscribe group."""
         return self._post_with_retries(
-            json.dumps(single_message_payload(message)), "a single message"
+            json.dumps(single_message_payload(message, kind)), f"a single message ({kind})"
         )
 
     def _post_with_retries(self, body: str, what: str) -> str:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import click
 
+# Where the command line notes the config file it loaded (in click's `Context.meta`).
+CONFIG_SOURCE = "digest.config_source"
+
 
 def digest_command() -> str:
-    """This process's own `digest` executable, with the `--config`/`--db` it was given.
+    """This process's own `digest` executable, with the config file it read and its `--db`.
 
     A hint such as `... send --retry-failed` must run where it is printed: `digest` may not be
-    on PATH (a venv, cron), and a bare command would read another folder's config.
+    on PATH (a venv, cron), and a bare command would read another folder's config (the
+    config found as ./digest.toml included: the hint may be run from elsewhere).
     Outside the command line (tests, the web app) it is plain `digest`.
     """
     program = Path(sys.argv[0])
@@ -24,8 +28,11 @@ def digest_command() -> str:
     else:
         return "digest"
     context = click.get_current_context(silent=True)
-    params = context.find_root().params if context else {}
-    for option, key in (("--config", "config_path"), ("--db", "db_path")):
-        if params.get(key):
-            words += [option, str(Path(params[key]).absolute())]
+    if context is None:
+        return shlex.join(words)
+    config = context.meta.get(CONFIG_SOURCE) or context.find_root().params.get("config_path")
+    if config:
+        words += ["--config", str(Path(config).absolute())]
+    if db := context.find_root().params.get("db_path"):
+        words += ["--db", str(Path(db).absolute())]
     return shlex.join(words)

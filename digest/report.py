@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from .clock import from_db, to_db, utcnow
 from .config import Config
 from .errors import DigestError, NotFoundError
+from .invocation import digest_command
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)
@@ -309,7 +310,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     if report["completeness"]["posts_waiting"]:
         lines.append(
             f"  {report['completeness']['posts_waiting']} webhook post(s) are stored but not "
-            "processed yet; `digest run` processes them"
+            f"processed yet; `{digest_command()} run` processes them"
         )
     return lines
 

@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from .clock import from_db, to_db, utcnow
 from .errors import DigestError, NotFoundError
+from .invocation import digest_command
 from .models import Story
 from .store import write_transaction
 
@@ -157,7 +158,8 @@ def find_story(db: Database, ref: str) -> Story:
         row = next(db.query("SELECT * FROM stories WHERE url = ?", [ref]), None)
     if row is None:
         raise NotFoundError(
-            f"No story with id or url {ref!r}; `digest stories list` shows ids and urls."
+            f"No story with id or url {ref!r}; `{digest_command()} stories list` shows ids and "
+            "urls."
         )
     return _story(row)
 

@@ -181,8 +181,9 @@ class RejectingTransport(BatchTransport):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("config_given", [True, False], ids=["--config", "./digest.toml"])
 def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest_on_path(
-    tmp_path,
+    tmp_path, config_given
 ):
     newsroom = tmp_path / "newsroom"
     newsroom.mkdir()
@@ -201,9 +202,11 @@ def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest
     assert run_due(db, config, now, transport=RejectingTransport()).failed
     db.close()
 
+    # The config named by --config from the folder above, or found in the working folder.
+    where = ["--config", "newsroom/digest.toml"] if config_given else []
     status = subprocess.run(
-        [str(DIGEST), "--config", "newsroom/digest.toml", "status", "--now", "2026-11-26T07:30Z"],
-        cwd=tmp_path,
+        [str(DIGEST), *where, "status", "--now", "2026-11-26T07:30Z"],
+        cwd=tmp_path if config_given else newsroom,
         env=CLEAN_ENV,
         capture_output=True,
         text=True,

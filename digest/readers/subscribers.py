@@ -17,6 +17,7 @@ from sqlite_utils import Database
 from ..addresses import CONTROL_CHARACTERS, check_email, check_name, lookup_form, shown
 from ..clock import to_db, utcnow
 from ..errors import NotFoundError, SubscriberError
+from ..invocation import digest_command
 from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import write_transaction
@@ -121,7 +122,8 @@ def get_subscriber(db: Database, email: str) -> Subscriber:
     found = find_subscriber(db, email)
     if found is None:
         raise NotFoundError(
-            f"No subscriber {email!r}; `digest subscribers list` shows who is on the list."
+            f"No subscriber {email!r}; `{digest_command()} subscribers list` shows who is on "
+            "the list."
         )
     return found
 
@@ -188,7 +190,8 @@ def add_subscriber(
     refuse_forgotten(db, address)
     if find_subscriber(db, address):
         raise SubscriberError(
-            f"{address} is already on the list; `digest subscribers list` shows its status."
+            f"{address} is already on the list; `{digest_command()} subscribers list` shows "
+            "its status."
         )
     create_subscriber(
         db,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def _now(value: str | None):
 def cli(ctx: click.Context, config_path: str | None, db_path: str | None) -> None:
     """Build the daily digest from a story store and send it to every reader, once."""
     ctx.obj = State(config_path, db_path)
+    # Readers' addresses go into the database, the outbox and exports: what a command run by
+    # hand creates is its user's alone, as under cron/digest-run's `umask 077`.
+    previous = os.umask(0o077)
+    ctx.call_on_close(lambda: os.umask(previous))
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,23 @@ def test_ingest_import_send_then_send_again(workdir):
         == "daily at 2026-11-26 07:00 UTC: already sent: nothing to do"
     )
     assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
+
+
+def test_what_a_command_creates_is_private_to_its_user_and_the_umask_comes_back(workdir):
+    before = os.umask(0o022)
+    try:
+        run("ingest", "stories.csv")
+        run("subscribers", "import", "readers.csv")
+        run("send", "--now", NOW)
+        run("subscribers", "export", "readers-out.csv")
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
+    created = [workdir / "digest.db", workdir / "outbox", *(workdir / "outbox").rglob("*")]
+    created.append(workdir / "readers-out.csv")
+    assert {path.name: oct(path.stat().st_mode & 0o077) for path in created} == {
+        path.name: "0o0" for path in created
+    }
 
 
 def test_a_dry_run_after_the_send_reports_this_run_not_the_editions_totals(workdir):

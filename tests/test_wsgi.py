@@ -72,6 +72,8 @@ def test_gunicorn_serves_with_the_secret_from_the_env_file(newsroom):
         with no_proxy.open(listening.group(1) + "/subscribe", timeout=30) as response:
             assert response.status == 200
             assert "The Halden Courier" in response.read().decode()
+        # The database the app made holds readers' addresses: its user's alone.
+        assert (newsroom / "digest.db").stat().st_mode & 0o077 == 0
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -270,6 +270,18 @@ def edition_counts(db: Database, edition_id: int) -> dict[str, int]:
     return counts
 
 
+def failed_by_edition(db: Database, newsletter: str, since: datetime) -> Iterator[dict]:
+    """Editions of a newsletter since a moment with failed readers: each edition's slot and
+    zone, how many failed and one of their errors."""
+    return db.query(
+        """SELECT e.slot_at, e.timezone, COUNT(*) AS recipients, MAX(d.error) AS error
+           FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE e.newsletter = ? AND e.slot_at >= ? AND d.status = 'failed'
+           GROUP BY e.id ORDER BY e.slot_at""",
+        [newsletter, to_db(since)],
+    )
+
+
 def unknown_batches(db: Database, edition_id: int | None = None) -> Iterator[dict]:
     """Batches left `sending`, with their size: unknown when no send is running (their
     process died, or no answer came), in flight while one is."""

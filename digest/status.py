@@ -12,11 +12,11 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from .clock import from_db, to_db
+from .clock import from_db
 from .config import Config, NewsletterConfig
 from .edition import edition_slot, slot_edition_ids
 from .events import unknown_batch_hint
-from .ledger import DeliveryStatus, edition_counts, tally, unknown_batches
+from .ledger import DeliveryStatus, edition_counts, failed_by_edition, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
 from .send import send_command
@@ -111,20 +111,13 @@ def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
 
 def failed_deliveries(db: Database, newsletter: str, now: datetime) -> list[Attention]:
     """Editions of the last BACKFILL days with failed recipients."""
-    rows = db.query(
-        """SELECT e.slot_at, e.timezone, COUNT(*) AS recipients, MAX(d.error) AS error
-           FROM deliveries d JOIN editions e ON e.id = d.edition_id
-           WHERE e.newsletter = ? AND e.slot_at >= ? AND d.status = 'failed'
-           GROUP BY e.id ORDER BY e.slot_at""",
-        [newsletter, to_db(now - BACKFILL)],
-    )
     return [
         Attention(
             f"{row['recipients']} failed at {row['slot_at']}"
             f"{' in ' + row['timezone'] if row['timezone'] else ''} ({row['error']})",
             send_command(newsletter, row["timezone"], from_db(row["slot_at"]), "--retry-failed"),
         )
-        for row in rows
+        for row in failed_by_edition(db, newsletter, now - BACKFILL)
     ]
 
 

@@ -48,6 +48,7 @@ from .subscribers import (
 from .subscriptions import (
     ADDRESS_WIDE,
     claim_confirmation_email,
+    confirmation_check,
     confirmation_state,
     delete_subscription,
     restore_confirmation_state,
@@ -331,11 +332,7 @@ def check_confirmation(
     """
     claim = TokenSigner(config.secret_key, CONFIRM_SALT).read(token)
     subscriber = subscriber_by_id(db, claim.subscriber_id)
-    row = db.execute(
-        """SELECT status, confirm_code, confirmation_sent_at FROM subscriptions
-           WHERE subscriber_id = ? AND newsletter = ?""",
-        [claim.subscriber_id, claim.newsletter],
-    ).fetchone()
+    row = confirmation_check(db, claim.subscriber_id, claim.newsletter)
     if subscriber is None or row is None or claim.newsletter not in config.newsletters:
         raise BadTokenError(_DEAD_LINK)
     status, code, sent_at = row

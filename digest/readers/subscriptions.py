@@ -147,6 +147,19 @@ def confirmation_state(
     return (row[0], row[1]) if row else (None, None)
 
 
+def confirmation_check(
+    db: Database, subscriber_id: int, newsletter: str
+) -> tuple[str, str | None, str | None] | None:
+    """What a confirmation link is checked against: the subscription's status, the code its
+    link must carry and when that email went; None if there is no such subscription."""
+    row = db.execute(
+        """SELECT status, confirm_code, confirmation_sent_at FROM subscriptions
+           WHERE subscriber_id = ? AND newsletter = ?""",
+        [subscriber_id, newsletter],
+    ).fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
 def claim_confirmation_email(
     db: Database,
     subscriber_id: int,

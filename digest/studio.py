@@ -521,4 +521,5 @@ def serve_studio(
         newsletter=newsletter,
         now=now,
     )
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    # digest reads `.env` itself: Flask's tip to install python-dotenv would say it is ignored.
+    app.run(host=host, port=port, threaded=True, use_reloader=False, load_dotenv=False)

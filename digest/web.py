@@ -315,7 +315,9 @@ def preferences(token: str) -> ResponseReturnValue:
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8025) -> None:
     """`digest serve`: the app on Werkzeug's threaded server, for one machine or a proxy."""
     check_secret_for_serving(config, host)
-    create_app(config).run(host=host, port=port, threaded=True, use_reloader=False)
+    # digest reads `.env` itself: Flask's tip to install python-dotenv would say it is ignored.
+    app = create_app(config)
+    app.run(host=host, port=port, threaded=True, use_reloader=False, load_dotenv=False)
 
 
 def production_app(config_path: str | None = None) -> Flask:

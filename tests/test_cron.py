@@ -169,22 +169,64 @@ def test_what_a_run_writes_is_readable_by_its_user_only(project):
     assert {oct(path.stat().st_mode & 0o077) for path in written} == {"0o0"}
 
 
-def test_install_crontab_adds_the_line_once_and_keeps_the_others(tmp_path):
-    """A stand-in `crontab` keeps the table in a file, as `crontab -l` / `crontab -` do."""
+@pytest.fixture
+def crontab(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A stand-in `crontab` that keeps the table in a file, as `crontab -l` / `crontab -` do,
+    first on the PATH of the environment it comes with; the table holds a backup line."""
     table = tmp_path / "table"
     table.write_text("0 3 * * * /usr/local/bin/backup\n")
     fake = tmp_path / "bin" / "crontab"
     fake.parent.mkdir()
     fake.write_text(f'#!/bin/sh\nif [ "$1" = -l ]; then cat {table}; else cat > {table}; fi\n')
     fake.chmod(0o755)
-    env = os.environ | {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    install = REPO / "cron" / "install-crontab"
+    return table, os.environ | {"PATH": f"{fake.parent}:{os.environ['PATH']}"}
+
+
+def install_crontab(newsroom: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(newsroom / "cron" / "install-crontab")], env=env, capture_output=True, text=True
+    )
+
+
+def test_install_crontab_adds_the_line_once_and_keeps_the_others(tmp_path, crontab):
+    table, env = crontab
+    newsroom = tmp_path / "news"
+    init_newsroom(newsroom)
     for _ in range(2):
-        subprocess.run([str(install)], env=env, check=True, capture_output=True)
+        assert install_crontab(newsroom, env).returncode == 0
     assert table.read_text().splitlines() == [
         "0 3 * * * /usr/local/bin/backup",
-        "*/5 * * * * /srv/digest/cron/digest-run",
+        f"*/5 * * * * {newsroom}/cron/digest-run",
     ]
+
+
+def test_install_crontab_after_the_schedule_is_edited_replaces_the_line(tmp_path, crontab):
+    table, env = crontab
+    newsroom = tmp_path / "news"
+    init_newsroom(newsroom)
+    assert install_crontab(newsroom, env).returncode == 0
+    with table.open("a") as lines:
+        lines.write(f"# the old schedule was */5 * * * * {newsroom}/cron/digest-run\n")
+        lines.write(f"0 4 * * * {tmp_path}/other/cron/digest-run\n")
+    schedule = newsroom / "cron" / "crontab"
+    schedule.write_text(schedule.read_text().replace("*/5 * * * *", "*/10 * * * *"))
+    for _ in range(2):
+        assert install_crontab(newsroom, env).returncode == 0
+    assert table.read_text().splitlines() == [
+        "0 3 * * * /usr/local/bin/backup",
+        f"*/10 * * * * {newsroom}/cron/digest-run",
+        f"# the old schedule was */5 * * * * {newsroom}/cron/digest-run",
+        f"0 4 * * * {tmp_path}/other/cron/digest-run",
+    ]
+
+
+def test_install_crontab_refuses_a_line_that_runs_another_folders_wrapper(crontab):
+    """The repository's own cron/crontab names /srv/digest, to be edited in a checkout."""
+    table, env = crontab
+    result = install_crontab(REPO, env)
+    assert result.returncode == 1
+    assert f"not this folder's {REPO}/cron/digest-run" in result.stderr
+    assert table.read_text() == "0 3 * * * /usr/local/bin/backup\n"
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")

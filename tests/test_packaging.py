@@ -83,6 +83,28 @@ def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):
     assert (tmp_path / "digest.toml").read_text() == "# ours\n"
 
 
+def test_init_writes_the_folders_path_where_the_cron_files_run_it_never_in_a_comment(tmp_path):
+    newsroom = tmp_path / "newsroom"
+    assert CliRunner().invoke(cli, ["init", str(newsroom)]).exit_code == 0
+    for shipped in sorted((REPO / "cron").iterdir()):
+        written = (newsroom / "cron" / shipped.name).read_text().splitlines()
+        for before, after in zip(shipped.read_text().splitlines(), written, strict=True):
+            if before.startswith("#"):
+                assert after == before, shipped.name
+                assert str(newsroom) not in after and "/srv/digest" not in after, shipped.name
+            else:
+                assert after == before.replace("/srv/digest", str(newsroom)), shipped.name
+
+
+def test_init_refuses_a_path_cron_and_systemd_cannot_run_as_written_and_writes_nothing(tmp_path):
+    newsroom = tmp_path / "with space"
+    result = CliRunner().invoke(cli, ["init", str(newsroom)])
+    assert result.exit_code == 1
+    assert f"Not scaffolding in '{newsroom}'" in result.output
+    assert "Pick a folder whose path has only letters, digits" in result.output
+    assert not newsroom.exists()
+
+
 def _run(*args: str | Path, cwd: Path, env: dict[str, str]) -> str:
     result = subprocess.run(
         [str(arg) for arg in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
@@ -119,7 +141,12 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_init_and_demo_outside_the_r
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path, env=env)
-    _run(venv / "bin" / "pip", "install", "--quiet", wheel, cwd=tmp_path, env=env)
+    # As the README's deployment installs it: the shell finds the wheel, pip adds [web].
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    [install] = re.findall(r"^/srv/digest/\.venv/bin/(pip install .*whl.*)$", readme, re.M)
+    install = install.replace("/path/to/dist", str(dist))
+    _run("bash", "-c", f"{venv}/bin/{install} --quiet", cwd=tmp_path, env=env)
+    assert (venv / "bin" / "gunicorn").exists()
     digest = venv / "bin" / "digest"
     empty = tmp_path / "empty"
     empty.mkdir()

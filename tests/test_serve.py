@@ -99,3 +99,24 @@ def test_serve_refuses_the_placeholder_secret_off_loopback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "DIGEST_SECRET_KEY" in result.stderr.strip().splitlines()[-1]
+
+
+def test_serve_does_not_tell_to_install_python_dotenv_as_it_reads_env_itself(tmp_path):
+    write_config(tmp_path)
+    (tmp_path / ".env").write_text("# digest reads this file itself\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(port, process)
+    finally:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=10)
+    assert f"Running on http://127.0.0.1:{port}" in stderr
+    assert "dotenv" not in stdout + stderr

@@ -95,7 +95,7 @@ class _BodyText(str):
     exactly `application/json` with `.encode("utf-8")` and sends it as it is."""
 
     def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return _BodyBytes(str.encode(self, encoding, errors))
+        return _BodyBytes(self, encoding, errors)
 
 
 class RetryableError(TransportError):
@@ -311,8 +311,9 @@ class SendGridTransport(BatchTransport):
         self._sleep = sleep
 
     def send_batch(self, edition: Edition, batch: Batch) -> str:
-        body = mail_send_body(self.config, edition, batch)
-        return self._post_with_retries(body, f"a batch of {len(batch.recipients)}")
+        return self._post_with_retries(
+            mail_send_body(self.config, edition, batch), f"a batch of {len(batch.recipients)}"
+        )
 
     def send_single(self, message: EmailMessage) -> str:
         """One complete message (a sign-up confirmation), never under an unsubscribe group."""
@@ -321,9 +322,12 @@ class SendGridTransport(BatchTransport):
         )
 
     def _post_with_retries(self, body: str, what: str) -> str:
+        # Every attempt sends the same text; the caller's copy is gone once this one is made.
+        text = _BodyText(body)
+        del body
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                return self._post(body, what)
+                return self._post(text, what)
             except RetryableError as exc:
                 if attempt == self.settings.max_attempts:
                     raise TransportError(
@@ -341,12 +345,11 @@ class SendGridTransport(BatchTransport):
         )
         return random.uniform(ceiling / 2, ceiling)
 
-    def _post(self, body: str, what: str) -> str:
-        """POST a body serialized by the caller: the dict of a thousand personalizations is
-        gone before the request waits for its answer, and every retry sends the same text."""
+    def _post(self, body: _BodyText, what: str) -> str:
+        """POST a body serialized by the caller."""
         try:
             response = self._client.client.mail.send.post(
-                request_body=_BodyText(body),
+                request_body=body,
                 request_headers={"Content-Type": JSON_UTF8},
             )
         except HTTPError as exc:

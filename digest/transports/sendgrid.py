@@ -90,12 +90,18 @@ class _BodyBytes(bytes):
         return f"<{len(self)} bytes>"
 
 
-class _BodyText(str):
-    """JSON text for python_http_client, which encodes a body that is not declared as
-    exactly `application/json` with `.encode("utf-8")` and sends it as it is."""
+class _Body:
+    """A request body serialized by the caller, encoded once for every attempt.
 
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return _BodyBytes(self, encoding, errors)
+    python_http_client sends `request_body.encode("utf-8")` as it is when the content type is
+    not exactly `application/json`; only the bytes are kept, not the text beside them.
+    """
+
+    def __init__(self, text: str):
+        self._bytes = _BodyBytes(text, "utf-8")
+
+    def encode(self, encoding: str = "utf-8") -> bytes:
+        return self._bytes
 
 
 class RetryableError(TransportError):
@@ -321,13 +327,13 @@ class SendGridTransport(BatchTransport):
             json.dumps(single_message_payload(message)), "a single message"
         )
 
-    def _post_with_retries(self, body: str, what: str) -> str:
-        # Every attempt sends the same text; the caller's copy is gone once this one is made.
-        text = _BodyText(body)
-        del body
+    def _post_with_retries(self, text: str, what: str) -> str:
+        body = _Body(text)
+        # Only the bytes are kept while the request waits for its answer.
+        del text
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                return self._post(text, what)
+                return self._post(body, what)
             except RetryableError as exc:
                 if attempt == self.settings.max_attempts:
                     raise TransportError(
@@ -345,7 +351,7 @@ class SendGridTransport(BatchTransport):
         )
         return random.uniform(ceiling / 2, ceiling)
 
-    def _post(self, body: _BodyText, what: str) -> str:
+    def _post(self, body: _Body, what: str) -> str:
         """POST a body serialized by the caller."""
         try:
             response = self._client.client.mail.send.post(

@@ -1,8 +1,8 @@
 """The SendGrid transport: one v3 Mail Send request per batch of up to 1000 readers, retried safely.
 
-The request body is built in one place, `mail_send_body`, as JSON text: the library's `Mail`
-helper inserts personalizations and categories at index 0 and would reverse our order.
-Answers map to our own errors, each carrying SendGrid's message:
+The request body is built in one place, `mail_send_body`, as JSON text, not through the
+library's `Mail` helper, which inserts personalizations and categories at index 0 and would
+reverse our order. Answers map to our own errors, each carrying SendGrid's message:
 
 - 202: accepted; the `X-Message-Id` is recorded for the batch.
 - 400, 413: `SendRejectedError` (the batch is failed, the edition goes on; not retried).
@@ -138,7 +138,7 @@ def personalization_json(recipient: Recipient, url: str) -> str:
     """One reader's personalization, as the very text json.dumps would make of it.
 
     Written directly rather than as a dict for json.dumps: it runs once per reader, and a
-    thousand small dicts serialized cost four times as much as this.
+    thousand small dicts serialized cost about three times as much as this.
     """
     to = f'"email": {_json_string(recipient.email)}'
     if recipient.name:

@@ -3,15 +3,17 @@
     python benchmarks/send.py                      # 100,000 readers
     python benchmarks/send.py --subscribers 1000000
 
-Makes a database in a temporary folder: N readers over 20 topic sets and 4 time zones
-(all at UTC+0 in November, so one `digest run` finds four slots due), subscribed to
-`daily`, and a day of stories. Then four contenders, each a fresh process on a fresh copy
-of that database, each against its own SendGrid-compatible test server
-(`tests/sendgrid_server.py`, counting only) in another process:
+Makes two databases in a temporary folder, each of N readers over 20 topic sets, subscribed
+to `daily`, with a day of stories: in one all N are in the slot's zone (UTC), in the other
+they are spread over 4 time zones (all at UTC+0 in November, so one `digest run` finds four
+slots due). Then four contenders, each a fresh process on a fresh copy of its database,
+each against its own SendGrid-compatible test server (`tests/sendgrid_server.py`, counting
+only) in another process:
 
-- the floor (`benchmarks/floor.py`) for the UTC slot's readers, then `digest send
-  --timezone UTC` (20 variants: select and render run once each);
-- the floor for all four zones, then `digest run` (four slots, 80 variants).
+- on the one-zone database, the floor (`benchmarks/floor.py`) for the slot's N readers,
+  then `digest send --timezone UTC` (one slot, 20 variants: select and render run once each);
+- on the four-zone database, the floor for all four zones, then `digest run` (four slots,
+  N readers, 80 variants).
 
 For each: the wall time from start to exit, and the peak memory of all its processes
 together (the sum of each process's peak RSS: the contender, any process it starts, and
@@ -50,25 +52,26 @@ ZONES = ("Africa/Abidjan", "Atlantic/Reykjavik", "Europe/London", "UTC")
 SLOT_ZONE = "UTC"
 
 
-def make_database(path: Path, readers: int) -> None:
-    """N active `daily` readers spread evenly over the topic sets and zones; a day of stories."""
+def make_database(path: Path, readers: int, zones: tuple[str, ...]) -> None:
+    """N active `daily` readers spread evenly over the topic sets and `zones`; a day of stories."""
     from digest.store import open_db
     from digest.stories import upsert_stories
 
     db = open_db(path)
     stamp = (NOW - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sets, zone_count = len(TOPIC_SETS), len(zones)
     with db.atomic():
         db.execute("CREATE TEMP TABLE topic_sets (i INTEGER PRIMARY KEY, topics TEXT)")
         db.conn.executemany("INSERT INTO topic_sets VALUES (?, ?)", enumerate(TOPIC_SETS))
         db.execute("CREATE TEMP TABLE zones (i INTEGER PRIMARY KEY, zone TEXT)")
-        db.conn.executemany("INSERT INTO zones VALUES (?, ?)", enumerate(ZONES))
+        db.conn.executemany("INSERT INTO zones VALUES (?, ?)", enumerate(zones))
         db.execute(
             f"""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
                INSERT INTO subscribers (email, name, topics, timezone, status, created_at,
                                         updated_at)
                SELECT 'reader' || i || '@example.com', 'Reader ' || i,
-                      (SELECT topics FROM topic_sets WHERE topic_sets.i = n.i % {len(TOPIC_SETS)}),
-                      (SELECT zone FROM zones WHERE zones.i = (n.i / {len(TOPIC_SETS)}) % 4),
+                      (SELECT topics FROM topic_sets WHERE topic_sets.i = n.i % {sets}),
+                      (SELECT zone FROM zones WHERE zones.i = (n.i / {sets}) % {zone_count}),
                       'active', ?, ?
                FROM n""",
             [readers, stamp, stamp],
@@ -254,14 +257,15 @@ def render_seconds(folder: Path, base: Path) -> list[float]:
 
 
 def prepare(folder: Path, readers: int) -> None:
-    """Make the database and time select + render per variant; print what was done."""
-    started = time.perf_counter()
-    make_database(folder / "base.db", readers)
-    print(
-        f"audience: {readers:,} readers over {len(TOPIC_SETS)} topic sets and "
-        f"{len(ZONES)} time zones, made in {time.perf_counter() - started:.1f} s"
-    )
-    first, *rest = render_seconds(folder, folder / "base.db")
+    """Make both databases and time select + render per variant; print what was done."""
+    for name, zones in (("slot.db", (SLOT_ZONE,)), ("zones.db", ZONES)):
+        started = time.perf_counter()
+        make_database(folder / name, readers, zones)
+        print(
+            f"audience: {readers:,} readers over {len(TOPIC_SETS)} topic sets and "
+            f"{len(zones)} time zone(s), made in {time.perf_counter() - started:.1f} s"
+        )
+    first, *rest = render_seconds(folder, folder / "slot.db")
     print(
         f"select + render per variant: {first:.3f} s for the first (it parses email.css), "
         f"then {sum(rest) / len(rest):.3f} s on average, {max(rest):.3f} s at most"
@@ -281,7 +285,6 @@ def main() -> None:
         return
     if args.subscribers % (len(TOPIC_SETS) * len(ZONES)):
         sys.exit(f"--subscribers must be a multiple of {len(TOPIC_SETS) * len(ZONES)}")
-    slot_readers = args.subscribers // len(ZONES)
     now = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     floor = [sys.executable, str(REPO / "benchmarks" / "floor.py"), "--db", "digest.db"]
     floor += ["--url", "{url}", "--api-key", API_KEY, "--secret", SECRET]
@@ -299,22 +302,22 @@ def main() -> None:
             text=True,
         )
         print(prepared.stdout, end="")
-        base = folder / "base.db"
+        slot, zones = folder / "slot.db", folder / "zones.db"
         pairs = [
             (
                 measure(
                     "floor, one slot",
                     [*floor, "--timezone", SLOT_ZONE],
                     folder,
-                    base,
-                    slot_readers,
+                    slot,
+                    args.subscribers,
                 ),
                 measure(
                     f"digest send --timezone {SLOT_ZONE}",
                     [*digest, "send", "--timezone", SLOT_ZONE, "--now", now],
                     folder,
-                    base,
-                    slot_readers,
+                    slot,
+                    args.subscribers,
                 ),
             ),
             (
@@ -322,11 +325,11 @@ def main() -> None:
                     "floor, four slots",
                     [*floor, *(arg for zone in ZONES for arg in ("--timezone", zone))],
                     folder,
-                    base,
+                    zones,
                     args.subscribers,
                 ),
                 measure(
-                    "digest run", [*digest, "run", "--now", now], folder, base, args.subscribers
+                    "digest run", [*digest, "run", "--now", now], folder, zones, args.subscribers
                 ),
             ),
         ]

@@ -187,9 +187,9 @@ def send(
     timezone: str | None,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
-    from .readers.subscribers import check_timezone
     from .send import send_newsletter
     from .transports import make_transport
+    from .zones import check_timezone
 
     db = state.db()
     with TerminalProgress() as progress:

@@ -33,7 +33,7 @@ from .ledger import Recipient, audience_filter
 from .message import list_headers, new_message
 from .models import Selection, Subscriber
 from .personalize import personalize, recipient_values
-from .readers.subscribers import check_email, check_timezone, get_subscriber
+from .readers.subscribers import check_email, get_subscriber
 from .render import Renderer, story_link
 from .run import reader_timezones
 from .schedule import Schedule, decide
@@ -43,6 +43,7 @@ from .slots import last_records
 from .stories import find_story
 from .transports import Single, Transport
 from .urls import ReaderLinks
+from .zones import check_timezone
 
 SAMPLE_READER = Recipient(
     delivery_id=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -156,6 +157,34 @@ def test_the_request_body_is_exactly_what_sendgrid_expects(
         },
         "categories": ["digest", "daily"],
     }
+
+
+def test_a_batch_body_is_the_very_text_json_dumps_makes_of_it(
+    db, config, transport, server, stories, tmp_path
+):
+    path = tmp_path / "names.csv"
+    path.write_text(
+        "email,name\nana@example.com,Ana Lima\nbo@example.com,\n"
+        'rohan@example.com,"Mehta, Rohan ""Ro"""\nzoe@bücher.de,Zoë <b>Ørsted</b> 🎉\n',
+        encoding="utf-8",
+    )
+    import_csv(db, path)
+    send(db, config, transport)
+    [request] = server.requests
+    assert request.raw_body.decode("ascii") == json.dumps(json.loads(request.raw_body))
+    names = [p["to"][0].get("name") for p in json.loads(request.raw_body)["personalizations"]]
+    assert names == ["Ana Lima", None, '"Mehta, Rohan \\"Ro\\""', "Zoë <b>Ørsted</b> 🎉"]
+
+
+def test_the_librarys_debug_log_gives_a_batch_by_its_size_never_its_readers(
+    db, config, transport, server, stories, tmp_path, caplog
+):
+    add_readers(db, tmp_path, 3)
+    caplog.set_level(logging.DEBUG, logger="python_http_client")
+    send(db, config, transport)
+    [request] = server.requests
+    assert f"PAYLOAD: <{len(request.raw_body)} bytes>" in caplog.messages
+    assert "@example.com" not in caplog.text
 
 
 def test_every_request_validates_against_sendgrids_published_schema(

@@ -32,6 +32,7 @@ from ..models import Subscriber
 from ..store import write_transaction
 from ..tokens import CONFIRM_SALT, BadTokenError, TokenSigner, new_nonce
 from ..transports import Transport
+from ..zones import check_timezone
 from .audit import record
 from .confirmation import send_confirmation
 from .preferences import check_topics
@@ -39,7 +40,6 @@ from .privacy import erase_reader
 from .subscribers import (
     check_email,
     check_name,
-    check_timezone,
     create_subscriber,
     find_subscriber,
     subscriber_by_id,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import functools
 import hmac
 import itertools
 import os
-import zoneinfo
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from ..models import Subscriber
 from ..select import normalize_topics
 from ..store import write_transaction
 from ..tokens import TokenClaim
+from ..zones import check_timezone
 from .audit import record
 from .subscriptions import (
     ADDRESS_WIDE,
@@ -43,26 +42,6 @@ DEFAULT_NEWSLETTER = "daily"
 # Spreadsheets run a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _GUARDED_STARTS = (*_FORMULA_STARTS, "'")
-
-
-# In the tz database, but not a place's time: `Factory` shows "-00", the others are aliases
-# of whatever the machine is set to.
-_NOT_READER_ZONES = frozenset({"Factory", "localtime", "posixrules"})
-
-
-@functools.cache
-def _reader_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones()) - _NOT_READER_ZONES
-
-
-def check_timezone(name: str) -> str:
-    """The IANA zone name, or SubscriberError; empty means UTC."""
-    name = name.strip() or "UTC"
-    if name not in _reader_zones():
-        raise SubscriberError(
-            f"unknown time zone {shown(name)}: use an IANA name such as Europe/London"
-        )
-    return name
 
 
 def check_topic_names(topics: Iterable[str]) -> tuple[str, ...]:

@@ -95,6 +95,26 @@ def audience_values(
     return [value for (value,) in rows]
 
 
+def audience_variants(
+    db: Database, newsletter: str, timezone: str | None = None
+) -> list[tuple[str, int]]:
+    """Each distinct topic set among the newsletter's readers, with how many have it."""
+    where, params = audience_filter(newsletter, timezone)
+    rows = db.query(
+        f"""SELECT topics, COUNT(*) AS readers FROM subscribers
+            WHERE {where} GROUP BY topics ORDER BY topics""",
+        params,
+    )
+    return [(row["topics"], row["readers"]) for row in rows]
+
+
+def in_audience(db: Database, newsletter: str, subscriber_id: int) -> bool:
+    """Whether one reader receives `newsletter` now."""
+    where, params = audience_filter(newsletter)
+    query = f"SELECT 1 FROM subscribers WHERE {where} AND subscribers.id = :id"
+    return db.execute(query, {**params, "id": subscriber_id}).fetchone() is not None
+
+
 def queue_audience(
     db: Database, edition_id: int, newsletter: str, topics: str, timezone: str | None = None
 ) -> int:

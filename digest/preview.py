@@ -29,7 +29,7 @@ from .edition import (
     too_few_stories,
     upcoming_slot,
 )
-from .ledger import Recipient, audience_filter
+from .ledger import Recipient, in_audience
 from .message import list_headers, new_message
 from .models import Selection, Subscriber
 from .personalize import personalize, recipient_values
@@ -174,12 +174,6 @@ class ReaderView:
         )
 
 
-def _in_audience(db: Database, newsletter: str, subscriber_id: int) -> bool:
-    where, params = audience_filter(newsletter)
-    query = f"SELECT 1 FROM subscribers WHERE {where} AND subscribers.id = :id"
-    return db.execute(query, {**params, "id": subscriber_id}).fetchone() is not None
-
-
 def story_links(
     db: Database, newsletter: NewsletterConfig, story_ids: tuple[int, ...]
 ) -> tuple[str, ...]:
@@ -207,7 +201,7 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
             )
         elif too_few_stories(newsletter, selection_count):
             note = skip_note(newsletter, selection_count)
-    if target.subscriber and not _in_audience(db, newsletter.name, target.subscriber.id):
+    if target.subscriber and not in_audience(db, newsletter.name, target.subscriber.id):
         note = f"{target.subscriber.email} is not an active reader of {newsletter.name}: " + (
             "they would get nothing."
         )

@@ -37,8 +37,8 @@ from .lease import Lease
 from .ledger import (
     Batch,
     DeliveryStatus,
-    audience_filter,
     audience_values,
+    audience_variants,
     claim_batch,
     describe_unknown_batch,
     edition_counts,
@@ -145,19 +145,6 @@ class SendReport:
             self.total(status)
             for status in (DeliveryStatus.FAILED, DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
         )
-
-
-def audience_variants(
-    db: Database, newsletter: str, timezone: str | None = None
-) -> list[tuple[str, int]]:
-    """Each distinct topic set among the newsletter's readers, with how many have it."""
-    where, params = audience_filter(newsletter, timezone)
-    rows = db.query(
-        f"""SELECT topics, COUNT(*) AS readers FROM subscribers
-            WHERE {where} GROUP BY topics ORDER BY topics""",
-        params,
-    )
-    return [(row["topics"], row["readers"]) for row in rows]
 
 
 def deliver_editions(

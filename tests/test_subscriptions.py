@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlite_utils import Database
 
-from digest.ledger import audience_values
+from digest.ledger import audience_values, audience_variants
 from digest.readers.subscribers import (
     add_subscriber,
     count_by_status,
@@ -20,7 +20,7 @@ from digest.readers.subscribers import (
 )
 from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
 from digest.run import reader_timezones
-from digest.send import audience_variants, send_newsletter
+from digest.send import send_newsletter
 from digest.store import migrations, open_db
 from digest.transports.outbox import OutboxTransport
 

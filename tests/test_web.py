@@ -15,6 +15,7 @@ from itsdangerous import Signer
 from digest.addresses import shown
 from digest.clock import to_db, utcnow
 from digest.config import with_overrides
+from digest.ledger import audience_variants
 from digest.models import Subscriber
 from digest.readers.privacy import forget
 from digest.readers.signup import (
@@ -30,7 +31,6 @@ from digest.readers.signup import (
 from digest.readers.subscribers import add_subscriber, find_subscriber, unsubscribe
 from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
 from digest.run import run_due
-from digest.send import audience_variants
 from digest.store import open_db
 from digest.tokens import CONFIRM_SALT, SALT, TokenSigner
 from digest.transports.outbox import OutboxTransport

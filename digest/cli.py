@@ -6,7 +6,10 @@ import json
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from sqlite_utils import Database
@@ -19,11 +22,17 @@ from .invocation import CONFIG_SOURCE
 from .readers.subscriptions import SubscriberStatus
 from .store import open_db
 
+if TYPE_CHECKING:
+    from .send import EditionResult
+
+# A click command function, as its option decorators return it.
+Command = TypeVar("Command", bound=Callable[..., Any])
+
 
 class DigestGroup(click.Group):
     """Turns our own errors into one clear line and a non-zero exit, never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DigestError as exc:
@@ -94,7 +103,7 @@ def warn(message: str) -> None:
     click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
-def moment_option(function):
+def moment_option(function: Command) -> Command:
     return click.option(
         "--now",
         "now",
@@ -103,13 +112,13 @@ def moment_option(function):
     )(function)
 
 
-def newsletter_option(function):
+def newsletter_option(function: Command) -> Command:
     return click.option(
         "--newsletter", metavar="NAME", help="Newsletter from the config; default: the first."
     )(function)
 
 
-def _now(value: str | None):
+def _now(value: str | None) -> datetime:
     return parse_moment(value) if value else utcnow()
 
 
@@ -223,7 +232,7 @@ class TerminalProgress:
         self.enabled = sys.stderr.isatty()
         self.bars: dict[str, tuple] = {}
 
-    def __call__(self, result, recipients: int) -> None:
+    def __call__(self, result: EditionResult, recipients: int) -> None:
         if not self.enabled:
             return
         slug = result.edition.slug
@@ -528,7 +537,7 @@ def subscribers_add(
     click.echo(f"added {subscriber.email} (id {subscriber.id})")
 
 
-def newsletter_filter(function):
+def newsletter_filter(function: Command) -> Command:
     return click.option(
         "--newsletter",
         metavar="NAME",
@@ -638,7 +647,7 @@ def stories_list(state: State, limit: int) -> None:
         click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
 
 
-def _editorial(state: State, ref: str, **change) -> None:
+def _editorial(state: State, ref: str, **change: Any) -> None:
     from .stories import set_story_editorial
 
     story = set_story_editorial(state.db(), ref, **change)

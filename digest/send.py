@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -384,7 +385,7 @@ def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag:
 
 
 def send_newsletter(
-    db: Database, config: Config, newsletter_name: str | None, now: datetime, **options
+    db: Database, config: Config, newsletter_name: str | None, now: datetime, **options: Any
 ) -> SendReport:
     """`digest send`: the newsletter's latest slot at or before `now`, to every active reader."""
     newsletter = config.newsletter(newsletter_name)

@@ -18,7 +18,7 @@ from .addresses import CONTROL_CHARACTERS
 from .clock import parse_moment, utcnow
 from .config import Config, load_config, with_overrides
 from .errors import DigestError
-from .invocation import CONFIG_SOURCE
+from .invocation import remember_files
 from .readers.subscriptions import SubscriberStatus
 from .store import open_db
 
@@ -62,7 +62,7 @@ class State:
             if self.db_path:
                 config = with_overrides(config, db_path=Path(self.db_path))
             self._config = config
-            click.get_current_context().meta[CONFIG_SOURCE] = config.source_path
+            remember_files(config.source_path, config.db_path)
         return self._config
 
     def db(self) -> Database:

@@ -6,19 +6,25 @@ import shlex
 import sys
 from pathlib import Path
 
-import click
+# The config file and database this process's command read (one command per process); kept
+# for the module, not in click's context, because the studio's and the web app's request
+# threads print hints too and have no click context.
+_files: list[str] = []
 
-# Where the command line notes the config file it loaded (in click's `Context.meta`).
-CONFIG_SOURCE = "digest.config_source"
+
+def remember_files(config_source: Path | None, db_path: Path) -> None:
+    """Note the config file (if any) and database the command line resolved, for hints."""
+    _files[:] = ["--config", str(config_source.absolute())] if config_source else []
+    _files.extend(["--db", str(db_path.absolute())])
 
 
 def digest_command() -> str:
-    """This process's own `digest` executable, with the config file it read and its `--db`.
+    """This process's own `digest` executable, with the config file and database it read.
 
     A hint such as `... send --retry-failed` must run where it is printed: `digest` may not be
-    on PATH (a venv, cron), and a bare command would read another folder's config (the
-    config found as ./digest.toml included: the hint may be run from elsewhere).
-    Outside the command line (tests, the web app) it is plain `digest`.
+    on PATH (a venv, cron), and a bare command would read another folder's config or
+    database (one found in the working folder, or set by DIGEST_DB, included: the hint may be
+    run from elsewhere). Outside the command line (tests, gunicorn) it is plain `digest`.
     """
     program = Path(sys.argv[0])
     if program.name == "digest" and program.is_file():
@@ -27,12 +33,4 @@ def digest_command() -> str:
         words = [sys.executable, "-m", "digest"]
     else:
         return "digest"
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return shlex.join(words)
-    config = context.meta.get(CONFIG_SOURCE) or context.find_root().params.get("config_path")
-    if config:
-        words += ["--config", str(Path(config).absolute())]
-    if db := context.find_root().params.get("db_path"):
-        words += ["--db", str(Path(db).absolute())]
-    return shlex.join(words)
+    return shlex.join(words + _files)

@@ -214,7 +214,8 @@ def test_status_prints_a_retry_command_that_works_from_any_folder_without_digest
     attention = status.stdout.splitlines()
     line = attention[attention.index("  needs attention:") + 1]
     command = line.split("`")[1]
-    assert command.startswith(f"{DIGEST} --config {newsroom / 'digest.toml'} send ")
+    files = f"--config {newsroom / 'digest.toml'} --db {newsroom / 'digest.db'}"
+    assert command.startswith(f"{DIGEST} {files} send ")
     no_digest_on_path = CLEAN_ENV | {"PATH": "/usr/bin:/bin"}
     retried = subprocess.run(
         command, shell=True, cwd="/", env=no_digest_on_path, capture_output=True, text=True

@@ -122,23 +122,74 @@ TABLE_HOMES = {
     "delivery_states": {"events.py"},
     "engagement": {"events.py"},
 }
-# (Not an upsert's `DO UPDATE SET`: its table is the INSERT's.)
+# SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
+# not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.
 WRITE = re.compile(
-    r"\b(?:INSERT(?: OR \w+)? INTO|REPLACE INTO|(?<!DO )UPDATE|DELETE FROM)\s+(\w+)\b"
+    r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|(?<!DO\s)UPDATE|DELETE\s+FROM)"
+    r"\s+[\"`\[]?(?:\w+\.)?(\w+)",
+    re.IGNORECASE,
+)
+TABLE_API_WRITE = re.compile(
+    r"""(?:\[|\.table\()\s*["'](\w+)["']\s*[\])]\s*\.\s*"""
+    r"(?:insert|upsert|update|delete|delete_where|insert_all|upsert_all|transform|drop)\b"
 )
 
 
-def test_every_table_is_written_only_by_its_own_module():
+def sql_strings(tree: ast.Module) -> list[str]:
+    """Every string in a module's code (f-strings' pieces too), but its docstrings' prose."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def table_writers() -> dict[str, set[str]]:
+    """Each table written outside the migrations (store.py), with the modules that write it."""
     package = REPO / "digest"
     writers: dict[str, set[str]] = {}
     for module in package.rglob("*.py"):
         name = module.relative_to(package).as_posix()
         if name != "store.py":
-            for table in WRITE.findall(module.read_text(encoding="utf-8")):
-                writers.setdefault(table, set()).add(name)
+            text = module.read_text(encoding="utf-8")
+            tables = TABLE_API_WRITE.findall(text)
+            for string in sql_strings(ast.parse(text)):
+                tables += WRITE.findall(string)
+            for table in tables:
+                writers.setdefault(table.lower(), set()).add(name)
+    return writers
+
+
+def test_every_table_is_written_only_by_its_own_module():
+    writers = table_writers()
     assert {table: names - TABLE_HOMES.get(table, set()) for table, names in writers.items()} == {
         table: set() for table in writers
     }
+    # The scan sees each home at work (the salt is written by its migration alone).
+    assert set(writers) == set(TABLE_HOMES) - {"suppression_salt"}
+
+
+def test_the_table_scan_sees_writes_in_every_form_sql_and_sqlite_utils_take():
+    forms = [
+        "insert into subscribers (email) values (?)",
+        'INSERT OR REPLACE\n    INTO "subscribers" VALUES (?)',
+        "UPDATE main.subscribers SET name = ?",
+        "delete from [subscribers] where id = ?",
+        'db["subscribers"].insert({})',
+        "db.table('subscribers').upsert({}, pk='id')",
+    ]
+    assert [WRITE.findall(f) + TABLE_API_WRITE.findall(f) for f in forms] == [["subscribers"]] * 6
+    upsert = "INSERT INTO runs (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET id = 1"
+    assert WRITE.findall(upsert) == ["runs"]
 
 
 def test_every_table_the_migrations_create_has_a_home():

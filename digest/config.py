@@ -492,7 +492,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
 
     The `.env` file beside the config file fills in what the environment does not set. With
     `env` None (a real process) its values also go into `os.environ`, for what reads them
-    there (SENDGRID_API_KEY, and SendGrid's worker processes).
+    there (SENDGRID_API_KEY).
     """
     if path is None:
         candidate = Path("digest.toml")

@@ -17,8 +17,9 @@ SALT = "digest.unsubscribe"
 # Confirmation links are signed with their own salt, so an unsubscribe token confirms no one.
 CONFIRM_SALT = "digest.confirm"
 _LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link"}
-# `<id>.<nonce>.<newsletter>`; before the m005 migration, `<id>.<newsletter>` (no nonce).
+# Standard base64 into the URL-safe alphabet that itsdangerous signs in.
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
+# `<id>.<nonce>.<newsletter>`; before the m005 migration, `<id>.<newsletter>` (no nonce).
 _PAYLOAD = re.compile(r"(\d+)\.(?:([0-9a-f]{16,64})\.)?([a-z0-9_-]+)")
 
 

@@ -200,7 +200,9 @@ def test_install_crontab_adds_the_line_once_and_keeps_the_others(tmp_path, cront
     ]
 
 
-def test_install_crontab_after_the_schedule_is_edited_replaces_the_line(tmp_path, crontab):
+def test_install_crontab_after_the_schedule_is_edited_replaces_the_line_that_runs_it(
+    tmp_path, crontab
+):
     table, env = crontab
     newsroom = tmp_path / "news"
     init_newsroom(newsroom)
@@ -208,6 +210,7 @@ def test_install_crontab_after_the_schedule_is_edited_replaces_the_line(tmp_path
     with table.open("a") as lines:
         lines.write(f"# the old schedule was */5 * * * * {newsroom}/cron/digest-run\n")
         lines.write(f"0 4 * * * {tmp_path}/other/cron/digest-run\n")
+        lines.write(f"0 5 * * * cp {newsroom}/cron/digest-run /backup\n")
     schedule = newsroom / "cron" / "crontab"
     schedule.write_text(schedule.read_text().replace("*/5 * * * *", "*/10 * * * *"))
     for _ in range(2):
@@ -217,6 +220,7 @@ def test_install_crontab_after_the_schedule_is_edited_replaces_the_line(tmp_path
         f"*/10 * * * * {newsroom}/cron/digest-run",
         f"# the old schedule was */5 * * * * {newsroom}/cron/digest-run",
         f"0 4 * * * {tmp_path}/other/cron/digest-run",
+        f"0 5 * * * cp {newsroom}/cron/digest-run /backup",
     ]
 
 

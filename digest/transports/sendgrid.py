@@ -207,9 +207,9 @@ def single_message_payload(message: EmailMessage, kind: Single) -> dict[str, Any
         "from": _address(sender),
         "subject": str(message["Subject"]),
         "content": [
-            {"type": f"text/{kind}", "value": part.get_content()}
-            for kind in ("plain", "html")
-            if (part := message.get_body((kind,))) is not None
+            {"type": f"text/{subtype}", "value": part.get_content()}
+            for subtype in ("plain", "html")
+            if (part := message.get_body((subtype,))) is not None
         ],
         "categories": [str(kind)],
     }

@@ -232,6 +232,14 @@ def pending_posts(db: Database, limit: int = 100) -> list[int]:
     return [row[0] for row in rows]
 
 
+def waiting_posts(db: Database) -> tuple[int, str | None]:
+    """How many stored posts are not processed yet, and why one of them failed, if one did."""
+    count, note = db.execute(
+        "SELECT COUNT(*), MAX(note) FROM webhook_posts WHERE processed_at IS NULL"
+    ).fetchone()
+    return count, note
+
+
 def process_pending(db: Database) -> ProcessReport:
     """Process every stored post not yet processed, oldest first, one transaction each.
 

@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from .clock import from_db, to_db, utcnow
 from .config import Config
 from .errors import DigestError, NotFoundError
+from .events import waiting_posts
 from .invocation import digest_command
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
@@ -234,9 +235,7 @@ def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]
     ).fetchone()[0]
     events = db.execute(f"SELECT COUNT(*) FROM events WHERE edition_id IN ({in_ids})").fetchone()[0]
     last_post = db.execute("SELECT MAX(received_at) FROM webhook_posts").fetchone()[0]
-    pending = db.execute(
-        "SELECT COUNT(*) FROM webhook_posts WHERE processed_at IS NULL"
-    ).fetchone()[0]
+    pending, _ = waiting_posts(db)
     settles_at = to_db(from_db(last_sent) + OUTCOMES_SETTLE) if last_sent else None
     if not last_sent:
         note = "nothing of this edition was sent, so no events can come"

@@ -15,7 +15,8 @@ from sqlite_utils import Database
 from .clock import from_db
 from .config import Config, NewsletterConfig
 from .edition import edition_slot, slot_edition_ids
-from .events import unknown_batch_hint
+from .events import unknown_batch_hint, waiting_posts
+from .invocation import digest_command
 from .ledger import DeliveryStatus, edition_counts, failed_by_edition, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
@@ -66,6 +67,9 @@ class Status:
     now: datetime
     runs: list[RunRecord]
     newsletters: list[NewsletterStatus]
+    # Webhook posts stored but not processed, and why one of them failed, if one did.
+    posts_waiting: int = 0
+    posts_note: str | None = None
 
     def lines(self) -> list[str]:
         lines = [f"status at {self.now:%Y-%m-%d %H:%M} UTC"]
@@ -75,6 +79,12 @@ class Status:
         for run in self.runs:
             outcome = "FAILED" if run.failed else "ok"
             lines.append(f"  {run.run_at:%Y-%m-%d %H:%M} UTC  {outcome}: {run.summary}")
+        if self.posts_waiting:
+            why = f" ({self.posts_note}; the log has the rest)" if self.posts_note else ""
+            lines.append(
+                f"webhook: {self.posts_waiting} post(s) stored but not processed{why}; "
+                f"`{digest_command()} run` processes them"
+            )
         for newsletter in self.newsletters:
             lines += ["", *newsletter.lines()]
         return lines
@@ -97,7 +107,7 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
             )
         )
-    return Status(now, recent_runs(db), newsletters)
+    return Status(now, recent_runs(db), newsletters, *waiting_posts(db))
 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:

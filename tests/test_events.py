@@ -24,7 +24,7 @@ from digest.render import add_story_id
 from digest.report import edition_report
 from digest.run import run_due
 from digest.send import send_newsletter
-from digest.status import unknown_deliveries
+from digest.status import digest_status, unknown_deliveries
 from digest.transports.sendgrid import SendGridTransport
 from digest.web import create_app
 from digest.webhook import KEYS_VARIABLE
@@ -437,6 +437,21 @@ def test_digest_run_processes_posts_the_web_app_stored_but_never_processed(db, c
     assert "events: 1 webhook post(s), 1 events, 1 new" in run.lines[0]
     assert pending_posts(db) == []
     assert address_status(db, READERS[1]) == "complained"
+
+
+def test_status_tells_of_posts_stored_but_not_processed_and_why_one_failed(db, config, readers):
+    event = {"email": READERS[1], "event": "delivered", "timestamp": 1, "sg_event_id": "y"}
+    post = store_post(db, json.dumps([event]).encode(), {}, utcnow())
+    # As the web app leaves a post whose processing raised: kept, with the reason.
+    db.execute(
+        "UPDATE webhook_posts SET note = 'processing failed: KeyError: x' WHERE id = ?", [post]
+    )
+    assert (
+        "webhook: 1 post(s) stored but not processed (processing failed: KeyError: x; the log "
+        "has the rest); `digest run` processes them"
+    ) in digest_status(db, config, NOW).lines()
+    process_pending(db)
+    assert not any(line.startswith("webhook:") for line in digest_status(db, config, NOW).lines())
 
 
 def test_story_links_carry_the_story_id_and_a_feeds_own_is_replaced():

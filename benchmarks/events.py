@@ -15,9 +15,7 @@ peak RSS. Run by hand; nothing here is a test.
 from __future__ import annotations
 
 import argparse
-import os
 import queue
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from digest.events import pending_posts  # noqa: E402
 from digest.store import open_db  # noqa: E402
 
-from helpers import free_port, wait_until_listening  # noqa: E402
+from helpers import CLEAN_ENV, digest_server  # noqa: E402
 from sendgrid_server import event_bodies, make_webhook_key, post_event_body  # noqa: E402
 
 EVENTS_PER_READER = 4
@@ -141,22 +139,9 @@ def main() -> None:
         folder_path = Path(folder)
         (folder_path / "digest.toml").write_text(CONFIG)
         make_database(folder_path / "digest.db", readers)
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-            "SENDGRID_WEBHOOK_PUBLIC_KEY": public,
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_until_listening(port, server)
-            url = f"http://127.0.0.1:{port}/webhooks/sendgrid"
+        env = {**CLEAN_ENV, "SENDGRID_WEBHOOK_PUBLIC_KEY": public}
+        with digest_server("serve", cwd=folder, env=env) as server:
+            url = f"http://127.0.0.1:{server.port}/webhooks/sendgrid"
             work: queue.Queue = queue.Queue(maxsize=args.clients * 2)
             failures: list[int | None] = []
             threads = [
@@ -184,12 +169,9 @@ def main() -> None:
                 time.sleep(0.05)
             done = time.perf_counter() - started
             events = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-            peak = peak_rss_mb(server.pid)
+            peak = peak_rss_mb(server.process.pid)
             db.close()
             database_mb = sum(f.stat().st_size for f in folder_path.glob("digest.db*")) / 2**20
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(f"events posted      {readers * EVENTS_PER_READER:,} in {posts:,} posts")
     print(f"  mean post        {sizes / posts / 1024:,.0f} KB, {args.clients} client(s) at once")
     print(f"  failed posts     {len(failures)}")

@@ -6,10 +6,12 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -124,10 +126,56 @@ def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"digest serve exited: {process.stderr.read()}")
+            errors = process.stderr.read() if process.stderr else ""
+            raise AssertionError(f"{process.args} exited: {errors}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise AssertionError("digest serve did not start listening")
+    raise AssertionError(f"{process.args} did not start listening")
+
+
+def start_digest_server(
+    args: list[str], port: int, cwd: Path | str, env: Mapping[str, str] = CLEAN_ENV
+) -> subprocess.Popen:
+    """`python -m digest ARGS --port PORT` (serve, studio) as a real process, once it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(port, process)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=10)
+        raise
+    return process
+
+
+@dataclass
+class DigestServer:
+    """A `digest` server running on `port`; what it printed is here once it has stopped."""
+
+    port: int
+    process: subprocess.Popen
+    stdout: str = ""
+    stderr: str = ""
+
+
+@contextmanager
+def digest_server(
+    *args: str, cwd: Path | str, env: Mapping[str, str] = CLEAN_ENV
+) -> Iterator[DigestServer]:
+    """`start_digest_server` on a free port, stopped (and its output read) when the block ends."""
+    port = free_port()
+    server = DigestServer(port, start_digest_server(list(args), port, cwd, env))
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.stdout, server.stderr = server.process.communicate(timeout=30)

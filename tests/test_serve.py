@@ -14,7 +14,7 @@ import pytest
 
 from digest.store import open_db
 
-from helpers import CLEAN_ENV, free_port, wait_until_listening, write_config
+from helpers import CLEAN_ENV, digest_server, write_config
 
 # The quick tier leaves this module out: every test runs `digest serve` as a real process.
 pytestmark = pytest.mark.slow
@@ -43,22 +43,8 @@ def demo(tmp_path):
 
 @pytest.fixture
 def server(demo, tmp_path):
-    port = free_port()
-    database = str(demo / "digest.db")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "--db", database, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=CLEAN_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_listening(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with digest_server("--db", str(demo / "digest.db"), "serve", cwd=tmp_path) as running:
+        yield running.port
 
 
 def test_one_click_over_real_http_with_the_url_from_an_eml_unsubscribes(demo, server):
@@ -104,19 +90,7 @@ def test_serve_refuses_the_placeholder_secret_off_loopback(tmp_path):
 def test_serve_does_not_tell_to_install_python_dotenv_as_it_reads_env_itself(tmp_path):
     write_config(tmp_path)
     (tmp_path / ".env").write_text("# digest reads this file itself\n")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=CLEAN_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_listening(port, process)
-    finally:
-        process.terminate()
-        stdout, stderr = process.communicate(timeout=10)
-    assert f"Running on http://127.0.0.1:{port}" in stderr
-    assert "dotenv" not in stdout + stderr
+    with digest_server("serve", cwd=tmp_path) as running:
+        pass
+    assert f"Running on http://127.0.0.1:{running.port}" in running.stderr
+    assert "dotenv" not in running.stdout + running.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import subprocess
 import sys
 import urllib.request
 from email import message_from_bytes, policy
@@ -18,15 +17,7 @@ from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
 from digest.transports.outbox import OutboxTransport
 
-from helpers import (
-    CLEAN_ENV,
-    add_stories,
-    free_port,
-    make_config,
-    story,
-    wait_until_listening,
-    write_config,
-)
+from helpers import add_stories, digest_server, make_config, story, write_config
 
 NOW = "2026-11-26T06:00:00Z"
 
@@ -271,23 +262,12 @@ def test_the_way_back_after_a_pin_never_leaves_the_studio(studio):
 @pytest.mark.slow
 def test_digest_studio_as_a_real_process_serves_and_its_hints_name_its_files(tmp_path):
     write_config(tmp_path)
-    port = free_port()
     # Found as ./digest.toml; pages are built in the server's threads, outside the command.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", "studio", "--port", str(port)],
-        cwd=tmp_path,
-        env=CLEAN_ENV,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_listening(port, process)
+    with digest_server("studio", cwd=tmp_path) as studio:
         no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with no_proxy.open(f"http://127.0.0.1:{port}/?as=nobody@example.com") as page:
+        with no_proxy.open(f"http://127.0.0.1:{studio.port}/?as=nobody@example.com") as page:
             assert page.status == 200
             shown = html.unescape(page.read().decode())
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     assert "No subscriber 'nobody@example.com'" in shown
     files = f"--config {tmp_path / 'digest.toml'} --db {tmp_path / 'digest.db'}"
     assert f"`{sys.executable} -m digest {files} subscribers list`" in shown

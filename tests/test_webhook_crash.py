@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -26,8 +25,8 @@ from helpers import (
     add_stories,
     free_port,
     make_config,
+    start_digest_server,
     story,
-    wait_until_listening,
     write_config,
 )
 from sendgrid_server import SendGridTestServer, event_bodies, make_webhook_key
@@ -58,15 +57,7 @@ class App:
         return f"http://127.0.0.1:{self.port}/webhooks/sendgrid"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "digest", "serve", "--port", str(self.port)],
-            cwd=self.folder,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_until_listening(self.port, self.process)
+        self.process = start_digest_server(["serve"], self.port, self.folder, self.env)
 
     def kill(self) -> None:
         assert self.process is not None

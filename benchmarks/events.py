@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from digest.events import pending_posts  # noqa: E402
+from digest.feedback.events import pending_posts  # noqa: E402
 from digest.store import open_db  # noqa: E402
 
 from helpers import CLEAN_ENV, digest_server  # noqa: E402

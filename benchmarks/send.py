@@ -54,8 +54,8 @@ SLOT_ZONE = "UTC"
 
 def make_database(path: Path, readers: int, zones: tuple[str, ...]) -> None:
     """N active `daily` readers spread evenly over the topic sets and `zones`; a day of stories."""
+    from digest.newsroom.stories import upsert_stories
     from digest.store import open_db
-    from digest.stories import upsert_stories
 
     db = open_db(path)
     stamp = (NOW - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -239,8 +239,8 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
 def render_seconds(folder: Path, base: Path) -> list[float]:
     """Seconds to select and render each of the slot's variants, as `digest send` does."""
     from digest.config import load_config
-    from digest.edition import build_edition
-    from digest.render import Renderer
+    from digest.edition.build import build_edition
+    from digest.edition.render import Renderer
     from digest.store import open_db
 
     config = load_config(folder / "digest.toml")

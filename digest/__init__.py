@@ -1,3 +1,16 @@
-"""digest: build a daily newsletter digest from a story store and send it once to every reader."""
+"""digest: build a daily newsletter digest from a story store and send it once to every reader.
+
+The folders read as the pipeline, each importing only from the families below it (import-linter
+holds this direction; `make lint` checks it):
+
+- the core, at the top of `digest/`: config, errors, models, clock, store, text, addresses,
+  zones, tokens, urls, schedule, invocation;
+- `newsroom/`: stories in (ingest) and the story table (stories);
+- `edition/`: select, render, personalize, checks, and the frozen edition (build);
+- `delivery/` and `readers/` beside it: send, ledger, lease, slots, message, transports; the
+  list, subscriptions, sign-up, preferences, privacy;
+- `feedback/`: the Event Webhook, the events it brings, the report;
+- the shells last: cli, web, studio, wsgi, run, preview, lineup, status, demo, scaffold.
+"""
 
 __version__ = "0.1.0"

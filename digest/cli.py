@@ -23,7 +23,7 @@ from .readers.subscriptions import SubscriberStatus
 from .store import open_db
 
 if TYPE_CHECKING:
-    from .send import EditionResult
+    from .delivery.send import EditionResult
 
 # A click command function, as its option decorators return it.
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -157,7 +157,7 @@ def ingest(state: State, sources: tuple[str, ...]) -> None:
     Each SOURCE is a path or an http(s) URL. A failing source is reported and the others
     still go in; the exit status is 1 if any failed.
     """
-    from .ingest import ingest_sources
+    from .newsroom.ingest import ingest_sources
 
     db = state.db()
     limits = state.config.ingest
@@ -196,8 +196,8 @@ def send(
     timezone: str | None,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
-    from .send import send_newsletter
-    from .transports import make_transport
+    from .delivery.send import send_newsletter
+    from .delivery.transports import make_transport
     from .zones import check_timezone
 
     db = state.db()
@@ -309,7 +309,7 @@ def check(state: State, newsletter: str | None, now: str | None) -> None:
     Prints each variant's findings; exits 1 if any is an error. With no readers yet, checks
     the edition a reader with every topic in the newsletter's time zone would get.
     """
-    from .checks import has_errors
+    from .edition.checks import has_errors
     from .preview import check_next_send
 
     failed = False
@@ -349,8 +349,8 @@ def studio(
     now: str | None,
 ) -> None:
     """Run the editors' studio: every reader's next email, live, with checks and test sends."""
+    from .delivery.transports import make_transport
     from .studio import is_loopback, serve_studio
-    from .transports import make_transport
 
     if not is_loopback(host) and not allow_remote:
         raise click.ClickException(
@@ -421,8 +421,8 @@ def run_command(state: State, now: str | None) -> None:
     Prints one line per action, or `nothing due`; exits 1 only if something failed. A run
     started while another holds the lease says so and does nothing.
     """
+    from .delivery.transports import make_transport
     from .run import run_due
-    from .transports import make_transport
 
     report = run_due(state.db(), state.config, _now(now), transport=make_transport(state.config))
     for line in report.lines:
@@ -457,7 +457,7 @@ def report(
     Per variant and in total, from the ledger and SendGrid's Event Webhook, with the rates on
     delivered, the most clicked stories and how complete the data is yet.
     """
-    from .report import edition_report, report_json, report_lines
+    from .feedback.report import edition_report, report_json, report_lines
 
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
@@ -639,7 +639,7 @@ def stories() -> None:
 @pass_state
 def stories_list(state: State, limit: int) -> None:
     """List stories: id, published time, score, pin, category, title, url."""
-    from .stories import list_stories
+    from .newsroom.stories import list_stories
 
     for s in list_stories(state.db(), limit):
         pin = "pinned" if s.pinned else "-"
@@ -648,7 +648,7 @@ def stories_list(state: State, limit: int) -> None:
 
 
 def _editorial(state: State, ref: str, **change: Any) -> None:
-    from .stories import set_story_editorial
+    from .newsroom.stories import set_story_editorial
 
     story = set_story_editorial(state.db(), ref, **change)
     click.echo(f"{story.id}: score {story.score:g}, {'pinned' if story.pinned else 'not pinned'}")

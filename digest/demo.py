@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .config import SHIPPED, Config, with_overrides
-from .edition import latest_slot
+from .delivery.send import SendReport, send_newsletter
+from .delivery.transports.outbox import OutboxTransport
+from .edition.build import latest_slot
+from .newsroom.stories import UpsertCounts, upsert_stories
 from .preview import Preview, write_preview
 from .readers.subscribers import ImportReport, import_csv
-from .send import SendReport, send_newsletter
 from .store import open_db
-from .stories import UpsertCounts, upsert_stories
-from .transports.outbox import OutboxTransport
 
 SAMPLE_STORIES = Path(__file__).resolve().parent / "data" / "sample_stories.jsonl"
 EXAMPLE_SUBSCRIBERS = SHIPPED / "subscribers" / "example.csv"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from .edition import edition_stories
+from .edition.build import edition_stories
+from .edition.select import candidates, rank_top_stories, select_digest
 from .models import Story
 from .preview import Target
-from .select import candidates, rank_top_stories, select_digest
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,14 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from .checks import EmailParts, Finding, run_checks
 from .clock import utcnow
 from .config import Config, NewsletterConfig
-from .edition import (
+from .delivery.ledger import Recipient, in_audience
+from .delivery.message import list_headers, new_message
+from .delivery.send import plan_slot
+from .delivery.slots import last_records
+from .delivery.transports import Single, Transport
+from .edition.build import (
     Edition,
     build_edition,
     edition_stories,
@@ -29,19 +33,15 @@ from .edition import (
     too_few_stories,
     upcoming_slot,
 )
-from .ledger import Recipient, in_audience
-from .message import list_headers, new_message
+from .edition.checks import EmailParts, Finding, run_checks
+from .edition.personalize import personalize, recipient_values
+from .edition.render import Renderer, story_link
+from .edition.select import normalize_topics, select_digest, variant_key
 from .models import Selection, Subscriber
-from .personalize import personalize, recipient_values
+from .newsroom.stories import find_story
 from .readers.subscribers import check_email, get_subscriber
-from .render import Renderer, story_link
 from .run import reader_timezones
 from .schedule import Schedule, decide
-from .select import normalize_topics, select_digest, variant_key
-from .send import plan_slot
-from .slots import last_records
-from .stories import find_story
-from .transports import Single, Transport
 from .urls import ReaderLinks
 from .zones import check_timezone
 

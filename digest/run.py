@@ -14,17 +14,17 @@ from sqlite_utils import Database
 
 from .clock import utcnow
 from .config import Config
+from .delivery.lease import Lease
+from .delivery.ledger import DeliveryStatus, audience_values, tally
+from .delivery.send import SendReport, send_command, send_slot
+from .delivery.slots import last_records, record_run, record_slot
+from .delivery.transports import Transport
+from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError
-from .events import process_pending
+from .feedback.events import process_pending
 from .invocation import digest_command
-from .lease import Lease
-from .ledger import DeliveryStatus, audience_values, tally
 from .readers.signup import process_signups
-from .render import Renderer
 from .schedule import Schedule, Slot, SlotStatus, decide
-from .send import SendReport, send_command, send_slot
-from .slots import last_records, record_run, record_slot
-from .transports import Transport
 
 RUN_LEASE = "run"
 # Renewed after every source and every batch, so only a stuck run holds it this long.
@@ -157,7 +157,7 @@ def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> No
     if not sources:
         return
     # Only now: the feed parsers cost a run that only sends about 3 MB (benchmarks/send.py).
-    from .ingest import ingest_sources
+    from .newsroom.ingest import ingest_sources
 
     limits = config.ingest
     for source in sources:

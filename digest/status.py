@@ -14,14 +14,20 @@ from sqlite_utils import Database
 
 from .clock import from_db
 from .config import Config, NewsletterConfig
-from .edition import edition_slot, slot_edition_ids
-from .events import unknown_batch_hint, waiting_posts
+from .delivery.ledger import (
+    DeliveryStatus,
+    edition_counts,
+    failed_by_edition,
+    tally,
+    unknown_batches,
+)
+from .delivery.send import send_command
+from .delivery.slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
+from .edition.build import edition_slot, slot_edition_ids
+from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
-from .ledger import DeliveryStatus, edition_counts, failed_by_edition, tally, unknown_batches
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
-from .send import send_command
-from .slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,16 @@ from flask.typing import ResponseReturnValue
 from jinja2 import FileSystemLoader
 from sqlite_utils import Database
 
-from .checks import as_json, has_errors
 from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
+from .delivery.transports import Transport
+from .edition.checks import as_json, has_errors
+from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
+from .feedback.report import NUMBERS, edition_report, report_lines
+from .feedback.report import _percent as percent
 from .lineup import lineup
+from .newsroom.stories import set_story_editorial
 from .preview import (
     ReaderView,
     Target,
@@ -51,12 +56,7 @@ from .preview import (
     slot_variants,
     variant_target,
 )
-from .render import Renderer
-from .report import NUMBERS, edition_report, report_lines
-from .report import _percent as percent
 from .store import open_db
-from .stories import set_story_editorial
-from .transports import Transport
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

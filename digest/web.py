@@ -22,8 +22,10 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
 from .config import PROJECT_TEMPLATES, Config, check_secret_for_serving, load_config
+from .delivery.message import ONE_CLICK
+from .delivery.transports import Transport, make_transport
 from .errors import ConfigError, SubscriberError
-from .message import ONE_CLICK
+from .feedback.webhook import install_webhook
 from .readers.preferences import (
     ReaderPage,
     open_reader_link,
@@ -41,9 +43,7 @@ from .readers.signup import (
 )
 from .store import open_db
 from .tokens import BadTokenError
-from .transports import Transport, make_transport
 from .urls import PREVIEW_PATH, ReaderLinks
-from .webhook import install_webhook
 
 log = logging.getLogger(__name__)
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.

@@ -22,10 +22,10 @@ from playwright.sync_api import Route, sync_playwright
 
 from digest.config import load_config, with_overrides
 from digest.demo import sample_stories
-from digest.edition import latest_slot
+from digest.edition.build import latest_slot
+from digest.newsroom.stories import upsert_stories
 from digest.preview import write_preview
 from digest.store import open_db
-from digest.stories import upsert_stories
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -17,11 +17,11 @@ from playwright.sync_api import sync_playwright
 from werkzeug.serving import make_server
 
 from digest.config import load_config, with_overrides
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.demo import run_demo
+from digest.newsroom.stories import list_stories, set_story_editorial
 from digest.store import open_db
-from digest.stories import list_stories, set_story_editorial
 from digest.studio import create_studio
-from digest.transports.outbox import OutboxTransport
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

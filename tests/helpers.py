@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from digest.config import PROJECT_TEMPLATES, Config, parse_config
-from digest.stories import upsert_stories
+from digest.newsroom.stories import upsert_stories
 
 EDITION_TIME = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")

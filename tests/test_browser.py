@@ -15,11 +15,11 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 
 from digest.config import PROJECT_TEMPLATES, NewsletterConfig, SiteConfig
+from digest.edition.personalize import personalize, recipient_values
+from digest.edition.render import Renderer
 from digest.models import Selection, Story, TopStory
-from digest.personalize import personalize, recipient_values
 from digest.preview import write_preview
 from digest.readers.subscribers import add_subscriber
-from digest.render import Renderer
 
 from helpers import EDITION_TIME, add_stories, needs_chromium, story
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digest.checks import EmailParts, css_rules, has_errors, run_checks
+from digest.edition.checks import EmailParts, css_rules, has_errors, run_checks
 
 GOOD_HTML = """<html><head><style>@media (max-width: 600px) { .c { width: 100% } }</style>
 </head><body><h2><a href="https://news.test/a">Trams all night</a></h2>

@@ -15,19 +15,19 @@ from werkzeug.serving import make_server
 
 from digest.cli import cli
 from digest.clock import utcnow
-from digest.events import pending_posts, process_pending, store_post
-from digest.ledger import edition_counts
+from digest.delivery.ledger import edition_counts
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.sendgrid import SendGridTransport
+from digest.edition.render import add_story_id
+from digest.feedback.events import pending_posts, process_pending, store_post
+from digest.feedback.report import edition_report
+from digest.feedback.webhook import KEYS_VARIABLE
 from digest.readers.privacy import forget
 from digest.readers.subscribers import add_subscriber, find_subscriber
 from digest.readers.subscriptions import set_subscription, subscriptions_of
-from digest.render import add_story_id
-from digest.report import edition_report
 from digest.run import run_due
-from digest.send import send_newsletter
 from digest.status import digest_status, unknown_deliveries
-from digest.transports.sendgrid import SendGridTransport
 from digest.web import create_app
-from digest.webhook import KEYS_VARIABLE
 
 from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer, make_webhook_key

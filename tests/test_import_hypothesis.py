@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from digest.addresses import check_email, sendable_recipient
+from digest.delivery.message import new_message
+from digest.delivery.transports.outbox import EML_POLICY
 from digest.errors import SubscriberError
-from digest.message import new_message
 from digest.readers.subscribers import add_subscriber, export_csv, import_csv, list_subscribers
 from digest.store import open_db
-from digest.transports.outbox import EML_POLICY
 
 from helpers import make_config
 

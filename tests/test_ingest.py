@@ -20,9 +20,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest.errors import SourceError
-from digest.ingest import SourceResult, ingest_sources, read_source, teaser_from_html
+from digest.newsroom.ingest import SourceResult, ingest_sources, read_source, teaser_from_html
+from digest.newsroom.stories import find_story, list_stories, set_story_editorial
 from digest.store import open_db
-from digest.stories import find_story, list_stories, set_story_editorial
 
 FEEDS = Path(__file__).parent / "fixtures" / "feeds"
 STORY_KEYS = {

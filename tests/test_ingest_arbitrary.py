@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from test_ingest import STORY_KEYS
 
 from digest.clock import from_db
-from digest.ingest import ingest_sources
+from digest.newsroom.ingest import ingest_sources
+from digest.newsroom.stories import list_stories
 from digest.store import open_db
-from digest.stories import list_stories
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FIELDS = tuple(sorted(STORY_KEYS))

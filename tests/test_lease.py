@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from digest.delivery.lease import Lease
 from digest.errors import LeaseHeldError
-from digest.lease import Lease
 from digest.store import open_db
 
 

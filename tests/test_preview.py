@@ -20,14 +20,14 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.config import load_config
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.lineup import lineup
+from digest.newsroom.stories import set_story_editorial
 from digest.preview import reader_target, variant_target, write_preview
 from digest.readers.subscribers import add_subscriber
 from digest.run import run_due
 from digest.store import open_db
-from digest.stories import set_story_editorial
 from digest.studio import create_studio
-from digest.transports.outbox import OutboxTransport
 
 from helpers import add_stories, story, write_config
 
@@ -212,9 +212,9 @@ def test_the_lineup_flags_a_pinned_story_that_per_category_pushed_out(config, db
 
 
 def test_a_reader_who_left_is_told_they_would_get_nothing(newsroom):
+    from digest.edition.render import Renderer
     from digest.preview import reader_view
     from digest.readers.subscribers import unsubscribe
-    from digest.render import Renderer
 
     config, db = newsroom
     unsubscribe(db, "london@example.com")

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.errors import SubscriberError
 from digest.readers.privacy import export_data, forget
 from digest.readers.signup import REFUSED, process_signups, sign_up
 from digest.readers.subscribers import add_subscriber, find_subscriber, import_csv, unsubscribe
 from digest.readers.suppression import is_suppressed
-from digest.send import send_newsletter
-from digest.transports.outbox import OutboxTransport
 
 from helpers import EDITION_TIME, add_stories, story
 

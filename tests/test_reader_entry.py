@@ -8,6 +8,7 @@ import email.policy
 
 import pytest
 
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.errors import SubscriberError
 from digest.readers.preferences import save_preferences
 from digest.readers.signup import process_signups, sign_up
@@ -21,7 +22,6 @@ from digest.readers.subscribers import (
 )
 from digest.readers.subscriptions import set_subscription, subscriptions_of
 from digest.store import open_db
-from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 
 from helpers import make_config

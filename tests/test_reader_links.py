@@ -11,13 +11,13 @@ from itsdangerous import Signer
 from sqlite_utils import Database
 
 from digest.clock import to_db, utcnow
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.readers.privacy import forget
 from digest.readers.signup import process_signups, sign_up
 from digest.readers.subscribers import add_subscriber, find_subscriber
 from digest.readers.subscriptions import subscriptions_of
 from digest.store import migrations, open_db
 from digest.tokens import CONFIRM_SALT, SALT
-from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 from digest.web import create_app
 

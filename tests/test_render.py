@@ -13,10 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from digest.config import PROJECT_TEMPLATES, NewsletterConfig, SiteConfig, UtmSettings
-from digest.errors import TemplateError
-from digest.models import Selection, Story, TopStory
-from digest.personalize import personalize, recipient_values
-from digest.render import (
+from digest.edition.personalize import personalize, recipient_values
+from digest.edition.render import (
     PREHEADER_MAX_CHARS,
     SUBJECT_MAX_CHARS,
     Renderer,
@@ -25,6 +23,8 @@ from digest.render import (
     size_warnings,
     wrap_text,
 )
+from digest.errors import TemplateError
+from digest.models import Selection, Story, TopStory
 
 from helpers import EDITION_TIME
 
@@ -288,7 +288,7 @@ def fixture_context() -> dict:
     """Every variable an email template may use, with realistic values."""
     from types import SimpleNamespace
 
-    from digest.render import StoryView
+    from digest.edition.render import StoryView
 
     related = StoryView("Related", "https://news.test/r", "Rel.", "", "world", "", EDITION_TIME)
     view = StoryView(
@@ -393,7 +393,7 @@ def test_text_part_has_the_signature_separator_dash_dash_space(renderer):
 def test_the_signature_separator_survives_the_mime_encoding(renderer, tmp_path):
     from email.headerregistry import Address
 
-    from digest.message import new_message
+    from digest.delivery.message import new_message
 
     from helpers import make_config
 

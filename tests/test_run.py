@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.config import Config
+from digest.delivery.transports import BatchTransport
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.edition.render import Renderer
 from digest.errors import TransportAuthError
 from digest.readers.subscribers import add_subscriber
-from digest.render import Renderer
 from digest.run import RunReport, run_due
 from digest.store import open_db
-from digest.transports import BatchTransport
-from digest.transports.outbox import OutboxTransport
 
 from helpers import make_config
 

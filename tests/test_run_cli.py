@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.config import load_config
+from digest.delivery.lease import Lease
+from digest.delivery.transports import BatchTransport
 from digest.errors import SendRejectedError
-from digest.lease import Lease
 from digest.readers.subscribers import add_subscriber
 from digest.run import run_due
 from digest.store import open_db
-from digest.transports import BatchTransport
 
 from helpers import write_config
 

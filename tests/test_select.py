@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.config import NewsletterConfig
+from digest.edition.select import select_digest, story_rank, variant_key
 from digest.models import Story
-from digest.select import select_digest, story_rank, variant_key
 
 from helpers import EDITION_TIME as NOW
 

@@ -12,11 +12,11 @@ import pytest
 
 from digest.clock import utcnow
 from digest.config import parse_config
-from digest.ledger import edition_counts
+from digest.delivery.ledger import edition_counts
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.readers.subscribers import add_subscriber, unsubscribe
-from digest.send import send_newsletter
 from digest.tokens import TokenSigner
-from digest.transports.outbox import OutboxTransport
 
 from helpers import EDITION_TIME, add_stories, make_config, story
 
@@ -174,6 +174,6 @@ def test_environment_overrides_the_transport_and_outbox(tmp_path):
 
 def test_every_transport_kind_the_config_accepts_has_a_transport():
     from digest.config import TRANSPORTS
-    from digest.transports import TRANSPORT_CLASSES
+    from digest.delivery.transports import TRANSPORT_CLASSES
 
     assert set(TRANSPORT_CLASSES) == set(TRANSPORTS)

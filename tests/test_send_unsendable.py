@@ -11,11 +11,11 @@ from datetime import timedelta
 
 import pytest
 
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.readers.privacy import forget
 from digest.readers.subscribers import add_subscriber
-from digest.send import send_newsletter
-from digest.transports.outbox import OutboxTransport
-from digest.transports.sendgrid import SendGridTransport
 
 from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import SendGridTestServer

@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 
+from digest.delivery.ledger import edition_counts
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.sendgrid import SendGridTransport, retry_after_seconds
+from digest.edition.personalize import personalize
 from digest.errors import ConfigError, TransportAuthError
-from digest.ledger import edition_counts
-from digest.personalize import personalize
 from digest.readers.subscribers import import_csv, unsubscribe
-from digest.send import send_newsletter
 from digest.store import open_db
 from digest.tokens import TokenSigner
-from digest.transports.sendgrid import SendGridTransport, retry_after_seconds
 
 from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import Fault, SendGridTestServer

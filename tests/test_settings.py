@@ -18,12 +18,12 @@ from digest.config import (
     load_config,
     read_env_file,
 )
+from digest.delivery.transports import BatchTransport
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.errors import ConfigError, SendRejectedError
 from digest.readers.subscribers import add_subscriber
 from digest.run import run_due
 from digest.store import open_db
-from digest.transports import BatchTransport
-from digest.transports.outbox import OutboxTransport
 from digest.web import create_app
 
 from helpers import make_config, write_config

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlite_utils import Database
 
-from digest.edition import Edition, save_edition
+from digest.delivery.ledger import claim_batch, queue_audience
+from digest.edition.build import Edition, save_edition
 from digest.errors import StoreError
-from digest.ledger import claim_batch, queue_audience
+from digest.newsroom.stories import set_story_editorial
 from digest.readers.subscribers import add_subscriber
 from digest.store import migrations, open_db, schema_version, write_transaction
-from digest.stories import set_story_editorial
 
 from helpers import EDITION_TIME, add_stories, story
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from digest.cli import cli
 from digest.config import PROJECT_TEMPLATES, with_overrides
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
-from digest.transports.outbox import OutboxTransport
 
 from helpers import add_stories, digest_server, make_config, story, write_config
 
@@ -221,7 +221,7 @@ def test_a_broken_config_is_shown_not_crashed_on(project_dir):
 
 
 def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_path, monkeypatch):
-    from digest.transports.sendgrid import SendGridTransport
+    from digest.delivery.transports.sendgrid import SendGridTransport
 
     from sendgrid_server import SendGridTestServer
 

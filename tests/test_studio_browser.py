@@ -14,10 +14,10 @@ import pytest
 from playwright.sync_api import expect
 
 from digest.config import PROJECT_TEMPLATES, with_overrides
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.newsroom.stories import set_story_editorial
 from digest.readers.subscribers import add_subscriber
-from digest.stories import set_story_editorial
 from digest.studio import create_studio
-from digest.transports.outbox import OutboxTransport
 
 from helpers import add_stories, needs_chromium, served, story
 

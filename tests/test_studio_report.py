@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
+from digest.feedback.report import edition_report, report_lines
 from digest.readers.subscribers import add_subscriber
-from digest.report import edition_report, report_lines
 from digest.studio import create_studio
 
 import test_events

@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlite_utils import Database
 
-from digest.ledger import audience_values, audience_variants
+from digest.delivery.ledger import audience_values, audience_variants
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.readers.subscribers import (
     add_subscriber,
     count_by_status,
@@ -20,9 +22,7 @@ from digest.readers.subscribers import (
 )
 from digest.readers.subscriptions import mark_address, set_subscription, subscriptions_of
 from digest.run import reader_timezones
-from digest.send import send_newsletter
 from digest.store import migrations, open_db
-from digest.transports.outbox import OutboxTransport
 
 from helpers import EDITION_TIME, add_stories, story
 

@@ -15,7 +15,8 @@ from itsdangerous import Signer
 from digest.addresses import shown
 from digest.clock import to_db, utcnow
 from digest.config import with_overrides
-from digest.ledger import audience_variants
+from digest.delivery.ledger import audience_variants
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.models import Subscriber
 from digest.readers.privacy import forget
 from digest.readers.signup import (
@@ -33,7 +34,6 @@ from digest.readers.subscriptions import mark_address, set_subscription, subscri
 from digest.run import run_due
 from digest.store import open_db
 from digest.tokens import CONFIRM_SALT, SALT, TokenSigner
-from digest.transports.outbox import OutboxTransport
 from digest.urls import ReaderLinks
 from digest.web import create_app
 

@@ -13,11 +13,10 @@ from werkzeug.test import Client
 
 from digest import web
 from digest.clock import utcnow
+from digest.delivery.transports.outbox import OutboxTransport
 from digest.errors import ConfigError
-from digest.events import pending_posts, process_pending, store_post
-from digest.transports.outbox import OutboxTransport
-from digest.web import create_app
-from digest.webhook import (
+from digest.feedback.events import pending_posts, process_pending, store_post
+from digest.feedback.webhook import (
     KEYS_VARIABLE,
     MAX_POST_BYTES,
     SIGNATURE_HEADER,
@@ -25,6 +24,7 @@ from digest.webhook import (
     load_public_keys,
     verify_signature,
 )
+from digest.web import create_app
 
 from sendgrid_server import event_bodies, make_webhook_key, sign_event_post
 

@@ -11,13 +11,13 @@ from datetime import timedelta
 
 import pytest
 
-from digest.events import pending_posts, process_pending
-from digest.lease import Lease
+from digest.delivery.lease import Lease
+from digest.delivery.send import send_newsletter
+from digest.delivery.transports.sendgrid import SendGridTransport
+from digest.feedback.events import pending_posts, process_pending
+from digest.feedback.webhook import KEYS_VARIABLE
 from digest.readers.subscribers import add_subscriber
-from digest.send import send_newsletter
 from digest.store import open_db
-from digest.transports.sendgrid import SendGridTransport
-from digest.webhook import KEYS_VARIABLE
 
 from helpers import (
     CLEAN_ENV,

@@ -1,1 +1,5 @@
-"""Readers' lifecycle: the list, their subscriptions, sign-up, preferences, privacy and audit."""
+"""Readers' lifecycle: the list, their subscriptions, sign-up, preferences, privacy and audit.
+
+Beside delivery (a confirmation is sent through a transport): may import delivery, the edition,
+the newsroom and the core; never feedback or the shells.
+"""

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 from ..addresses import sendable_recipient
 from ..clock import utcnow
 from ..config import Config, NewsletterConfig
-from ..message import list_id, new_message
+from ..delivery.message import list_id, new_message
+from ..delivery.transports import Single, Transport
+from ..edition.personalize import greeting
+from ..edition.render import Renderer
 from ..models import Subscriber
-from ..personalize import greeting
-from ..render import Renderer
-from ..transports import Single, Transport
 from ..urls import ReaderLinks
 
 

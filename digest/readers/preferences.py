@@ -14,11 +14,11 @@ from sqlite_utils import Database
 
 from ..clock import utcnow
 from ..config import Config
+from ..edition.select import normalize_topics
 from ..errors import SubscriberError
 from ..models import Subscriber
-from ..select import normalize_topics
+from ..newsroom.stories import categories_published_since
 from ..store import write_transaction
-from ..stories import categories_published_since
 from ..tokens import BadTokenError, TokenSigner
 from .subscribers import subscriber_for_link, update_profile
 from .subscriptions import set_subscription, subscriptions_of

@@ -16,10 +16,10 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from ..addresses import sendable_recipient
+from ..delivery.transports.outbox import eml_file_name
 from ..errors import SubscriberError
 from ..models import Subscriber
 from ..store import write_transaction
-from ..transports.outbox import eml_file_name
 from .audit import record
 from .subscribers import check_email, find_subscriber, get_subscriber
 from .suppression import suppress

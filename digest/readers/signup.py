@@ -27,11 +27,11 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db, utcnow
 from ..config import Config
+from ..delivery.transports import Transport
 from ..errors import DigestError, SubscriberError
 from ..models import Subscriber
 from ..store import write_transaction
 from ..tokens import CONFIRM_SALT, BadTokenError, TokenSigner, new_nonce
-from ..transports import Transport
 from ..zones import check_timezone
 from .audit import record
 from .confirmation import send_confirmation

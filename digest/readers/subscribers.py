@@ -14,10 +14,10 @@ from sqlite_utils import Database
 
 from ..addresses import CONTROL_CHARACTERS, check_email, check_name, lookup_form, shown
 from ..clock import to_db, utcnow
+from ..edition.select import normalize_topics
 from ..errors import NotFoundError, SubscriberError
 from ..invocation import digest_command
 from ..models import Subscriber
-from ..select import normalize_topics
 from ..store import write_transaction
 from ..tokens import TokenClaim
 from ..zones import check_timezone

@@ -18,10 +18,10 @@ from typing import Literal, NamedTuple
 
 from sqlite_utils import Database
 
-from .addresses import sendable_recipient
-from .clock import to_db, utcnow
-from .errors import SubscriberError
-from .store import write_transaction
+from ..addresses import sendable_recipient
+from ..clock import to_db, utcnow
+from ..errors import SubscriberError
+from ..store import write_transaction
 
 
 class DeliveryStatus(StrEnum):

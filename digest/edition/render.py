@@ -21,11 +21,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import jinja2
 import premailer
 
-from .config import NewsletterConfig, SiteConfig, UtmSettings
-from .errors import TemplateError
-from .models import Selection, Story
+from ..config import NewsletterConfig, SiteConfig, UtmSettings
+from ..errors import TemplateError
+from ..models import Selection, Story
+from ..text import cut_at_word, one_line
 from .personalize import HTML_PLACEHOLDERS, TEXT_PLACEHOLDERS
-from .text import cut_at_word, one_line
 
 GMAIL_CLIP_BYTES = 102 * 1024
 STYLE_BLOCK_LIMIT_BYTES = 16 * 1024

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import Config
+from ...config import Config
 from .base import BatchTransport, Single, Submit, Transport
 from .outbox import OutboxTransport
 from .sendgrid import SendGridTransport

@@ -9,13 +9,13 @@ from email.policy import SMTP
 from pathlib import Path
 from urllib.parse import quote
 
-from ..clock import utcnow
-from ..config import Config, check_secret_for_sending
-from ..edition import Edition
-from ..errors import TransportError
+from ...clock import utcnow
+from ...config import Config, check_secret_for_sending
+from ...edition.build import Edition
+from ...errors import TransportError
+from ...urls import ReaderLinks
 from ..ledger import Batch
 from ..message import build_message
-from ..urls import ReaderLinks
 from .base import BatchTransport, Single
 
 # CRLF as on the wire; long header lines unfolded so that the List-Unsubscribe URL stays whole.

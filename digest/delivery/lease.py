@@ -10,8 +10,8 @@ from datetime import timedelta
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
-from .errors import LeaseHeldError
+from ..clock import to_db, utcnow
+from ..errors import LeaseHeldError
 
 
 def _holder_is_dead(holder: str) -> bool:

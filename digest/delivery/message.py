@@ -9,10 +9,10 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
 
-from .config import Config
-from .edition import Edition
+from ..config import Config
+from ..edition.build import Edition
+from ..edition.personalize import personalize, recipient_values
 from .ledger import Recipient
-from .personalize import personalize, recipient_values
 
 
 def list_id(config: Config, newsletter: str) -> str:

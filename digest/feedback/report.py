@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from .clock import from_db, to_db, utcnow
-from .config import Config
-from .errors import DigestError, NotFoundError
+from ..clock import from_db, to_db, utcnow
+from ..config import Config
+from ..errors import DigestError, NotFoundError
+from ..invocation import digest_command
 from .events import waiting_posts
-from .invocation import digest_command
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from enum import StrEnum
 from typing import Protocol
 
-from ..edition import Edition
+from ...edition.build import Edition
 from ..ledger import Batch
 
 Submit = Callable[[Edition, Batch], Future]

@@ -35,19 +35,19 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from ..config import Config, check_secret_for_sending
-from ..edition import Edition
-from ..errors import (
+from ...config import Config, check_secret_for_sending
+from ...edition.build import Edition
+from ...edition.personalize import recipient_values
+from ...errors import (
     ConfigError,
     DeliveryUnknownError,
     SendRejectedError,
     TransportAuthError,
     TransportError,
 )
+from ...urls import ReaderLinks
 from ..ledger import Batch, Recipient
 from ..message import ONE_CLICK, list_id
-from ..personalize import recipient_values
-from ..urls import ReaderLinks
 from .base import BatchTransport, Single
 
 MAX_CATEGORIES = 10

@@ -24,14 +24,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
-from .clock import to_db, utcnow
-from .errors import LeaseHeldError
-from .lease import Lease
-from .ledger import DeliveryStatus, settle_batch
-from .readers.audit import record
-from .readers.subscriptions import address_status, mark_address, set_subscription
-from .render import STORY_PARAMETER
-from .store import write_transaction
+from ..clock import to_db, utcnow
+from ..delivery.lease import Lease
+from ..delivery.ledger import DeliveryStatus, settle_batch
+from ..edition.render import STORY_PARAMETER
+from ..errors import LeaseHeldError
+from ..readers.audit import record
+from ..readers.subscriptions import address_status, mark_address, set_subscription
+from ..store import write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from .clock import from_db, to_db, utcnow
-from .config import Config, NewsletterConfig
-from .models import Story
+from ..clock import from_db, to_db, utcnow
+from ..config import Config, NewsletterConfig
+from ..models import Story
+from ..newsroom.stories import stories_published_between
+from ..schedule import latest_slot_at, next_slot_after
 from .render import Renderer
-from .schedule import latest_slot_at, next_slot_after
 from .select import normalize_topics, select_digest, variant_key
-from .stories import stories_published_between
 
 
 @dataclass(frozen=True)

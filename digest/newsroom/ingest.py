@@ -26,11 +26,11 @@ import feedparser
 import nh3
 from sqlite_utils import Database
 
-from . import __version__
-from .clock import parse_moment, utcnow
-from .errors import DigestError, SourceError
+from .. import __version__
+from ..clock import parse_moment, utcnow
+from ..errors import DigestError, SourceError
+from ..text import cut_at_word, one_line, without_controls
 from .stories import upsert_stories
-from .text import cut_at_word, one_line, without_controls
 
 USER_AGENT = f"digest/{__version__}"
 JSON_FEED_VERSION_PREFIX = "https://jsonfeed.org/version/"

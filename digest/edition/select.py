@@ -16,8 +16,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .config import NewsletterConfig
-from .models import Selection, Story, TopStory
+from ..config import NewsletterConfig
+from ..models import Selection, Story, TopStory
 
 
 def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:

@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .clock import to_db
-from .config import Config, NewsletterConfig
-from .edition import (
+from ..clock import to_db
+from ..config import Config, NewsletterConfig
+from ..edition.build import (
     Edition,
     build_edition,
     latest_slot,
@@ -25,7 +25,8 @@ from .edition import (
     slot_editions,
     too_few_stories,
 )
-from .errors import (
+from ..edition.render import Renderer
+from ..errors import (
     DeliveryUnknownError,
     DigestError,
     LeaseHeldError,
@@ -33,7 +34,8 @@ from .errors import (
     TransportAuthError,
     TransportError,
 )
-from .invocation import digest_command
+from ..invocation import digest_command
+from ..store import write_transaction
 from .lease import Lease
 from .ledger import (
     Batch,
@@ -53,8 +55,6 @@ from .ledger import (
     tally,
     unknown_batches,
 )
-from .render import Renderer
-from .store import write_transaction
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from .clock import from_db, to_db, utcnow
-from .errors import DigestError, NotFoundError
-from .invocation import digest_command
-from .models import Story
-from .store import write_transaction
+from ..clock import from_db, to_db, utcnow
+from ..errors import DigestError, NotFoundError
+from ..invocation import digest_command
+from ..models import Story
+from ..store import write_transaction
 
 # Story text a source may leave empty; then it does not carry it (see upsert_stories).
 _OPTIONAL_TEXT = ("summary", "author", "category", "image_url")

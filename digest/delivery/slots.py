@@ -13,9 +13,9 @@ from datetime import datetime
 
 from sqlite_utils import Database
 
-from .clock import from_db, to_db, utcnow
+from ..clock import from_db, to_db, utcnow
+from ..schedule import LastRecord, Slot, SlotStatus
 from .ledger import DeliveryStatus
-from .schedule import LastRecord, Slot, SlotStatus
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .render import GMAIL_CLIP_BYTES, STYLE_BLOCK_LIMIT_BYTES
 
-CSS_TABLE = Path(__file__).resolve().parent / "data" / "email_css.toml"
+CSS_TABLE = Path(__file__).resolve().parent.parent / "data" / "email_css.toml"
 # What phones and desktop clients show before cutting off (Litmus, Mailchimp guidance).
 SUBJECT_MAX = 78
 SUBJECT_PHONE = 41

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from flask import Blueprint, Flask, Response, abort, current_app, request
 
-from .clock import utcnow
-from .errors import ConfigError
+from ..clock import utcnow
+from ..errors import ConfigError
+from ..store import open_db
 from .events import process_pending, store_post
-from .store import open_db
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint docs format bench clean
 
 # The runtime dependencies only (what `make demo` needs)...
 $(BIN)/.runtime: pyproject.toml setup.py
@@ -21,8 +21,8 @@ $(BIN)/.installed: $(BIN)/.runtime
 demo: $(BIN)/.runtime
 	$(BIN)/digest demo
 
-# The whole suite: lint, types, every test (browsers, real processes, the wheel).
-test: lint
+# The whole suite: lint, types, layers, the docs site, every test (browsers, processes, the wheel).
+test: lint docs
 	$(BIN)/pytest
 
 # The quick tier: no browsers, real processes, simulated weeks, property searches or wheel builds.
@@ -36,6 +36,10 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The documentation site, strictly: a broken link, anchor or missing page fails.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -46,4 +50,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/events.py
 
 clean:
-	rm -rf $(VENV) demo outbox preview digest.db digest.db-wal digest.db-shm build dist digest.egg-info
+	rm -rf $(VENV) site demo outbox preview digest.db digest.db-wal digest.db-shm build dist digest.egg-info

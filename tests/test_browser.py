@@ -279,7 +279,7 @@ def test_the_preview_of_a_reader_shows_their_name_and_unsubscribe_link(
 
 
 @pytest.mark.slow
-def test_the_screenshot_script_writes_every_picture_the_readme_shows(tmp_path):
+def test_the_screenshot_script_writes_every_picture_the_docs_show(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     subprocess.run(
         [sys.executable, str(repo / "scripts" / "screenshots.py"), str(tmp_path)],
@@ -288,7 +288,8 @@ def test_the_screenshot_script_writes_every_picture_the_readme_shows(tmp_path):
         timeout=300,
     )
     written = sorted(p.name for p in tmp_path.glob("*.png"))
-    shown = sorted(re.findall(r"docs/screenshots/([\w-]+\.png)", (repo / "README.md").read_text()))
+    rendering = (repo / "docs" / "how-it-works" / "rendering.md").read_text()
+    shown = sorted(re.findall(r"\.\./screenshots/([\w-]+\.png)", rendering))
     assert written == shown and len(written) == 8
     assert sorted(p.name for p in (repo / "docs" / "screenshots").glob("*.png")) == written
     for name in written:

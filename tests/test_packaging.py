@@ -141,8 +141,8 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_init_and_demo_outside_the_r
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path, env=env)
-    # As the README's deployment installs it: the shell finds the wheel, pip adds [web].
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    # As the operators' guide installs it: the shell finds the wheel, pip adds [web].
+    readme = (REPO / "docs" / "operators" / "deploying.md").read_text(encoding="utf-8")
     [install] = re.findall(r"^/srv/digest/\.venv/bin/(pip install .*whl.*)$", readme, re.M)
     install = install.replace("/path/to/dist", str(dist))
     _run("bash", "-c", f"{venv}/bin/{install} --quiet", cwd=tmp_path, env=env)

@@ -25,6 +25,8 @@ from .store import open_db
 if TYPE_CHECKING:
     from .delivery.send import EditionResult
 
+# `digest subscribers list --engagement`: feedback.list_health.readers_by_engagement's kinds.
+ENGAGEMENT_KINDS = ("engaged", "cold", "asked")
 # A click command function, as its option decorators return it.
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -448,17 +450,40 @@ def status(state: State, now: str | None, limit: int) -> None:
 @click.argument("edition", required=False, metavar="[EDITION | --last]")
 @click.option("--last", is_flag=True, help="The last edition sent (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the same numbers as JSON.")
+@click.option(
+    "--list",
+    "list_health",
+    is_flag=True,
+    help="List health instead: readers active, engaged, cold, asked, lapsed, bounced... per day.",
+)
+@moment_option
 @pass_state
 def report(
-    state: State, newsletter: str | None, edition: str | None, last: bool, as_json: bool
+    state: State,
+    newsletter: str | None,
+    edition: str | None,
+    last: bool,
+    as_json: bool,
+    list_health: bool,
+    now: str | None,
 ) -> None:
     """What came of an edition (its local date, YYYY-MM-DD): delivered, bounced, opened, clicked.
 
     Per variant and in total, from the ledger and SendGrid's Event Webhook, with the rates on
-    delivered, the most clicked stories and how complete the data is yet.
+    delivered, the most clicked stories and how complete the data is yet. With --list, the
+    newsletter's list health: its readers by state now, and the last 90 days' counts.
     """
     from .feedback.report import edition_report, report_json, report_lines
 
+    if list_health:
+        from .feedback.list_health import list_health as health_of
+        from .feedback.list_health import list_health_lines
+
+        if edition or last:
+            raise click.UsageError("--list reports on the whole list: give no EDITION or --last.")
+        health = health_of(state.db(), state.config, newsletter, _now(now))
+        click.echo(report_json(health) if as_json else "\n".join(list_health_lines(health)))
+        return
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
     data = edition_report(state.db(), state.config, newsletter, edition)
@@ -572,16 +597,36 @@ def subscribers_unsubscribe(state: State, email: str, newsletter: str | None) ->
     help="Only this status.",
 )
 @click.option("--topic", help="Only readers who chose this topic.")
+@click.option(
+    "--engagement",
+    type=click.Choice(ENGAGEMENT_KINDS),
+    help="Only the newsletter's active readers who are engaged (30 days), cold, or asked.",
+)
 @newsletter_filter
+@moment_option
 @pass_state
 def subscribers_list(
-    state: State, status: str | None, topic: str | None, newsletter: str | None
+    state: State,
+    status: str | None,
+    topic: str | None,
+    engagement: str | None,
+    newsletter: str | None,
+    now: str | None,
 ) -> None:
     """List readers: email, status, time zone, topics, name (tab-separated)."""
     from .readers.subscribers import list_subscribers
 
-    readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
+    name = _newsletter_name(state, newsletter)
+    wanted: set[int] | None = None
+    if engagement:
+        from .feedback.list_health import readers_by_engagement
+
+        name = state.config.newsletter(newsletter).name
+        wanted = set(readers_by_engagement(state.db(), state.config, name, engagement, _now(now)))
+    readers = list_subscribers(state.db(), status, topic, name)
     for s in readers:
+        if wanted is not None and s.id not in wanted:
+            continue
         click.echo(terminal_text(s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name))
 
 

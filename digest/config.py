@@ -51,6 +51,9 @@ NUMBER_LIMITS = {
     "max_backoff_seconds": 3600,
     "max_attempts": 100,
     "max_megabytes": 1024,
+    "after_days": 3650,
+    "min_editions": 10000,
+    "grace_days": 365,
 }
 # Strings that go into mail headers (the subject and title through templates).
 ONE_LINE_KEYS = frozenset({"subject", "title", "from_name", "reply_to", "from_email", "name"})
@@ -66,6 +69,19 @@ class UtmSettings:
     source: str = "newsletter"
     medium: str = "email"
     campaign: str = "{newsletter}"
+
+
+@dataclass(frozen=True)
+class SunsetSettings:
+    """When readers who stopped reading are asked once, then rest (`feedback.sunset`)."""
+
+    enabled: bool = True
+    # No human open or click for this long...
+    after_days: int = 90
+    # ...across at least this many delivered editions whose events arrived...
+    min_editions: int = 20
+    # ...and after the "still want this?" email, this long to answer before lapsing.
+    grace_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class NewsletterConfig:
     categories: tuple[str, ...] = ()
     asm_group_id: int | None = None
     utm: UtmSettings = field(default_factory=UtmSettings)
+    sunset: SunsetSettings = field(default_factory=SunsetSettings)
 
 
 @dataclass(frozen=True)
@@ -232,8 +249,14 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         )
     values = dict(values)
     utm = _build(UtmSettings, values.pop("utm", {}), f"newsletters.{name}.utm", path)
+    sunset = _build(SunsetSettings, values.pop("sunset", {}), f"newsletters.{name}.sunset", path)
+    if sunset.after_days < 1 or sunset.min_editions < 1 or sunset.grace_days < 1:
+        raise ConfigError(
+            f"newsletters.{name}.sunset in {_where(path)}: after_days, min_editions and "
+            "grace_days must be at least 1 (set enabled = false to turn the policy off)."
+        )
     nl: NewsletterConfig = _build(
-        NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm
+        NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm, sunset=sunset
     )
     if not is_place_timezone(nl.timezone):
         raise ConfigError(

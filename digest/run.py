@@ -22,6 +22,8 @@ from .delivery.transports import Transport
 from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError
 from .feedback.events import process_pending
+from .feedback.list_health import day_recorded, record_day
+from .feedback.sunset import apply_sunset
 from .invocation import digest_command
 from .readers.signup import process_signups
 from .schedule import Schedule, Slot, SlotStatus, decide
@@ -89,6 +91,9 @@ def run_due(
     started = utcnow()
     try:
         _finish_events(db, report)
+        # Before sending: a reader who lapses today gets no edition today.
+        _sunset(db, config, now, transport, renderer, report)
+        lease.renew()
         _ingest(db, config, lease, report)
         decisions = decide(schedules(db, config), now, last_records(db))
         if any(decision.action == "send" for decision in decisions):
@@ -131,6 +136,38 @@ def run_due(
     finally:
         lease.release()
     return report
+
+
+def _sunset(
+    db: Database,
+    config: Config,
+    now: datetime,
+    transport: Transport,
+    renderer: Renderer | None,
+    report: RunReport,
+) -> None:
+    """Each newsletter's sunset policy; the cold are asked, and list health recorded, once a day."""
+    for newsletter in config.newsletters.values():
+        first_today = not day_recorded(db, newsletter.name, now)
+        if newsletter.sunset.enabled:
+            try:
+                done = apply_sunset(
+                    db,
+                    config,
+                    newsletter,
+                    now,
+                    transport=transport,
+                    renderer=renderer,
+                    ask=first_today,
+                )
+            except DigestError as exc:
+                report.add(f"sunset {newsletter.name}: FAILED: {exc}", failed=True)
+                continue
+            line = done.line()
+            if line:
+                report.add(line, failed=bool(done.errors))
+        if first_today:
+            record_day(db, newsletter, now)
 
 
 def _drain_signups(db: Database, config: Config, transport: Transport, report: RunReport) -> None:

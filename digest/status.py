@@ -25,6 +25,7 @@ from .delivery.send import send_command
 from .delivery.slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
 from .edition.build import edition_slot, slot_edition_ids
 from .feedback.events import unknown_batch_hint, waiting_posts
+from .feedback.sunset import waiting_for_events
 from .invocation import digest_command
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
@@ -45,6 +46,8 @@ class NewsletterStatus:
     due: list[Decision]
     next_slots: list[Slot]
     attention: list[Attention]
+    # What the sunset policy is doing (off, waiting for events, or asking and lapsing).
+    sunset: str = ""
 
     def lines(self) -> list[str]:
         nl = self.newsletter
@@ -62,6 +65,8 @@ class NewsletterStatus:
             lines.append(f"    {slot_label(decision.slot)}: {action}")
         lines.append("  next:")
         lines += [f"    {slot_label(slot)}" for slot in self.next_slots]
+        if self.sunset:
+            lines.append(f"  sunset policy: {self.sunset}")
         lines.append("  needs attention:" if self.attention else "  needs attention: nothing")
         for item in self.attention:
             lines.append(f"    {item.what}: `{item.command}`")
@@ -111,9 +116,31 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
+                sunset=sunset_state(db, nl),
             )
         )
     return Status(now, recent_runs(db), newsletters, *waiting_posts(db))
+
+
+def sunset_state(db: Database, newsletter: NewsletterConfig) -> str:
+    """The sunset policy's state in one line."""
+    if not newsletter.sunset.enabled:
+        return "off"
+    if waiting_for_events(db, newsletter.name):
+        return (
+            "waiting for events: the webhook has reported on no edition yet, so nobody is "
+            "asked or lapsed (is SendGrid's Event Webhook set up?)"
+        )
+    asked, lapsed = db.execute(
+        """SELECT COALESCE(SUM(status = 'active'), 0), COALESCE(SUM(status = 'lapsed'), 0)
+           FROM subscriptions
+           WHERE newsletter = ? AND (asked_at IS NOT NULL OR status = 'lapsed')""",
+        [newsletter.name],
+    ).fetchone()
+    return (
+        f"on: {asked} reader(s) asked and not answered yet, {lapsed} lapsed; "
+        f"`{digest_command()} report --list` has the figures"
+    )
 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:

@@ -15,7 +15,7 @@ from .clock import to_db, utcnow
 from .errors import StoreError
 
 # Where a change to a reader came from ("link": the confirmation link in an email).
-AUDIT_SOURCES = ("form", "link", "one-click", "cli", "import", "webhook")
+AUDIT_SOURCES = ("form", "link", "one-click", "cli", "import", "webhook", "sunset")
 
 migrations = Migrations("digest")
 
@@ -116,7 +116,7 @@ def m002_subscriptions(db: Database) -> None:
     """
     # The values of `SubscriptionStatus` when this migration was written.
     statuses = "'active', 'pending', 'unsubscribed'"
-    sources = ", ".join(f"'{s}'" for s in AUDIT_SOURCES)
+    sources = "'form', 'link', 'one-click', 'cli', 'import', 'webhook'"
     for statement in (
         f"""CREATE TABLE subscriptions (
             id INTEGER PRIMARY KEY,
@@ -410,6 +410,115 @@ def m008_events(db: Database) -> None:
            WHERE action = 'subscription' AND new_status = 'unsubscribed'""",
     ):
         db.execute(statement)
+
+
+@migrations()
+def m014_list_health(db: Database) -> None:
+    """List health: a `lapsed` status, each reader's last human open and click, the sunset's asks.
+
+    `lapsed` (a reader who stopped reading, asked once, and did not answer) joins the statuses
+    of both `subscriptions` and `subscribers`; SQLite cannot change a CHECK constraint, so both
+    tables are rebuilt with their rows, indexes and `subscribers`' AUTOINCREMENT sequence.
+    Subscriptions get `asked_at` (the reconfirm email was claimed), `reconfirm_id` (it left)
+    and `kept_at` (the reader pressed the keep button). `reader_engagement` holds each
+    reader's last human open and click per newsletter (database time text); `list_health`
+    one row of counts per newsletter and day, recorded by `digest run`.
+    """
+    # The values of `SubscriberStatus`, `SubscriptionStatus` and `AUDIT_SOURCES` when this
+    # migration was written; `sunset` is the policy's own changes (asked, lapsed, revived).
+    sources = "'form', 'link', 'one-click', 'cli', 'import', 'webhook', 'sunset'"
+    addresses = "'active', 'pending', 'unsubscribed', 'bounced', 'complained', 'lapsed'"
+    subscriptions = "'active', 'pending', 'unsubscribed', 'lapsed'"
+    sequence = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
+    for statement in (
+        f"""CREATE TABLE subscribers_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            name TEXT NOT NULL DEFAULT '',
+            topics TEXT NOT NULL DEFAULT '',
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({addresses})),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            link_nonce TEXT NOT NULL DEFAULT (lower(hex(randomblob(8)))),
+            legacy_links INTEGER NOT NULL DEFAULT 0
+        )""",
+        """INSERT INTO subscribers_new (id, email, name, topics, timezone, status, created_at,
+               updated_at, link_nonce, legacy_links)
+           SELECT id, email, name, topics, timezone, status, created_at, updated_at,
+               link_nonce, legacy_links FROM subscribers""",
+        "DROP TABLE subscribers",
+        "ALTER TABLE subscribers_new RENAME TO subscribers",
+        "CREATE INDEX subscribers_audience ON subscribers (status, topics, timezone)",
+        "CREATE INDEX subscribers_changed ON subscribers (updated_at)",
+        "CREATE INDEX subscribers_zone ON subscribers (status, timezone, topics)",
+        f"""CREATE TABLE subscriptions_new (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
+            newsletter TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({subscriptions})),
+            confirmation_sent_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            confirm_code TEXT,
+            asked_at TEXT,
+            reconfirm_id TEXT,
+            kept_at TEXT,
+            UNIQUE (subscriber_id, newsletter)
+        )""",
+        """INSERT INTO subscriptions_new (id, subscriber_id, newsletter, status,
+               confirmation_sent_at, created_at, updated_at, confirm_code)
+           SELECT id, subscriber_id, newsletter, status, confirmation_sent_at, created_at,
+               updated_at, confirm_code FROM subscriptions""",
+        "DROP TABLE subscriptions",
+        "ALTER TABLE subscriptions_new RENAME TO subscriptions",
+        "CREATE INDEX subscriptions_audience ON subscriptions (newsletter, status)",
+        "CREATE INDEX subscriptions_changed ON subscriptions (updated_at)",
+        """CREATE INDEX subscriptions_pending ON subscriptions (confirmation_sent_at)
+           WHERE status = 'pending'""",
+        # The few readers asked or lapsed, found without reading a million subscriptions.
+        """CREATE INDEX subscriptions_asked ON subscriptions (newsletter, asked_at)
+           WHERE asked_at IS NOT NULL""",
+        f"""CREATE TABLE audit_new (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            subscriber_id INTEGER,
+            newsletter TEXT,
+            action TEXT NOT NULL,
+            old_status TEXT,
+            new_status TEXT,
+            source TEXT NOT NULL CHECK (source IN ({sources})),
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        "INSERT INTO audit_new SELECT id, at, subscriber_id, newsletter, action, old_status, "
+        "new_status, source, detail FROM audit",
+        "DROP TABLE audit",
+        "ALTER TABLE audit_new RENAME TO audit",
+        "CREATE INDEX audit_subscriber ON audit (subscriber_id, id)",
+        """CREATE INDEX audit_unsubscribes ON audit (newsletter, at)
+           WHERE action = 'subscription' AND new_status = 'unsubscribed'""",
+        """CREATE TABLE reader_engagement (
+            subscriber_id INTEGER NOT NULL,
+            newsletter TEXT NOT NULL,
+            last_open_at TEXT,
+            last_click_at TEXT,
+            PRIMARY KEY (subscriber_id, newsletter)
+        )""",
+        """CREATE TABLE list_health (
+            newsletter TEXT NOT NULL,
+            day TEXT NOT NULL,
+            counts TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            PRIMARY KEY (newsletter, day)
+        )""",
+    ):
+        db.execute(statement)
+    highest = db.execute("SELECT MAX(id) FROM subscribers").fetchone()
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'subscribers'")
+    db.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('subscribers', ?)",
+        [max(sequence[0] if sequence else 0, highest[0] or 0)],
+    )
 
 
 @contextmanager

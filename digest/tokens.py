@@ -16,7 +16,9 @@ from .errors import DigestError
 SALT = "digest.unsubscribe"
 # Confirmation links are signed with their own salt, so an unsubscribe token confirms no one.
 CONFIRM_SALT = "digest.confirm"
-_LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link"}
+# And the keep button of a reconfirm email with its own: a keep link unsubscribes no one.
+KEEP_SALT = "digest.keep"
+_LINK_NAMES = {SALT: "unsubscribe link", CONFIRM_SALT: "confirmation link", KEEP_SALT: "keep link"}
 # Standard base64 into the URL-safe alphabet that itsdangerous signs in.
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 # `<id>.<nonce>.<newsletter>`; before the m005 migration, `<id>.<newsletter>` (no nonce).

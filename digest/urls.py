@@ -1,4 +1,4 @@
-"""The links a reader follows from an email: their own page, preferences and confirmation.
+"""The links a reader follows from an email: their own page, preferences, confirmation, keep.
 
 Every reader-facing URL is made here, so the token scheme and the routes in `web` have one
 place to agree on. Made once per recipient when sending: the signers are made once per object.
@@ -7,7 +7,7 @@ place to agree on. Made once per recipient when sending: the signers are made on
 from __future__ import annotations
 
 from .config import Config
-from .tokens import CONFIRM_SALT, TokenSigner
+from .tokens import CONFIRM_SALT, KEEP_SALT, TokenSigner
 
 # The reader's own page in previews and test sends: no token, so it names and changes nobody.
 PREVIEW_PATH = "/u/preview"
@@ -21,6 +21,7 @@ class ReaderLinks:
         self._prefix = f"{self._site}/u/"
         self._signer = TokenSigner(config.secret_key)
         self._confirm_signer = TokenSigner(config.secret_key, CONFIRM_SALT)
+        self._keep_signer = TokenSigner(config.secret_key, KEEP_SALT)
         self._newsletter = newsletter
 
     def reader_token(self, subscriber_id: int, link_nonce: str) -> str:
@@ -48,3 +49,8 @@ class ReaderLinks:
         """The confirmation link of one sign-up: `code` is the subscription's `confirm_code`."""
         token = self._confirm_signer.make(subscriber_id, code, self._newsletter)
         return f"{self._site}/confirm/{token}"
+
+    def keep_url(self, subscriber_id: int, link_nonce: str) -> str:
+        """The reconfirm email's keep link: a page whose one POST button keeps the reader."""
+        token = self._keep_signer.make(subscriber_id, link_nonce, self._newsletter)
+        return f"{self._site}/keep/{token}"

@@ -28,6 +28,8 @@ from .errors import ConfigError, SubscriberError
 from .feedback.webhook import install_webhook
 from .readers.preferences import (
     ReaderPage,
+    keep_by_link,
+    open_keep_link,
     open_reader_link,
     save_preferences,
     topic_choices,
@@ -272,6 +274,31 @@ def confirm_page(token: str) -> ResponseReturnValue:
 def confirm_link(token: str) -> ResponseReturnValue:
     config = _config()
     return _confirmed_page(config, confirm(_db(), config, token))
+
+
+@readers.get("/keep/<token>")
+def keep_page(token: str) -> ResponseReturnValue:
+    # Scanners and prefetchers open every link in an email: opening this one only shows the
+    # button, so only a person pressing it keeps anyone.
+    page = open_keep_link(_db(), _config(), token)
+    return render_template("keep.html", token=token, page=page, title=_title(page.newsletter))
+
+
+@readers.post("/keep/<token>")
+def keep(token: str) -> ResponseReturnValue:
+    page = keep_by_link(_db(), _config(), token, reader_link=False)
+    return render_template("kept.html", page=page, title=_title(page.newsletter))
+
+
+@readers.post("/u/<token>/resume")
+def resume(token: str) -> ResponseReturnValue:
+    page = keep_by_link(_db(), _config(), token, reader_link=True)
+    notice = (
+        f"{_title(page.newsletter)} will come to your inbox again from the next edition."
+        if page.status == "active"
+        else ""
+    )
+    return _reader_page(token, page, notice=notice)
 
 
 @readers.route(PREVIEW_PATH, methods=["GET", "POST"])

@@ -52,7 +52,7 @@ def test_count_gives_every_status_and_the_total(workdir):
     run("subscribers", "import", "readers.csv")
     run("subscribers", "unsubscribe", "bo@example.com")
     assert run("subscribers", "count").output == (
-        "active\t1\npending\t0\nunsubscribed\t1\nbounced\t0\ncomplained\t0\ntotal\t2\n"
+        "active\t1\npending\t0\nunsubscribed\t1\nbounced\t0\ncomplained\t0\nlapsed\t0\ntotal\t2\n"
     )
     assert run("subscribers", "count", "--newsletter", "weekly").output.endswith("total\t0\n")
 
@@ -75,7 +75,8 @@ def test_export_data_prints_json_about_one_reader(workdir):
 def test_forget_prints_what_was_removed_and_import_then_refuses_the_address(workdir):
     run("subscribers", "import", "readers.csv")
     out = run("subscribers", "forget", "ana@example.com").output
-    assert out.startswith("forgot ana@example.com: removed profile 1, subscriptions 1,")
+    assert out.startswith("forgot ana@example.com: removed profile 1,")
+    assert "subscriptions 1," in out
     again = run("subscribers", "import", "readers.csv")
     assert "ana@example.com was forgotten at their request" in again.output
     assert "ana@example.com" not in run("subscribers", "list").output

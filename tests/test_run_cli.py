@@ -123,6 +123,8 @@ def test_status_shows_recent_slots_what_is_due_and_the_next_slot_per_time_zone(p
         "  next:",
         "    daily Asia/Tokyo 2026-11-03 07:00 (2026-11-02 22:00 UTC)",
         "    daily Europe/London 2026-11-03 07:00 (2026-11-03 07:00 UTC)",
+        "  sunset policy: waiting for events: the webhook has reported on no edition yet, so "
+        "nobody is asked or lapsed (is SendGrid's Event Webhook set up?)",
         "  needs attention: nothing",
     ]
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
-from ..clock import to_db, utcnow
+from ..clock import from_db, to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
 from ..edition.render import STORY_PARAMETER
@@ -32,6 +32,7 @@ from ..errors import LeaseHeldError
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
+from .machines import is_machine_click, is_machine_open
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +310,12 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
     report = report if report is not None else ProcessReport()
     with write_transaction(db):
         row = db.execute(
-            "SELECT body, processed_at FROM webhook_posts WHERE id = ?", [post_id]
+            "SELECT body, processed_at, received_at FROM webhook_posts WHERE id = ?", [post_id]
         ).fetchone()
         if row is None or row[1] is not None:
             return
         items, note = decode_body(row[0] or b"")
-        applier = EventApplier(db, post_id)
+        applier = EventApplier(db, post_id, row[2])
         unusable = 0
         for item in items:
             event = parse_event(item)
@@ -343,20 +344,27 @@ class Delivery(NamedTuple):
     subscriber_id: int
     status: str
     batch_key: str | None
+    # Unix seconds: when the batch was handed over (machines act within seconds of it).
+    sent_at: int | None
 
 
 class EventApplier:
     """Applies the events of one post inside its transaction, remembering what it looked up."""
 
-    def __init__(self, db: Database, post_id: int):
+    def __init__(self, db: Database, post_id: int, received_at: str | None = None):
         self.db = db
         self.post_id = post_id
+        # No event happened after its post arrived: a clock ahead (SendGrid's or a reader's)
+        # cannot make a reader look engaged in our future.
+        self._latest = int(from_db(received_at).timestamp()) if received_at else None
         self.new_events = 0
         self.settled: list[str] = []
         self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
         self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
         self._states: dict[int, tuple[Delivery, str, int, int]] = {}
         self._engagement: dict[int, list] = {}
+        # (subscriber, newsletter) -> [last human open, last human click], Unix seconds.
+        self._readers: dict[tuple[int, str], list[int | None]] = {}
 
     def apply(self, event: Event) -> bool:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
@@ -420,11 +428,15 @@ class EventApplier:
             return None
         if key not in self._deliveries:
             row = self.db.conn.execute(
-                f"""SELECT id, edition_id, subscriber_id, status, batch_key, email
+                f"""SELECT id, edition_id, subscriber_id, status, batch_key, sent_at, email
                     FROM deliveries WHERE {where}""",
                 params,
             ).fetchone()
-            self._deliveries[key] = (Delivery(*row[:5]), row[5]) if row else None
+            self._deliveries[key] = (
+                (Delivery(row[0], row[1], row[2], row[3], row[4], _unix(row[5])), row[6])
+                if row
+                else None
+            )
         found = self._deliveries[key]
         if found is None:
             return None
@@ -477,6 +489,21 @@ class EventApplier:
         # A click is made by a person: it counts as a person's open too.
         tally[2 if event.name == "open" and event.machine_open else 1] += 1
         tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
+        self._note_reader(event, delivery)
+
+    def _note_reader(self, event: Event, delivery: Delivery) -> None:
+        """Keep the reader's last human open or click for the edition's newsletter."""
+        if event.name == "click":
+            human = not is_machine_click(event.occurred_at, delivery.sent_at)
+        else:
+            human = not is_machine_open(event.machine_open, event.occurred_at, delivery.sent_at)
+        edition = self.edition(delivery.edition_id)
+        if not human or edition is None:
+            return
+        at = event.occurred_at if self._latest is None else min(event.occurred_at, self._latest)
+        last = self._readers.setdefault((delivery.subscriber_id, edition[0]), [None, None])
+        slot = 1 if event.name == "click" else 0
+        last[slot] = max(last[slot] or at, at)
 
     def flush(self) -> None:
         """Write the post's states (only ever up the ladder) and engagement (added up)."""
@@ -507,6 +534,20 @@ class EventApplier:
             [
                 (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
                 for d, human, machine, clicks, opened, clicked in self._engagement.values()
+            ],
+        )
+        # Later events win whatever order they arrive in: only ever the latest is kept.
+        self.db.conn.executemany(
+            """INSERT INTO reader_engagement (subscriber_id, newsletter, last_open_at,
+                   last_click_at) VALUES (?, ?, ?, ?)
+               ON CONFLICT (subscriber_id, newsletter) DO UPDATE SET
+                   last_open_at = NULLIF(MAX(COALESCE(last_open_at, ''),
+                                             COALESCE(excluded.last_open_at, '')), ''),
+                   last_click_at = NULLIF(MAX(COALESCE(last_click_at, ''),
+                                              COALESCE(excluded.last_click_at, '')), '')""",
+            [
+                (subscriber_id, newsletter, _db_time(opened), _db_time(clicked))
+                for (subscriber_id, newsletter), (opened, clicked) in self._readers.items()
             ],
         )
 
@@ -575,6 +616,14 @@ def _reader_change(event: Event) -> str | None:
     if event.name == "dropped":
         return DROPPED_LISTS.get(event.reason)
     return None
+
+
+def _unix(text: str | None) -> int | None:
+    return int(from_db(text).timestamp()) if text else None
+
+
+def _db_time(seconds: int | None) -> str | None:
+    return to_db(datetime.fromtimestamp(seconds, UTC)) if seconds is not None else None
 
 
 def _moment(event: Event) -> datetime:

@@ -1,7 +1,9 @@
 """What a reader does from the link in their email: see their subscriptions, leave, or change them.
 
 The link is `<site.url>/u/<token>`, the token naming one reader and the newsletter the email
-came from. Opening it changes nothing; leaving and saving preferences are POSTs.
+came from. Opening it changes nothing; leaving and saving preferences are POSTs. The keep
+link of a reconfirm email (`<site.url>/keep/<token>`, its own signing salt) works the same
+way: opening it shows a button, only the button (a POST) keeps the reader.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from ..errors import SubscriberError
 from ..models import Subscriber
 from ..newsroom.stories import categories_published_since
 from ..store import write_transaction
-from ..tokens import BadTokenError, TokenSigner
+from ..tokens import KEEP_SALT, BadTokenError, TokenSigner
 from .subscribers import subscriber_for_link, update_profile
-from .subscriptions import set_subscription, subscriptions_of
+from .subscriptions import ADDRESS_WIDE, keep_subscription, set_subscription, subscriptions_of
 
 # The forms offer the categories of stories published this recently, and the reader's own.
 TOPICS_WINDOW = timedelta(days=90)
@@ -57,16 +59,37 @@ def check_topics(db: Database, topics: Iterable[str], current: Iterable[str] = (
     return chosen
 
 
-def open_reader_link(db: Database, config: Config, token: str) -> ReaderPage:
+def open_reader_link(
+    db: Database, config: Config, token: str, salt: str | None = None
+) -> ReaderPage:
     """The reader and newsletter a link names. Raises BadTokenError for a forged or stale one."""
-    claim = TokenSigner(config.secret_key).read(token)
+    signer = TokenSigner(config.secret_key, salt) if salt else TokenSigner(config.secret_key)
+    claim = signer.read(token)
     subscriber = subscriber_for_link(db, claim)
     if subscriber is None:
         raise BadTokenError(
-            "This unsubscribe link is not valid any more: the address it was sent to is no "
-            "longer on our list, so there is nothing to unsubscribe."
+            "This link is not valid any more: the address it was sent to is no longer on our "
+            "list, so there is nothing to change."
         )
     return ReaderPage(subscriber, claim.newsletter, subscriptions_of(db, subscriber.id))
+
+
+def open_keep_link(db: Database, config: Config, token: str) -> ReaderPage:
+    """The reader a reconfirm email's keep link names; changes nothing (a GET shows this)."""
+    return open_reader_link(db, config, token, KEEP_SALT)
+
+
+def keep_by_link(db: Database, config: Config, token: str, *, reader_link: bool) -> ReaderPage:
+    """The keep button (or, from the reader's own page, "resume"): they still want it.
+
+    An active reader is not asked any more; a lapsed one is active again. A reader who left
+    the newsletter, or whose address bounced, is not changed (their page says what to do).
+    """
+    page = open_reader_link(db, config, token) if reader_link else open_keep_link(db, config, token)
+    if page.subscriber.status not in ADDRESS_WIDE:
+        source = "form" if reader_link else "link"
+        keep_subscription(db, page.subscriber.id, page.newsletter, utcnow(), source, "kept")
+    return open_reader_link(db, config, token, None if reader_link else KEEP_SALT)
 
 
 def unsubscribe_by_link(db: Database, config: Config, token: str, source: str) -> ReaderPage:

@@ -254,8 +254,11 @@ def _handle(
     else:
         subscriber_id = existing.id
         # The form never changes an existing reader's details: anyone can type any address.
-        already = subscriptions_of(db, subscriber_id).get(chosen.name) == "active"
-        if not already:
+        current = subscriptions_of(db, subscriber_id).get(chosen.name)
+        already = current == "active"
+        # A lapsed reader stays lapsed (never pending, which expires) until they confirm:
+        # anyone may type their address, and only the link in their mailbox brings them back.
+        if not already and current != "lapsed":
             set_subscription(db, subscriber_id, chosen.name, "pending", "form")
     previous = confirmation_state(db, subscriber_id, chosen.name)
     code = None if already else new_nonce()
@@ -344,7 +347,7 @@ def check_confirmation(
         raise BadTokenError(_DEAD_LINK)
     if status == "active":
         return Confirmation(subscriber, claim.newsletter, already=True)
-    if status != "pending":
+    if status not in ("pending", "lapsed"):
         raise BadTokenError(_DEAD_LINK)
     if sent_at is None or from_db(sent_at) < (now or utcnow()) - CONFIRM_FOR:
         raise BadTokenError(

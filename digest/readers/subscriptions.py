@@ -3,7 +3,8 @@
 `subscribers.status` says whether the address may be mailed at all. Bounced and complained
 are set on the address and stay, whatever its subscriptions say. Otherwise the address
 status follows the subscriptions: active if any is active, else pending if any is pending,
-else unsubscribed (the reader left everything). A reader gets newsletter N only when the
+else lapsed if any lapsed (the sunset policy rested them: never an unsubscribe), else
+unsubscribed (the reader left everything). A reader gets newsletter N only when the
 address is active and the subscription to N is active (`ledger.audience_filter`).
 """
 
@@ -27,6 +28,7 @@ class SubscriberStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    LAPSED = "lapsed"
 
 
 class SubscriptionStatus(StrEnum):
@@ -35,6 +37,9 @@ class SubscriptionStatus(StrEnum):
     ACTIVE = "active"
     PENDING = "pending"
     UNSUBSCRIBED = "unsubscribed"
+    # Stopped reading, was asked once and did not answer (`feedback.sunset`): not mailed,
+    # never counted as an unsubscribe, back in one step.
+    LAPSED = "lapsed"
 
 
 # Set on the address, whatever its subscriptions say.
@@ -61,6 +66,8 @@ def set_subscription(
 ) -> bool:
     """Set one subscription (made if missing), roll it up to the address and audit both.
 
+    A reconfirm email's ask ends with any change but lapsing (which keeps when it was asked).
+
     False when the subscription already had that status (nothing is recorded then).
     """
     if not is_status(status, SubscriptionStatus):
@@ -80,7 +87,9 @@ def set_subscription(
             """INSERT INTO subscriptions (subscriber_id, newsletter, status, created_at, updated_at)
                VALUES (:id, :newsletter, :status, :now, :now)
                ON CONFLICT (subscriber_id, newsletter)
-               DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at""",
+               DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+                   asked_at = CASE WHEN excluded.status = 'lapsed' THEN asked_at END,
+                   reconfirm_id = CASE WHEN excluded.status = 'lapsed' THEN reconfirm_id END""",
             {"id": subscriber_id, "newsletter": newsletter, "status": status, "now": now},
         )
         record(
@@ -102,7 +111,7 @@ def roll_up(db: Database, subscriber_id: int, source: str) -> str:
     if current in ADDRESS_WIDE:
         return current
     statuses = set(subscriptions_of(db, subscriber_id).values())
-    wanted = next((s for s in ("active", "pending") if s in statuses), "unsubscribed")
+    wanted = next((s for s in ("active", "pending", "lapsed") if s in statuses), "unsubscribed")
     if wanted != current:
         _set_address(db, subscriber_id, current, wanted, source)
     return wanted
@@ -217,3 +226,78 @@ def delete_subscription(db: Database, subscriber_id: int, newsletter: str) -> No
         "DELETE FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?",
         [subscriber_id, newsletter],
     )
+
+
+def claim_reconfirm(db: Database, subscriber_id: int, newsletter: str, now: datetime) -> bool:
+    """Record that the reconfirm email goes to an active reader now; False if it already went.
+
+    One statement, so that two runs at once cannot both send it. `reconfirm_sent` records
+    that it left; `release_reconfirm` gives the claim back when it did not.
+    """
+    cursor = db.execute(
+        """UPDATE subscriptions SET asked_at = ?, reconfirm_id = NULL
+           WHERE subscriber_id = ? AND newsletter = ? AND status = 'active'
+           AND asked_at IS NULL""",
+        [to_db(now), subscriber_id, newsletter],
+    )
+    return cursor.rowcount == 1
+
+
+def reconfirm_sent(db: Database, subscriber_id: int, newsletter: str, provider_id: str) -> None:
+    with write_transaction(db):
+        db.execute(
+            """UPDATE subscriptions SET reconfirm_id = ?
+               WHERE subscriber_id = ? AND newsletter = ?""",
+            [provider_id or "sent", subscriber_id, newsletter],
+        )
+        record(db, subscriber_id, "reconfirm", "sunset", newsletter=newsletter, detail=provider_id)
+
+
+def release_reconfirm(db: Database, subscriber_id: int, newsletter: str) -> None:
+    """The reconfirm email did not leave (or left unknown long ago): the reader is not asked."""
+    db.execute(
+        """UPDATE subscriptions SET asked_at = NULL, reconfirm_id = NULL
+           WHERE subscriber_id = ? AND newsletter = ? AND status = 'active'""",
+        [subscriber_id, newsletter],
+    )
+
+
+def keep_subscription(
+    db: Database, subscriber_id: int, newsletter: str, now: datetime, source: str, detail: str
+) -> str | None:
+    """The reader wants it (the keep button, or reading again): not asked any more, and active
+    again if they had lapsed. Returns the status it had, or None when there is nothing to keep
+    (no subscription, or one the reader left: only they can take that back, from their page).
+    """
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT status FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?",
+            [subscriber_id, newsletter],
+        ).fetchone()
+        if row is None or row[0] not in ("active", "lapsed"):
+            return None
+        db.execute(
+            """UPDATE subscriptions SET asked_at = NULL, reconfirm_id = NULL,
+                   kept_at = MAX(COALESCE(kept_at, ''), ?)
+               WHERE subscriber_id = ? AND newsletter = ?""",
+            [to_db(now), subscriber_id, newsletter],
+        )
+        if row[0] == "lapsed":
+            set_subscription(db, subscriber_id, newsletter, "active", source)
+        else:
+            record(db, subscriber_id, "kept", source, newsletter=newsletter, detail=detail)
+    return str(row[0])
+
+
+def lapse_subscription(db: Database, subscriber_id: int, newsletter: str) -> bool:
+    """An asked reader who did not answer in time rests: `lapsed`. False if no longer asked."""
+    with write_transaction(db):
+        row = db.execute(
+            """SELECT 1 FROM subscriptions WHERE subscriber_id = ? AND newsletter = ?
+               AND status = 'active' AND reconfirm_id IS NOT NULL""",
+            [subscriber_id, newsletter],
+        ).fetchone()
+        if row is None:
+            return False
+        set_subscription(db, subscriber_id, newsletter, "lapsed", "sunset")
+    return True

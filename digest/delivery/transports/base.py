@@ -29,6 +29,8 @@ class Single(StrEnum):
 
     CONFIRMATION = "confirmation"
     TEST = "test"
+    # "Still want it?" to a reader who stopped reading (`feedback.sunset`).
+    RECONFIRM = "reconfirm"
 
 
 class Transport(Protocol):

@@ -28,5 +28,6 @@ def is_machine_click(clicked_at: int, sent_at: int | None) -> bool:
 
 
 def _too_soon(at: int, sent_at: int | None) -> bool:
-    # Without a send time (an event about mail we did not record) nothing is presumed.
-    return sent_at is not None and at - sent_at < SCANNER_SECONDS
+    # Without a send time (an event about mail we did not record) nothing is presumed; nor
+    # for an event stamped before the send (one clock or the other is wrong).
+    return sent_at is not None and 0 <= at - sent_at < SCANNER_SECONDS

@@ -4,9 +4,10 @@
 enabled. A reader is *cold* when, since their last human open or click (`reader_engagement`,
 kept by `events`; Apple's proxy and link scanners do not count), since they pressed the keep
 button and since their subscription last changed, at least `min_editions` editions reached
-them over at least `after_days`, counting only editions the webhook has reported on (an
-edition it was silent about proves nothing) and not those that bounced, were blocked or
-dropped. With no events at all for a newsletter nobody is cold: the policy waits for them.
+them over at least `after_days` (by the editions' slot times), counting only editions the
+webhook has reported on (an edition it was silent about proves nothing) and not those that
+bounced, were blocked or dropped. With no events at all for a newsletter nobody is cold:
+the policy waits for them.
 
 Each cold reader gets one reconfirm email (claimed before it is sent, so never twice).
 Pressing its keep button (a POST), or a human open or click that happened after their
@@ -102,16 +103,17 @@ def cold_readers(db: Database, newsletter: NewsletterConfig, now: datetime) -> l
             LEFT JOIN reader_engagement g
               ON g.subscriber_id = s.subscriber_id AND g.newsletter = s.newsletter
             JOIN deliveries d ON d.subscriber_id = s.subscriber_id
+            JOIN editions e ON e.id = d.edition_id
             WHERE s.newsletter = :newsletter AND s.status = 'active' AND r.status = 'active'
               AND s.asked_at IS NULL AND d.status = 'sent'
               AND d.edition_id IN ({",".join(str(int(i)) for i in heard)})
-              AND d.sent_at <= :now
-              AND d.sent_at > MAX(s.updated_at, COALESCE(s.kept_at, ''),
+              AND e.slot_at <= :now
+              AND e.slot_at > MAX(s.updated_at, COALESCE(s.kept_at, ''),
                                   COALESCE(g.last_open_at, ''), COALESCE(g.last_click_at, ''))
               AND NOT EXISTS (SELECT 1 FROM delivery_states ds WHERE ds.delivery_id = d.id
                               AND ds.state IN ({",".join(repr(s) for s in NOT_DELIVERED)}))
             GROUP BY s.subscriber_id
-            HAVING COUNT(*) >= :min_editions AND MIN(d.sent_at) <= :silent_since
+            HAVING COUNT(*) >= :min_editions AND MIN(e.slot_at) <= :silent_since
             ORDER BY s.subscriber_id""",
         {
             "newsletter": newsletter.name,

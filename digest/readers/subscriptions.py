@@ -276,11 +276,15 @@ def keep_subscription(
         ).fetchone()
         if row is None or row[0] not in ("active", "lapsed"):
             return None
+        # Keeping covers every edition already sent, whatever the clocks say.
         db.execute(
             """UPDATE subscriptions SET asked_at = NULL, reconfirm_id = NULL,
-                   kept_at = MAX(COALESCE(kept_at, ''), ?)
-               WHERE subscriber_id = ? AND newsletter = ?""",
-            [to_db(now), subscriber_id, newsletter],
+                   kept_at = MAX(COALESCE(kept_at, ''), :now, COALESCE((
+                       SELECT MAX(e.slot_at) FROM deliveries d
+                       JOIN editions e ON e.id = d.edition_id
+                       WHERE d.subscriber_id = :id AND e.newsletter = :newsletter), ''))
+               WHERE subscriber_id = :id AND newsletter = :newsletter""",
+            {"now": to_db(now), "id": subscriber_id, "newsletter": newsletter},
         )
         if row[0] == "lapsed":
             set_subscription(db, subscriber_id, newsletter, "active", source)

@@ -317,6 +317,8 @@ def fixture_context() -> dict:
         "preferences_url": "https://news.test/u/T#preferences",
         "confirm_url": "https://news.test/confirm/T",
         "already_subscribed": False,
+        "keep_url": "https://news.test/keep/T",
+        "lapse_date": "Thursday 10 December 2026",
     }
 
 

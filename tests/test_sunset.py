@@ -1,0 +1,353 @@
+"""The sunset policy's rules and its bad input, each a defined outcome: machines' opens and clicks,
+events out of order or stamped by a wrong clock, runs whose clock went back, a reader both cold
+and bounced, the keep link of a reader who left, and the ways a lapsed reader comes back.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from email import policy
+
+import pytest
+from werkzeug.test import Client
+
+from digest.clock import from_db, to_db
+from digest.config import parse_config
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.edition.checks import has_errors
+from digest.edition.render import Renderer
+from digest.errors import ConfigError
+from digest.feedback.events import process_pending, store_post
+from digest.feedback.machines import SCANNER_SECONDS
+from digest.readers.reconfirm import reconfirm_checks, render_reconfirm
+from digest.readers.signup import confirm, expire_pending, process_signups, sign_up
+from digest.readers.subscribers import add_subscriber, find_subscriber
+from digest.readers.subscriptions import mark_address, subscriptions_of
+from digest.run import run_due
+from digest.web import create_app
+
+from helpers import add_stories, config_data, make_config, story
+
+START = datetime(2026, 3, 2, 7, 5, tzinfo=UTC)
+SUBSCRIBED = "2026-01-01T00:00:00Z"
+POLICY = {"after_days": 14, "min_editions": 10, "grace_days": 7}
+
+
+@pytest.fixture
+def config(tmp_path, migrated_database):
+    import shutil
+
+    config = make_config(tmp_path, newsletter={"sunset": POLICY})
+    shutil.copyfile(migrated_database, config.db_path)
+    return config
+
+
+@pytest.fixture
+def transport(config):
+    return OutboxTransport(config)
+
+
+def reader(db, address: str) -> int:
+    subscriber_id = add_subscriber(db, address).id
+    db.execute(
+        "UPDATE subscriptions SET updated_at = ? WHERE subscriber_id = ?",
+        [SUBSCRIBED, subscriber_id],
+    )
+    return subscriber_id
+
+
+def run_day(db, config, transport, n: int) -> list[str]:
+    now = START + timedelta(days=n)
+    add_stories(db, story(1, at=now))
+    return run_due(db, config, now, transport=transport).lines
+
+
+def post(db, *events: dict, received_at: datetime | None = None) -> None:
+    """Events as the webhook stores them (verified), then processed."""
+    body = json.dumps(list(events)).encode()
+    store_post(db, body, {}, received_at or datetime.now(UTC))
+    process_pending(db)
+
+
+def text_of(path) -> str:
+    """The plain-text part of an .eml the outbox wrote."""
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    return message.get_body(("plain",)).get_content()
+
+
+def event(db, address: str, name: str, at: datetime | int, **fields) -> dict:
+    """An event about the latest delivery to `address`, as SendGrid posts it."""
+    delivery_id, edition_id = db.execute(
+        "SELECT id, edition_id FROM deliveries WHERE email = ? ORDER BY id DESC LIMIT 1",
+        [address],
+    ).fetchone()
+    stamp = at if isinstance(at, int) else int(at.timestamp())
+    return {
+        "email": address,
+        "event": name,
+        "timestamp": stamp,
+        "sg_event_id": f"{address}-{name}-{stamp}-{fields.get('url', '')}",
+        "digest_delivery": str(delivery_id),
+        "digest_edition": str(edition_id),
+        **fields,
+    }
+
+
+def sent_at(db, address: str) -> int:
+    row = db.execute(
+        "SELECT sent_at FROM deliveries WHERE email = ? ORDER BY id DESC LIMIT 1", [address]
+    ).fetchone()
+    return int(from_db(row[0]).timestamp())
+
+
+def engagement(db, subscriber_id: int) -> tuple[str | None, str | None]:
+    row = db.execute(
+        "SELECT last_open_at, last_click_at FROM reader_engagement WHERE subscriber_id = ?",
+        [subscriber_id],
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def status(db, subscriber_id: int) -> str:
+    return subscriptions_of(db, subscriber_id)["daily"]
+
+
+def asks(config) -> list[str]:
+    folder = config.outbox_dir / "reconfirms"
+    return sorted(p.name for p in folder.glob("*.eml")) if folder.exists() else []
+
+
+def silent_weeks(db, config, transport, days: int, *addresses: str) -> None:
+    """`days` days of editions, each heard of by the webhook (a delivered event per reader)."""
+    for n in range(days):
+        run_day(db, config, transport, n)
+        post(
+            db,
+            *(event(db, a, "delivered", START + timedelta(days=n, minutes=1)) for a in addresses),
+        )
+
+
+def test_apple_proxy_opens_and_scanner_clicks_are_not_a_readers_engagement(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    run_day(db, config, transport, 0)
+    sent = sent_at(db, "ana@example.com")
+    url = "https://news.test/story?digest_story=1"
+    post(
+        db,
+        event(db, "ana@example.com", "open", sent + 3600, sg_machine_open=True),
+        event(db, "ana@example.com", "click", sent + 5, url=url),
+        event(db, "ana@example.com", "open", sent + 2),
+    )
+    assert engagement(db, ana) == (None, None)
+    later = datetime.fromtimestamp(sent + 3600, UTC)
+    post(
+        db,
+        event(db, "ana@example.com", "click", sent + SCANNER_SECONDS + 60, url=url),
+        received_at=later,
+    )
+    when = to_db(datetime.fromtimestamp(sent + SCANNER_SECONDS + 60, UTC))
+    # A person's click proves they read it: it is their last open as well as their last click.
+    assert engagement(db, ana) == (None, when)
+
+
+def test_events_out_of_order_keep_the_latest_open_and_click(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    run_day(db, config, transport, 0)
+    late = START + timedelta(days=3)
+    post(db, event(db, "ana@example.com", "open", late))
+    post(db, event(db, "ana@example.com", "open", START + timedelta(days=1)))
+    assert engagement(db, ana)[0] == to_db(late)
+
+
+def test_an_event_stamped_in_the_future_counts_from_when_it_arrived(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    run_day(db, config, transport, 0)
+    before = datetime.now(UTC).replace(microsecond=0)
+    post(db, event(db, "ana@example.com", "open", datetime(2099, 1, 1, tzinfo=UTC)))
+    opened = from_db(engagement(db, ana)[0])
+    assert before <= opened <= datetime.now(UTC)
+
+
+def test_an_event_stamped_before_its_send_is_not_taken_for_a_scanner(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    run_day(db, config, transport, 0)
+    # The machine's clock is ahead of SendGrid's: the open seems to come before the send.
+    post(db, event(db, "ana@example.com", "open", sent_at(db, "ana@example.com") - 30))
+    assert engagement(db, ana)[0] is not None
+
+
+def test_a_silent_reader_is_asked_once_with_the_reconfirm_email(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 14, "ana@example.com")
+    assert asks(config) == []
+    lines = run_day(db, config, transport, 14)
+    assert "sunset daily: 1 asked" in lines
+    assert asks(config) == ["ana@example.com.eml"]
+    message = email.message_from_bytes(
+        (config.outbox_dir / "reconfirms" / "ana@example.com.eml").read_bytes(),
+        policy=policy.default,
+    )
+    assert message["Subject"] == "Still want Test Daily?"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert re.search(r'href="https://news\.test/keep/[^"]+" class="button"', html)
+    assert "prefers-color-scheme: dark" in html
+    assert "https://news.test/keep/" in text and "https://news.test/u/" in text
+    # Later runs, the same day or the next, never ask again.
+    run_due(db, config, START + timedelta(days=14, hours=1), transport=transport)
+    run_day(db, config, transport, 15)
+    assert db.execute("SELECT COUNT(*) FROM audit WHERE action = 'reconfirm'").fetchone()[0] == 1
+    assert status(db, ana) == "active"
+
+
+def test_the_reconfirm_email_passes_the_digests_checks(config):
+    rendered = render_reconfirm(
+        config, Renderer(config.templates_dir), config.newsletter(None), START
+    )
+    findings = reconfirm_checks(config, rendered)
+    assert not has_errors(findings), findings
+    assert "%%" not in rendered.preview(config).html
+
+
+def test_a_run_whose_clock_went_back_neither_lapses_nor_asks_again(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 15, "ana@example.com")
+    assert asks(config) == ["ana@example.com.eml"]
+    asked_at = db.execute("SELECT asked_at FROM subscriptions").fetchone()[0]
+    # The clock jumps back two days, then a month ahead of the grace, then back again.
+    run_due(db, config, START + timedelta(days=12), transport=transport)
+    assert status(db, ana) == "active"
+    assert db.execute("SELECT asked_at FROM subscriptions").fetchone()[0] == asked_at
+    run_due(db, config, START + timedelta(days=21, hours=1), transport=transport)
+    assert status(db, ana) == "lapsed"
+    run_due(db, config, START + timedelta(days=13), transport=transport)
+    assert status(db, ana) == "lapsed"
+    assert len(asks(config)) == 1
+
+
+def test_a_reader_both_cold_and_bounced_is_bounced_never_asked_nor_lapsed(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 10, "ana@example.com")
+    mark_address(db, ana, "bounced", "webhook")
+    for n in range(10, 30):
+        run_day(db, config, transport, n)
+    assert asks(config) == []
+    assert status(db, ana) == "active"
+    assert find_subscriber(db, "ana@example.com").status == "bounced"
+
+
+def test_a_late_open_from_before_the_ask_ends_it(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 15, "ana@example.com")
+    # An open of day 3's edition, days late: the reader was not silent all along.
+    post(db, event(db, "ana@example.com", "open", START + timedelta(days=3, hours=2)))
+    lines = run_day(db, config, transport, 16)
+    assert "sunset daily: 1 kept by reading" in lines
+    for n in range(17, 25):
+        run_day(db, config, transport, n)
+    assert status(db, ana) == "active"
+    assert len(asks(config)) == 1
+
+
+def test_the_keep_link_changes_nothing_for_a_reader_who_left(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 15, "ana@example.com")
+    text = text_of(config.outbox_dir / "reconfirms" / "ana@example.com.eml")
+    keep = "/keep/" + re.search(r"https://news\.test/keep/(\S+)", text).group(1)
+    app = Client(create_app(config, transport))
+    unsubscribe = re.search(r"https://news\.test(/u/\S+)", text).group(1)
+    assert app.post(unsubscribe).status_code == 200
+    assert "nothing to keep" in app.get(keep).get_data(as_text=True)
+    assert "Nothing was changed" in app.post(keep).get_data(as_text=True)
+    assert status(db, ana) == "unsubscribed"
+
+
+def test_a_forged_keep_link_is_refused(config, transport):
+    app = Client(create_app(config, transport))
+    assert app.post("/keep/1.0123456789abcdef.daily.forged").status_code == 400
+
+
+def lapse(db, config, transport, address: str) -> int:
+    subscriber_id = reader(db, address)
+    silent_weeks(db, config, transport, 22, address)
+    assert status(db, subscriber_id) == "lapsed"
+    return subscriber_id
+
+
+def test_a_lapsed_reader_is_neither_unsubscribed_nor_mailed(db, config, transport):
+    ana = lapse(db, config, transport, "ana@example.com")
+    assert find_subscriber(db, "ana@example.com").status == "lapsed"
+    before = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+    run_day(db, config, transport, 22)
+    assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == before
+    unsubscribes = db.execute(
+        "SELECT COUNT(*) FROM audit WHERE new_status = 'unsubscribed' AND subscriber_id = ?",
+        [ana],
+    ).fetchone()[0]
+    assert unsubscribes == 0
+
+
+def test_a_lapsed_reader_comes_back_in_one_press_from_their_page(db, config, transport):
+    ana = lapse(db, config, transport, "ana@example.com")
+    text = text_of(config.outbox_dir / "reconfirms" / "ana@example.com.eml")
+    page = re.search(r"https://news\.test(/u/[^\s#]+)", text).group(1)
+    app = Client(create_app(config, transport))
+    shown = app.get(page).get_data(as_text=True)
+    assert "Send me Test Daily again" in shown
+    assert status(db, ana) == "lapsed"
+    answer = app.post(page + "/resume").get_data(as_text=True)
+    assert "will come to your inbox again" in answer
+    assert status(db, ana) == "active"
+    # Not asked again at once: the silence starts over.
+    for n in range(22, 30):
+        run_day(db, config, transport, n)
+    assert status(db, ana) == "active"
+
+
+def test_a_lapsed_reader_who_signs_up_again_stays_lapsed_until_they_confirm(db, config, transport):
+    ana = lapse(db, config, transport, "ana@example.com")
+    sign_up(db, config, "ana@example.com")
+    process_signups(db, config, transport)
+    assert status(db, ana) == "lapsed"
+    # Nobody confirms for weeks: the lapsed subscription stays, never dropped as a stale one.
+    expire_pending(db, datetime.now(UTC) + timedelta(days=30))
+    assert status(db, ana) == "lapsed"
+    sign_up(db, config, "ana@example.com", now=datetime.now(UTC) + timedelta(days=31))
+    process_signups(db, config, transport, now=datetime.now(UTC))
+    text = text_of(config.outbox_dir / "confirmations" / "ana@example.com.eml")
+    token = re.search(r"https://news\.test/confirm/(\S+)", text).group(1)
+    confirm(db, config, token)
+    assert status(db, ana) == "active"
+
+
+def test_with_the_policy_off_nobody_is_asked(tmp_path, migrated_database):
+    import shutil
+
+    from digest.store import open_db
+
+    config = make_config(tmp_path, newsletter={"sunset": POLICY | {"enabled": False}})
+    shutil.copyfile(migrated_database, config.db_path)
+    db = open_db(config.db_path)
+    transport = OutboxTransport(config)
+    reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 30, "ana@example.com")
+    assert asks(config) == []
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("sunset", "message"),
+    [
+        ({"after_days": 0}, "must be at least 1"),
+        ({"grace_days": "two weeks"}, "must be a number"),
+        ({"after_day": 90}, "Unknown key 'after_day'"),
+        ({"enabled": "no"}, "must be true or false"),
+    ],
+)
+def test_a_bad_sunset_setting_is_refused_by_name(tmp_path, sunset, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(config_data({"sunset": sunset}), tmp_path / "digest.toml", env={})

@@ -42,6 +42,7 @@ from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
+from .feedback.list_health import COUNTS, list_health, list_health_lines
 from .feedback.report import NUMBERS, edition_report, report_lines
 from .feedback.report import _percent as percent
 from .lineup import lineup
@@ -56,6 +57,7 @@ from .preview import (
     slot_variants,
     variant_target,
 )
+from .readers.reconfirm import ReconfirmEmail, reconfirm_checks, render_reconfirm
 from .store import open_db
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
@@ -185,6 +187,9 @@ def create_studio(
     app.add_url_rule("/checks.json", view_func=checks_json)
     app.add_url_rule("/report", view_func=report_page)
     app.add_url_rule("/report.json", view_func=report_json)
+    app.add_url_rule("/list-health", view_func=list_health_page)
+    app.add_url_rule("/list-health.json", view_func=list_health_json)
+    app.add_url_rule("/reconfirm.<any(html, txt):part>", view_func=reconfirm_part)
     app.add_url_rule("/live", view_func=live)
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
@@ -456,6 +461,61 @@ def report_json() -> ResponseReturnValue:
         return jsonify(_report(_query(request.args), request.args))
     except DigestError as exc:
         return jsonify({"error": _error_details(exc)}), _report_status(exc)
+
+
+def _reconfirm(query: Query) -> ReconfirmEmail:
+    config = _state().config()
+    return _state().cached(
+        ("reconfirm", *query.key()),
+        lambda: render_reconfirm(
+            config,
+            Renderer(config.templates_dir),
+            config.newsletter(query.newsletter),
+            query.now,
+        ),
+    )
+
+
+def list_health_page() -> ResponseReturnValue:
+    """`GET /list-health`: the numbers of `digest report --list`, and the reconfirm email."""
+    try:
+        query = _query(request.args)
+        health = list_health(_db(), _state().config(), query.newsletter, query.now)
+        reconfirm = _reconfirm(query)
+    except DigestError as exc:
+        return _page("list_health.html", None, error=_error_details(exc)), 422
+    return _page(
+        "list_health.html",
+        query,
+        health=health,
+        counts=COUNTS,
+        printed="\n".join(list_health_lines(health)),
+        reconfirm=reconfirm,
+        checks=reconfirm_checks(_state().config(), reconfirm),
+    )
+
+
+def list_health_json() -> ResponseReturnValue:
+    """`GET /list-health.json`: the plain data of `digest report --list --json`."""
+    try:
+        query = _query(request.args)
+        return jsonify(list_health(_db(), _state().config(), query.newsletter, query.now))
+    except DigestError as exc:
+        return jsonify({"error": _error_details(exc)}), 422
+
+
+def reconfirm_part(part: str) -> Response:
+    """`GET /reconfirm.html` and `.txt`: the reconfirm email as a reader gets it, links inert."""
+    try:
+        query = _query(request.args)
+        preview = _reconfirm(query).preview(_state().config())
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=422, mimetype="text/plain")
+    if part == "txt":
+        return Response(preview.text, mimetype="text/plain")
+    response = Response(preview.html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = EMAIL_CSP
+    return response
 
 
 def live() -> Response:

@@ -351,3 +351,30 @@ def test_with_the_policy_off_nobody_is_asked(tmp_path, migrated_database):
 def test_a_bad_sunset_setting_is_refused_by_name(tmp_path, sunset, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(config_data({"sunset": sunset}), tmp_path / "digest.toml", env={})
+
+
+def test_the_studio_shows_list_health_as_the_command_counts_it_and_previews_the_email(
+    db, config, transport
+):
+    from digest.feedback.list_health import list_health
+    from digest.studio import create_studio
+
+    lapse(db, config, transport, "ana@example.com")
+    reader(db, "bo@example.com")
+    now = START + timedelta(days=22)
+    studio = create_studio(lambda: config, transport, now=now).test_client()
+    page = studio.get("/list-health").get_data(as_text=True)
+    counts = list_health(db, config, None, now)["counts"]
+    row = page[page.index('<tr class="list-now">') :]
+    row = row[: row.index("</tr>")]
+    shown = {k: int(v) for k, v in re.findall(r'<td data-count="(\w+)">(\d+)</td>', row)}
+    assert shown == counts
+    assert (counts["subscriptions"], counts["lapsed"], counts["active"]) == (2, 1, 1)
+    assert studio.get("/list-health.json").get_json()["counts"] == counts
+    assert "Still want Test Daily?" in page and "check-error" not in page
+    email_html = studio.get("/reconfirm.html")
+    assert "frame-ancestors 'self'" in email_html.headers["Content-Security-Policy"]
+    body = email_html.get_data(as_text=True)
+    assert "https://news.test/u/preview" in body and "%%" not in body
+    assert "/keep/" not in body
+    assert "Hello," in studio.get("/reconfirm.txt").get_data(as_text=True)

@@ -378,3 +378,54 @@ def test_the_studio_shows_list_health_as_the_command_counts_it_and_previews_the_
     assert "https://news.test/u/preview" in body and "%%" not in body
     assert "/keep/" not in body
     assert "Hello," in studio.get("/reconfirm.txt").get_data(as_text=True)
+
+
+def test_the_migration_keeps_every_reader_their_ids_and_the_id_sequence(tmp_path):
+    from sqlite_utils import Database
+
+    from digest.store import migrations, open_db
+
+    path = tmp_path / "old.db"
+    old = Database(path)
+    migrations.apply(old, stop_before=["m014_list_health"])
+    now = to_db(datetime.now(UTC))
+    for row_id, address, state in (
+        (3, "ana@example.com", "active"),
+        (9, "bo@example.com", "bounced"),
+    ):
+        old.execute(
+            """INSERT INTO subscribers (id, email, status, created_at, updated_at, link_nonce)
+               VALUES (?, ?, ?, ?, ?, 'abcdef0123456789')""",
+            [row_id, address, state, now, now],
+        )
+        old.execute(
+            """INSERT INTO subscriptions (subscriber_id, newsletter, status, created_at,
+               updated_at, confirm_code) VALUES (?, 'daily', 'active', ?, ?, 'code')""",
+            [row_id, now, now],
+        )
+    # A reader since forgotten had id 12: no new reader may ever get it.
+    old.execute("UPDATE sqlite_sequence SET seq = 12 WHERE name = 'subscribers'")
+    old.close()
+    db = open_db(path)
+    rows = db.execute(
+        "SELECT id, email, status, link_nonce FROM subscribers ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        (3, "ana@example.com", "active", "abcdef0123456789"),
+        (9, "bo@example.com", "bounced", "abcdef0123456789"),
+    ]
+    assert db.execute("SELECT confirm_code, asked_at FROM subscriptions").fetchall() == [
+        ("code", None),
+        ("code", None),
+    ]
+    assert add_subscriber(db, "cy@example.com").id == 13
+    db.close()
+
+
+def test_status_tells_how_many_are_asked_once_events_arrive(db, config, transport):
+    from digest.status import digest_status
+
+    reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 15, "ana@example.com")
+    [newsletter] = digest_status(db, config, START + timedelta(days=15)).newsletters
+    assert newsletter.sunset.startswith("on: 1 reader(s) asked and not answered yet, 0 lapsed")

@@ -358,7 +358,7 @@ def check_confirmation(
 
 
 def confirm(db: Database, config: Config, token: str, now: datetime | None = None) -> Confirmation:
-    """The confirmation button: the pending subscription the link names becomes active.
+    """The confirmation button: the pending (or lapsed) subscription the link names becomes active.
 
     Confirming again changes nothing (`already` is then True).
     """

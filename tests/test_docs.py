@@ -286,3 +286,22 @@ def test_every_command_the_docs_show_exists_with_the_options_they_give_it(invoca
         elif target is cli and re.fullmatch(r"[a-z]+", word):
             pytest.fail(f"`{invocation}`: digest has no command {word!r}")
     assert target is not cli or not words or words[0].startswith("-") or words == ["--help"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        path
+        for path in (REPO / "digest").rglob("*.py")
+        if path.stem not in ("__init__", "__main__") and "shipped" not in path.parts
+    ),
+    ids=lambda p: str(p.relative_to(REPO / "digest")),
+)
+def test_every_module_is_named_by_its_family(module):
+    family = module.parent
+    while not (family / "__init__.py").exists() or family.name == "transports":
+        family = family.parent
+    docstring = ast.get_docstring(ast.parse((family / "__init__.py").read_text("utf-8")))
+    assert f"`{module.stem}`" in (docstring or ""), (
+        f"{family.name}/__init__.py does not name `{module.stem}`: say what it does there"
+    )

@@ -1,4 +1,8 @@
 """Feedback: what came back from a send (SendGrid's Event Webhook) and the report of an edition.
 
 May import delivery, readers, the edition, the newsroom and the core; never the shells.
+
+Modules: `webhook` (the receiver), `events` (posts stored, then processed), `machines`
+(whether an open or click was a person's), `report` (`digest report`), `sunset` (the cold
+asked once, then lapsed), `list_health` (`digest report --list`).
 """

@@ -344,8 +344,8 @@ class Delivery(NamedTuple):
     subscriber_id: int
     status: str
     batch_key: str | None
-    # Unix seconds: when the batch was handed over (machines act within seconds of it).
-    sent_at: int | None
+    # When the batch was handed over (machines act within seconds of it), as stored.
+    sent_at: str | None
 
 
 class EventApplier:
@@ -432,11 +432,7 @@ class EventApplier:
                     FROM deliveries WHERE {where}""",
                 params,
             ).fetchone()
-            self._deliveries[key] = (
-                (Delivery(row[0], row[1], row[2], row[3], row[4], _unix(row[5])), row[6])
-                if row
-                else None
-            )
+            self._deliveries[key] = (Delivery(*row[:6]), row[6]) if row else None
         found = self._deliveries[key]
         if found is None:
             return None
@@ -493,10 +489,11 @@ class EventApplier:
 
     def _note_reader(self, event: Event, delivery: Delivery) -> None:
         """Keep the reader's last human open or click for the edition's newsletter."""
+        sent_at = _unix(delivery.sent_at)
         if event.name == "click":
-            human = not is_machine_click(event.occurred_at, delivery.sent_at)
+            human = not is_machine_click(event.occurred_at, sent_at)
         else:
-            human = not is_machine_open(event.machine_open, event.occurred_at, delivery.sent_at)
+            human = not is_machine_open(event.machine_open, event.occurred_at, sent_at)
         edition = self.edition(delivery.edition_id)
         if not human or edition is None:
             return

@@ -429,3 +429,17 @@ def test_status_tells_how_many_are_asked_once_events_arrive(db, config, transpor
     silent_weeks(db, config, transport, 15, "ana@example.com")
     [newsletter] = digest_status(db, config, START + timedelta(days=15)).newsletters
     assert newsletter.sunset.startswith("on: 1 reader(s) asked and not answered yet, 0 lapsed")
+
+
+def test_saving_preferences_keeps_a_lapsed_newsletter_lapsed_unless_it_is_ticked(
+    db, config, transport
+):
+    ana = lapse(db, config, transport, "ana@example.com")
+    text = text_of(config.outbox_dir / "reconfirms" / "ana@example.com.eml")
+    page = re.search(r"https://news\.test(/u/[^\s#]+)", text).group(1)
+    app = Client(create_app(config, transport))
+    assert app.post(page + "/preferences", data={"timezone": "UTC"}).status_code == 200
+    assert status(db, ana) == "lapsed"
+    form = {"timezone": "UTC", "newsletters": "daily"}
+    assert app.post(page + "/preferences", data=form).status_code == 200
+    assert status(db, ana) == "active"

@@ -337,6 +337,13 @@ def check(state: State, newsletter: str | None, now: str | None) -> None:
     is_flag=True,
     help="Allow a non-loopback --host: the studio shows readers' addresses and has no login.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_host_names",
+    multiple=True,
+    metavar="NAME",
+    help="With --allow-remote: a host name the studio is reached by (repeatable).",
+)
 @newsletter_option
 @moment_option
 @pass_state
@@ -345,18 +352,25 @@ def studio(
     host: str,
     port: int,
     allow_remote: bool,
+    allowed_host_names: tuple[str, ...],
     newsletter: str | None,
     now: str | None,
 ) -> None:
     """Run the editors' studio: every reader's next email, live, with checks and test sends."""
     from .delivery.transports import make_transport
-    from .studio import is_loopback, serve_studio
+    from .studio import allowed_hosts, is_loopback, serve_studio
 
     if not is_loopback(host) and not allow_remote:
         raise click.ClickException(
             f"--host {host} would open the studio to other machines: it shows readers' "
             "addresses, pins stories and sends test emails, with no login. Add --allow-remote "
             "if this network is trusted, or keep the default 127.0.0.1 (an SSH tunnel works)."
+        )
+    if allow_remote and not allowed_hosts(host, allowed_host_names):
+        raise click.ClickException(
+            f"--host {host} listens on every address, and the studio answers only to the "
+            "names it is told (no DNS rebinding): add --allowed-host NAME for each name or "
+            "address editors type in their browser, e.g. --allowed-host studio.newsroom.lan."
         )
     config = state.config
     if newsletter:
@@ -372,6 +386,7 @@ def studio(
         make_transport(config),
         host,
         port,
+        allowed_host_names=allowed_host_names,
         newsletter=newsletter,
         now=_now(now) if now else None,
     )

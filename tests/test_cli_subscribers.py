@@ -116,3 +116,20 @@ def test_add_refuses_a_non_ascii_local_part_in_one_line(workdir):
     assert "Error: invalid address 'josé@example.com': neither SendGrid nor the outbox" in (
         result.output
     )
+
+
+def test_export_data_of_a_reader_with_webhook_events_is_json(workdir):
+    from digest.clock import utcnow
+    from digest.feedback.events import process_pending, store_post
+
+    run("subscribers", "import", "readers.csv")
+    db = open_db(workdir / "digest.db")
+    body = json.dumps(
+        [{"email": "ana@example.com", "event": "spamreport", "timestamp": 1700000000}]
+    )
+    store_post(db, body.encode(), {}, utcnow())
+    process_pending(db)
+    db.close()
+    data = json.loads(run("subscribers", "export-data", "ana@example.com").output)
+    [event] = data["events"]
+    assert event["event"] == "spamreport" and len(event["natural_key"]) == 32

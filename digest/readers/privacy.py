@@ -54,8 +54,14 @@ def export_data(db: Database, email: str) -> dict[str, object]:
     }
     for table, column in personal_tables(db):
         where, value = _reader_rows(table, column, subscriber)
-        data[table] = list(db.query(f"SELECT * {where} ORDER BY rowid", [value]))
+        rows = db.query(f"SELECT * {where} ORDER BY rowid", [value])
+        data[table] = [{key: _plain(cell) for key, cell in row.items()} for row in rows]
     return data
+
+
+def _plain(value: object) -> object:
+    """A column's value as JSON holds it: a BLOB (an event's natural key) as hex text."""
+    return value.hex() if isinstance(value, bytes) else value
 
 
 def erase_reader(db: Database, subscriber: Subscriber) -> dict[str, int]:

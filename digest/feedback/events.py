@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
+from ..addresses import lookup_form
 from ..clock import to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
@@ -52,12 +53,15 @@ DROPPED_LISTS = {
     "Spam Reporting Address": "complained",
     "Unsubscribed Address": "unsubscribed",
 }
+CUSTOM_ARG_PREFIX = "digest_"
 EVENTS_LEASE = "events"
 # Longer than any one post takes; renewed after every post.
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
 PROCESSING_CACHE_KB = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# How an internationalized domain's labels begin in the ASCII form SendGrid reports.
+ASCII_LABEL = "xn--"
 
 
 class Event(NamedTuple):
@@ -79,6 +83,8 @@ class Event(NamedTuple):
     reason: str
     classification: str
     smtp_status: str
+    # It carried `digest_*` custom args: mail from a batch of ours, or of another database's.
+    tagged: bool = False
 
     @property
     def state(self) -> str | None:
@@ -163,6 +169,7 @@ def parse_event(item: Any) -> Event | None:
         reason=_text(item.get("reason") or item.get("response")),
         classification=_text(item.get("bounce_classification"), 60),
         smtp_status=_text(item.get("status"), 20),
+        tagged=any(isinstance(k, str) and k.startswith(CUSTOM_ARG_PREFIX) for k in item),
     )
     # JSON may carry lone surrogates ("\ud800"), which no UTF-8 column can hold.
     try:
@@ -362,10 +369,14 @@ class EventApplier:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
         delivery = self.delivery(event)
         edition = self.edition(delivery.edition_id) if delivery else None
-        # Mail outside our batches (a confirmation) is tied to its reader by address. An
-        # event about no reader keeps no text that could hold an address: nothing would
-        # ever remove it.
-        reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
+        # Mail outside our batches (a confirmation, which carries no `digest_*` args) is tied
+        # to its reader by address; mail with ids this database never issued (a staging copy
+        # on the same SendGrid account) is tied to no one. An event about no reader keeps no
+        # text that could hold an address: nothing would ever remove it.
+        if delivery is not None:
+            reader: int | None = delivery.subscriber_id
+        else:
+            reader = None if event.tagged else self._subscriber(event.email)
         story_id = story_of(event.url)
         if story_id is not None and (edition is None or story_id not in edition[1]):
             story_id = None
@@ -431,7 +442,7 @@ class EventApplier:
         delivery, address = found
         # Another database's ids (a staging copy on the same SendGrid account) never match
         # both the address and the edition.
-        if address.casefold() != event.email.casefold():
+        if not same_mailbox(address, event.email):
             return None
         if event.edition_id is not None and event.edition_id != delivery.edition_id:
             return None
@@ -558,7 +569,21 @@ class EventApplier:
 
     def _subscriber(self, email: str) -> int | None:
         row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
+        if row is None and ASCII_LABEL in email.casefold():
+            # Sent to `ana@xn--bcher-kva.de`, stored as `ana@bücher.de`.
+            row = self.db.conn.execute(
+                "SELECT id FROM subscribers WHERE email = ?", [lookup_form(email)]
+            ).fetchone()
         return row[0] if row else None
+
+
+def same_mailbox(stored: str, reported: str) -> bool:
+    """Whether an event's address is a stored one: as stored, or as sent (an IDN's ASCII form)."""
+    if stored.casefold() == reported.casefold():
+        return True
+    return ASCII_LABEL in reported.casefold() and (
+        lookup_form(reported).casefold() == stored.casefold()
+    )
 
 
 def _reader_change(event: Event) -> str | None:

@@ -480,6 +480,22 @@ def report(
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 
+@cli.group(cls=DigestGroup)
+def webhook() -> None:
+    """SendGrid's Event Webhook posts stored here."""
+
+
+@webhook.command("discard")
+@click.argument("post_id", metavar="ID", type=int)
+@pass_state
+def webhook_discard(state: State, post_id: int) -> None:
+    """Give up on stored post ID that cannot be processed (`digest status` names it)."""
+    from .feedback.events import discard_post
+
+    note = discard_post(state.db(), post_id)
+    click.echo(terminal_text(f"discarded webhook post {post_id} ({note}); its body is gone"))
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -639,9 +655,12 @@ def subscribers_export_data(state: State, email: str) -> None:
 @pass_state
 def subscribers_forget(state: State, email: str) -> None:
     """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
+    from .feedback.events import erase_address_from_posts
     from .readers.privacy import forget
 
-    click.echo(terminal_text(forget(state.db(), email, state.config.outbox_dir).summary()))
+    erasers = {"webhook posts": erase_address_from_posts}
+    report = forget(state.db(), email, state.config.outbox_dir, erasers)
+    click.echo(terminal_text(report.summary()))
 
 
 @cli.group(cls=DigestGroup)

@@ -90,6 +90,11 @@ class Status:
             lines.append(
                 f"webhook: {self.posts_waiting} post(s) stored but not processed{why}; "
                 f"`{digest_command()} run` processes them"
+                + (
+                    f", or `{digest_command()} webhook discard ID` gives one up"
+                    if self.posts_note
+                    else ""
+                )
             )
         for newsletter in self.newsletters:
             lines += ["", *newsletter.lines()]

@@ -412,6 +412,19 @@ def m008_events(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m009_webhook_post_guards(db: Database) -> None:
+    """Each webhook body is stored once (`body_sha256`: a replayed post is answered, not stored
+    again), and a post given up on (`failed_at`: unreadable, or discarded by hand) is no
+    longer pending."""
+    for statement in (
+        "ALTER TABLE webhook_posts ADD COLUMN body_sha256 TEXT",
+        "ALTER TABLE webhook_posts ADD COLUMN failed_at TEXT",
+        "CREATE UNIQUE INDEX webhook_posts_body ON webhook_posts (body_sha256)",
+    ):
+        db.execute(statement)
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

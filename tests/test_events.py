@@ -504,8 +504,9 @@ def test_status_tells_of_posts_stored_but_not_processed_and_why_one_failed(db, c
         "UPDATE webhook_posts SET note = 'processing failed: KeyError: x' WHERE id = ?", [post]
     )
     assert (
-        "webhook: 1 post(s) stored but not processed (processing failed: KeyError: x; the log "
-        "has the rest); `digest run` processes them"
+        f"webhook: 1 post(s) stored but not processed (post {post}: processing failed: KeyError: "
+        "x; the log has the rest); `digest run` processes them, or `digest webhook discard ID` "
+        "gives one up"
     ) in digest_status(db, config, NOW).lines()
     process_pending(db)
     assert not any(line.startswith("webhook:") for line in digest_status(db, config, NOW).lines())

@@ -549,3 +549,14 @@ def test_processing_posts_leaves_the_connections_cache_as_it_was(db):
     before = db.execute("PRAGMA cache_size").fetchone()[0]
     process_pending(db)
     assert db.execute("PRAGMA cache_size").fetchone()[0] == before
+
+
+def test_rates_never_pass_100_percent_and_the_report_says_which_were_capped():
+    from digest.feedback.report import over_base, rates
+
+    numbers = dict.fromkeys(
+        ["sent", "delivered", "bounced", "blocked", "opens", "human_opens", "clicks"], 0
+    ) | {"sent": 20, "delivered": 10, "unsubscribes": 12, "complaints": 1}
+    assert rates(numbers)["unsubscribed"] == 1.0
+    assert rates(numbers)["complained"] == 0.1
+    assert over_base(numbers) == ["unsubscribes (12) outnumber delivered (10)"]

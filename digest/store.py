@@ -413,11 +413,13 @@ def m008_events(db: Database) -> None:
 
 
 @migrations()
-def m009_webhook_post_guards(db: Database) -> None:
+def m009_guards(db: Database) -> None:
     """Each webhook body is stored once (`body_sha256`: a replayed post is answered, not stored
     again), and a post given up on (`failed_at`: unreadable, or discarded by hand) is no
-    longer pending."""
+    longer pending. A sign-up whose confirmation email could not be sent stays queued with
+    its `error`, tried again, and shown by `digest status`."""
     for statement in (
+        "ALTER TABLE signup_requests ADD COLUMN error TEXT",
         "ALTER TABLE webhook_posts ADD COLUMN body_sha256 TEXT",
         "ALTER TABLE webhook_posts ADD COLUMN failed_at TEXT",
         "CREATE UNIQUE INDEX webhook_posts_body ON webhook_posts (body_sha256)",

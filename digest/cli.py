@@ -38,6 +38,12 @@ class DigestGroup(click.Group):
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise click.ClickException(
+                    f"The disk holding the database is full ({exc}). What was being written was "
+                    "rolled back and nothing else changed; free some space and run the command "
+                    "again."
+                ) from None
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             raise click.ClickException(

@@ -126,7 +126,9 @@ def forget(
         counts = ", ".join(f"{table} {n}" for table, n in report.removed.items())
         record(db, None, "forgotten", "cli", detail=counts or "not on the list")
     if outbox_dir is not None:
-        for name in _eml_names(report.address):
+        # And a temp file a crash or a full disk left behind.
+        names = {n for name in _eml_names(report.address) for n in (name, f".{name}.tmp")}
+        for name in names:
             for path in Path(outbox_dir).glob(f"*/{glob.escape(name)}"):
                 path.unlink()
                 report.outbox_files += 1

@@ -486,6 +486,51 @@ def report(
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--daily",
+    is_flag=True,
+    help="Today's backup in [backup] dir unless there already, and old ones removed (cron).",
+)
+@pass_state
+def backup(state: State, file: Path | None, daily: bool) -> None:
+    """Copy the database to FILE, consistently while others write, then check the copy."""
+    from .backups import backup as take_backup
+    from .backups import daily_backup
+
+    if (file is None) == (not daily):
+        raise click.UsageError("Give FILE, or --daily (which uses [backup] dir), not both.")
+    config = state.config
+    if file is not None:
+        size = take_backup(config.db_path, file)
+        click.echo(f"backed up {config.db_path} to {file} ({size} bytes, integrity ok)")
+        return
+    if config.backup_dir is None:
+        return  # no [backup] dir: the daily backup is off
+    for line in daily_backup(config.db_path, config.backup_dir, config.backup.keep_days, utcnow()):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the database that exists (stop digest serve and cron first); it is kept.",
+)
+@pass_state
+def restore(state: State, file: Path, force: bool) -> None:
+    """Replace the database with the backup FILE, once it is checked whole and of a known schema."""
+    from .backups import restore as restore_backup
+
+    db_path = state.config.db_path
+    kept = restore_backup(file, db_path, force=force)
+    click.echo(
+        f"restored {file} into {db_path}" + (f"; the replaced one is {kept}" if kept else "")
+    )
+
+
 @cli.group(cls=DigestGroup)
 def webhook() -> None:
     """SendGrid's Event Webhook posts stored here."""

@@ -145,6 +145,15 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """The daily backup `cron/digest-run` takes (`digest backup --daily`): where, how long kept."""
+
+    # A folder (relative to digest.toml); empty: no daily backup.
+    dir: str = ""
+    keep_days: int = 14
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -159,6 +168,15 @@ class Config:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
     source_path: Path | None = None
+    backup: BackupSettings = field(default_factory=BackupSettings)
+
+    @property
+    def backup_dir(self) -> Path | None:
+        """Where the daily backups go, or None when `[backup] dir` is not set."""
+        if not self.backup.dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.backup.dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -281,6 +299,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         "ingest",
         "signup",
         "newsletters",
+        "backup",
     }
     for key in data:
         if key not in known_sections:
@@ -306,6 +325,9 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    backup = _build(BackupSettings, data.get("backup", {}), "backup", path)
+    if backup.keep_days < 1:
+        raise ConfigError(f"backup.keep_days in {_where(path)} must be at least 1.")
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -358,6 +380,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         ingest=ingest,
         signup=signup,
         source_path=path,
+        backup=backup,
     )
 
 

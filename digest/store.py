@@ -468,6 +468,11 @@ def open_db(path: str | Path) -> Database:
     return db
 
 
+def known_schema() -> list[str]:
+    """The names of every migration this version of digest has, oldest first."""
+    return [m.name for m in migrations.pending(Database(memory=True))]
+
+
 def schema_version(db: Database) -> list[str]:
     """The names of the migrations applied, oldest first."""
     return [m.name for m in migrations.applied(db)]

@@ -41,8 +41,8 @@ class DigestGroup(click.Group):
             if "full" in str(exc):
                 raise click.ClickException(
                     f"The disk holding the database is full ({exc}). What was being written was "
-                    "rolled back and nothing else changed; free some space and run the command "
-                    "again."
+                    "rolled back and the database is consistent; free some space and run the "
+                    "command again (`digest status` shows where a send stands)."
                 ) from None
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise

@@ -64,6 +64,7 @@ def restore(source: Path, db_path: Path, *, force: bool = False) -> Path | None:
             )
         kept = db_path.with_name(f"{db_path.name}.before-restore-{utcnow():%Y%m%dT%H%M%SZ}")
         backup(db_path, kept)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         _copy(source, db_path)
     except sqlite3.Error as exc:

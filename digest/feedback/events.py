@@ -30,6 +30,7 @@ from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
 from ..edition.render import STORY_PARAMETER
 from ..errors import DigestError, LeaseHeldError, NotFoundError
+from ..invocation import digest_command
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
@@ -279,7 +280,9 @@ def discard_post(db: Database, post_id: int) -> str:
             "SELECT processed_at, note FROM webhook_posts WHERE id = ?", [post_id]
         ).fetchone()
         if row is None:
-            raise NotFoundError(f"No webhook post {post_id}; `digest status` names those waiting.")
+            raise NotFoundError(
+                f"No webhook post {post_id}; `{digest_command()} status` names those waiting."
+            )
         if row[0] is not None:
             raise DigestError(f"Webhook post {post_id} was already processed ({row[1] or 'ok'}).")
         now = to_db(utcnow())

@@ -118,6 +118,14 @@ def newsletter_option(function: Command) -> Command:
     )(function)
 
 
+def force_option(function: Command) -> Command:
+    return click.option(
+        "--force",
+        is_flag=True,
+        help="Send variants whose checks found errors as they are; recorded with your user name.",
+    )(function)
+
+
 def _now(value: str | None) -> datetime:
     return parse_moment(value) if value else utcnow()
 
@@ -185,6 +193,7 @@ def ingest(state: State, sources: tuple[str, ...]) -> None:
     metavar="TZ",
     help="Only readers in this time zone, at the slot read in it (as `digest run` sends).",
 )
+@force_option
 @pass_state
 def send(
     state: State,
@@ -194,6 +203,7 @@ def send(
     retry_failed: bool,
     resend_unknown: bool,
     timezone: str | None,
+    force: bool,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
     from .delivery.send import send_newsletter
@@ -212,6 +222,7 @@ def send(
             retry_failed=retry_failed,
             resend_unknown=resend_unknown,
             timezone=check_timezone(timezone) if timezone else None,
+            force=force,
             progress=progress,
         )
     for message in report.warnings:
@@ -414,21 +425,62 @@ def init(directory: str) -> None:
 
 @cli.command("run")
 @moment_option
+@force_option
 @pass_state
-def run_command(state: State, now: str | None) -> None:
+def run_command(state: State, now: str | None, force: bool) -> None:
     """Ingest the sources, then send every newsletter slot that is due (cron runs this).
 
-    Prints one line per action, or `nothing due`; exits 1 only if something failed. A run
-    started while another holds the lease says so and does nothing.
+    Prints one line per action, or `nothing due`; exits 1 if something failed or a variant's
+    checks found an error (that variant is held, the others go). A run started while another
+    holds the lease says so and does nothing.
     """
     from .delivery.transports import make_transport
     from .run import run_due
 
-    report = run_due(state.db(), state.config, _now(now), transport=make_transport(state.config))
+    report = run_due(
+        state.db(), state.config, _now(now), transport=make_transport(state.config), force=force
+    )
     for line in report.lines:
         click.echo(line)
     if report.failed:
         sys.exit(1)
+
+
+@cli.command("hold")
+@click.argument("newsletter")
+@click.option("--zone", metavar="TZ", help="Only the readers in this time zone; default: all.")
+@click.option("--until", metavar="ISO", help="Release by itself at this time; default: never.")
+@pass_state
+def hold_command(state: State, newsletter: str, zone: str | None, until: str | None) -> None:
+    """Hold NEWSLETTER: `digest run` and `digest send` send none of it until released."""
+    from .delivery.holds import hold
+    from .invocation import os_user
+    from .zones import check_timezone
+
+    name = state.config.newsletter(newsletter).name
+    held = hold(
+        state.db(),
+        name,
+        check_timezone(zone) if zone else None,
+        parse_moment(until, "--until") if until else None,
+        os_user(),
+    )
+    click.echo(f"{held.describe()}; `{held.release_command()}` lets it go.")
+
+
+@cli.command("release")
+@click.argument("newsletter")
+@click.option("--zone", metavar="TZ", help="Only the hold on this time zone; default: every one.")
+@pass_state
+def release_command(state: State, newsletter: str, zone: str | None) -> None:
+    """Release NEWSLETTER's holds: the next run sends its slots still within grace."""
+    from .delivery.holds import release
+    from .invocation import os_user
+    from .zones import check_timezone
+
+    name = state.config.newsletter(newsletter).name
+    for held in release(state.db(), name, check_timezone(zone) if zone else None, os_user()):
+        click.echo(f"released: {held.describe()}")
 
 
 @cli.command()

@@ -7,22 +7,31 @@ readers' time zones, and any failed or unknown deliveries with the command that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
 from .clock import from_db
 from .config import Config, NewsletterConfig
+from .delivery.holds import active_holds
 from .delivery.ledger import (
     DeliveryStatus,
+    audience_variants,
     edition_counts,
     failed_by_edition,
     tally,
     unknown_batches,
 )
 from .delivery.send import send_command
-from .delivery.slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
+from .delivery.slots import (
+    RunRecord,
+    SlotRecord,
+    last_records,
+    recent_runs,
+    recent_slots,
+    slot_record,
+)
 from .edition.build import edition_slot, slot_edition_ids
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
@@ -38,6 +47,98 @@ class Attention:
     command: str
 
 
+def span(length: timedelta) -> str:
+    """A length of time as people read it on a desk: "5 h 12 m", "40 m", "2 d 3 h"."""
+    minutes = int(abs(length).total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} m" if hours else f"{minutes} m"
+
+
+def missed_at(deadline: datetime, now: datetime) -> str:
+    """When a slot not sent is (or was) missed: "missed at 13:00 UTC, in 5 h 12 m"."""
+    when = f"{deadline:%Y-%m-%d %H:%M} UTC"
+    if deadline > now:
+        return f"missed at {when}, in {span(deadline - now)}"
+    return f"missed at {when}, {span(now - deadline)} ago"
+
+
+@dataclass(frozen=True)
+class SlotTrouble:
+    """A time zone's latest slot that did not go (failed, held or missed), or an editor's hold."""
+
+    status: str
+    slot: Slot | None
+    cause: str
+    readers: int
+    deadline: datetime | None
+    now: datetime
+    command: str = ""
+
+    def line(self) -> str:
+        where = f"{slot_label(self.slot)}: " if self.slot else ""
+        parts = [f"{self.status}: {where}{self.cause}", f"{self.readers} readers"]
+        if self.deadline is not None:
+            parts.append(missed_at(self.deadline, self.now))
+        line = "; ".join(parts)
+        return line + (f"; `{self.command}`" if self.command else "")
+
+
+def slot_troubles(db: Database, newsletter: NewsletterConfig, now: datetime) -> list[SlotTrouble]:
+    """Every zone whose latest slot failed, was held or missed, and every hold in force.
+
+    A failed or held slot still within grace says when it will be missed; once a later slot
+    of the zone goes, the zone drops off the list.
+    """
+    grace = timedelta(hours=newsletter.grace_hours)
+    troubles = []
+    for (name, zone), last in sorted(last_records(db).items()):
+        if name != newsletter.name or last.status not in (
+            SlotStatus.FAILED,
+            SlotStatus.HELD,
+            SlotStatus.MISSED,
+        ):
+            continue
+        slot = Slot(last.at, name, zone)
+        record = slot_record(db, slot)
+        deadline = None if last.status == SlotStatus.MISSED else slot.at + grace
+        command = ""
+        if last.status == SlotStatus.FAILED and deadline and deadline > now:
+            command = f"{digest_command()} run"
+        troubles.append(
+            SlotTrouble(
+                str(last.status),
+                slot,
+                record.note,
+                zone_readers(db, name, zone),
+                deadline,
+                now,
+                command,
+            )
+        )
+    for hold in active_holds(db, newsletter.name, now):
+        zones = [hold.timezone] if hold.timezone else reader_timezones(db, newsletter.name)
+        troubles.append(
+            SlotTrouble(
+                "held by hand",
+                None,
+                hold.describe(),
+                sum(zone_readers(db, newsletter.name, zone) for zone in zones),
+                None,
+                now,
+                hold.release_command(),
+            )
+        )
+    return troubles
+
+
+def zone_readers(db: Database, newsletter: str, timezone: str) -> int:
+    """How many of the newsletter's active readers are in `timezone`."""
+    return sum(readers for _, readers in audience_variants(db, newsletter, timezone))
+
+
 @dataclass(frozen=True)
 class NewsletterStatus:
     newsletter: NewsletterConfig
@@ -45,6 +146,7 @@ class NewsletterStatus:
     due: list[Decision]
     next_slots: list[Slot]
     attention: list[Attention]
+    troubles: list[SlotTrouble] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         nl = self.newsletter
@@ -62,9 +164,11 @@ class NewsletterStatus:
             lines.append(f"    {slot_label(decision.slot)}: {action}")
         lines.append("  next:")
         lines += [f"    {slot_label(slot)}" for slot in self.next_slots]
-        lines.append("  needs attention:" if self.attention else "  needs attention: nothing")
-        for item in self.attention:
-            lines.append(f"    {item.what}: `{item.command}`")
+        attention = [item.line() for item in self.troubles] + [
+            f"{item.what}: `{item.command}`" for item in self.attention
+        ]
+        lines.append("  needs attention:" if attention else "  needs attention: nothing")
+        lines += [f"    {line}" for line in attention]
         return lines
 
 
@@ -84,7 +188,9 @@ class Status:
         )
         for run in self.runs:
             outcome = "FAILED" if run.failed else "ok"
-            lines.append(f"  {run.run_at:%Y-%m-%d %H:%M} UTC  {outcome}: {run.summary}")
+            lines.append(
+                f"  {run.run_at:%Y-%m-%d %H:%M} UTC  digest {run.command}  {outcome}: {run.summary}"
+            )
         if self.posts_waiting:
             why = f" ({self.posts_note}; the log has the rest)" if self.posts_note else ""
             lines.append(
@@ -111,6 +217,7 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
+                troubles=slot_troubles(db, nl, now),
             )
         )
     return Status(now, recent_runs(db), newsletters, *waiting_posts(db))

@@ -729,3 +729,117 @@ def stories_unpin(state: State, story: str) -> None:
 def stories_score(state: State, story: str, value: float) -> None:
     """Set STORY's editorial score (higher ranks first); kept when its feed is read again."""
     _editorial(state, story, score=value)
+
+
+@cli.group(cls=DigestGroup)
+def edition() -> None:
+    """Edit one edition: drop a story from it, give it a subject, preheader or editor's note."""
+
+
+def edition_option(function: Command) -> Command:
+    function = click.option(
+        "--edition",
+        "edition_date",
+        metavar="YYYY-MM-DD",
+        help="The edition's local date; default: the next one `digest run` sends.",
+    )(function)
+    return newsletter_option(moment_option(function))
+
+
+def _edit(
+    state: State,
+    newsletter: str | None,
+    now: str | None,
+    edition_date: str | None,
+    action: str,
+    **what: Any,
+) -> None:
+    from .edition.edits import record_edit
+    from .invocation import os_user
+    from .preview import next_edition_date
+
+    config = state.config.newsletter(newsletter)
+    db = state.db()
+    date = edition_date or next_edition_date(db, config, _now(now))
+    edit = record_edit(db, config.name, date, action, os_user(), **what)
+    click.echo(terminal_text(f"{config.name} {date}: {edit.describe()}"))
+
+
+@edition.command("drop")
+@click.argument("story")
+@edition_option
+@pass_state
+def edition_drop(
+    state: State, story: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """Leave STORY (id or url) out of one edition; the story stays in the store."""
+    _edit(state, newsletter, now, edition_date, "drop", story=story)
+
+
+@edition.command("restore")
+@click.argument("story")
+@edition_option
+@pass_state
+def edition_restore(
+    state: State, story: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """Put a dropped STORY back into the edition."""
+    _edit(state, newsletter, now, edition_date, "restore", story=story)
+
+
+@edition.command("subject")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_subject(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's own subject line ("" goes back to the newsletter's template)."""
+    _edit(state, newsletter, now, edition_date, "subject", value=text)
+
+
+@edition.command("preheader")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_preheader(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's own preheader ("" goes back to the newsletter's template)."""
+    _edit(state, newsletter, now, edition_date, "preheader", value=text)
+
+
+@edition.command("note")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_note(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """An editor's note at the top of the email ("" removes it)."""
+    _edit(state, newsletter, now, edition_date, "note", value=text)
+
+
+@edition.command("show")
+@edition_option
+@pass_state
+def edition_show(
+    state: State, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's edits as they stand, then every edit made (who, when, what)."""
+    from .edition.edits import current_edits, edit_trail
+    from .preview import next_edition_date
+
+    config = state.config.newsletter(newsletter)
+    db = state.db()
+    date = edition_date or next_edition_date(db, config, _now(now))
+    edits = current_edits(db, config.name, date)
+    click.echo(f"{config.name} edition {date}")
+    click.echo(f"  dropped: {', '.join(map(str, sorted(edits.dropped))) or 'none'}")
+    for name in ("subject", "preheader", "note"):
+        value = getattr(edits, name)
+        click.echo(terminal_text(f"  {name}: {value!r}" if value else f"  {name}: the template's"))
+    trail = edit_trail(db, config.name, date)
+    click.echo("audit trail:" if trail else "audit trail: no edits")
+    for edit in trail:
+        click.echo(terminal_text(f"  {edit.describe()}"))

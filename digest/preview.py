@@ -34,6 +34,7 @@ from .edition.build import (
     upcoming_slot,
 )
 from .edition.checks import EmailParts, Finding, run_checks
+from .edition.edits import edition_date
 from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer, story_link
 from .edition.select import normalize_topics, select_digest, variant_key
@@ -68,6 +69,12 @@ def next_send_slot(
         if decision.action == "send":
             return decision.slot.at
     return upcoming_slot(newsletter, now, timezone)
+
+
+def next_edition_date(db: Database, newsletter: NewsletterConfig, now: datetime) -> str:
+    """The edition (local date in the newsletter's zone) of the slot `digest run` sends next."""
+    zone = newsletter.timezone
+    return edition_date(next_send_slot(db, newsletter, zone, now), zone)
 
 
 @dataclass(frozen=True)

@@ -313,26 +313,36 @@ def preview(
 @cli.command()
 @newsletter_option
 @moment_option
+@click.option("--verbose", "-v", is_flag=True, help="Then every variant's findings, ok ones too.")
 @pass_state
-def check(state: State, newsletter: str | None, now: str | None) -> None:
+def check(state: State, newsletter: str | None, now: str | None, verbose: bool) -> None:
     """Check every variant of the next send (size, links, images, text part, CSS); for CI.
 
-    Prints each variant's findings; exits 1 if any is an error. With no readers yet, checks
-    the edition a reader with every topic in the newsletter's time zone would get.
+    Prints a summary: how many variants, each distinct error and warning once, naming the
+    story it is about and in how many variants; `--verbose` adds each variant's findings.
+    Exits 1 if any is an error. With no readers yet, checks the edition a reader with every
+    topic in the newsletter's time zone would get. A variant that would be skipped sends
+    nothing and is not checked.
     """
-    from .edition.checks import has_errors
+    from .edition.checks import has_errors, summarize
     from .preview import check_next_send
 
-    failed = False
-    for view, findings in check_next_send(state.db(), state.config, newsletter, _now(now)):
+    checked = check_next_send(state.db(), state.config, newsletter, _now(now))
+    summary = summarize([findings for _, findings in checked])
+    click.echo(summary.headline())
+    for line in summary.lines():
+        click.echo(terminal_text(f"  {line}"))
+    failed = any(has_errors(findings) for _, findings in checked)
+    for view, findings in checked if verbose else []:
         target = view.target
         click.echo(
-            f"{target.local_time} {';'.join(target.topics) or '*'}: {view.subject!r}"
-            + (f" ({view.note})" if view.note else "")
+            terminal_text(
+                f"{target.local_time} {';'.join(target.topics) or '*'}: {view.subject!r}"
+                + (f" ({view.note})" if view.note else "")
+            )
         )
         for finding in findings:
-            click.echo(f"  {finding.level}: {finding.check}: {finding.message}")
-        failed = failed or has_errors(findings)
+            click.echo(terminal_text(f"  {finding.line()}"))
     if failed:
         raise click.ClickException("errors found; fix them before the next send.")
     click.echo("no errors")

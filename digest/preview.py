@@ -296,7 +296,9 @@ def slot_variants(
             view = personalized_view(
                 db, config, target, edition, count, edition.id is not None, note
             )
-            plans.append(VariantPlan(result.audience, view, tuple(view.checks())))
+            # A variant that would be skipped sends nothing: its checks would only be noise.
+            findings = () if result.skipped else tuple(view.checks())
+            plans.append(VariantPlan(result.audience, view, findings))
     return sorted(plans, key=lambda p: (p.target.slot_at, p.target.timezone, p.target.topics))
 
 

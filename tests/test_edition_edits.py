@@ -124,7 +124,7 @@ def test_an_edition_must_be_a_date(newsroom):
 @pytest.mark.parametrize("score", [-5.0, float("nan")])
 def test_a_negative_or_not_a_number_score_is_refused_with_a_message(newsroom, score):
     db, (tram, _) = newsroom
-    with pytest.raises(DigestError, match="below 0|not a number"):
+    with pytest.raises(DigestError, match=r"below 0|not a number"):
         set_story_editorial(db, str(tram), score=score)
     assert find_story(db, str(tram)).score == 0
 
@@ -133,7 +133,7 @@ def test_the_edition_commands_edit_the_next_edition_and_show_the_trail(
     newsroom, config, project_dir
 ):
     write_config(project_dir)
-    db, (tram, _) = newsroom
+    _, (tram, _) = newsroom
     (project_dir / "digest.db").write_bytes(config.db_path.read_bytes())
     runner = CliRunner()
     now = ["--now", "2026-11-26T05:00:00Z"]

@@ -157,10 +157,37 @@ def run(*args: str):
 def test_digest_check_prints_each_variant_and_passes_on_good_templates(project_dir):
     write_config(project_dir)
     run("subscribers", "add", "ana@example.com")
-    result = run("check", "--now", NOW)
+    (project_dir / "stories.jsonl").write_text(
+        '{"url": "https://news.test/tram", "title": "Tram runs all night", '
+        '"published_at": "2026-11-26T05:00:00Z", "category": "world"}\n'
+    )
+    run("ingest", "stories.jsonl")
+    result = run("check", "--now", NOW, "--verbose")
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("1 variant checked: 0 errors, ")
     assert "2026-11-26 07:00 UTC *:" in result.output
     assert "ok: links:" in result.output and result.output.endswith("no errors\n")
+
+
+def test_digest_check_opens_with_a_summary_naming_the_story(project_dir):
+    write_config(project_dir)
+    run("subscribers", "add", "ana@example.com")
+    run("subscribers", "add", "raj@example.com", "--topics", "world", "--timezone", "Asia/Kolkata")
+    (project_dir / "stories.jsonl").write_text(
+        '{"url": "https://news.test/tram", "title": "Tram runs all night", '
+        '"image_url": "http://img.test/t.jpg", '
+        '"published_at": "2026-11-26T01:00:00Z", "category": "world"}\n'
+    )
+    run("ingest", "stories.jsonl")
+    result = CliRunner().invoke(cli, ["check", "--now", "2026-11-25T20:00:00Z"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("2 variants checked: 1 error, ")
+    assert lines[1].startswith(
+        "  error: images (story 'Tram runs all night'): Image http://img.test/t.jpg is not on"
+    )
+    assert lines[1].endswith("[2 of 2 variants]")
+    assert "ok:" not in result.output
 
 
 def test_digest_check_exits_non_zero_on_an_error(project_dir):
@@ -172,7 +199,10 @@ def test_digest_check_exits_non_zero_on_an_error(project_dir):
     run("ingest", "stories.jsonl")
     result = CliRunner().invoke(cli, ["check", "--now", NOW])
     assert result.exit_code == 1
-    assert "error: links: 1 link(s) are not absolute https: http://news.test/plain" in result.output
+    assert (
+        "error: links (story 'Plain http story'): 1 link(s) are not absolute https: "
+        "http://news.test/plain"
+    ) in result.output
     assert "errors found" in result.output
 
 

@@ -39,7 +39,7 @@ def test_normal_recent_posts_are_not_flagged_as_displaced(config, db):
 
 
 def test_pinned_dropped_and_unscored_stories_are_marked(config, db):
-    pinned, scored, unscored, dropped = add_stories(
+    pinned, _, _, dropped = add_stories(
         db,
         story(1, title="Pinned"),
         story(2, title="Scored", score=3),

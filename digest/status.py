@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from .clock import from_db
 from .config import Config, NewsletterConfig
-from .delivery.holds import active_holds
+from .delivery.holds import Hold, active_holds, hold_on
 from .delivery.ledger import (
     DeliveryStatus,
     audience_variants,
@@ -27,14 +27,17 @@ from .delivery.send import send_command
 from .delivery.slots import (
     RunRecord,
     SlotRecord,
+    find_slot_record,
     last_records,
     recent_runs,
     recent_slots,
     slot_record,
 )
 from .edition.build import edition_slot, slot_edition_ids
+from .edition.checks import CheckSummary, summarize
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
+from .preview import VariantPlan
 from .run import reader_timezones, schedules, slot_label
 from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
 
@@ -272,3 +275,76 @@ def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
     if record.status == SlotStatus.FAILED:
         return f"{tally(counts)}; {record.note} (attempt {record.attempts})"
     return tally(counts)
+
+
+@dataclass(frozen=True)
+class ZoneDesk:
+    """One time zone's next slot on the studio's desk: when, in what state, for whom."""
+
+    timezone: str
+    slot: Slot
+    grace: timedelta
+    state: str
+    cause: str
+    plans: list[VariantPlan]
+    now: datetime
+    hold: Hold | None = None
+
+    @property
+    def readers(self) -> int:
+        return sum(plan.readers for plan in self.plans)
+
+    @property
+    def deadline(self) -> datetime:
+        """The end of grace: not sent by then, the slot is missed."""
+        return self.slot.at + self.grace
+
+    @property
+    def countdown(self) -> str:
+        if self.state in ("sent", "skipped", "missed"):
+            return self.state
+        if self.slot.at > self.now:
+            return f"in {span(self.slot.at - self.now)}"
+        return f"late by {span(self.now - self.slot.at)}; {missed_at(self.deadline, self.now)}"
+
+
+@dataclass(frozen=True)
+class Desk:
+    """The studio's front page: every zone's next slot in the order they go out, and checks."""
+
+    zones: list[ZoneDesk]
+    summary: CheckSummary
+    troubles: list[SlotTrouble]
+
+
+def desk(
+    db: Database,
+    config: Config,
+    plans: list[VariantPlan],
+    newsletter_name: str | None,
+    now: datetime,
+) -> Desk:
+    """Group the next send's variants by zone, each zone with its slot's state."""
+    nl = config.newsletter(newsletter_name)
+    grace = timedelta(hours=nl.grace_hours)
+    by_zone: dict[tuple[datetime, str], list[VariantPlan]] = {}
+    for plan in plans:
+        by_zone.setdefault((plan.target.slot_at, plan.target.timezone), []).append(plan)
+    zones = []
+    for (slot_at, zone), zone_plans in sorted(by_zone.items()):
+        slot = Slot(slot_at, nl.name, zone)
+        record = find_slot_record(db, slot)
+        hold = hold_on(db, nl.name, zone, now)
+        if record is not None:
+            state, cause = str(record.status), record.note
+        elif hold is not None:
+            state, cause = "held", hold.describe()
+        elif any(plan.errors for plan in zone_plans):
+            state, cause = "would be held", "a variant's checks found an error"
+        elif all(plan.view.note for plan in zone_plans):
+            state, cause = "would be skipped", zone_plans[0].view.note
+        else:
+            state, cause = "would send", ""
+        zones.append(ZoneDesk(zone, slot, grace, state, cause, zone_plans, now, hold))
+    summary = summarize([list(plan.findings) for plan in plans])
+    return Desk(zones, summary, slot_troubles(db, nl, now))

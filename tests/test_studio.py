@@ -38,8 +38,13 @@ def studio(config, db):
 
 def test_the_front_page_lists_each_variant_of_the_next_slot_with_its_readers(studio):
     page = studio.get("/", query_string={"now": NOW}).get_data(as_text=True)
-    assert "2 variants, 3 readers" in page
-    assert "2026-11-26 07:00 UTC" in page and "2026-11-26 07:00 Asia/Kolkata" in page
+    assert "2 variants checked: 0 errors," in page and "across 3 readers" in page
+    # One block per zone, in the order they go out: Kolkata's 07:00 is 01:30 UTC, due still.
+    assert page.index('data-timezone="Asia/Kolkata"') < page.index('data-timezone="UTC"')
+    assert "2026-11-26 07:00 local, 01:30 UTC" in page
+    assert "late by 4 h 30 m; missed at 2026-11-26 07:30 UTC, in 1 h 30 m" in page
+    assert "2026-11-26 07:00 local, 07:00 UTC" in page and "in 1 h 0 m" in page
+    assert page.count('<strong class="state">would send</strong>') == 2
     assert "Test Daily: Tram runs all night" in page
     assert "Test Daily: Otters return" in page
     assert page.count('<td class="checks-summary">no errors') == 2
@@ -279,8 +284,16 @@ def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_pa
 def test_a_score_from_the_lineup_is_set_and_a_bad_one_refused(studio, db):
     assert studio.post("/stories/2", data={"action": "score", "score": "7.5"}).status_code == 303
     assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
-    assert studio.post("/stories/2", data={"action": "score", "score": "lots"}).status_code == 400
-    assert studio.post("/stories/2", data={"action": "score", "score": "nan"}).status_code == 400
+    for given, message in [
+        ("lots", "Score &#39;lots&#39; is not a number"),
+        ("nan", "Score nan is not a number"),
+        ("-5", "Score -5 is below 0"),
+    ]:
+        answer = studio.post("/stories/2", data={"action": "score", "score": given, "next": "/"})
+        # The page again, saying what was wrong: never a bare 400.
+        assert answer.status_code == 422
+        page = answer.get_data(as_text=True)
+        assert '<p class="note problem" role="alert">Not done: ' in page and message in page
     assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
 
 
@@ -301,3 +314,25 @@ def test_digest_studio_as_a_real_process_serves_and_its_hints_name_its_files(tmp
     assert "No subscriber 'nobody@example.com'" in shown
     files = f"--config {tmp_path / 'digest.toml'} --db {tmp_path / 'digest.db'}"
     assert f"`{sys.executable} -m digest {files} subscribers list`" in shown
+
+
+@pytest.mark.parametrize("path", ["/hold", "/release", "/edition"])
+def test_holds_and_edits_are_taken_only_from_the_studios_own_pages(studio, db, path):
+    answer = studio.post(
+        path,
+        data={"newsletter": "daily", "edition": "2026-11-26", "action": "note", "value": "Hi"},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert answer.status_code == 403
+    assert db.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM edition_edits").fetchone()[0] == 0
+
+
+def test_a_held_slot_shows_on_the_desk_with_who_and_its_deadline(studio, db):
+    from digest.delivery.holds import hold
+
+    hold(db, "daily", "UTC", None, "editor")
+    page = studio.get("/", query_string={"now": NOW}).get_data(as_text=True)
+    assert 'class="zone state-held"' in page
+    assert "daily in UTC held by editor" in page
+    assert "grace ends 13:00 UTC" in page

@@ -100,13 +100,22 @@ def record_slot(
     )
 
 
-def slot_record(db: Database, slot: Slot) -> SlotRecord:
-    """The record of one slot (which must be recorded)."""
+def find_slot_record(db: Database, slot: Slot) -> SlotRecord | None:
+    """The record of one slot, or None when no run acted on it yet."""
     rows = db.query(
         "SELECT * FROM slots WHERE newsletter = ? AND timezone = ? AND slot_at = ?",
         [slot.newsletter, slot.timezone, to_db(slot.at)],
     )
-    return _slot_records(rows)[0]
+    records = _slot_records(rows)
+    return records[0] if records else None
+
+
+def slot_record(db: Database, slot: Slot) -> SlotRecord:
+    """The record of one slot (which must be recorded)."""
+    record = find_slot_record(db, slot)
+    if record is None:
+        raise ValueError(f"slot {slot} is not recorded")
+    return record
 
 
 def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRecord]:

@@ -66,11 +66,35 @@ class State:
         return self._config
 
     def db(self) -> Database:
-        """The database, opened once per command and closed when the command ends."""
+        """The database, opened once per command and closed when the command ends.
+
+        A database that did not exist is named as new, on stderr: a command run in the
+        wrong folder (or without the demo's `--db demo/digest.db`) must not quietly work
+        on an empty one.
+        """
         if self._db is None:
-            self._db = open_db(self.config.db_path)
+            path = self.config.db_path
+            new = not path.exists()
+            self._db = open_db(path)
             click.get_current_context().call_on_close(self._close_db)
+            if new:
+                click.echo(
+                    f"digest: {path} did not exist: this is a new, empty database. {DATABASE_HINT}",
+                    err=True,
+                )
         return self._db
+
+    def reading_db(self) -> Database:
+        """The database for a command that reads it: one with no readers and no stories is
+        named, so an empty answer is not taken for the truth about another one."""
+        existed = self.config.db_path.exists()
+        db = self.db()
+        if existed and database_is_empty(db):
+            click.echo(
+                f"digest: {self.config.db_path} has no readers and no stories yet. {DATABASE_HINT}",
+                err=True,
+            )
+        return db
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -79,6 +103,16 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+DATABASE_HINT = (
+    "`--db FILE` (or DIGEST_DB) reads another; the demo's is demo/digest.db "
+    "(`digest --db demo/digest.db studio`)."
+)
+
+
+def database_is_empty(db: Database) -> bool:
+    return not db.execute(
+        "SELECT EXISTS (SELECT 1 FROM subscribers) OR EXISTS (SELECT 1 FROM stories)"
+    ).fetchone()[0]
 
 
 def terminal_text(*fields: object) -> str:
@@ -295,7 +329,7 @@ def preview(
     from .preview import write_preview
 
     result = write_preview(
-        state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email, last=last
+        state.reading_db(), state.config, newsletter, _now(now), Path(out_dir), as_email, last=last
     )
     for message in result.warnings:
         warn(message)
@@ -327,7 +361,7 @@ def check(state: State, newsletter: str | None, now: str | None, verbose: bool) 
     from .edition.checks import has_errors, summarize
     from .preview import check_next_send
 
-    checked = check_next_send(state.db(), state.config, newsletter, _now(now))
+    checked = check_next_send(state.reading_db(), state.config, newsletter, _now(now))
     summary = summarize([findings for _, findings in checked])
     click.echo(summary.headline())
     for line in summary.lines():
@@ -387,7 +421,13 @@ def studio(
         # A fresh State each time: the studio calls this again when the config file changes.
         return State(state.config_path, state.db_path).config
 
-    click.echo(f"digest studio on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    # Read (and made, if new) here, so the first page does not quietly show an empty store.
+    state.reading_db()
+    state._close_db()
+    click.echo(
+        f"digest studio on http://{host}:{port}/ reading {config.db_path} (Ctrl-C stops)",
+        err=True,
+    )
     serve_studio(
         load_config,
         make_transport(config),
@@ -417,6 +457,10 @@ def demo(state: State, now: str | None, directory: str) -> None:
     click.echo(f"outbox:  {report.outbox}")
     click.echo(f"preview: {report.preview.html_path}")
     click.echo(f"         {report.preview.text_path}")
+    database = report.directory / "digest.db"
+    click.echo(f"database: {database}; to look at it, give every command its --db:")
+    for command in ("studio", "status", "report"):
+        click.echo(f"  digest --db {database} {command}")
 
 
 @cli.command()
@@ -501,7 +545,7 @@ def status(state: State, now: str | None, limit: int) -> None:
     """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
     from .status import digest_status
 
-    for line in digest_status(state.db(), state.config, _now(now), limit).lines():
+    for line in digest_status(state.reading_db(), state.config, _now(now), limit).lines():
         click.echo(line)
 
 
@@ -523,7 +567,7 @@ def report(
 
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
-    data = edition_report(state.db(), state.config, newsletter, edition)
+    data = edition_report(state.reading_db(), state.config, newsletter, edition)
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 
@@ -642,7 +686,9 @@ def subscribers_list(
     """List readers: email, status, time zone, topics, name (tab-separated)."""
     from .readers.subscribers import list_subscribers
 
-    readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
+    readers = list_subscribers(
+        state.reading_db(), status, topic, _newsletter_name(state, newsletter)
+    )
     for s in readers:
         click.echo(terminal_text(s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name))
 
@@ -654,7 +700,7 @@ def subscribers_count(state: State, newsletter: str | None) -> None:
     """Count readers by status (every status, zeros too), then the total."""
     from .readers.subscribers import count_by_status
 
-    counts = count_by_status(state.db(), _newsletter_name(state, newsletter))
+    counts = count_by_status(state.reading_db(), _newsletter_name(state, newsletter))
     for status, n in counts.items():
         click.echo(f"{status}\t{n}")
     click.echo(f"total\t{sum(counts.values())}")
@@ -703,7 +749,7 @@ def stories_list(state: State, limit: int) -> None:
     """List stories: id, published time, score, pin, category, title, url."""
     from .newsroom.stories import list_stories
 
-    for s in list_stories(state.db(), limit):
+    for s in list_stories(state.reading_db(), limit):
         pin = "pinned" if s.pinned else "-"
         published = f"{s.published_at:%Y-%m-%d %H:%M}"
         click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))

@@ -358,7 +358,7 @@ def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -
     """Send the viewed email to one address as a test: `[TEST]` subject, inert links.
 
     It goes through `transport.send_single`, outside the ledger: no delivery is recorded and
-    no reader is counted. Returns the provider's id for it.
+    no reader is counted. Returns where it went: the outbox file, or SendGrid's answer.
     """
     address = check_email(to)
     newsletter = view.target.newsletter.name
@@ -373,7 +373,7 @@ def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -
         view.text,
         view.html,
     )
-    return transport.send_single(message, Single.TEST)
+    return transport.describe_single(transport.send_single(message, Single.TEST))
 
 
 def check_next_send(

@@ -35,7 +35,6 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from jinja2 import FileSystemLoader
 from sqlite_utils import Database
-from werkzeug.datastructures import MultiDict
 
 from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
@@ -394,6 +393,7 @@ def _variant_page(query: Query, problem: str = "") -> str:
         rows=rows,
         config=_state().config(),
         sent=request.args.get("sent", ""),
+        sent_where=request.args.get("where", ""),
         edition=edition,
         edits=current_edits(_db(), newsletter, edition),
         trail=edit_trail(_db(), newsletter, edition),
@@ -500,7 +500,7 @@ def _back(default: str = "/") -> str:
 def _refused(problem: str) -> ResponseReturnValue:
     """The page the form came from, again, with what was wrong: nothing was changed."""
     back = urlsplit(_back())
-    return _front(MultiDict(parse_qsl(back.query)), problem), 422
+    return _front(dict(parse_qsl(back.query)), problem), 422
 
 
 def editorial(story_id: int) -> ResponseReturnValue:
@@ -588,11 +588,11 @@ def test_send() -> ResponseReturnValue:
             429,
         )
     try:
-        send_test(state.config(), state.transport, _view(query), request.form.get("to", ""))
+        where = send_test(state.config(), state.transport, _view(query), request.form.get("to", ""))
     except DigestError as exc:
         return f"The test send did not go: {exc}", 400
     to = request.form.get("to", "").strip()
-    return redirect(back + "&" + urlencode({"sent": to}), code=303)
+    return redirect(back + "&" + urlencode({"sent": to, "where": where}), code=303)
 
 
 def serve_studio(

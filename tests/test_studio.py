@@ -272,12 +272,15 @@ def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_pa
         )
         assert answer.status_code == 303
         [request] = server.requests
+        shown = html.unescape(client.get(answer.location).get_data(as_text=True))
+        # The page says where it went: the request and SendGrid's answer.
+        assert f"accepted by SendGrid: POST {server.url}/v3/mail/send answered 202" in shown
     assert request.status == 202
     assert request.body["subject"] == "[TEST] Test Daily: Tram runs all night"
     # SendGrid's statistics by category keep an editor's tests apart from readers' mail.
     assert request.body["categories"] == ["test"]
-    html = request.body["content"][1]["value"]
-    assert "Hello Ana," in html and "https://news.test/u/preview" in html
+    body = request.body["content"][1]["value"]
+    assert "Hello Ana," in body and "https://news.test/u/preview" in body
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
 
 

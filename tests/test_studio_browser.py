@@ -158,10 +158,14 @@ def test_a_test_send_lands_in_the_outbox_with_test_in_the_subject(page, studio, 
     open_reader(page, studio)
     page.get_by_label("To").fill("editor@example.com")
     page.get_by_role("button", name="Send test").click()
-    expect(page.get_by_role("status").filter(has_text="Test sent")).to_contain_text(
-        "editor@example.com"
-    )
+    status = page.get_by_role("status").filter(has_text="Test to")
+    expect(status).to_contain_text("editor@example.com")
     [path] = config.outbox_dir.rglob("editor@example.com.eml")
+    # It says where the test went: the outbox only writes a file.
+    expect(status).to_contain_text(
+        f"Test to editor@example.com with a [TEST] subject: written to {path} (the outbox "
+        "transport: nothing left this machine)."
+    )
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["Subject"].startswith("[TEST] Test Daily: ")
     html = message.get_body(("html",)).get_content()

@@ -9,7 +9,7 @@ carries `ReaderLinks.preview_url`, which changes nobody, never a real unsubscrib
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from pathlib import Path
@@ -196,7 +196,7 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
     started = slot_editions(db, newsletter.name, target.slot_at, target.timezone)
     frozen = [e for e in started if e.variant == target.variant]
     if frozen:
-        edition = frozen[0]
+        edition = as_it_would_go(db, config, renderer, newsletter, frozen[0])
     else:
         edition, selection_count = build_edition(
             db, config, renderer, newsletter, target.slot_at, target.topics, target.timezone
@@ -213,6 +213,19 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
             "they would get nothing."
         )
     return personalized_view(db, config, target, edition, selection_count, bool(frozen), note)
+
+
+def as_it_would_go(
+    db: Database, config: Config, renderer: Renderer, newsletter: NewsletterConfig, edition: Edition
+) -> Edition:
+    """A held edition as the next run would send it: built again (after a fix, an edit), still
+    marked held; any other edition as it is."""
+    if not edition.held:
+        return edition
+    rebuilt, _ = build_edition(
+        db, config, renderer, newsletter, edition.slot_at, edition.topics, edition.timezone
+    )
+    return replace(rebuilt, id=edition.id, created_at=edition.created_at, held=edition.held)
 
 
 def personalized_view(
@@ -289,7 +302,7 @@ def slot_variants(
         # As a dry run plans it: each new variant with its readers counted.
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, zone, dry_run=True)
         for result in started + [result for _, result in new]:
-            edition = result.edition
+            edition = as_it_would_go(db, config, renderer, newsletter, result.edition)
             target = Target(newsletter, slot_at, edition.topics, zone)
             count = len(variant_selection(db, target))
             note = skip_note(newsletter, count) if result.skipped else ""

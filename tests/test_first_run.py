@@ -69,3 +69,33 @@ def test_a_command_reading_an_empty_database_names_it(project_dir):
 def test_a_database_with_readers_is_read_without_a_word(demo):
     result = run("--db", str(demo), "subscribers", "count")
     assert "digest:" not in result.output
+
+
+def test_the_shipped_defaults_raise_no_warning_on_the_demo(tmp_path):
+    from datetime import timedelta
+
+    from digest.clock import parse_moment
+    from digest.config import SHIPPED, load_config
+    from digest.demo import run_demo
+    from digest.edition.gate import edition_findings
+    from digest.preview import check_next_send
+    from digest.store import open_db
+
+    config = load_config(SHIPPED / "digest.toml", env={"DIGEST_SECRET_KEY": "k" * 40})
+    now = parse_moment(NOW)
+    report = run_demo(config, tmp_path / "demo", now)
+    db = open_db(tmp_path / "demo" / "digest.db")
+    try:
+        sent = [
+            finding
+            for result in report.send.editions
+            for finding in edition_findings(db, config, result.edition)
+            if finding.level != "ok"
+        ]
+        checked = check_next_send(db, config, None, now + timedelta(hours=1))
+        upcoming = [f for _, findings in checked for f in findings if f.level != "ok"]
+    finally:
+        db.close()
+    # The demo's sent variants, and the next send's that are not skipped, all checked.
+    assert len(report.send.editions) > 1 and sum(bool(f) for _, f in checked) > 1
+    assert sent == [] and upcoming == []

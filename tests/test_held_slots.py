@@ -234,3 +234,23 @@ def test_hold_and_release_on_the_command_line(newsroom, config, project_dir):
     assert again.exit_code == 1 and "is not held" in again.output
     bad = runner.invoke(cli, ["hold", "daily", "--zone", "Mars/Base"])
     assert bad.exit_code == 1 and "Mars/Base" in bad.output
+
+
+def test_the_studio_desk_shows_a_held_slot_and_the_fix_that_will_send_it(newsroom, config):
+    from digest.studio import create_studio
+
+    run(newsroom, config, 5)
+    studio = create_studio(lambda: config, OutboxTransport(config)).test_client()
+    now = {"now": "2026-11-26T07:20:00Z"}
+    page = studio.get("/", query_string=now).get_data(as_text=True)
+    assert 'class="zone state-held"' in page
+    assert "not on https" in page and "missed at 2026-11-26 13:00 UTC, in 5 h 40 m" in page
+    fix_the_image(newsroom)
+    page = studio.get("/", query_string=now | {"topics": "world", "timezone": "UTC"})
+    shown = page.get_data(as_text=True)
+    # Still recorded held until the next run; its email is the one that run would send.
+    assert "Held: nothing goes to this variant" in shown
+    assert "https://i.test/t.jpg" in studio.get(
+        "/email.html", query_string=now | {"topics": "world", "timezone": "UTC"}
+    ).get_data(as_text=True)
+    assert 'class="finding error"' not in shown

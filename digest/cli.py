@@ -244,13 +244,14 @@ def send(
     from .delivery.transports import make_transport
     from .zones import check_timezone
 
+    moment = _now(now)
     db = state.db()
     with TerminalProgress() as progress:
         report = send_newsletter(
             db,
             state.config,
             newsletter,
-            _now(now),
+            moment,
             transport=None if dry_run else make_transport(state.config),
             dry_run=dry_run,
             retry_failed=retry_failed,

@@ -156,7 +156,7 @@ def test_a_template_error_shows_file_and_line_then_recovers(page, studio, templa
 def test_a_test_send_lands_in_the_outbox_with_test_in_the_subject(page, studio, newsroom):
     config, _ = newsroom
     open_reader(page, studio)
-    page.get_by_label("To").fill("editor@example.com")
+    page.get_by_label("To", exact=True).fill("editor@example.com")
     page.get_by_role("button", name="Send test").click()
     status = page.get_by_role("status").filter(has_text="Test to")
     expect(status).to_contain_text("editor@example.com")

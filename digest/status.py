@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
-from .clock import from_db
+from .clock import from_db, to_db
 from .config import Config, NewsletterConfig
 from .delivery.holds import Hold, active_holds, hold_on
 from .delivery.ledger import (
@@ -115,7 +115,7 @@ def slot_troubles(db: Database, newsletter: NewsletterConfig, now: datetime) -> 
                 str(last.status),
                 slot,
                 record.note,
-                zone_readers(db, name, zone),
+                held_readers(db, slot) or zone_readers(db, name, zone),
                 deadline,
                 now,
                 command,
@@ -137,6 +137,15 @@ def slot_troubles(db: Database, newsletter: NewsletterConfig, now: datetime) -> 
     return troubles
 
 
+def held_readers(db: Database, slot: Slot) -> int:
+    """The readers of the slot's editions that checks hold (queued, waiting for a fix)."""
+    return db.execute(
+        """SELECT COUNT(*) FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE e.newsletter = ? AND e.timezone = ? AND e.slot_at = ? AND e.held != ''""",
+        [slot.newsletter, slot.timezone, to_db(slot.at)],
+    ).fetchone()[0]
+
+
 def zone_readers(db: Database, newsletter: str, timezone: str) -> int:
     """How many of the newsletter's active readers are in `timezone`."""
     return sum(readers for _, readers in audience_variants(db, newsletter, timezone))
@@ -150,6 +159,7 @@ class NewsletterStatus:
     next_slots: list[Slot]
     attention: list[Attention]
     troubles: list[SlotTrouble] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         nl = self.newsletter
@@ -164,6 +174,9 @@ class NewsletterStatus:
         lines.append("  due now:" if self.due else "  due now: nothing")
         for decision in self.due:
             action = "send" if decision.action == "send" else f"record missed ({decision.reason})"
+            hold = next((h for h in self.holds if h.covers(decision.slot.timezone)), None)
+            if decision.action == "send" and hold is not None:
+                action = f"record held ({hold.describe()})"
             lines.append(f"    {slot_label(decision.slot)}: {action}")
         lines.append("  next:")
         lines += [f"    {slot_label(slot)}" for slot in self.next_slots]
@@ -221,6 +234,7 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                 ),
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
                 troubles=slot_troubles(db, nl, now),
+                holds=active_holds(db, nl.name, now),
             )
         )
     return Status(now, recent_runs(db), newsletters, *waiting_posts(db))

@@ -185,7 +185,8 @@ def test_status_lists_the_held_slot_with_its_deadline_and_readers(newsroom, conf
     lines = digest_status(newsroom, config, SLOT + timedelta(minutes=48)).lines()
     attention = "\n".join(lines[lines.index("  needs attention:") :])
     assert "held: daily UTC" in attention
-    assert "1 readers" in attention
+    # The held variant's reader, not the zone's two.
+    assert "; 1 readers; missed at" in attention
     assert "missed at 2026-11-26 13:00 UTC, in 5 h 12 m" in attention
 
 
@@ -228,6 +229,7 @@ def test_hold_and_release_on_the_command_line(newsroom, config, project_dir):
     assert "until 2099-01-01 00:00 UTC" in held.output
     status = runner.invoke(cli, ["status", "--now", "2026-11-26T07:00:00Z"])
     assert "held by hand: daily in UTC held by" in status.output
+    assert "(2026-11-26 07:00 UTC): record held (daily in UTC held by" in status.output
     released = runner.invoke(cli, ["release", "daily", "--zone", "UTC"])
     assert released.exit_code == 0 and "released: daily in UTC" in released.output
     again = runner.invoke(cli, ["release", "daily"])

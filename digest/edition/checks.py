@@ -373,15 +373,14 @@ def _css(scan: _EmailScan) -> list[Finding]:
     found = []
     for rule in css_rules():
         uses = len(rule.pattern.findall(css))
-        if uses:
-            found.append(
-                Finding(
-                    "ok" if rule.enhancement else "warning",
-                    "css",
-                    f"{rule.what} ({uses} use{'s' if uses > 1 else ''}) is ignored by "
-                    f"{', '.join(rule.clients)}; {rule.fallback}.",
-                )
-            )
+        if not uses:
+            continue
+        what = f"{rule.what} ({uses} use{'s' if uses > 1 else ''}) is ignored by "
+        if rule.enhancement:
+            message = f"{what}{', '.join(rule.clients)}, which show the email without it: fine"
+        else:
+            message = f"{what}{', '.join(rule.clients)}; {rule.fallback}."
+        found.append(Finding("ok" if rule.enhancement else "warning", "css", message))
     if not found:
         found.append(Finding("ok", "css", "no CSS that major clients ignore"))
     return found

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -38,7 +38,7 @@ from sqlite_utils import Database
 
 from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
-from .delivery.holds import hold, release
+from .delivery.holds import hold, hold_on, release
 from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.edits import current_edits, edit_trail, edition_date, record_edit
@@ -397,6 +397,8 @@ def _variant_page(query: Query, problem: str = "") -> str:
         edition=edition,
         edits=current_edits(_db(), newsletter, edition),
         trail=edit_trail(_db(), newsletter, edition),
+        hold=hold_on(_db(), newsletter, view.target.timezone, query.now),
+        deadline=view.target.slot_at + timedelta(hours=view.target.newsletter.grace_hours),
         problem=problem,
     )
 

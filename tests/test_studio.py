@@ -339,3 +339,7 @@ def test_a_held_slot_shows_on_the_desk_with_who_and_its_deadline(studio, db):
     assert 'class="zone state-held"' in page
     assert "daily in UTC held by editor" in page
     assert "grace ends 13:00 UTC" in page
+    variant = studio.get("/", query_string={"now": NOW, "as": "ana@example.com"})
+    shown = html.unescape(variant.get_data(as_text=True))
+    assert "Held by hand: daily in UTC held by editor" in shown
+    assert "not released by 2026-11-26 13:00 UTC (the end of grace), this slot is missed" in shown

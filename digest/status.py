@@ -110,6 +110,14 @@ def slot_troubles(db: Database, newsletter: NewsletterConfig, now: datetime) -> 
         command = ""
         if last.status == SlotStatus.FAILED and deadline and deadline > now:
             command = f"{digest_command()} run"
+        # Held by its checks (a hold by hand is listed below, with its release command).
+        elif (
+            last.status == SlotStatus.HELD
+            and deadline
+            and deadline > now
+            and held_readers(db, slot)
+        ):
+            command = f"{digest_command()} check"
         troubles.append(
             SlotTrouble(
                 str(last.status),

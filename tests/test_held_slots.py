@@ -187,7 +187,7 @@ def test_status_lists_the_held_slot_with_its_deadline_and_readers(newsroom, conf
     assert "held: daily UTC" in attention
     # The held variant's reader, not the zone's two.
     assert "; 1 readers; missed at" in attention
-    assert "missed at 2026-11-26 13:00 UTC, in 5 h 12 m" in attention
+    assert "missed at 2026-11-26 13:00 UTC, in 5 h 12 m; `digest check`" in attention
 
 
 def test_status_lists_a_failed_slot_and_nothing_else_says_nothing(newsroom, config, tmp_path):

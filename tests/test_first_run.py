@@ -99,3 +99,16 @@ def test_the_shipped_defaults_raise_no_warning_on_the_demo(tmp_path):
     # The demo's sent variants, and the next send's that are not skipped, all checked.
     assert len(report.send.editions) > 1 and sum(bool(f) for _, f in checked) > 1
     assert sent == [] and upcoming == []
+
+
+def test_the_studio_on_the_demos_database_shows_its_readers_and_names_it(demo):
+    from digest.config import load_config, with_overrides
+    from digest.delivery.transports.outbox import OutboxTransport
+    from digest.studio import create_studio
+
+    # What `digest --db demo/digest.db studio` serves.
+    config = with_overrides(load_config(), db_path=demo)
+    studio = create_studio(lambda: config, OutboxTransport(config)).test_client()
+    page = studio.get("/", query_string={"now": "2026-11-26T05:00:00Z"}).get_data(as_text=True)
+    assert f'<code class="database">{demo}</code>' in page
+    assert "across 8 readers" in page and "no active readers" not in page

@@ -132,9 +132,9 @@ def test_a_negative_or_not_a_number_score_is_refused_with_a_message(newsroom, sc
 def test_the_edition_commands_edit_the_next_edition_and_show_the_trail(
     newsroom, config, project_dir
 ):
-    write_config(project_dir)
+    # The command reads the test's own database (open here too), not a copy of its file.
+    write_config(project_dir, store={"path": str(config.db_path)})
     _, (tram, _) = newsroom
-    (project_dir / "digest.db").write_bytes(config.db_path.read_bytes())
     runner = CliRunner()
     now = ["--now", "2026-11-26T05:00:00Z"]
     dropped = runner.invoke(cli, ["edition", "drop", str(tram), *now])

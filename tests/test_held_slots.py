@@ -125,8 +125,8 @@ def test_digest_send_holds_the_variant_and_says_how_to_go_on(newsroom, config):
 
 
 def test_the_cli_run_exits_non_zero_on_a_held_variant(newsroom, config, project_dir):
-    write_config(project_dir)
-    (project_dir / "digest.db").write_bytes(config.db_path.read_bytes())
+    # The command reads the test's own database (open here too), not a copy of its file.
+    write_config(project_dir, store={"path": str(config.db_path)})
     result = CliRunner().invoke(cli, ["run", "--now", "2026-11-26T07:05:00Z"])
     assert result.exit_code == 1
     assert "HELD" in result.output
@@ -220,8 +220,8 @@ def test_status_counts_sends_made_by_digest_send(newsroom, config):
 
 
 def test_hold_and_release_on_the_command_line(newsroom, config, project_dir):
-    write_config(project_dir)
-    (project_dir / "digest.db").write_bytes(config.db_path.read_bytes())
+    # The command reads the test's own database (open here too), not a copy of its file.
+    write_config(project_dir, store={"path": str(config.db_path)})
     runner = CliRunner()
     held = runner.invoke(cli, ["hold", "daily", "--zone", "UTC", "--until", "2099-01-01T00:00"])
     assert held.exit_code == 0, held.output
@@ -256,3 +256,24 @@ def test_the_studio_desk_shows_a_held_slot_and_the_fix_that_will_send_it(newsroo
         "/email.html", query_string=now | {"topics": "world", "timezone": "UTC"}
     ).get_data(as_text=True)
     assert 'class="finding error"' not in shown
+
+
+def test_a_held_variant_emptied_by_edits_stays_held_even_forced(newsroom, config):
+    from digest.edition.edits import record_edit
+
+    run(newsroom, config, 5)
+    record_edit(newsroom, "daily", "2026-11-26", "drop", "editor", story="https://news.test/tram")
+    report = run(newsroom, config, 10, force=True)
+    assert recipients(config) == {"sport@example.com"}
+    assert any("only 0 stories left (min_stories 1)" in line for line in report.lines)
+
+
+def test_digest_send_force_on_the_command_line_says_who_forced_it(newsroom, config, project_dir):
+    # The command reads the test's own database (open here too), not a copy of its file.
+    write_config(project_dir, store={"path": str(config.db_path)})
+    result = CliRunner().invoke(
+        cli, ["send", "--timezone", "UTC", "--now", "2026-11-26T07:05:00Z", "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"(forced past check errors by {getpass.getuser()})" in result.output
+    assert "sent 2" in result.output

@@ -436,11 +436,20 @@ def recheck_held(
 ) -> EditionResult:
     """A held edition built and checked again (after a fix, or an edit): it goes once clean."""
     saved = result.edition
-    rebuilt, _ = build_edition(
+    rebuilt, story_count = build_edition(
         db, config, renderer, newsletter, saved.slot_at, saved.topics, saved.timezone
     )
     rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at)
-    checked = gate(db, config, rebuilt, forced_by)
+    if too_few_stories(newsletter, story_count):
+        # Its readers are queued already: an edition emptied by edits stays held, never sent.
+        checked = replace(
+            rebuilt,
+            held=f"only {story_count} stories left (min_stories {max(newsletter.min_stories, 1)})"
+            "; restore a dropped story, or let the slot be missed",
+            forced_by="",
+        )
+    else:
+        checked = gate(db, config, rebuilt, forced_by)
     update_held_edition(db, checked)
     return replace(result, edition=checked)
 

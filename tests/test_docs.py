@@ -130,6 +130,8 @@ TABLE_HOMES = {
     "engagement": {"feedback/events.py"},
     "reader_engagement": {"feedback/events.py"},
     "list_health": {"feedback/list_health.py"},
+    "holds": {"delivery/holds.py"},
+    "edition_edits": {"edition/edits.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.

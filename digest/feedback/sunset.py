@@ -98,10 +98,10 @@ def cold_readers(db: Database, newsletter: NewsletterConfig, now: datetime) -> l
     heard = heard_editions(db, newsletter.name)
     editions = db.execute(
         f"""SELECT id, slot_at FROM editions WHERE id IN ({",".join(map(str, heard))})
-            AND slot_at <= ? ORDER BY slot_at, id""",
+            AND slot_at <= ? ORDER BY slot_at DESC, id DESC""",
         [to_db(now)],
     ).fetchall()
-    if not editions or editions[0][1] > silent_since:
+    if not editions or editions[-1][1] > silent_since:
         return []
     # Who could be cold: silent since before the window, with when their silence began.
     baseline = """MAX(s.updated_at, COALESCE(s.kept_at, ''), COALESCE(g.last_open_at, ''),
@@ -117,12 +117,20 @@ def cold_readers(db: Database, newsletter: NewsletterConfig, now: datetime) -> l
             [newsletter.name, silent_since],
         ).fetchall()
     )
-    # Then each heard edition's deliveries, read edition by edition in the order they are
-    # stored, oldest edition first: a million readers' deliveries are not each looked up by
-    # reader (benchmarks/sunset.py).
-    editions_since: dict[int, int] = {}
-    first: dict[int, str] = {}
+    # Then the heard editions' deliveries, edition by edition in the order they are stored,
+    # newest first: a million readers' deliveries are not each looked up by reader. Past the
+    # window, an older edition is read only while some candidate still needs one, and none
+    # older than twice `after_days`: a year of editions is not read every day, and a reader
+    # whose silence shows only in older ones is not asked (benchmarks/sunset.py).
+    oldest = to_db(now - timedelta(days=2 * policy.after_days))
+    counts: dict[int, int] = {}
+    old_enough: set[int] = set()
+    unresolved = set(since)
     for edition_id, slot_at in editions:
+        if slot_at <= silent_since and (
+            slot_at <= oldest or not unresolved or slot_at <= min(since[r] for r in unresolved)
+        ):
+            break
         undelivered = {
             subscriber_id
             for (subscriber_id,) in db.execute(
@@ -138,12 +146,15 @@ def cold_readers(db: Database, newsletter: NewsletterConfig, now: datetime) -> l
             began = since.get(subscriber_id)
             if began is None or slot_at <= began or subscriber_id in undelivered:
                 continue
-            editions_since[subscriber_id] = editions_since.get(subscriber_id, 0) + 1
-            first.setdefault(subscriber_id, slot_at)
+            count = counts[subscriber_id] = counts.get(subscriber_id, 0) + 1
+            if slot_at <= silent_since:
+                old_enough.add(subscriber_id)
+            if count >= policy.min_editions and subscriber_id in old_enough:
+                unresolved.discard(subscriber_id)
     return sorted(
         subscriber_id
-        for subscriber_id, count in editions_since.items()
-        if count >= policy.min_editions and first[subscriber_id] <= silent_since
+        for subscriber_id in old_enough
+        if counts[subscriber_id] >= policy.min_editions
     )
 
 

@@ -51,6 +51,9 @@ NUMBER_LIMITS = {
     "max_backoff_seconds": 3600,
     "max_attempts": 100,
     "max_megabytes": 1024,
+    "weight": 10,
+    "exploration": 1,
+    "history_days": 365,
 }
 # Strings that go into mail headers (the subject and title through templates).
 ONE_LINE_KEYS = frozenset({"subject", "title", "from_name", "reply_to", "from_email", "name"})
@@ -66,6 +69,23 @@ class UtmSettings:
     source: str = "newsletter"
     medium: str = "email"
     campaign: str = "{newsletter}"
+
+
+@dataclass(frozen=True)
+class EngagementSettings:
+    """How readers' clicks move the next lineup (`edition.lift`; the formula in `select`).
+
+    `weight` 1 lets a story read twice as often as its position predicts rank as if its
+    editor's score were doubled (or as if it were one half-life younger); 0 turns it off.
+    """
+
+    weight: float = 1.0
+    # A story's lift counts once this many readers got it; before, it is unproven.
+    min_impressions: int = 200
+    # The share of top-story places kept for unproven stories, so new stories still get seen.
+    exploration: float = 0.2
+    # How far back the expected click-through per position is learned.
+    history_days: float = 28.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,7 @@ class NewsletterConfig:
     categories: tuple[str, ...] = ()
     asm_group_id: int | None = None
     utm: UtmSettings = field(default_factory=UtmSettings)
+    engagement: EngagementSettings = field(default_factory=EngagementSettings)
 
 
 @dataclass(frozen=True)
@@ -232,8 +253,17 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         )
     values = dict(values)
     utm = _build(UtmSettings, values.pop("utm", {}), f"newsletters.{name}.utm", path)
+    engagement = _build(
+        EngagementSettings, values.pop("engagement", {}), f"newsletters.{name}.engagement", path
+    )
     nl: NewsletterConfig = _build(
-        NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm
+        NewsletterConfig,
+        values,
+        f"newsletters.{name}",
+        path,
+        name=name,
+        utm=utm,
+        engagement=engagement,
     )
     if not is_place_timezone(nl.timezone):
         raise ConfigError(
@@ -262,6 +292,10 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         raise ConfigError(
             f"newsletters.{name} in {_where(path)}: top_stories, per_category and "
             "window_hours must be at least 1."
+        )
+    if engagement.history_days <= 0:
+        raise ConfigError(
+            f"newsletters.{name}.engagement.history_days in {_where(path)} must be > 0."
         )
     if nl.half_life_hours <= 0:
         raise ConfigError(f"newsletters.{name}.half_life_hours in {_where(path)} must be > 0.")

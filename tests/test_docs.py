@@ -128,6 +128,10 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "story_clicks": {"feedback/events.py"},
+    "story_click_hours": {"feedback/events.py"},
+    "clicks_set_aside": {"feedback/events.py"},
+    "edition_sends": {"delivery/ledger.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.

@@ -14,8 +14,9 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from .lift import story_lifts
 from .render import Renderer
-from .select import normalize_topics, select_digest, variant_key
+from .select import NO_LIFTS, Lifts, normalize_topics, select_digest, variant_key
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ def edition_stories(
     return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
 
 
+def edition_lifts(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> Lifts:
+    """The stories' engagement a selection at `slot_at` ranks with; none when `weight` is 0."""
+    if newsletter.engagement.weight == 0:
+        return NO_LIFTS
+    return story_lifts(db, newsletter, slot_at)
+
+
 def build_edition(
     db: Database,
     config: Config,
@@ -107,12 +115,18 @@ def build_edition(
     slot_at: datetime,
     topics: tuple[str, ...] = (),
     timezone: str | None = None,
+    lifts: Lifts | None = None,
 ) -> tuple[Edition, int]:
-    """Select and render one variant; returns the edition (not yet saved) and its story count."""
+    """Select and render one variant; returns the edition (not yet saved) and its story count.
+
+    `lifts` (`edition_lifts` at `slot_at`, read once for a slot's variants) else read here.
+    """
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone)
     stories, carried = edition_stories(db, newsletter, slot_at, variant)
-    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
+    if lifts is None:
+        lifts = edition_lifts(db, newsletter, slot_at)
+    selection = select_digest(stories, slot_at, newsletter, topics, carried, lifts)
     local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
     rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
     edition = Edition(

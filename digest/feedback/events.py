@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
-from ..clock import to_db, utcnow
+from ..clock import from_db, to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
 from ..edition.render import STORY_PARAMETER
@@ -32,6 +33,7 @@ from ..errors import LeaseHeldError
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
+from .machines import machine_times
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,13 @@ EVENTS_LEASE = "events"
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
 PROCESSING_CACHE_KB = 64 * 1024
+# A click timestamped this long after its post was received, or before its edition's slot, is
+# set aside: clocks drift by seconds, not minutes.
+FUTURE_SLACK_SECONDS = 300
+BEFORE_SEND_SLACK_SECONDS = 600
+FUTURE_CLICK = "timestamped after its post was received"
+EARLY_CLICK = "timestamped before its edition's slot"
+CHUNK = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -170,6 +179,16 @@ def parse_event(item: Any) -> Event | None:
     except UnicodeEncodeError:
         return None
     return event
+
+
+def link_key(url: str) -> str:
+    """A link without its scheme, query and fragment: what a story's URL and a click share
+    when the click's query string was changed on the way (tracking parameters, a lost id)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.strip()[:MAX_TEXT]
+    return f"{(parts.hostname or '').lower()}{parts.path.rstrip('/') or '/'}"
 
 
 def story_of(url: str | None) -> int | None:
@@ -309,12 +328,12 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
     report = report if report is not None else ProcessReport()
     with write_transaction(db):
         row = db.execute(
-            "SELECT body, processed_at FROM webhook_posts WHERE id = ?", [post_id]
+            "SELECT body, processed_at, received_at FROM webhook_posts WHERE id = ?", [post_id]
         ).fetchone()
         if row is None or row[1] is not None:
             return
         items, note = decode_body(row[0] or b"")
-        applier = EventApplier(db, post_id)
+        applier = EventApplier(db, post_id, int(from_db(row[2]).timestamp()))
         unusable = 0
         for item in items:
             event = parse_event(item)
@@ -345,18 +364,42 @@ class Delivery(NamedTuple):
     batch_key: str | None
 
 
+class EditionStories(NamedTuple):
+    """What the events of one edition are matched against: its newsletter and stories."""
+
+    newsletter: str
+    # Unix time of its slot: nothing of it left before then.
+    slot_at: int
+    ids: frozenset[int]
+    links: int
+    # link_key of each story's URL (stories deleted since are not here).
+    by_link: dict[str, int]
+
+    def story(self, url: str | None) -> int | None:
+        """The story a click is for: the id on its link, else its URL without the query."""
+        story_id = story_of(url)
+        if story_id is not None:
+            return story_id if story_id in self.ids else None
+        return self.by_link.get(link_key(url)) if url else None
+
+
 class EventApplier:
     """Applies the events of one post inside its transaction, remembering what it looked up."""
 
-    def __init__(self, db: Database, post_id: int):
+    def __init__(self, db: Database, post_id: int, received_at: int | None = None):
         self.db = db
         self.post_id = post_id
+        self.received_at = received_at
         self.new_events = 0
         self.settled: list[str] = []
         self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
-        self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
+        self._editions: dict[int, EditionStories | None] = {}
         self._states: dict[int, tuple[Delivery, str, int, int]] = {}
         self._engagement: dict[int, list] = {}
+        self._delivered: dict[int, tuple[Delivery, int]] = {}
+        # Per delivery, per story: the first click's time and how many clicks.
+        self._clicks: dict[int, tuple[Delivery, dict[int, tuple[int, int]]]] = {}
+        self._set_aside: Counter[tuple[int, str]] = Counter()
 
     def apply(self, event: Event) -> bool:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
@@ -366,9 +409,7 @@ class EventApplier:
         # event about no reader keeps no text that could hold an address: nothing would
         # ever remove it.
         reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
-        story_id = story_of(event.url)
-        if story_id is not None and (edition is None or story_id not in edition[1]):
-            story_id = None
+        story_id = edition.story(event.url) if edition and event.name == "click" else None
         cursor = self.db.conn.execute(
             """INSERT OR IGNORE INTO events (post_id, sg_event_id, natural_key, event,
                bounce_type, occurred_at, edition_id, delivery_id, subscriber_id, batch_key,
@@ -398,8 +439,9 @@ class EventApplier:
         if delivery is not None:
             self._settle(event, delivery)
             self._advance(event, delivery)
+            self._note_story_click(event, delivery, story_id)
         if reader is not None:
-            self._change_reader(event, reader, edition[0] if edition else None)
+            self._change_reader(event, reader, edition.newsletter if edition else None)
         return True
 
     def delivery(self, event: Event) -> Delivery | None:
@@ -437,13 +479,31 @@ class EventApplier:
             return None
         return delivery
 
-    def edition(self, edition_id: int) -> tuple[str, frozenset[int]] | None:
+    def edition(self, edition_id: int) -> EditionStories | None:
         """The edition's newsletter and the stories it carried."""
         if edition_id not in self._editions:
             row = self.db.execute(
-                "SELECT newsletter, story_ids FROM editions WHERE id = ?", [edition_id]
+                "SELECT newsletter, story_ids, slot_at FROM editions WHERE id = ?", [edition_id]
             ).fetchone()
-            self._editions[edition_id] = (row[0], frozenset(json.loads(row[1]))) if row else None
+            found = None
+            if row:
+                ids = json.loads(row[1])
+                marks = ",".join("?" * len(ids))
+                urls = (
+                    self.db.execute(
+                        f"SELECT id, url FROM stories WHERE id IN ({marks})", ids
+                    ).fetchall()
+                    if ids
+                    else []
+                )
+                found = EditionStories(
+                    row[0],
+                    int(from_db(row[2]).timestamp()),
+                    frozenset(ids),
+                    len(ids),
+                    {link_key(url): i for i, url in urls},
+                )
+            self._editions[edition_id] = found
         return self._editions[edition_id]
 
     def _settle(self, event: Event, delivery: Delivery) -> None:
@@ -468,6 +528,9 @@ class EventApplier:
             known = self._states.get(delivery.id)
             if known is None or rank > known[3]:
                 self._states[delivery.id] = (delivery, state, event.occurred_at, rank)
+        if event.name == "delivered":
+            known_at = self._delivered.get(delivery.id, (delivery, event.occurred_at))[1]
+            self._delivered[delivery.id] = (delivery, min(known_at, event.occurred_at))
         if event.name not in ("open", "click"):
             return
         tally = self._engagement.setdefault(delivery.id, [delivery, 0, 0, 0, None, None])
@@ -478,20 +541,46 @@ class EventApplier:
         tally[2 if event.name == "open" and event.machine_open else 1] += 1
         tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
 
+    def _note_story_click(self, event: Event, delivery: Delivery, story_id: int | None) -> None:
+        """Remember a reader's click on a story, or set it aside when its time cannot be."""
+        if event.name != "click" or story_id is None:
+            return
+        reason = None
+        if self.received_at is not None and event.occurred_at > (
+            self.received_at + FUTURE_SLACK_SECONDS
+        ):
+            reason = FUTURE_CLICK
+        elif (edition := self.edition(delivery.edition_id)) and event.occurred_at < (
+            edition.slot_at - BEFORE_SEND_SLACK_SECONDS
+        ):
+            reason = EARLY_CLICK
+        if reason:
+            self._set_aside[(delivery.edition_id, reason)] += 1
+            return
+        stories = self._clicks.setdefault(delivery.id, (delivery, {}))[1]
+        first, clicks = stories.get(story_id, (event.occurred_at, 0))
+        stories[story_id] = (min(first, event.occurred_at), clicks + 1)
+
     def flush(self) -> None:
         """Write the post's states (only ever up the ladder) and engagement (added up)."""
         self.db.conn.executemany(
             """INSERT INTO delivery_states
-               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
-               rank = excluded.rank, occurred_at = excluded.occurred_at
-               WHERE excluded.rank > delivery_states.rank""",
+               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at, delivered_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET
+               state = CASE WHEN excluded.rank > rank THEN excluded.state ELSE state END,
+               occurred_at = CASE WHEN excluded.rank > rank THEN excluded.occurred_at
+                             ELSE occurred_at END,
+               rank = MAX(rank, excluded.rank),
+               delivered_at = MIN(COALESCE(delivered_at, excluded.delivered_at),
+                                  COALESCE(excluded.delivered_at, delivered_at))
+               WHERE excluded.rank > rank OR excluded.delivered_at IS NOT NULL""",
             [
-                (d.id, d.edition_id, d.subscriber_id, state, rank, at)
+                (d.id, d.edition_id, d.subscriber_id, state, rank, at, self._delivered_at(d.id))
                 for d, state, at, rank in self._states.values()
             ],
         )
+        self._flush_story_clicks()
         self.db.conn.executemany(
             """INSERT INTO engagement (delivery_id, edition_id, subscriber_id, human_opens,
                    machine_opens, clicks, first_open_at, first_click_at)
@@ -508,6 +597,91 @@ class EventApplier:
                 (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
                 for d, human, machine, clicks, opened, clicked in self._engagement.values()
             ],
+        )
+
+    def _delivered_at(self, delivery_id: int) -> int | None:
+        found = self._delivered.get(delivery_id)
+        return found[1] if found else None
+
+    def _flush_story_clicks(self) -> None:
+        """Bring each touched reader's story clicks up to date, and their hourly sums with them.
+
+        A delivery is touched by a click on a story or by its `delivered` event (which may come
+        after the clicks): its stories are judged again by `machines.machine_times`, and each
+        change is written with what it changes in `story_click_hours`.
+        """
+        deliveries = {d.id: d for d, _ in self._delivered.values()}
+        deliveries |= {d.id: d for d, _ in self._clicks.values()}
+        stored: dict[int, dict[int, tuple[int, int, int | None]]] = {}
+        delivered: dict[int, int | None] = {}
+        ids = list(deliveries)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for delivery_id, story_id, first, clicks, machine in self.db.conn.execute(
+                f"""SELECT delivery_id, story_id, first_at, clicks, machine_at FROM story_clicks
+                    WHERE delivery_id IN ({marks})""",
+                chunk,
+            ):
+                stored.setdefault(delivery_id, {})[story_id] = (first, clicks, machine)
+        judged = [i for i in ids if i in stored or i in self._clicks]
+        for start in range(0, len(judged), CHUNK):
+            chunk = judged[start : start + CHUNK]
+            delivered |= dict(
+                self.db.conn.execute(
+                    f"""SELECT delivery_id, delivered_at FROM delivery_states
+                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        rows = []
+        hours: Counter[tuple[int, int, int, str]] = Counter()
+        for delivery_id in judged:
+            delivery = deliveries[delivery_id]
+            old = stored.get(delivery_id, {})
+            merged = {story: (first, clicks) for story, (first, clicks, _) in old.items()}
+            for story, (first, clicks) in self._clicks.get(delivery_id, (delivery, {}))[1].items():
+                was_first, was_clicks = merged.get(story, (first, 0))
+                merged[story] = (min(was_first, first), was_clicks + clicks)
+            edition = self.edition(delivery.edition_id)
+            machine = machine_times(
+                {story: first for story, (first, _) in merged.items()},
+                delivered.get(delivery_id),
+                edition.links if edition else len(merged),
+            )
+            for story, (first, clicks) in merged.items():
+                new = (first, clicks, machine[story])
+                if old.get(story) == new:
+                    continue
+                rows.append((delivery_id, story, delivery.edition_id, *new))
+                key = (delivery.edition_id, story)
+                if story in old:
+                    _hour_changes(hours, key, old[story][0], old[story][2], -1)
+                _hour_changes(hours, key, first, machine[story], 1)
+        self.db.conn.executemany(
+            """INSERT OR REPLACE INTO story_clicks
+               (delivery_id, story_id, edition_id, first_at, clicks, machine_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        changes: dict[tuple[int, int, int], list[int]] = {}
+        for (edition_id, story, hour, kind), n in hours.items():
+            changes.setdefault((edition_id, story, hour), [0, 0])[kind == "machine"] += n
+        self.db.conn.executemany(
+            """INSERT INTO story_click_hours (edition_id, story_id, hour, human, machine)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (edition_id, story_id, hour) DO UPDATE SET
+               human = human + excluded.human, machine = machine + excluded.machine""",
+            [
+                (*key, human, machine)
+                for key, (human, machine) in changes.items()
+                if human or machine
+            ],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO clicks_set_aside (edition_id, reason, clicks) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, reason) DO UPDATE SET clicks = clicks + excluded.clicks""",
+            [(edition_id, reason, n) for (edition_id, reason), n in self._set_aside.items()],
         )
 
     def _change_reader(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
@@ -559,6 +733,21 @@ class EventApplier:
     def _subscriber(self, email: str) -> int | None:
         row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
         return row[0] if row else None
+
+
+def _hour_changes(
+    hours: Counter[tuple[int, int, int, str]],
+    key: tuple[int, int],
+    first_at: int,
+    machine_at: int | None,
+    sign: int,
+) -> None:
+    """What one reader's click on a story adds to the hourly sums (`sign` -1 takes it back):
+    a person's click in the hour of the first click, turned a machine's in the hour it was."""
+    hours[(*key, first_at // 3600, "human")] += sign
+    if machine_at is not None:
+        hours[(*key, machine_at // 3600, "human")] -= sign
+        hours[(*key, machine_at // 3600, "machine")] += sign
 
 
 def _reader_change(event: Event) -> str | None:

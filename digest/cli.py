@@ -636,15 +636,29 @@ def stories() -> None:
 
 @stories.command("list")
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@newsletter_option
+@moment_option
 @pass_state
-def stories_list(state: State, limit: int) -> None:
-    """List stories: id, published time, score, pin, category, title, url."""
+def stories_list(state: State, limit: int, newsletter: str | None, now: str | None) -> None:
+    """List stories: id, published time, score, pin, category, title, url, and lift.
+
+    Lift is what the newsletter's readers made of the story in the last window's editions
+    (click-through over what its positions predict; see the ranking docs), with how many
+    readers it reached; "-" for a story no edition of the window carried.
+    """
+    from .edition.lift import story_lifts
     from .newsroom.stories import list_stories
 
-    for s in list_stories(state.db(), limit):
+    db = state.db()
+    lifts = story_lifts(db, state.config.newsletter(newsletter), _now(now))
+    for s in list_stories(db, limit):
         pin = "pinned" if s.pinned else "-"
         published = f"{s.published_at:%Y-%m-%d %H:%M}"
-        click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
+        found = lifts.get(s.id)
+        lift = f"lift {found.lift:.2f} ({found.impressions} readers)" if found else "-"
+        click.echo(
+            terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url, lift)
+        )
 
 
 def _editorial(state: State, ref: str, **change: Any) -> None:

@@ -90,12 +90,13 @@ def expected_ctr(totals: dict[int, tuple[int, int]], position: int) -> float:
 def newsletter_editions(
     db: Database, newsletter: NewsletterConfig, now: datetime
 ) -> list[tuple[int, str, list[int]]]:
-    """The newsletter's editions of its history at `now` (slots in the last `history_days`):
+    """The newsletter's editions of its history at `now` (slots in the last `history_days`,
+    before `now`: a slot's own editions, sent at `now`, cannot have been read by then), with
     id, slot time and stories in order."""
     since = now - timedelta(days=newsletter.engagement.history_days)
     rows = db.execute(
         """SELECT id, slot_at, story_ids FROM editions
-           WHERE newsletter = ? AND slot_at > ? AND slot_at <= ? ORDER BY id""",
+           WHERE newsletter = ? AND slot_at > ? AND slot_at < ? ORDER BY id""",
         [newsletter.name, to_db(since), to_db(now)],
     )
     return [(edition_id, slot_at, json.loads(ids)) for edition_id, slot_at, ids in rows]

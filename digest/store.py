@@ -414,21 +414,36 @@ def m008_events(db: Database) -> None:
 
 @migrations()
 def m013_story_clicks(db: Database) -> None:
-    """Summaries kept as events are applied and mail is sent, so a slot reads a story's
-    impressions and clicks without visiting a day's events (benchmarks/lift.py).
+    """Summaries kept as mail is sent and events are applied, so a slot reads its stories'
+    impressions, clicks and lift from a few thousand rows, never a day's events or the
+    editions' HTML (benchmarks/lift.py).
 
-    `edition_sends` counts each edition's readers sent to (written by the ledger as batches
-    go; filled here from the deliveries already sent). `story_clicks` holds one row
-    per reader and story clicked: its first click, how many, and when it became known as a
-    machine's (`feedback.machines`; NULL: a person's). `story_click_hours` adds those rows up
-    per edition, story and hour as changes (a person's click, then maybe its turn to a
-    machine's), so a count at any moment is a sum of whole hours plus the last hour's rows.
-    `clicks_set_aside` counts the clicks left out and why. `delivery_states.delivered_at` is
-    when the email was delivered, which the machine rule needs. Clicks kept before this
-    migration are not summarised: they stay in `events`.
+    `edition_lineups` (written with each edition) holds its newsletter, slot and stories in
+    order (and how many); `edition_sends` (the ledger) how many readers it was sent to. As
+    events are applied: `story_clicks` holds one row per reader and story clicked (the first
+    click, how many, and when it became known as a machine's, `feedback.machines`; NULL: a
+    person's);
+    `story_click_hours` adds those up per edition, story and hour as changes (a person's
+    click, then maybe its turn to a machine's), `position_click_hours` people's clicks per
+    newsletter, slot day, position and hour, and `reach_hours` the readers each edition did
+    not reach (deferred, dropped, blocked, bounced) by hour, so a count at any moment is a sum
+    of whole hours. `clicks_set_aside` counts the clicks left out and why;
+    `delivery_states.delivered_at` is when the email was delivered (the machine rule needs
+    it). Clicks and outcomes kept before this migration stay in `events`, not summarised.
     """
     for statement in (
         "ALTER TABLE delivery_states ADD COLUMN delivered_at INTEGER",
+        """CREATE TABLE edition_lineups (
+            edition_id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            story_ids TEXT NOT NULL,
+            stories INTEGER NOT NULL
+        )""",
+        "CREATE INDEX edition_lineups_slot ON edition_lineups (newsletter, slot_at)",
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           SELECT id, newsletter, slot_at, story_ids, json_array_length(story_ids)
+           FROM editions""",
         """CREATE TABLE edition_sends (
             edition_id INTEGER PRIMARY KEY,
             readers INTEGER NOT NULL
@@ -445,9 +460,6 @@ def m013_story_clicks(db: Database) -> None:
             machine_at INTEGER,
             PRIMARY KEY (delivery_id, story_id)
         ) WITHOUT ROWID""",
-        "CREATE INDEX story_clicks_first ON story_clicks (edition_id, first_at)",
-        """CREATE INDEX story_clicks_machine ON story_clicks (edition_id, machine_at)
-           WHERE machine_at IS NOT NULL""",
         """CREATE TABLE story_click_hours (
             edition_id INTEGER NOT NULL,
             story_id INTEGER NOT NULL,
@@ -455,6 +467,20 @@ def m013_story_clicks(db: Database) -> None:
             human INTEGER NOT NULL,
             machine INTEGER NOT NULL,
             PRIMARY KEY (edition_id, story_id, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE position_click_hours (
+            newsletter TEXT NOT NULL,
+            slot_day INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            human INTEGER NOT NULL,
+            PRIMARY KEY (newsletter, slot_day, position, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE reach_hours (
+            edition_id INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            lost INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, hour)
         ) WITHOUT ROWID""",
         """CREATE TABLE clicks_set_aside (
             edition_id INTEGER NOT NULL,

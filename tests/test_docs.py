@@ -131,6 +131,9 @@ TABLE_HOMES = {
     "story_clicks": {"feedback/events.py"},
     "story_click_hours": {"feedback/events.py"},
     "clicks_set_aside": {"feedback/events.py"},
+    "position_click_hours": {"feedback/events.py"},
+    "reach_hours": {"feedback/events.py"},
+    "edition_lineups": {"edition/build.py"},
     "edition_sends": {"delivery/ledger.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or

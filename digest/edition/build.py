@@ -212,4 +212,16 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             to_db(created_at),
         ],
     )
+    # What lift reads of an edition, without reading past its HTML (`edition.lift`).
+    db.execute(
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           VALUES (?, ?, ?, ?, ?)""",
+        [
+            cursor.lastrowid,
+            edition.newsletter,
+            to_db(edition.slot_at),
+            json.dumps(list(edition.story_ids)),
+            len(edition.story_ids),
+        ],
+    )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)

@@ -28,6 +28,7 @@ from sqlite_utils import Database
 from ..clock import from_db, to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
+from ..edition.lift import NOT_REACHED
 from ..edition.render import STORY_PARAMETER
 from ..errors import LeaseHeldError
 from ..readers.audit import record
@@ -370,7 +371,8 @@ class EditionStories(NamedTuple):
     newsletter: str
     # Unix time of its slot: nothing of it left before then.
     slot_at: int
-    ids: frozenset[int]
+    # Each story's position in the edition (1 first), and how many story links it has.
+    positions: dict[int, int]
     links: int
     # link_key of each story's URL (stories deleted since are not here).
     by_link: dict[str, int]
@@ -379,7 +381,7 @@ class EditionStories(NamedTuple):
         """The story a click is for: the id on its link, else its URL without the query."""
         story_id = story_of(url)
         if story_id is not None:
-            return story_id if story_id in self.ids else None
+            return story_id if story_id in self.positions else None
         return self.by_link.get(link_key(url)) if url else None
 
 
@@ -483,7 +485,9 @@ class EventApplier:
         """The edition's newsletter and the stories it carried."""
         if edition_id not in self._editions:
             row = self.db.execute(
-                "SELECT newsletter, story_ids, slot_at FROM editions WHERE id = ?", [edition_id]
+                """SELECT newsletter, story_ids, slot_at FROM edition_lineups
+                   WHERE edition_id = ?""",
+                [edition_id],
             ).fetchone()
             found = None
             if row:
@@ -499,7 +503,7 @@ class EventApplier:
                 found = EditionStories(
                     row[0],
                     int(from_db(row[2]).timestamp()),
-                    frozenset(ids),
+                    {story: n for n, story in reversed(list(enumerate(ids, 1)))},
                     len(ids),
                     {link_key(url): i for i, url in urls},
                 )
@@ -563,6 +567,7 @@ class EventApplier:
 
     def flush(self) -> None:
         """Write the post's states (only ever up the ladder) and engagement (added up)."""
+        self._flush_reach()
         self.db.conn.executemany(
             """INSERT INTO delivery_states
                (delivery_id, edition_id, subscriber_id, state, rank, occurred_at, delivered_at)
@@ -597,6 +602,32 @@ class EventApplier:
                 (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
                 for d, human, machine, clicks, opened, clicked in self._engagement.values()
             ],
+        )
+
+    def _flush_reach(self) -> None:
+        """Note, by hour, each delivery of the post that stops or starts being one that did not
+        reach its reader (`reach_hours`), from the state it had to the state it moves up to."""
+        ids = list(self._states)
+        before: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            for delivery_id, state, at, rank in self.db.conn.execute(
+                f"""SELECT delivery_id, state, occurred_at, rank FROM delivery_states
+                    WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                chunk,
+            ):
+                before[delivery_id] = (state, at, rank)
+        lost: Counter[tuple[int, int]] = Counter()
+        for delivery, state, at, rank in self._states.values():
+            old_state, old_at, old_rank = before.get(delivery.id, ("", at, 0))
+            if rank <= old_rank:
+                continue
+            hour = max(at, old_at) // 3600
+            lost[(delivery.edition_id, hour)] += (state in NOT_REACHED) - (old_state in NOT_REACHED)
+        self.db.conn.executemany(
+            """INSERT INTO reach_hours (edition_id, hour, lost) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, hour) DO UPDATE SET lost = lost + excluded.lost""",
+            [(edition_id, hour, n) for (edition_id, hour), n in lost.items() if n],
         )
 
     def _delivered_at(self, delivery_id: int) -> int | None:
@@ -636,6 +667,7 @@ class EventApplier:
             )
         rows = []
         hours: Counter[tuple[int, int, int, str]] = Counter()
+        positions: Counter[tuple[str, int, int, int]] = Counter()
         for delivery_id in judged:
             delivery = deliveries[delivery_id]
             old = stored.get(delivery_id, {})
@@ -655,9 +687,16 @@ class EventApplier:
                     continue
                 rows.append((delivery_id, story, delivery.edition_id, *new))
                 key = (delivery.edition_id, story)
+                delta = Counter[tuple[int, int, int, str]]()
                 if story in old:
-                    _hour_changes(hours, key, old[story][0], old[story][2], -1)
-                _hour_changes(hours, key, first, machine[story], 1)
+                    _hour_changes(delta, key, old[story][0], old[story][2], -1)
+                _hour_changes(delta, key, first, machine[story], 1)
+                hours.update(delta)
+                if edition is not None:
+                    where = (edition.newsletter, edition.slot_at // 86400, edition.positions[story])
+                    for (_, _, hour, kind), n in delta.items():
+                        if kind == "human":
+                            positions[(*where, hour)] += n
         self.db.conn.executemany(
             """INSERT OR REPLACE INTO story_clicks
                (delivery_id, story_id, edition_id, first_at, clicks, machine_at)
@@ -677,6 +716,13 @@ class EventApplier:
                 for key, (human, machine) in changes.items()
                 if human or machine
             ],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO position_click_hours (newsletter, slot_day, position, hour, human)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (newsletter, slot_day, position, hour) DO UPDATE SET
+               human = human + excluded.human""",
+            [(*key, n) for key, n in positions.items() if n],
         )
         self.db.conn.executemany(
             """INSERT INTO clicks_set_aside (edition_id, reason, clicks) VALUES (?, ?, ?)

@@ -24,6 +24,7 @@ from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_H
 from digest.lineup import lineup
 from digest.preview import variant_selection, variant_target
 from digest.readers.subscribers import add_subscriber
+from digest.studio import create_studio
 from digest.web import create_app
 
 from helpers import add_stories, config_data, story, write_config
@@ -386,3 +387,52 @@ def test_digest_stories_list_shows_each_storys_lift(tmp_path, db, keys, newsroom
 
 def lift_of(db, config):
     return story_lifts(db, config.newsletter("daily"), LONDON).values()
+
+
+def test_the_studios_lineup_shows_impressions_clicks_ctr_expected_lift_and_its_effect(
+    tmp_path, db, keys, newsroom
+):
+    config = make(tmp_path)
+    tokyo_day(db, config, keys, newsroom, people_read_d(db, newsroom))
+    studio = create_studio(lambda: config, OutboxTransport(config)).test_client()
+    page = studio.get(
+        "/", query_string={"timezone": "Europe/London", "now": LONDON.isoformat()}
+    ).get_data(as_text=True)
+    row = page[page.index(f'data-story="{newsroom["D"]}"') :]
+    row = row[: row.index("</tr>")]
+    d = next(e for e in lift_of(db, config) if e.story_id == newsroom["D"])
+    assert f'<td class="impressions">{TOKYO_READERS}</td>' in row
+    assert '<td class="human-clicks">6</td>' in row
+    assert '<td class="machine-clicks">0</td>' in row
+    assert '<td class="ctr">30.0%</td>' in row
+    assert f'<td class="expected-ctr">{d.expected_ctr * 100:.1f}%</td>' in row
+    assert f'<td class="lift">{d.lift:.2f}</td>' in row
+    assert f"rank × {d.lift:.2f}; up " in row
+
+
+def test_digest_report_lists_every_story_most_read_for_its_position_first(
+    tmp_path, db, keys, newsroom
+):
+    config = make(tmp_path)
+    tokyo_day(db, config, keys, newsroom, people_read_d(db, newsroom))
+    path = write_config(tmp_path)
+    args = ["--config", str(path), "report", "2026-11-26"]
+    report = json.loads(CliRunner().invoke(cli, [*args, "--json"]).output)
+    stories = report["stories"]
+    assert len(stories) == 6 and stories[0]["story_id"] == newsroom["D"]
+    assert set(stories[0]) == {
+        "story_id",
+        "title",
+        "url",
+        "positions",
+        "impressions",
+        "human_clicks",
+        "machine_clicks",
+        "ctr",
+        "expected_ctr",
+        "lift",
+    }
+    assert [s["lift"] for s in stories] == sorted((s["lift"] for s in stories), reverse=True)
+    printed = CliRunner().invoke(cli, args).output
+    assert "most read for their position" in printed
+    assert "1. Story D [story" in printed and "clicked by 6 (+ 0 machines), CTR 30.0%" in printed

@@ -214,3 +214,35 @@ def test_three_clicks_of_ten_readers_do_not_outrank_three_hundred_of_ten_thousan
     many = shrunk_lift(3000, 10_000, 10_000 * expected)
     assert 1 < few < many
     assert shrunk_lift(0, 0, 0) == 1
+
+
+lift_maps = st.dictionaries(
+    st.integers(1, 10_000),
+    st.builds(
+        lambda lift, n: StoryEngagement(story_id=0, impressions=n, lift=lift),
+        st.floats(0.05, 20),
+        st.integers(0, 5000),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(story_sets, lift_maps)
+def test_with_lifts_pins_still_lead_and_every_limit_holds(stories, lifts):
+    selection = select_digest(stories, NOW, SETTINGS, lifts=lifts)
+    top = [t.story for t in selection.top_stories]
+    pinned = [s.pinned for s in top]
+    assert pinned == sorted(pinned, reverse=True)
+    categories = [s.category for s in top]
+    assert all(categories.count(c) <= SETTINGS.per_category for c in categories)
+    assert len(selection.story_ids) == len(set(selection.story_ids))
+    editors = select_digest(stories, NOW, SETTINGS)
+    assert len(selection.top_stories) == len(editors.top_stories)
+
+
+@settings(max_examples=150, deadline=None)
+@given(story_sets, lift_maps)
+def test_with_weight_zero_any_lifts_give_the_editors_selection(stories, lifts):
+    off = replace(SETTINGS, engagement=EngagementSettings(weight=0))
+    assert select_digest(stories, NOW, off, lifts=lifts) == select_digest(stories, NOW, off)

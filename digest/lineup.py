@@ -1,4 +1,4 @@
-"""The honest lineup of one edition variant: each candidate, its rank, place, and what displaced it.
+"""The honest lineup of one edition variant, in the email's order, each story with its marks.
 
 Built from the same pieces `build_edition` selects with (`edition_stories`, `select.candidates`,
 `select.rank_top_stories`, `select.select_digest`), so it shows the choice the send makes,
@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 
 from sqlite_utils import Database
 
-from .edition.build import edition_stories
+from .edition.build import edition_edits, edition_stories
 from .edition.lift import story_lifts
 from .edition.select import NO_LIFTS, candidates, rank_top_stories, select_digest
 from .models import Story, StoryEngagement
+from .newsroom.stories import find_story
 from .preview import Target
 
 
@@ -23,10 +24,12 @@ from .preview import Target
 class LineupRow:
     story: Story
     rank: float
-    # "top 1", "recent 2", "also read (top 3)", "left out", or "sent before".
+    # "top 1", "recent 2", "also read (top 3)", "left out", "dropped" or "sent before".
     place: str
-    # Why the story is not where its rank or pin would put it; "" when nothing to say.
+    # Why the story is not where its pin would put it (a real surprise); "" when nothing.
     flag: str = ""
+    # What else is worth knowing about its place (what a cap did), shown quietly.
+    note: str = ""
     # What its readers did with it in the last window's editions (None: no edition carried it).
     engagement: StoryEngagement | None = None
     # The rank without lift, the lift's factor, and the story's place in the ranking with
@@ -49,6 +52,22 @@ class LineupRow:
         way = "up" if self.order < self.editor_order else "down"
         return f"{way} {abs(self.editor_order - self.order)} (editor's rank: {self.editor_order})"
 
+    @property
+    def dropped(self) -> bool:
+        return self.place == "dropped"
+
+    @property
+    def marks(self) -> tuple[str, ...]:
+        """Short marks for the row: pinned, dropped, unscored (ranked by freshness alone)."""
+        marks = []
+        if self.story.pinned:
+            marks.append("pinned")
+        if self.dropped:
+            marks.append("dropped")
+        if self.story.score == 0 and not self.story.pinned:
+            marks.append("unscored")
+        return tuple(marks)
+
 
 def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
     category = story.category.strip().lower() or "no category"
@@ -57,8 +76,21 @@ def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
     return f"displaced by top_stories: the {settings_value} places were taken"
 
 
+def _order(row: LineupRow) -> tuple[int, int]:
+    """The email's order: top stories (each with its also-read), recent posts, then the rest."""
+    place, _, number = row.place.partition(" ")
+    if place == "top":
+        return (0, 2 * int(number))
+    if place == "also":
+        return (0, 2 * int(row.place.rsplit(" ", 1)[1].rstrip(")")) + 1)
+    if place == "recent":
+        return (1, int(number))
+    return ({"left": 2, "dropped": 3, "sent": 4}.get(place, 5), 0)
+
+
 def lineup(db: Database, target: Target) -> list[LineupRow]:
-    """Every candidate of the target's variant in rank order, then those sent before."""
+    """Every candidate of the target's variant in the email's order, then those left out,
+    those an editor dropped from this edition, and those sent before."""
     settings = target.newsletter
     stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
     _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
@@ -84,28 +116,29 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
             place = f"also read (top {also[story.id]})"
         else:
             place = "left out"
-        flag = ""
+        flag = note = ""
         if ranked.outcome != "top":
             cap = (
                 settings.per_category if ranked.outcome == "per_category" else settings.top_stories
             )
-            reason = _displaced(ranked.outcome, story, cap)
-            if story.pinned or ranked.outcome == "per_category":
-                flag = ("pinned, but " if story.pinned else "") + reason
+            note = _displaced(ranked.outcome, story, cap)
+            if story.pinned:
+                flag, note = "pinned, but " + note, ""
         if ranked.outcome == "exploration":
-            flag = "displaced by exploration: its place went to a story too few readers have seen"
+            note = "displaced by exploration: its place went to a story too few readers have seen"
         rows.append(
             LineupRow(
                 story,
                 ranked.rank,
                 place,
                 flag,
-                shown.get(story.id),
-                ranked.editor_rank,
-                ranked.factor,
-                order,
-                editor_order[story.id],
-                ranked.explored,
+                note,
+                engagement=shown.get(story.id),
+                editor_rank=ranked.editor_rank,
+                factor=ranked.factor,
+                order=order,
+                editor_order=editor_order[story.id],
+                explored=ranked.explored,
             )
         )
     in_rows = {row.story.id for row in rows}
@@ -115,14 +148,20 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
             rows.append(
                 LineupRow(story, 0.0, f"also read (top {under})", engagement=shown.get(story_id))
             )
+    rows.sort(key=_order)
+    edits = edition_edits(db, settings, target.slot_at, target.timezone)
+    rows += [
+        LineupRow(find_story(db, str(story_id)), 0.0, "dropped", note="dropped from this edition")
+        for story_id in sorted(edits.dropped)
+    ]
     _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
     rows += [
         LineupRow(
             s,
             0.0,
             "sent before",
-            "an earlier edition carried it to these readers",
-            shown.get(s.id),
+            note="an earlier edition carried it to these readers",
+            engagement=shown.get(s.id),
         )
         for s in sent_before
         if s.id in carried

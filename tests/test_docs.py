@@ -128,6 +128,8 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "holds": {"delivery/holds.py"},
+    "edition_edits": {"edition/edits.py"},
     "story_clicks": {"feedback/events.py"},
     "story_click_hours": {"feedback/events.py"},
     "clicks_set_aside": {"feedback/events.py"},

@@ -114,17 +114,25 @@ def edition_report(
     ]
     total = dict(sum((Counter(numbers[i]) for i in ids), Counter()))
     total = {name: total.get(name, 0) for name in NUMBERS}
+    completeness = _completeness(db, ids, now)
+    if completeness["outbox_only"]:
+        # Files have no delivery events: 0% delivered would be a lie, not a measurement.
+        for variant in variants:
+            variant["rates"] = dict.fromkeys(variant["rates"])
     return {
         "newsletter": nl.name,
         "title": nl.title,
         "edition": day.isoformat(),
         "generated_at": to_db(now),
         "variants": variants,
-        "total": {"numbers": total, "rates": rates(total)},
+        "total": {
+            "numbers": total,
+            "rates": dict.fromkeys(rates(total)) if completeness["outbox_only"] else rates(total),
+        },
         "stories": _stories(db, nl, ids, now),
         "links": _links(db, ids),
         "set_aside": _set_aside(db, ids),
-        "completeness": _completeness(db, ids, now),
+        "completeness": completeness,
     }
 
 
@@ -200,22 +208,35 @@ def _unsubscribes(db: Database, newsletter: str, ids: list[int]) -> list[tuple[i
     ).fetchall()
 
 
+# Each rate: its part and its base. Engagement and complaints on delivered, delivery on sent.
+RATES = {
+    "delivered_of_sent": ("delivered", "sent"),
+    "bounced_of_sent": ("bounced", "sent"),
+    "blocked_of_sent": ("blocked", "sent"),
+    "opened": ("opens", "delivered"),
+    "opened_by_people": ("human_opens", "delivered"),
+    "clicked": ("clicks", "delivered"),
+    "complained": ("complaints", "delivered"),
+    "unsubscribed": ("unsubscribes", "delivered"),
+}
+
+
 def rates(numbers: dict[str, int]) -> dict[str, float | None]:
-    """Engagement and complaints on delivered, delivery and bounces on sent (None: no base)."""
-
-    def share(part: str, base: str) -> float | None:
-        return round(numbers[part] / numbers[base], 4) if numbers[base] else None
-
+    """Each of RATES (None: no base), at most 100%: readers can leave, open or complain about
+    mail whose delivery SendGrid has not reported, and more than all is no rate."""
     return {
-        "delivered_of_sent": share("delivered", "sent"),
-        "bounced_of_sent": share("bounced", "sent"),
-        "blocked_of_sent": share("blocked", "sent"),
-        "opened": share("opens", "delivered"),
-        "opened_by_people": share("human_opens", "delivered"),
-        "clicked": share("clicks", "delivered"),
-        "complained": share("complaints", "delivered"),
-        "unsubscribed": share("unsubscribes", "delivered"),
+        name: round(min(numbers[part] / numbers[base], 1.0), 4) if numbers[base] else None
+        for name, (part, base) in RATES.items()
     }
+
+
+def over_base(numbers: dict[str, int]) -> list[str]:
+    """The counts that outnumber their rate's base (whose rate is therefore capped), said so."""
+    return [
+        f"{part} ({numbers[part]}) outnumber {base} ({numbers[base]})"
+        for part, base in RATES.values()
+        if numbers[base] and numbers[part] > numbers[base]
+    ]
 
 
 def _stories(
@@ -291,11 +312,22 @@ def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]
         f"SELECT MAX(sent_at) FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"
     ).fetchone()[0]
     events = db.execute(f"SELECT COUNT(*) FROM events WHERE edition_id IN ({in_ids})").fetchone()[0]
+    sent, to_outbox = db.execute(
+        f"""SELECT COUNT(*), COUNT(*) FILTER (WHERE provider_id LIKE 'outbox:%')
+            FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"""
+    ).fetchone()
+    outbox_only = bool(sent) and sent == to_outbox
     last_post = db.execute("SELECT MAX(received_at) FROM webhook_posts").fetchone()[0]
     pending, _ = waiting_posts(db)
     settles_at = to_db(from_db(last_sent) + OUTCOMES_SETTLE) if last_sent else None
     if not last_sent:
         note = "nothing of this edition was sent, so no events can come"
+    elif outbox_only:
+        note = (
+            f"the {sent} sent were written to the outbox as files, not sent through SendGrid: "
+            "outbox sends have no delivery events, so delivered, opened and clicked are "
+            "unknown (n/a), not 0"
+        )
     elif not events:
         note = (
             "no webhook events for this edition yet: delivery, opens and clicks are unknown "
@@ -314,6 +346,7 @@ def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]
         "events": events,
         "last_post_received_at": last_post,
         "posts_waiting": pending,
+        "outbox_only": outbox_only,
         "note": note,
     }
 
@@ -355,6 +388,11 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"  on sent ({total['sent']}): delivered {_percent(r['delivered_of_sent'])}, bounced "
         f"{_percent(r['bounced_of_sent'])}, blocked {_percent(r['blocked_of_sent'])}"
     )
+    if over := over_base(total):
+        lines.append(
+            f"  capped at 100%: {'; '.join(over)}, because not every delivery has been "
+            "reported by the webhook yet"
+        )
     lines.append(
         "  most read for their position (lift: click-through against what the position "
         "predicts, shrunk while few readers had it; clicks are unique readers):"

@@ -129,7 +129,9 @@ def edition_report(
             "numbers": total,
             "rates": dict.fromkeys(rates(total)) if completeness["outbox_only"] else rates(total),
         },
-        "stories": _stories(db, nl, ids, now),
+        "stories": _stories(
+            db, nl, ids, now, unknown=completeness["outbox_only"] and not completeness["events"]
+        ),
         "links": _links(db, ids),
         "set_aside": _set_aside(db, ids),
         "completeness": completeness,
@@ -240,9 +242,12 @@ def over_base(numbers: dict[str, int]) -> list[str]:
 
 
 def _stories(
-    db: Database, nl: NewsletterConfig, ids: list[int], now: datetime
+    db: Database, nl: NewsletterConfig, ids: list[int], now: datetime, *, unknown: bool = False
 ) -> list[dict[str, Any]]:
-    """Every story of the editions, most read for their position (highest lift) first."""
+    """Every story of the editions, most read for their position (highest lift) first.
+
+    `unknown`: the mail went to the outbox and no event came: clicks are None, not 0.
+    """
     # Whatever was kept counts, as for the report's other numbers.
     found = editions_engagement(db, nl, ids, now, events_until=EVERY_EVENT)
     stored = (
@@ -273,7 +278,14 @@ def _stories(
             }
         )
     rows.sort(key=lambda r: (-r["lift"], -r["human_clicks"], r["story_id"]))
+    if unknown:
+        for row in rows:
+            row |= dict.fromkeys(("human_clicks", "machine_clicks", "ctr", "expected_ctr", "lift"))
     return rows
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
 
 
 def _round(value: float | None) -> float | None:
@@ -402,9 +414,10 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         positions = ", ".join(str(p) for p in story["positions"])
         lines.append(
             f"    {n}. {title} [story {story['story_id']}] {story['url'] or ''}: position "
-            f"{positions}, {story['impressions']} readers, clicked by {story['human_clicks']} "
-            f"(+ {story['machine_clicks']} machines), CTR {_percent(story['ctr'])}, expected "
-            f"{_percent(story['expected_ctr'])}, lift {story['lift']:.2f}"
+            f"{positions}, {story['impressions']} readers, clicked by "
+            f"{_count(story['human_clicks'])} (+ {_count(story['machine_clicks'])} machines), "
+            f"CTR {_percent(story['ctr'])}, expected {_percent(story['expected_ctr'])}, lift "
+            f"{'n/a' if story['lift'] is None else format(story['lift'], '.2f')}"
         )
     if not report["stories"]:
         lines.append("    (no stories)")

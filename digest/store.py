@@ -510,7 +510,8 @@ def m013_story_clicks(db: Database) -> None:
     not reach (deferred, dropped, blocked, bounced) by hour, so a count at any moment is a sum
     of whole hours. `clicks_set_aside` counts the clicks left out and why;
     `delivery_states.delivered_at` is when the email was delivered (the machine rule needs
-    it). Clicks and outcomes kept before this migration stay in `events`, not summarised.
+    it). Outcomes already reported are filled in; clicks kept before this migration stay in
+    `events`, not summarised.
     """
     for statement in (
         "ALTER TABLE delivery_states ADD COLUMN delivered_at INTEGER",
@@ -563,6 +564,11 @@ def m013_story_clicks(db: Database) -> None:
             lost INTEGER NOT NULL,
             PRIMARY KEY (edition_id, hour)
         ) WITHOUT ROWID""",
+        # The states the webhook already reported, each from its own hour.
+        """INSERT INTO reach_hours (edition_id, hour, lost)
+           SELECT edition_id, occurred_at / 3600, COUNT(*) FROM delivery_states
+           WHERE state IN ('deferred', 'dropped', 'blocked', 'bounced')
+           GROUP BY edition_id, occurred_at / 3600""",
         """CREATE TABLE clicks_set_aside (
             edition_id INTEGER NOT NULL,
             reason TEXT NOT NULL,

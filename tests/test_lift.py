@@ -24,6 +24,7 @@ from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_H
 from digest.lineup import lineup
 from digest.preview import variant_selection, variant_target
 from digest.readers.subscribers import add_subscriber
+from digest.store import migrations
 from digest.studio import create_studio
 from digest.web import create_app
 
@@ -436,3 +437,31 @@ def test_digest_report_lists_every_story_most_read_for_its_position_first(
     printed = CliRunner().invoke(cli, args).output
     assert "most read for their position" in printed
     assert "1. Story D [story" in printed and "clicked by 6 (+ 0 machines), CTR 30.0%" in printed
+
+
+def test_a_database_upgraded_to_the_click_summaries_keeps_its_sends_and_outcomes(
+    tmp_path, newsroom, db, keys
+):
+    config = make(tmp_path)
+    (edition,) = send_zone(db, config, "Asia/Tokyo", TOKYO)
+    first = deliveries(db, edition.saved_id)[0]
+    bounced = event(first, edition.saved_id, "bounce", TOKYO + timedelta(minutes=3), type="bounce")
+    post_signed(db, config, keys, [bounced])
+    before = story_lifts(db, config.newsletter("daily"), LONDON)
+    # As if made before m013_story_clicks: its summaries gone, then the migration run.
+    db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm013_story_clicks'")
+    for table in (
+        "edition_lineups",
+        "edition_sends",
+        "story_clicks",
+        "story_click_hours",
+        "position_click_hours",
+        "reach_hours",
+        "clicks_set_aside",
+    ):
+        db.execute(f"DROP TABLE {table}")
+    db.execute("ALTER TABLE delivery_states DROP COLUMN delivered_at")
+    migrations.apply(db)
+    after = story_lifts(db, config.newsletter("daily"), LONDON)
+    assert after == before
+    assert after[newsroom["A"]].impressions == TOKYO_READERS - 1

@@ -74,6 +74,8 @@ class NewsletterConfig:
 
     name: str
     title: str = "Daily Digest"
+    # What the newsletter carries, in a sentence: the sign-up page and the archive show it.
+    description: str = ""
     subject: str = "{{ newsletter.title }}: {{ top_stories[0].title if top_stories else 'today' }}"
     preheader: str = "{{ top_stories | map(attribute='title') | join(' · ') }}"
     schedule: str = "0 7 * * *"
@@ -90,6 +92,8 @@ class NewsletterConfig:
     sources: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     asm_group_id: int | None = None
+    # Its editions' web copies and archive pages are public (`false`: they answer 404).
+    archive: bool = True
     utm: UtmSettings = field(default_factory=UtmSettings)
 
 
@@ -145,6 +149,13 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The public archive: where `digest run` writes its static copy ("" for none)."""
+
+    static_dir: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -158,7 +169,16 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     source_path: Path | None = None
+
+    @property
+    def archive_dir(self) -> Path | None:
+        """The folder of the static archive `digest run` keeps up to date, if one is set."""
+        if not self.archive.static_dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.archive.static_dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -280,6 +300,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         "sendgrid",
         "ingest",
         "signup",
+        "archive",
         "newsletters",
     }
     for key in data:
@@ -306,6 +327,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    archive = _build(ArchiveSettings, data.get("archive", {}), "archive", path)
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -357,6 +379,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         sendgrid=sendgrid,
         ingest=ingest,
         signup=signup,
+        archive=archive,
         source_path=path,
     )
 

@@ -125,6 +125,9 @@ def run_due(
                 ),
             )
         _drain_signups(db, config, transport, report)
+        _rebuild_archive(
+            db, config, now, report, sent_any=any(d.action == "send" for d in decisions)
+        )
         if not decisions:
             report.lines.append("nothing due")
         record_run(db, now, started, report.actions, report.failed, "; ".join(report.lines))
@@ -142,6 +145,25 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         return
     if handled:
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
+
+
+def _rebuild_archive(
+    db: Database, config: Config, now: datetime, report: RunReport, sent_any: bool
+) -> None:
+    """Bring the static archive (`[archive] static_dir`) up to date after a send."""
+    folder = config.archive_dir
+    if folder is None or not sent_any:
+        return
+    # Only now: feedgen and the pages cost a run that sends nothing.
+    from .archive.static import build_static
+
+    try:
+        built = build_static(db, config, folder, now=now)
+    except (DigestError, OSError) as exc:
+        report.add(f"archive: FAILED to write {folder}: {exc}", failed=True)
+        return
+    if built.written or built.removed:
+        report.lines.append(built.summary())
 
 
 def _finish_events(db: Database, report: RunReport) -> None:

@@ -412,6 +412,35 @@ def m008_events(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m012_archive_days(db: Database) -> None:
+    """The public archive's editions: one per newsletter and day, frozen when first built.
+
+    `html` is the recipient-free web copy; `stories` a snapshot of what it carried (title,
+    link, teaser, topic), so a later edit of a story never rewrites an archived day.
+    """
+    db.executescript(
+        """
+        CREATE TABLE archive_days (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            day TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            preheader TEXT NOT NULL DEFAULT '',
+            html TEXT NOT NULL,
+            stories TEXT NOT NULL,
+            topics TEXT NOT NULL DEFAULT '',
+            built_at TEXT NOT NULL,
+            hidden INTEGER NOT NULL DEFAULT 0,
+            changed_at TEXT NOT NULL,
+            UNIQUE (newsletter, day)
+        );
+        CREATE INDEX archive_days_shown ON archive_days (newsletter, hidden, day);
+        """
+    )
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

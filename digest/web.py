@@ -1,4 +1,4 @@
-"""The readers' web app: sign-up, confirmation, the unsubscribe page, one-click and preferences.
+"""The readers' web app: sign-up, confirmation, unsubscribe, one-click, preferences, the archive.
 
 Pages are plain HTML forms (no JavaScript, no cookies). The routes are the `readers`
 blueprint, and `webhook`'s (SendGrid's Event Webhook) beside it; `create_app(config)`
@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
+from .archive.site import install_archive
 from .config import PROJECT_TEMPLATES, Config, check_secret_for_serving, load_config
 from .delivery.message import ONE_CLICK
 from .delivery.transports import Transport, make_transport
@@ -93,6 +94,7 @@ def create_app(
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)
     app.register_blueprint(readers)
+    install_archive(app, _db, _config)
     install_webhook(app, os.environ if env is None else env)
     return app
 
@@ -126,7 +128,9 @@ def _close_db(_error: BaseException | None) -> None:
 
 
 def _security_headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
+    # The archive sets its own cache and content policies (public pages, story pictures).
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     return response
 
 

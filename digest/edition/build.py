@@ -14,6 +14,7 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from ..urls import site_link, variant_copy_path
 from .render import Renderer
 from .select import normalize_topics, select_digest, variant_key
 
@@ -113,8 +114,16 @@ def build_edition(
     variant = variant_key(topics, timezone)
     stories, carried = edition_stories(db, newsletter, slot_at, variant)
     selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
-    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
-    rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
+    zone = timezone or newsletter.timezone
+    local_time = slot_at.astimezone(ZoneInfo(zone))
+    web_url = (
+        site_link(config, variant_copy_path(newsletter.name, local_time, topics, zone))
+        if newsletter.archive
+        else ""
+    )
+    rendered = renderer.render_edition(
+        newsletter, config.site, selection, local_time, topics, web_url
+    )
     edition = Edition(
         newsletter=newsletter.name,
         slot_at=slot_at,

@@ -363,8 +363,12 @@ class Renderer:
         selection: Selection,
         edition_time: datetime,
         topics: tuple[str, ...] = (),
+        web_url: str = "",
     ) -> RenderedEdition:
-        """HTML (inlined) and text of one edition variant, with per-reader placeholders."""
+        """HTML (inlined) and text of one edition variant, with per-reader placeholders.
+
+        `web_url` is the variant's web copy ("View in your browser"); none when empty.
+        """
         context: dict[str, Any] = {
             "newsletter": newsletter,
             "site": site,
@@ -375,6 +379,7 @@ class Renderer:
             ],
             "recent_posts": [_story_view(s, newsletter) for s in selection.recent_posts],
             "topics": list(topics),
+            "web_url": _inert_url(web_url),
         }
         # Each on one line and cut at a word (story titles are long, the default preheader
         # joins them all), so no feed can make a subject a transport refuses.

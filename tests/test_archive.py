@@ -1,0 +1,346 @@
+"""The public archive: web copies with nothing of any reader, its pages, feeds and bad input."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import timedelta
+from xml.etree import ElementTree
+
+import feedparser
+import pytest
+
+from digest.archive.days import set_hidden
+from digest.archive.pages import Archive
+from digest.archive.static import build_static
+from digest.delivery.send import send_slot
+from digest.delivery.transports.outbox import OutboxTransport
+from digest.edition.build import latest_slot
+from digest.readers.subscribers import add_subscriber
+from digest.tokens import TokenSigner
+from digest.web import create_app
+
+from helpers import EDITION_TIME, add_stories, story, write_config
+
+NOW = EDITION_TIME + timedelta(minutes=3)
+# Names no page of the archive could contain by chance.
+READERS = [
+    ("zephyrine.quillfeather@example.com", "Zephyrine Quillfeather", (), "UTC"),
+    ("barnabus.oxtongue@example.org", "Barnabus Oxtongue", ("science", "sport"), "UTC"),
+    ("ottoline.vexworth@example.net", "Ottoline Vexworth", (), "Asia/Tokyo"),
+]
+
+
+def send_day(db, config, now=NOW):
+    """What `digest run` does at `now`: each zone's slot, to its readers."""
+    newsletter = config.newsletter("daily")
+    for zone in ("UTC", "Asia/Tokyo"):
+        slot = latest_slot(newsletter, now, zone)
+        send_slot(db, config, newsletter, slot, timezone=zone, transport=OutboxTransport(config))
+
+
+@pytest.fixture
+def sent(db, config):
+    """Two days of stories, three readers with distinctive names, two days sent."""
+    add_stories(
+        db,
+        story(1, title="Tram runs all night", category="world"),
+        story(2, title="Otters return <script>alert(1)</script>", category="science"),
+        story(3, title="Cup final tonight", category="sport"),
+        story(26, title="Harbour reopens", category="world"),
+        story(27, title="Comet seen", category="science"),
+    )
+    readers = [add_subscriber(db, e, n, t, z) for e, n, t, z in READERS]
+    send_day(db, config, NOW - timedelta(days=1))
+    send_day(db, config)
+    return readers
+
+
+@pytest.fixture
+def client(config):
+    return create_app(config).test_client()
+
+
+def outbox(config) -> dict[str, email.message.EmailMessage]:
+    return {
+        path.parent.name + "/" + path.name: email.message_from_bytes(
+            path.read_bytes(), policy=email.policy.default
+        )
+        for path in sorted(config.outbox_dir.rglob("*.eml"))
+    }
+
+
+def view_link(message) -> tuple[str, str]:
+    """The "View in your browser" link of the HTML part and of the text part."""
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    in_html = re.search(r'<a href="([^"]+)"[^>]*>View in your browser</a>', html)
+    in_text = re.search(r"View in your browser:\r?\n(\S+)", text)
+    assert in_html and in_text, "both parts carry the link"
+    return in_html.group(1), in_text.group(1)
+
+
+def every_archive_resource(client) -> dict[str, str]:
+    """Every page and feed of the archive, fetched as a visitor would (all answer 200)."""
+    archive = client.application.extensions["digest_archive"]
+    with client.application.app_context():
+        paths = Archive(archive.database(), archive.config()).every_path()
+    found = {}
+    for path in paths:
+        answer = client.get(path)
+        assert answer.status_code == 200, path
+        found[path] = answer.get_data(as_text=True)
+    return found
+
+
+def test_every_email_links_to_its_own_variants_web_copy_in_both_parts(sent, config, client):
+    messages = outbox(config)
+    assert len(messages) == 5, sorted(messages)
+    for name, message in messages.items():
+        html_link, text_link = view_link(message)
+        assert html_link == text_link
+        assert html_link.startswith("https://news.test/archive/daily/")
+        page = client.get(html_link.removeprefix("https://news.test"))
+        assert page.status_code == 200, name
+        body = page.get_data(as_text=True)
+        # The same stories as the email, the reader's own topics.
+        email_html = message.get_body(("html",)).get_content()
+        titles = re.findall(r'class="story-title"[^>]*><a [^>]*>([^<]+)</a>', email_html)
+        assert titles
+        assert re.findall(r'class="story-title"[^>]*><a [^>]*>([^<]+)</a>', body) == titles
+
+
+def test_a_tokyo_readers_link_names_their_own_local_day_and_hour(sent, config):
+    message = outbox(config)[
+        "daily-20261125T2200Z-all-Asia_Tokyo/ottoline.vexworth@example.net.eml"
+    ]
+    link, _ = view_link(message)
+    assert link == "https://news.test/archive/daily/2026-11-26/0700.asia-tokyo.all/"
+
+
+def test_no_page_or_feed_of_the_archive_holds_anything_of_any_reader(sent, db, config, client):
+    resources = every_archive_resource(client)
+    assert any("/feed.atom" in path for path in resources)
+    assert any(path.endswith(".all/") for path in resources), "variant copies are included"
+    signer = TokenSigner(config.secret_key)
+    secrets = []
+    for reader in sent:
+        secrets += [reader.email, reader.name, *reader.name.split(), reader.link_nonce]
+        secrets.append(signer.make(reader.id, reader.link_nonce, "daily"))
+    secrets += [code for (code,) in db.execute("SELECT confirm_code FROM subscriptions") if code]
+    for path, body in resources.items():
+        for secret in secrets:
+            assert secret not in body, f"{secret!r} in {path}"
+        assert "/u/" not in body, f"a reader's link in {path}"
+        assert "%%" not in body, f"a placeholder in {path}"
+
+
+def test_a_web_copy_greets_nobody_and_invites_a_sign_up(sent, client):
+    body = client.get("/archive/daily/2026-11-26/").get_data(as_text=True)
+    assert "Hello," in body
+    assert "View in your browser" not in body
+    assert "Unsubscribe" not in body
+    assert 'href="https://news.test/subscribe?newsletter=daily"' in body
+    assert '<form method="post" action="https://news.test/subscribe">' in body
+    assert '<input type="hidden" name="newsletter" value="daily">' in body
+
+
+def test_the_newsletters_archive_lists_its_days_newest_first(sent, client):
+    body = client.get("/archive/daily/").get_data(as_text=True)
+    days = re.findall(r'<time datetime="([\d-]+)"', body)
+    assert days == ["2026-11-26", "2026-11-25"]
+    assert "Tram runs all night" in body
+    assert "Otters return &lt;script&gt;" in body
+    assert "<script>alert" not in body
+
+
+def test_the_days_edition_is_frozen_when_first_built(sent, db, config, client):
+    first = client.get("/archive/daily/2026-11-26/").get_data(as_text=True)
+    add_stories(db, story(0.5, title="A late scoop", category="world", at=EDITION_TIME))
+    db.execute("UPDATE stories SET title = 'Rewritten' WHERE title = 'Tram runs all night'")
+    again = client.get("/archive/daily/2026-11-26/").get_data(as_text=True)
+    assert again == first
+    assert "Tram runs all night" in again and "A late scoop" not in again
+
+
+def test_archive_pages_link_their_feed_canonical_url_and_cards(sent, client):
+    body = client.get("/archive/daily/2026-11-26/").get_data(as_text=True)
+    assert '<link rel="canonical" href="https://news.test/archive/daily/2026-11-26/">' in body
+    assert (
+        '<link rel="alternate" type="application/atom+xml" title="Test Daily" '
+        'href="https://news.test/archive/daily/feed.atom">'
+    ) in body
+    assert '<meta property="og:url" content="https://news.test/archive/daily/2026-11-26/">' in body
+    assert '<meta name="twitter:card" content="summary">' in body
+    assert 'rel="prev">Previous: Wednesday 25 November 2026</a>' in body
+
+
+def test_the_feed_is_valid_atom_with_each_day_in_full(sent, client):
+    answer = client.get("/archive/daily/feed.atom")
+    assert answer.content_type == "application/atom+xml; charset=utf-8"
+    parsed = feedparser.parse(answer.get_data())
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    assert [e.link for e in parsed.entries] == [
+        "https://news.test/archive/daily/2026-11-26/",
+        "https://news.test/archive/daily/2026-11-25/",
+    ]
+    assert "Tram runs all night" in parsed.entries[0].content[0].value
+    assert parsed.feed.links[-1].rel == "self"
+
+
+def test_a_topic_feed_carries_that_topics_stories(sent, client):
+    parsed = feedparser.parse(client.get("/archive/daily/topics/science/feed.atom").get_data())
+    assert not parsed.bozo
+    content = parsed.entries[0].content[0].value
+    assert "Otters return" in content and "Tram runs all night" not in content
+
+
+def test_control_characters_and_markup_leave_the_feed_valid(db, config, client):
+    add_stories(db, story(1, title="Bad \x07bell & <b>bold</b> \x1b[31m", category="world"))
+    add_subscriber(db, "zz@example.com", "Zz")
+    send_day(db, config)
+    body = client.get("/archive/daily/feed.atom").get_data()
+    ElementTree.fromstring(body)
+    parsed = feedparser.parse(body)
+    assert not parsed.bozo
+    assert "&lt;b&gt;bold&lt;/b&gt;" in parsed.entries[0].content[0].value
+
+
+def test_the_sitemap_lists_the_index_the_list_and_each_day(sent, client):
+    body = client.get("/archive/sitemap.xml").get_data()
+    tree = ElementTree.fromstring(body)
+    locs = [e.text for e in tree.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert locs == [
+        "https://news.test/archive/",
+        "https://news.test/archive/daily/",
+        "https://news.test/archive/daily/2026-11-26/",
+        "https://news.test/archive/daily/2026-11-25/",
+    ]
+
+
+def test_an_unchanged_page_answers_304_with_public_cache_headers(sent, client):
+    first = client.get("/archive/daily/2026-11-26/")
+    assert first.headers["Cache-Control"] == "public, max-age=300"
+    assert first.headers["ETag"] and first.headers["Last-Modified"]
+    again = client.get(
+        "/archive/daily/2026-11-26/", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert again.status_code == 304
+    since = client.get(
+        "/archive/daily/2026-11-26/", headers={"If-Modified-Since": first.headers["Last-Modified"]}
+    )
+    assert since.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/archive/daily/2026-02-30/", 404),
+        ("/archive/daily/2026-13-01/", 404),
+        ("/archive/daily/yesterday/", 404),
+        ("/archive/daily/2020-01-01/", 404),
+        ("/archive/weekly/", 404),
+        ("/archive/daily/topics/knitting/feed.atom", 404),
+        ("/archive/daily/2026-11-26/0700.utc.knitting/", 404),
+        ("/archive/../etc/passwd", 404),
+        ("/archive/daily/..%2F..%2Fetc/", 404),
+        ("/archive/daily/2026-11-26%2F..%2F/", 404),
+        ("/archive/daily/?page=99999999999999999999", 400),
+        ("/archive/daily/?page=-1", 400),
+        ("/archive/daily/?page=abc", 400),
+        ("/archive/daily/?page=999", 404),
+        ("/archive/daily/page/0/", 400),
+    ],
+)
+def test_bad_paths_get_a_page_and_never_a_500(sent, client, path, status):
+    answer = client.get(path, follow_redirects=True)
+    assert answer.status_code == status
+    assert "<h1>" in answer.get_data(as_text=True)
+
+
+def test_a_private_newsletter_has_no_archive_and_no_link(db, tmp_path, migrated_database):
+    import shutil
+
+    from helpers import make_config
+
+    config = make_config(tmp_path, {"archive": False})
+    shutil.copyfile(migrated_database, config.db_path)
+    from digest.store import open_db
+
+    db = open_db(config.db_path)
+    add_stories(db, story(1, title="Quiet news"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    send_day(db, config)
+    message = next(iter(outbox(config).values()))
+    assert "View in your browser" not in message.get_body(("plain",)).get_content()
+    client = create_app(config).test_client()
+    assert client.get("/archive/daily/").status_code == 404
+    assert client.get("/archive/daily/2026-11-26/").status_code == 404
+    assert "Test Daily" not in client.get("/archive/").get_data(as_text=True)
+
+
+def test_a_hidden_day_answers_410_and_leaves_lists_feeds_and_sitemap(sent, db, client):
+    client.get("/archive/daily/")
+    set_hidden(db, "daily", EDITION_TIME.date(), True)
+    assert client.get("/archive/daily/2026-11-26/").status_code == 410
+    assert client.get("/archive/daily/2026-11-26/0700.utc.all/").status_code == 410
+    assert "2026-11-26" not in client.get("/archive/daily/").get_data(as_text=True)
+    assert "2026-11-26" not in client.get("/archive/daily/feed.atom").get_data(as_text=True)
+    assert "2026-11-26" not in client.get("/archive/sitemap.xml").get_data(as_text=True)
+    set_hidden(db, "daily", EDITION_TIME.date(), False)
+    assert client.get("/archive/daily/2026-11-26/").status_code == 200
+
+
+def test_the_static_build_writes_what_serve_answers_at_the_same_paths(
+    sent, db, config, client, tmp_path
+):
+    folder = tmp_path / "site"
+    built = build_static(db, config, folder, now=NOW)
+    assert "archive/daily/2026-11-26/index.html" in built.written
+    assert "archive/daily/feed.atom" in built.written
+    for relative in built.written:
+        path = "/" + relative.removesuffix("index.html")
+        assert (folder / relative).read_bytes() == client.get(path).get_data(), path
+
+
+def test_the_static_build_again_rewrites_nothing(sent, db, config, tmp_path):
+    folder = tmp_path / "site"
+    first = build_static(db, config, folder, now=NOW)
+    again = build_static(db, config, folder, now=NOW)
+    assert again.written == [] and again.removed == []
+    assert again.unchanged == len(first.written)
+
+
+def test_a_hidden_day_leaves_the_static_build_and_comes_back(sent, db, config, tmp_path):
+    folder = tmp_path / "site"
+    build_static(db, config, folder, now=NOW)
+    Archive(db, config).set_hidden("daily", EDITION_TIME.date(), True)
+    hidden = build_static(db, config, folder, now=NOW)
+    assert "archive/daily/2026-11-26/index.html" in hidden.removed
+    assert not (folder / "archive/daily/2026-11-26").exists()
+    assert "2026-11-26" not in (folder / "archive/daily/feed.atom").read_text()
+    Archive(db, config).set_hidden("daily", EDITION_TIME.date(), False)
+    shown = build_static(db, config, folder, now=NOW)
+    assert "archive/daily/2026-11-26/index.html" in shown.written
+
+
+def test_archive_commands_hide_show_and_build(sent, config, project_dir):
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    base = ["--config", str(config.source_path)]
+    write_config(config.source_path.parent)
+    runner = CliRunner()
+    hidden = runner.invoke(cli, [*base, "archive", "hide", "daily", "2026-11-26"])
+    assert hidden.exit_code == 0, hidden.output
+    assert "hidden" in hidden.output
+    built = runner.invoke(cli, [*base, "archive", "build", "out", "--now", NOW.isoformat()])
+    assert built.exit_code == 0, built.output
+    assert (project_dir / "out/archive/daily/2026-11-25/index.html").exists()
+    assert not (project_dir / "out/archive/daily/2026-11-26").exists()
+    unknown = runner.invoke(cli, [*base, "archive", "hide", "daily", "2026-02-30"])
+    assert unknown.exit_code == 2 and "YYYY-MM-DD" in unknown.output
+    never = runner.invoke(cli, [*base, "archive", "show", "daily", "2019-01-01"])
+    assert never.exit_code == 1 and "no archived edition on 2019-01-01" in never.output

@@ -150,20 +150,22 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
 def _rebuild_archive(
     db: Database, config: Config, now: datetime, report: RunReport, sent_any: bool
 ) -> None:
-    """Bring the static archive (`[archive] static_dir`) up to date after a send."""
-    folder = config.archive_dir
-    if folder is None or not sent_any:
+    """After a send: archive the days now due and bring the static copy up to date."""
+    if not sent_any:
         return
     # Only now: feedgen and the pages cost a run that sends nothing.
+    from .archive.pages import Archive
     from .archive.static import build_static
 
+    folder = config.archive_dir
     try:
-        built = build_static(db, config, folder, now=now)
+        Archive(db, config, now).freeze_all()
+        if folder is not None:
+            built = build_static(db, config, folder, now=now)
+            if built.written or built.removed:
+                report.lines.append(built.summary())
     except (DigestError, OSError) as exc:
-        report.add(f"archive: FAILED to write {folder}: {exc}", failed=True)
-        return
-    if built.written or built.removed:
-        report.lines.append(built.summary())
+        report.add(f"archive: FAILED: {exc}", failed=True)
 
 
 def _finish_events(db: Database, report: RunReport) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import shutil
 from datetime import timedelta
 from xml.etree import ElementTree
 
@@ -14,14 +15,17 @@ import pytest
 from digest.archive.days import set_hidden
 from digest.archive.pages import Archive
 from digest.archive.static import build_static
+from digest.config import parse_config
 from digest.delivery.send import send_slot
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.edition.build import latest_slot
 from digest.readers.subscribers import add_subscriber
+from digest.run import run_due
+from digest.store import open_db
 from digest.tokens import TokenSigner
 from digest.web import create_app
 
-from helpers import EDITION_TIME, add_stories, story, write_config
+from helpers import EDITION_TIME, add_stories, config_data, make_config, story, write_config
 
 NOW = EDITION_TIME + timedelta(minutes=3)
 # Names no page of the archive could contain by chance.
@@ -259,15 +263,9 @@ def test_bad_paths_get_a_page_and_never_a_500(sent, client, path, status):
     assert "<h1>" in answer.get_data(as_text=True)
 
 
-def test_a_private_newsletter_has_no_archive_and_no_link(db, tmp_path, migrated_database):
-    import shutil
-
-    from helpers import make_config
-
+def test_a_private_newsletter_has_no_archive_and_no_link(tmp_path, migrated_database):
     config = make_config(tmp_path, {"archive": False})
     shutil.copyfile(migrated_database, config.db_path)
-    from digest.store import open_db
-
     db = open_db(config.db_path)
     add_stories(db, story(1, title="Quiet news"))
     add_subscriber(db, "ana@example.com", "Ana")
@@ -344,3 +342,50 @@ def test_archive_commands_hide_show_and_build(sent, config, project_dir):
     assert unknown.exit_code == 2 and "YYYY-MM-DD" in unknown.output
     never = runner.invoke(cli, [*base, "archive", "show", "daily", "2019-01-01"])
     assert never.exit_code == 1 and "no archived edition on 2019-01-01" in never.output
+
+
+def test_the_sign_up_page_says_what_when_and_shows_the_last_three_editions(sent, db, config):
+    add_stories(db, story(1, title="Third day", at=EDITION_TIME + timedelta(days=1)))
+    add_stories(db, story(1, title="Fourth day", at=EDITION_TIME + timedelta(days=2)))
+    send_day(db, config, NOW + timedelta(days=1))
+    send_day(db, config, NOW + timedelta(days=2))
+    client = create_app(config).test_client()
+    client.get("/archive/daily/")  # the days are archived once asked for (or by `digest run`)
+    body = client.get("/subscribe").get_data(as_text=True)
+    assert "One email every day at 07:00 in your time zone." in body
+    linked = re.findall(r'<a href="https://news.test/archive/daily/([\d-]+)/">', body)
+    assert linked == ["2026-11-28", "2026-11-27", "2026-11-26"]
+
+
+def test_the_sign_up_page_offers_common_zones_first_and_no_deprecated_alias(client):
+    body = client.get("/subscribe").get_data(as_text=True)
+    common, every = body.split('<optgroup label="Every time zone, A to Z">')
+    assert "<option>America/New_York</option>" in common
+    assert "<option>Asia/Tokyo</option>" in common
+    assert "<option>Europe/Tallinn</option>" in every
+    assert "Africa/Asmera" not in body and "<option>EST</option>" not in body
+    assert "Asia/Calcutta" not in body and "<option>Asia/Kolkata</option>" in common
+    assert body.count("<option") < 450
+
+
+def test_an_archive_sign_up_link_preselects_its_newsletter(tmp_path, migrated_database):
+    data = config_data()
+    data["newsletters"]["weekly"] = {"title": "Weekly"}
+    config = parse_config(data, tmp_path / "digest.toml", env={})
+    shutil.copyfile(migrated_database, config.db_path)
+    body = create_app(config).test_client().get("/subscribe?newsletter=weekly").get_data(True)
+    assert 'value="weekly" required checked' in body
+
+
+def test_digest_run_archives_the_day_and_rebuilds_the_static_copy(tmp_path, migrated_database):
+    config = make_config(tmp_path, archive={"static_dir": "public"})
+    shutil.copyfile(migrated_database, config.db_path)
+    db = open_db(config.db_path)
+    add_stories(db, story(1, title="Tram runs all night"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    report = run_due(db, config, NOW, transport=OutboxTransport(config))
+    assert any(line.startswith("archive: ") for line in report.lines), report.lines
+    page = tmp_path / "public/archive/daily/2026-11-26/index.html"
+    assert "Tram runs all night" in page.read_text()
+    again = run_due(db, config, NOW + timedelta(minutes=5), transport=OutboxTransport(config))
+    assert not any(line.startswith("archive: ") for line in again.lines), "nothing sent, no build"

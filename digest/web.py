@@ -49,6 +49,7 @@ from .readers.signup import (
     process_signups,
     sign_up,
 )
+from .readers.welcome import send_welcome
 from .schedule import describe_schedule
 from .store import open_db
 from .tokens import BadTokenError
@@ -315,7 +316,25 @@ def confirm_page(token: str) -> ResponseReturnValue:
 @readers.post("/confirm/<token>")
 def confirm_link(token: str) -> ResponseReturnValue:
     config = _config()
-    return _confirmed_page(config, confirm(_db(), config, token))
+    found = confirm(_db(), config, token)
+    response = current_app.make_response(_confirmed_page(config, found))
+    if not found.already:
+        # Once the answer has gone, as with the confirmation email itself.
+        response.call_on_close(functools.partial(welcome_reader, _state(), found))
+    return response
+
+
+def welcome_reader(state: AppState, found: Confirmation) -> None:
+    """Send the welcome email of a confirmed reader (logged if it fails: no one to show it)."""
+    try:
+        send_welcome(
+            state.config,
+            state.transport,
+            found.subscriber,
+            state.config.newsletter(found.newsletter),
+        )
+    except Exception:
+        log.exception("sending the welcome email failed")
 
 
 @readers.route(PREVIEW_PATH, methods=["GET", "POST"])

@@ -318,6 +318,9 @@ def fixture_context() -> dict:
         "web_url": "https://news.test/archive/daily/2026-11-26/0700.utc.world/",
         "confirm_url": "https://news.test/confirm/T",
         "already_subscribed": False,
+        "when": "every day at 07:00 in your time zone",
+        "first_edition": "Friday 27 November at 07:00 (UTC)",
+        "archive_url": "https://news.test/archive/daily/",
     }
 
 

@@ -437,6 +437,9 @@ def m012_archive_days(db: Database) -> None:
             UNIQUE (newsletter, day)
         );
         CREATE INDEX archive_days_shown ON archive_days (newsletter, hidden, day);
+        -- Read on every page (validators, topic feeds) without walking the copies' pages.
+        CREATE INDEX archive_days_changed ON archive_days (newsletter, changed_at);
+        CREATE INDEX archive_days_topics ON archive_days (newsletter, hidden, topics);
         """
     )
 

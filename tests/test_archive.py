@@ -11,6 +11,8 @@ from xml.etree import ElementTree
 
 import feedparser
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from digest.archive.days import set_hidden
 from digest.archive.pages import Archive
@@ -49,7 +51,7 @@ def sent(db, config):
     """Two days of stories, three readers with distinctive names, two days sent."""
     add_stories(
         db,
-        story(1, title="Tram runs all night", category="world"),
+        story(1, title="Tram runs all night", category="world", image_url="https://img.test/t.jpg"),
         story(2, title="Otters return <script>alert(1)</script>", category="science"),
         story(3, title="Cup final tonight", category="sport"),
         story(26, title="Harbour reopens", category="world"),
@@ -176,7 +178,8 @@ def test_archive_pages_link_their_feed_canonical_url_and_cards(sent, client):
         'href="https://news.test/archive/daily/feed.atom">'
     ) in body
     assert '<meta property="og:url" content="https://news.test/archive/daily/2026-11-26/">' in body
-    assert '<meta name="twitter:card" content="summary">' in body
+    assert '<meta property="og:image" content="https://img.test/t.jpg">' in body
+    assert '<meta name="twitter:card" content="summary_large_image">' in body
     assert 'rel="prev">Previous: Wednesday 25 November 2026</a>' in body
 
 
@@ -389,3 +392,43 @@ def test_digest_run_archives_the_day_and_rebuilds_the_static_copy(tmp_path, migr
     assert "Tram runs all night" in page.read_text()
     again = run_due(db, config, NOW + timedelta(minutes=5), transport=OutboxTransport(config))
     assert not any(line.startswith("archive: ") for line in again.lines), "nothing sent, no build"
+
+
+def test_a_static_build_of_one_newsletter_leaves_the_others_alone(tmp_path, migrated_database):
+    data = config_data()
+    data["newsletters"]["weekly"] = {"title": "Weekly", "schedule": "0 7 * * *"}
+    config = parse_config(data, tmp_path / "digest.toml", env={})
+    shutil.copyfile(migrated_database, config.db_path)
+    db = open_db(config.db_path)
+    add_stories(db, story(1, title="Tram runs all night"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    add_subscriber(db, "bo@example.com", "Bo", newsletter="weekly")
+    for name in ("daily", "weekly"):
+        newsletter = config.newsletter(name)
+        send_slot(
+            db, config, newsletter, EDITION_TIME, timezone="UTC", transport=OutboxTransport(config)
+        )
+    built = build_static(db, config, tmp_path / "site", "weekly", now=NOW)
+    assert "archive/weekly/2026-11-26/index.html" in built.written
+    assert not any(path.startswith("archive/daily/") for path in built.written)
+    assert "archive/index.html" in built.written
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(title=st.text(min_size=1, max_size=80))
+def test_the_feed_is_valid_xml_whatever_a_title_holds(tmp_path_factory, migrated_database, title):
+    folder = tmp_path_factory.mktemp("feed")
+    config = make_config(folder)
+    shutil.copyfile(migrated_database, config.db_path)
+    db = open_db(config.db_path)
+    add_stories(db, story(1, title=title.strip() or "x"), story(2, title="Plain " + title))
+    add_subscriber(db, "ana@example.com", "Ana")
+    send_day(db, config)
+    client = create_app(config).test_client()
+    for path in ("/archive/daily/feed.atom", "/archive/sitemap.xml"):
+        body = client.get(path).get_data()
+        ElementTree.fromstring(body)
+    assert not feedparser.parse(client.get("/archive/daily/feed.atom").get_data()).bozo
+    db.close()

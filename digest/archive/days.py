@@ -34,6 +34,7 @@ class ArchivedStory:
     summary: str
     category: str
     author: str
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class ArchiveDay:
     built_at: datetime
     changed_at: datetime
     hidden: bool
+
+    @property
+    def image(self) -> str:
+        """The first picture the day carried (its social card's image), or ""."""
+        return next((s.image for s in self.stories if s.image), "")
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -160,6 +166,7 @@ def freeze_day(
             "summary": s.summary,
             "category": s.category,
             "author": s.author,
+            "image": s.image_url,
         }
         for s in stories_by_ids(db, story_ids)
     ]

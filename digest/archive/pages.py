@@ -257,6 +257,7 @@ class Archive:
             after,
             day,
             heading=f"{newsletter.title}, {long_date(day)}",
+            image=found.image,
         )
         return Page(body, updated=found.changed_at)
 
@@ -297,6 +298,7 @@ class Archive:
         after: date | None,
         day: date,
         heading: str,
+        image: str = "",
     ) -> str:
         """A web copy with the archive's head (canonical, cards, feed) and its navigation,
         the day's other variants and the sign-up form after the email."""
@@ -304,6 +306,7 @@ class Archive:
         head = self._render(
             "archive/_copy_head.html",
             subject=subject,
+            image=image,
             description=description or newsletter.description,
             **common,
         )

@@ -476,7 +476,7 @@ def report(
 )
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
-    """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
+    """Run the readers' web app: sign-up, confirmation, unsubscribe, preferences, the archive.
 
     Refuses a placeholder or weak secret unless bound to 127.0.0.1 for an example site;
     behind a reverse proxy in production, see the README.

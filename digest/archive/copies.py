@@ -33,10 +33,15 @@ def web_copy(config: Config, newsletter: NewsletterConfig, email_html: str) -> s
     so even a template that put one elsewhere leaks nothing.
     """
     signup = signup_url(config, newsletter.name)
+    # Styled inline as premailer styled the footer it replaces (templates/email.css).
     invitation = (
-        f'<p class="footer-unsubscribe"><a href="{html_lib.escape(signup)}" class="subscribe">'
+        '<p class="footer-unsubscribe" style="margin:0 0 10px 0; font-size:15px; '
+        'line-height:32px; font-weight:bold">'
+        f'<a href="{html_lib.escape(signup)}" class="subscribe" style="display:inline-block; '
+        f'color:#121212; text-decoration:underline">'
         f"Subscribe to {html_lib.escape(newsletter.title)}</a></p>"
-        '<p class="footer-text">A copy of the email, for reading on the web.</p>'
+        '<p class="footer-text" style="margin:0 0 8px 0; font-size:12px; line-height:18px; '
+        'color:#6b6b6b">A copy of the email, for reading on the web.</p>'
     )
 
     def replace(match: re.Match[str]) -> str:

@@ -11,6 +11,8 @@ import pytest
 from digest.config import PROJECT_TEMPLATES
 from digest.web import create_app
 
+from helpers import needs_chromium
+
 
 @pytest.fixture
 def client(config):
@@ -64,3 +66,29 @@ def test_the_single_emails_have_the_dark_palette(name):
     assert '<meta name="color-scheme" content="light dark">' in layout
     assert "@media (prefers-color-scheme: dark)" in layout
     assert "[data-ogsc]" in layout
+
+
+@needs_chromium
+@pytest.mark.parametrize("name", ["confirmations", "welcomes"])
+def test_the_single_emails_turn_dark_and_pass_axe_in_chromium(client, config, browser, name):
+    from axe_playwright_python.sync_playwright import Axe
+
+    sign_up_and_confirm(client, config)
+    message = sent_message(config, name, "new@example.com")
+    page_html = message.get_body(("html",)).get_content()
+    for scheme, card in (("light", "rgb(255, 255, 255)"), ("dark", "rgb(28, 28, 30)")):
+        context = browser.new_context(color_scheme=scheme, java_script_enabled=True)
+        try:
+            page = context.new_page()
+            page.set_content(page_html)
+            colour = page.eval_on_selector(
+                ".note-card", "el => getComputedStyle(el).backgroundColor"
+            )
+            assert colour == card, scheme
+            results = Axe().run(page)
+        finally:
+            context.close()
+        serious = [
+            v for v in results.response["violations"] if v["impact"] in ("serious", "critical")
+        ]
+        assert serious == [], results.generate_report()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from digest.archive.days import set_hidden
 from digest.archive.pages import Archive
 from digest.archive.static import build_static
+from digest.clock import utcnow
 from digest.config import parse_config
 from digest.delivery.send import send_slot
 from digest.delivery.transports.outbox import OutboxTransport
@@ -279,6 +280,17 @@ def test_a_private_newsletter_has_no_archive_and_no_link(tmp_path, migrated_data
     assert client.get("/archive/daily/").status_code == 404
     assert client.get("/archive/daily/2026-11-26/").status_code == 404
     assert "Test Daily" not in client.get("/archive/").get_data(as_text=True)
+
+
+def test_hiding_a_day_changes_the_validators_of_the_pages_that_showed_it(sent, db, client):
+    paths = ["/archive/daily/", "/archive/daily/feed.atom", "/archive/daily/2026-11-25/"]
+    before = {path: client.get(path).headers["Last-Modified"] for path in paths}
+    # HTTP dates have whole seconds: hidden a second later, as any real hide is.
+    set_hidden(db, "daily", EDITION_TIME.date(), True, now=utcnow() + timedelta(seconds=1))
+    for path in paths:
+        answer = client.get(path, headers={"If-Modified-Since": before[path]})
+        assert answer.status_code == 200, path
+        assert "2026-11-26" not in answer.get_data(as_text=True), path
 
 
 def test_a_hidden_day_answers_410_and_leaves_lists_feeds_and_sitemap(sent, db, client):

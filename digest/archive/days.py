@@ -280,14 +280,16 @@ def last_change(db: Database, newsletter: str | None = None) -> datetime | None:
     return from_db(row[0]) if row[0] else None
 
 
-def set_hidden(db: Database, newsletter: str, day: date, hidden: bool) -> ArchiveDay:
+def set_hidden(
+    db: Database, newsletter: str, day: date, hidden: bool, now: datetime | None = None
+) -> ArchiveDay:
     """Withdraw a day from the archive (410 where it was, gone from lists and feeds) or
     bring it back; NotFoundError if the day has no archived edition."""
     with write_transaction(db):
         cursor = db.execute(
             """UPDATE archive_days SET hidden = ?, changed_at = ?
                WHERE newsletter = ? AND day = ?""",
-            [int(hidden), to_db(utcnow()), newsletter, day.isoformat()],
+            [int(hidden), to_db(now or utcnow()), newsletter, day.isoformat()],
         )
     if cursor.rowcount == 0:
         raise NotFoundError(

@@ -259,7 +259,8 @@ class Archive:
             heading=f"{newsletter.title}, {long_date(day)}",
             image=found.image,
         )
-        return Page(body, updated=found.changed_at)
+        # Its previous/next links change with any other day: the newsletter's last change.
+        return Page(body, updated=last_change(self.db, name))
 
     def variant_page(self, name: str, day_text: str, slug: str) -> Page:
         """`/archive/<newsletter>/<YYYY-MM-DD>/<variant>/`: one sent variant's web copy."""
@@ -285,7 +286,8 @@ class Archive:
             day,
             heading=f"{newsletter.title}, {long_date(day)}: {variant.label}",
         )
-        return Page(body, updated=variant.slot_at)
+        changed = last_change(self.db, name)
+        return Page(body, updated=max(changed, variant.slot_at) if changed else variant.slot_at)
 
     def _copy_page(
         self,
@@ -374,7 +376,8 @@ class Archive:
             content = day.html if topic is None else self._topic_entry(day, topic)
             entry.content(xml_safe(content), type="html")
         body = generator.atom_str(pretty=True).decode("utf-8")
-        return Page(body, ATOM, max((d.changed_at for d in days), default=None))
+        # A day hidden since changes the feed but none of the entries it still has.
+        return Page(body, ATOM, last_change(self.db, name))
 
     def _topic_entry(self, day: ArchiveDay, topic: str) -> str:
         stories = [s for s in day.stories if s.category.strip().lower() == topic]

@@ -9,7 +9,8 @@ all-topics edition in the newsletter's home zone (`save_edition`); then asks the
 its list (which freezes all N days once, timed alone), and times, through the Flask app in
 this process (routing, ETag and headers included, no network), the median and slowest of
 `--runs` requests for each page. Targets: the newsletter's list under 50 ms, a day's page
-under 20 ms. Run by hand; nothing here is a test.
+under 20 ms. Then `digest archive build` twice: every file, then none changed.
+Run by hand; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from digest.archive.static import build_static  # noqa: E402
 from digest.edition.build import build_edition, save_edition  # noqa: E402
 from digest.edition.render import Renderer  # noqa: E402
 from digest.store import open_db, write_transaction  # noqa: E402
@@ -101,6 +103,11 @@ def main() -> None:
                 else f"< {target:.0f} ms: " + ("yes" if median < target else "NO")
             )
             print(f"{name:<28} {median:>10.1f} {slowest:>11.1f}  {verdict}")
+        for attempt in ("first", "again"):
+            start = time.perf_counter()
+            built = build_static(db, config, Path(temp) / "static")
+            spent = time.perf_counter() - start
+            print(f"digest archive build, {attempt}: {spent:.2f} s ({built.summary()})")
         db.close()
 
 

@@ -417,7 +417,8 @@ def m012_archive_days(db: Database) -> None:
     """The public archive's editions: one per newsletter and day, frozen when first built.
 
     `html` is the recipient-free web copy; `stories` a snapshot of what it carried (title,
-    link, teaser, topic), so a later edit of a story never rewrites an archived day.
+    link, teaser, topic), so a later edit of a story never rewrites an archived day; `leads`
+    the first three titles alone, all a list of days reads.
     """
     db.executescript(
         """
@@ -430,6 +431,7 @@ def m012_archive_days(db: Database) -> None:
             preheader TEXT NOT NULL DEFAULT '',
             html TEXT NOT NULL,
             stories TEXT NOT NULL,
+            leads TEXT NOT NULL DEFAULT '[]',
             topics TEXT NOT NULL DEFAULT '',
             built_at TEXT NOT NULL,
             hidden INTEGER NOT NULL DEFAULT 0,

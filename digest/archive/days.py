@@ -47,6 +47,8 @@ class ArchiveDay:
     subject: str
     preheader: str
     html: str
+    # The first three titles (what a list shows); `stories` is empty when read for a list.
+    leads: tuple[str, ...]
     stories: tuple[ArchivedStory, ...]
     built_at: datetime
     changed_at: datetime
@@ -70,7 +72,8 @@ def _day(row: dict) -> ArchiveDay:
         subject=row["subject"],
         preheader=row["preheader"],
         html=row.get("html", ""),
-        stories=tuple(ArchivedStory(**s) for s in json.loads(row["stories"])),
+        leads=tuple(json.loads(row["leads"])),
+        stories=tuple(ArchivedStory(**s) for s in json.loads(row.get("stories", "[]"))),
         built_at=from_db(row["built_at"]),
         changed_at=from_db(row["changed_at"]),
         hidden=bool(row["hidden"]),
@@ -175,8 +178,8 @@ def freeze_day(
         # Two requests may freeze the same day at once: the first one's copy stays.
         db.execute(
             """INSERT OR IGNORE INTO archive_days (newsletter, day, slot_at, subject,
-               preheader, html, stories, topics, built_at, changed_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               preheader, html, stories, leads, topics, built_at, changed_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 newsletter.name,
                 day.isoformat(),
@@ -185,6 +188,7 @@ def freeze_day(
                 preheader,
                 web_copy(config, newsletter, email_html),
                 json.dumps(stories, ensure_ascii=False),
+                json.dumps([s["title"] for s in stories[:3]], ensure_ascii=False),
                 ";".join(sorted({s["category"].strip().lower() for s in stories if s["category"]})),
                 now,
                 now,
@@ -192,7 +196,7 @@ def freeze_day(
         )
 
 
-_LISTED = "newsletter, day, slot_at, subject, preheader, stories, built_at, changed_at, hidden"
+_LISTED = "newsletter, day, slot_at, subject, preheader, leads, built_at, changed_at, hidden"
 
 
 def shown_days(db: Database, newsletter: str, offset: int = 0, limit: int = 50) -> list[ArchiveDay]:
@@ -226,7 +230,7 @@ def count_shown_days(db: Database, newsletter: str) -> int:
 def topic_days(db: Database, newsletter: str, topic: str, limit: int) -> list[ArchiveDay]:
     """The newest shown days that carried a story of `topic`."""
     rows = db.query(
-        f"""SELECT {_LISTED} FROM archive_days WHERE newsletter = ? AND hidden = 0
+        f"""SELECT {_LISTED}, stories FROM archive_days WHERE newsletter = ? AND hidden = 0
             AND instr(';' || topics || ';', ';' || ? || ';') > 0
             ORDER BY day DESC LIMIT ?""",
         [newsletter, topic, limit],

@@ -444,3 +444,21 @@ def test_the_feed_is_valid_xml_whatever_a_title_holds(tmp_path_factory, migrated
         ElementTree.fromstring(body)
     assert not feedparser.parse(client.get("/archive/daily/feed.atom").get_data()).bozo
     db.close()
+
+
+def test_a_day_sent_only_far_east_of_home_is_archived_for_its_own_date(tmp_path, migrated_database):
+    # Home London, Mondays only; the one reader is in Auckland, whose Monday 07:00 is still
+    # Sunday in London.
+    config = make_config(tmp_path, {"timezone": "Europe/London", "schedule": "0 7 * * MON"})
+    shutil.copyfile(migrated_database, config.db_path)
+    db = open_db(config.db_path)
+    monday = EDITION_TIME + timedelta(days=4)  # Monday 30 November 2026, 07:00 UTC
+    add_stories(db, story(20, title="Kiwi news", at=monday))
+    add_subscriber(db, "kiri@example.com", "Kiri", (), "Pacific/Auckland")
+    newsletter = config.newsletter("daily")
+    slot = latest_slot(newsletter, monday, "Pacific/Auckland")
+    send_slot(
+        db, config, newsletter, slot, timezone="Pacific/Auckland", transport=OutboxTransport(config)
+    )
+    archive = Archive(db, config, now=monday + timedelta(hours=1))
+    assert "2026-11-30" in archive.newsletter_page("daily").body

@@ -91,14 +91,22 @@ def home_slot(newsletter: NewsletterConfig, day: date) -> datetime | None:
 
 
 def _sent_days(db: Database, newsletter: NewsletterConfig, since: date | None) -> set[date]:
-    """The home-zone days on which the newsletter saved an edition (from `since` on)."""
-    zone = ZoneInfo(newsletter.timezone)
-    query = "SELECT DISTINCT slot_at FROM editions WHERE newsletter = ?"
+    """The days on which the newsletter saved an edition (from `since` on): each edition's
+    day in the home zone and in its own, so a day whose home-zone slot only readers far
+    east or west were sent still counts."""
+    home = ZoneInfo(newsletter.timezone)
+    query = "SELECT DISTINCT slot_at, timezone FROM editions WHERE newsletter = ?"
     params: list[str] = [newsletter.name]
     if since is not None:
         query += " AND slot_at >= ?"
         params.append(to_db(datetime.combine(since, time(), UTC)))
-    return {from_db(slot).astimezone(zone).date() for (slot,) in db.execute(query, params)}
+    days = set()
+    for slot_at, timezone in db.execute(query, params):
+        slot = from_db(slot_at)
+        days.add(slot.astimezone(home).date())
+        if timezone:
+            days.add(slot.astimezone(ZoneInfo(timezone)).date())
+    return days
 
 
 def due_days(

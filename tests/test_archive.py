@@ -460,5 +460,29 @@ def test_a_day_sent_only_far_east_of_home_is_archived_for_its_own_date(tmp_path,
     send_slot(
         db, config, newsletter, slot, timezone="Pacific/Auckland", transport=OutboxTransport(config)
     )
-    archive = Archive(db, config, now=monday + timedelta(hours=1))
+    # Nobody at home: the day is built once the home slot's grace (6 hours) is over.
+    archive = Archive(db, config, now=monday + timedelta(hours=7))
     assert "2026-11-30" in archive.newsletter_page("daily").body
+
+
+def test_a_day_waits_for_its_home_zone_slot_to_go_out(db, config):
+    add_stories(db, story(1, title="Tram runs all night"))
+    add_subscriber(db, "kiri@example.com", "Kiri", (), "Pacific/Auckland")
+    newsletter = config.newsletter("daily")
+    send_slot(
+        db,
+        config,
+        newsletter,
+        latest_slot(newsletter, NOW, "Pacific/Auckland"),
+        timezone="Pacific/Auckland",
+        transport=OutboxTransport(config),
+    )
+    # 07:01 at home (UTC): the home slot is due but `digest run` has not sent it yet.
+    early = Archive(db, config, now=EDITION_TIME + timedelta(minutes=1))
+    assert "2026-11-26" not in early.newsletter_page("daily").body
+    add_subscriber(db, "ana@example.com", "Ana")
+    send_slot(
+        db, config, newsletter, EDITION_TIME, timezone="UTC", transport=OutboxTransport(config)
+    )
+    sent = Archive(db, config, now=EDITION_TIME + timedelta(minutes=6))
+    assert "2026-11-26" in sent.newsletter_page("daily").body

@@ -113,7 +113,7 @@ def due_days(
     db: Database, newsletter: NewsletterConfig, now: datetime
 ) -> list[tuple[date, datetime]]:
     """The days (with their home-zone slot) the newsletter sent on that are not archived yet
-    and whose home-zone slot has come, oldest first.
+    and whose home-zone slot has gone out (or is past its grace), oldest first.
 
     Only days from two before the latest archived one are looked at again (a per-zone send
     can land on a home day before that day's own slot), so a request does not rescan years.
@@ -133,9 +133,24 @@ def due_days(
     due = []
     for day in sorted(days - known):
         slot = home_slot(newsletter, day)
-        if slot is not None and slot <= now:
+        if slot is not None and slot <= now and _home_slot_settled(db, newsletter, slot, now):
             due.append((day, slot))
     return due
+
+
+def _home_slot_settled(
+    db: Database, newsletter: NewsletterConfig, slot: datetime, now: datetime
+) -> bool:
+    """Whether the home-zone slot has gone out (its editions are frozen) or never will (its
+    grace is over): before that, a day built now could differ from what its readers get."""
+    if now >= slot + timedelta(hours=newsletter.grace_hours):
+        return True
+    started = db.execute(
+        """SELECT 1 FROM editions WHERE newsletter = ? AND slot_at = ?
+           AND (timezone = ? OR timezone IS NULL) LIMIT 1""",
+        [newsletter.name, to_db(slot), newsletter.timezone],
+    ).fetchone()
+    return started is not None
 
 
 def _home_edition(db: Database, newsletter: NewsletterConfig, slot: datetime) -> dict | None:

@@ -5,12 +5,12 @@
 
 Makes a fresh database in a temporary folder with a day of stories and one real edition
 (selected and rendered by `build_edition`), saved again for each of N days as that day's
-all-topics edition in the newsletter's home zone (`save_edition`); then asks the archive for
-its list (which freezes all N days once, timed alone), and times, through the Flask app in
-this process (routing, ETag and headers included, no network), the median and slowest of
-`--runs` requests for each page. Targets: the newsletter's list under 50 ms, a day's page
-under 20 ms. Then `digest archive build` twice: every file, then none changed.
-Run by hand; nothing here is a test.
+all-topics edition in the newsletter's home zone (`save_edition`), each sent to one reader;
+then asks the archive for its list (which freezes all N days once, timed alone), and times,
+through the Flask app in this process (routing, ETag and headers included, no network), the
+median and slowest of `--runs` requests for each page. Targets: the newsletter's list under
+50 ms, a day's page under 20 ms. Then `digest archive build` twice: every file, then none
+changed. Run by hand; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ def make_archive(folder: Path, days: int):
     )
     with write_transaction(db):
         for day in range(days):
-            save_edition(db, replace(edition, slot_at=first + timedelta(days=day)))
+            saved = save_edition(db, replace(edition, slot_at=first + timedelta(days=day)))
+            # One reader got it (plain SQL: the ledger's own path is benchmarks/send.py's).
+            db.execute(
+                """INSERT INTO deliveries (edition_id, subscriber_id, email, status,
+                   created_at, updated_at) VALUES (?, 1, 'reader@example.com', 'sent', ?, ?)""",
+                [saved.id, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"],
+            )
     return config, db
 
 

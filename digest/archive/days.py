@@ -80,6 +80,10 @@ def _day(row: dict) -> ArchiveDay:
     )
 
 
+# An edition some reader was sent (one held by its checks or an editor is saved, not sent).
+_WENT_OUT = "EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id AND d.status = 'sent')"
+
+
 def home_slot(newsletter: NewsletterConfig, day: date) -> datetime | None:
     """The newsletter's first slot of `day` in its home zone (UTC), if it has one that day."""
     zone = ZoneInfo(newsletter.timezone)
@@ -146,20 +150,21 @@ def _home_slot_settled(
     if now >= slot + timedelta(hours=newsletter.grace_hours):
         return True
     started = db.execute(
-        """SELECT 1 FROM editions WHERE newsletter = ? AND slot_at = ?
-           AND (timezone = ? OR timezone IS NULL) LIMIT 1""",
+        f"""SELECT 1 FROM editions e WHERE newsletter = ? AND slot_at = ?
+           AND (timezone = ? OR timezone IS NULL) AND {_WENT_OUT} LIMIT 1""",
         [newsletter.name, to_db(slot), newsletter.timezone],
     ).fetchone()
     return started is not None
 
 
 def _home_edition(db: Database, newsletter: NewsletterConfig, slot: datetime) -> dict | None:
-    """The all-topics edition actually sent at the home-zone slot, if there is one."""
+    """The all-topics edition sent at the home-zone slot, if one went out."""
     rows = list(
         db.query(
-            """SELECT subject, preheader, html, story_ids FROM editions
+            f"""SELECT subject, preheader, html, story_ids FROM editions e
                WHERE newsletter = ? AND slot_at = ? AND topics = ''
-               AND (timezone = ? OR timezone IS NULL) ORDER BY timezone IS NULL, id LIMIT 1""",
+               AND (timezone = ? OR timezone IS NULL) AND {_WENT_OUT}
+               ORDER BY timezone IS NULL, id LIMIT 1""",
             [newsletter.name, to_db(slot), newsletter.timezone],
         )
     )

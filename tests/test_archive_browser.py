@@ -6,41 +6,26 @@ from __future__ import annotations
 import email
 import email.policy
 import html
-import shutil
-import threading
 import urllib.request
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import feedparser
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from test_archive import NOW, READERS, send_day, view_link
-from werkzeug.serving import make_server
 
-from digest.config import parse_config
 from digest.readers.subscribers import add_subscriber, find_subscriber
 from digest.web import create_app
 
-from helpers import add_stories, config_data, free_port, needs_chromium, story
+from helpers import add_stories, needs_chromium, served, story
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-def config(tmp_path, migrated_database):
-    """The test config, its site on this machine's port: the archive's absolute links (and its
-    sign-up form's action) lead back to the app under test."""
-    data = config_data()
-    data["site"]["url"] = f"http://127.0.0.1:{free_port()}"
-    config = parse_config(data, tmp_path / "digest.toml", env={})
-    shutil.copyfile(migrated_database, config.db_path)
-    return config
+SITE = "https://news.test"
 
 
 @pytest.fixture
 def site(db, config):
-    """Two sent days and three readers; the app on the site's port of 127.0.0.1."""
+    """Two sent days and three readers; the app on a real port of 127.0.0.1."""
     add_stories(
         db,
         story(1, title="Tram runs all night", category="world", image_url="https://img.test/a.jpg"),
@@ -51,23 +36,29 @@ def site(db, config):
         add_subscriber(db, address, name, topics, zone)
     send_day(db, config, NOW - timedelta(days=1))
     send_day(db, config)
-    server = make_server("127.0.0.1", urlsplit(config.site.url).port, create_app(config), True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield config.site.url
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    with served(create_app(config)) as url:
+        yield url
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, site):
+    """A page whose requests to the site's own address (https://news.test, where the emails and
+    the archive's absolute links point) are answered by the app under test."""
     context = browser.new_context(java_script_enabled=False)
+
+    def answer_locally(route):
+        local = route.request.url.replace(SITE, site, 1)
+        route.fulfill(response=route.fetch(url=local, max_redirects=0))
+
+    context.route(f"{SITE}/**", answer_locally)
     try:
         yield context.new_page()
     finally:
         context.close()
+
+
+def local(url: str, site: str) -> str:
+    return url.replace(SITE, site, 1)
 
 
 def test_the_view_in_browser_link_of_a_sent_email_opens_its_copy(site, config, page):
@@ -87,7 +78,7 @@ def test_the_view_in_browser_link_of_a_sent_email_opens_its_copy(site, config, p
 
 
 def test_a_visitor_signs_up_from_an_archive_page(site, db, page):
-    page.goto(f"{site}/archive/daily/2026-11-26/")
+    page.goto(f"{SITE}/archive/daily/2026-11-26/")
     page.get_by_label("Email address").fill("visitor@example.com")
     page.get_by_role("button", name="Subscribe").click()
     assert "check your inbox" in page.locator("main").inner_text().lower()
@@ -95,9 +86,9 @@ def test_a_visitor_signs_up_from_an_archive_page(site, db, page):
 
 
 def test_the_feed_a_browser_discovers_is_valid_atom(site, page):
-    page.goto(f"{site}/archive/daily/")
+    page.goto(f"{SITE}/archive/daily/")
     href = page.locator('link[rel="alternate"][type="application/atom+xml"]').get_attribute("href")
-    with urllib.request.urlopen(href) as answer:
+    with urllib.request.urlopen(local(href, site)) as answer:
         parsed = feedparser.parse(answer.read())
     assert not parsed.bozo
     assert [e.title for e in parsed.entries] == [

@@ -486,3 +486,17 @@ def test_a_day_waits_for_its_home_zone_slot_to_go_out(db, config):
     )
     sent = Archive(db, config, now=EDITION_TIME + timedelta(minutes=6))
     assert "2026-11-26" in sent.newsletter_page("daily").body
+
+
+def test_a_held_home_edition_is_not_archived_as_if_it_had_gone_out(db, config):
+    # A plain-http link is a check error: the edition is saved, held, and sent to no one.
+    add_stories(db, story(1, title="Insecure link", url="http://insecure.test/story"))
+    add_subscriber(db, "ana@example.com", "Ana")
+    newsletter = config.newsletter("daily")
+    send_slot(
+        db, config, newsletter, EDITION_TIME, timezone="UTC", transport=OutboxTransport(config)
+    )
+    assert db.execute("SELECT COUNT(*) FROM editions").fetchone()[0] == 1
+    assert not outbox(config)
+    soon = Archive(db, config, now=EDITION_TIME + timedelta(minutes=10))
+    assert "2026-11-26" not in soon.newsletter_page("daily").body

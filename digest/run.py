@@ -190,7 +190,7 @@ def _rebuild_archive(
 def _finish_events(db: Database, report: RunReport) -> None:
     """Process webhook posts stored but not processed (the web app stopped before it could)."""
     done = process_pending(db)
-    if done.posts or done.failed_posts:
+    if done.posts or done.failed_posts or done.unreadable_posts:
         report.add(done.summary(), failed=bool(done.failed_posts))
 
 

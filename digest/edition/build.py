@@ -14,6 +14,7 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from ..urls import site_link, variant_copy_path
 from .edits import EditionEdits, current_edits, edition_date
 from .lift import story_lifts
 from .render import Renderer
@@ -152,13 +153,20 @@ def build_edition(
     if lifts is None:
         lifts = edition_lifts(db, newsletter, slot_at)
     selection = select_digest(stories, slot_at, newsletter, topics, carried, lifts)
-    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
+    zone = timezone or newsletter.timezone
+    local_time = slot_at.astimezone(ZoneInfo(zone))
+    web_url = (
+        site_link(config, variant_copy_path(newsletter.name, local_time, topics, zone))
+        if newsletter.archive
+        else ""
+    )
     rendered = renderer.render_edition(
         newsletter,
         config.site,
         selection,
         local_time,
         topics,
+        web_url=web_url,
         subject=edits.subject,
         preheader=edits.preheader,
         note=edits.note,

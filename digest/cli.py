@@ -7,7 +7,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -690,7 +690,7 @@ def webhook_discard(state: State, post_id: int) -> None:
 )
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
-    """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
+    """Run the readers' web app: sign-up, confirmation, unsubscribe, preferences, the archive.
 
     Refuses a placeholder or weak secret unless bound to 127.0.0.1 for an example site;
     behind a reverse proxy in production, see the README.
@@ -699,6 +699,60 @@ def serve(state: State, host: str, port: int) -> None:
 
     click.echo(f"digest: serving on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     serve_app(state.config, host, port)
+
+
+@cli.group(cls=DigestGroup)
+def archive() -> None:
+    """The public archive: write it as static files, withdraw an edition or bring it back."""
+
+
+@archive.command("build")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--newsletter", metavar="NAME", help="Only this newsletter (and the shared index).")
+@moment_option
+@pass_state
+def archive_build(state: State, directory: str, newsletter: str | None, now: str | None) -> None:
+    """Write the archive's pages, feeds and sitemap into DIRECTORY, as `digest serve` shows them.
+
+    Same paths (a folder's page is its index.html); only changed files are rewritten, and
+    the files of hidden editions are removed.
+    """
+    from .archive.static import build_static
+
+    built = build_static(state.db(), state.config, Path(directory), newsletter, _now(now))
+    click.echo(built.summary())
+
+
+def _set_shown(state: State, newsletter: str, day: str, hidden: bool) -> None:
+    from .archive.pages import Archive
+
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not a date; write it as YYYY-MM-DD.") from None
+    Archive(state.db(), state.config).set_hidden(newsletter, when, hidden)
+    if hidden:
+        click.echo(f"{newsletter} {when}: hidden from the archive, its feeds and its sitemap")
+    else:
+        click.echo(f"{newsletter} {when}: shown in the archive again")
+
+
+@archive.command("hide")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_hide(state: State, newsletter: str, day: str) -> None:
+    """Withdraw an edition (DATE in the newsletter's home zone) from the archive: 410 Gone."""
+    _set_shown(state, newsletter, day, True)
+
+
+@archive.command("show")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_show(state: State, newsletter: str, day: str) -> None:
+    """Bring a hidden edition back into the archive."""
+    _set_shown(state, newsletter, day, False)
 
 
 @cli.group(cls=DigestGroup)
@@ -875,15 +929,29 @@ def stories() -> None:
 
 @stories.command("list")
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@newsletter_option
+@moment_option
 @pass_state
-def stories_list(state: State, limit: int) -> None:
-    """List stories: id, published time, score, pin, category, title, url."""
+def stories_list(state: State, limit: int, newsletter: str | None, now: str | None) -> None:
+    """List stories: id, published time, score, pin, category, title, url, and lift.
+
+    Lift is what the newsletter's readers made of the story in the last window's editions
+    (click-through over what its positions predict; see the ranking docs), with how many
+    readers it reached; "-" for a story no edition of the window carried.
+    """
+    from .edition.lift import story_lifts
     from .newsroom.stories import list_stories
 
-    for s in list_stories(state.reading_db(), limit):
+    db = state.reading_db()
+    lifts = story_lifts(db, state.config.newsletter(newsletter), _now(now))
+    for s in list_stories(db, limit):
         pin = "pinned" if s.pinned else "-"
         published = f"{s.published_at:%Y-%m-%d %H:%M}"
-        click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
+        found = lifts.get(s.id)
+        lift = f"lift {found.lift:.2f} ({found.impressions} readers)" if found else "-"
+        click.echo(
+            terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url, lift)
+        )
 
 
 def _editorial(state: State, ref: str, **change: Any) -> None:

@@ -51,6 +51,9 @@ NUMBER_LIMITS = {
     "max_backoff_seconds": 3600,
     "max_attempts": 100,
     "max_megabytes": 1024,
+    "weight": 10,
+    "exploration": 1,
+    "history_days": 365,
     "after_days": 3650,
     "min_editions": 10000,
     "grace_days": 365,
@@ -76,6 +79,26 @@ class UtmSettings:
 
 
 @dataclass(frozen=True)
+class EngagementSettings:
+    """How readers' clicks move the next lineup (`edition.lift`; the formula in `select`).
+
+    `weight` 1 lets a story read twice as often as its position predicts rank as if its
+    editor's score were doubled (or as if it were one half-life younger); 0 turns it off.
+    """
+
+    weight: float = 1.0
+    """How much a story's lift moves its rank: `rank = editor_rank * lift ** weight` (0 to
+    10); 0 turns it off and the lineup is the editor's alone."""
+    min_impressions: int = 200
+    """Readers a story must have reached before its lift counts; before, it is unproven."""
+    exploration: float = 0.2
+    """The share of top-story places (0 to 1) kept for unproven stories, so new stories
+    still get seen."""
+    history_days: float = 28.0
+    """How many days back the click-through expected at each position is learned."""
+
+
+@dataclass(frozen=True)
 class SunsetSettings:
     """When readers who stopped reading are asked once, then rest (`feedback.sunset`)."""
 
@@ -96,6 +119,9 @@ class NewsletterConfig:
     name: str
     title: str = "Daily Digest"
     """The newsletter's name in the email's header and its `List-Id`."""
+    description: str = ""
+    """What the newsletter carries, in a sentence: the sign-up page, the archive and its
+    feed show it."""
     subject: str = "{{ newsletter.title }}: {{ top_stories[0].title if top_stories else 'today' }}"
     """The subject line: a Jinja template over `newsletter`, `site`, `top_stories`,
     `recent_posts`, `edition_date`."""
@@ -130,8 +156,13 @@ class NewsletterConfig:
     """SendGrid categories every message of this newsletter carries."""
     asm_group_id: int | None = None
     """SendGrid's unsubscribe group (suppression group) id, if any."""
+    archive: bool = True
+    """Its editions' web copies, archive pages and feeds are public (false: they answer 404,
+    and its emails have no "View in your browser" link)."""
     utm: UtmSettings = field(default_factory=UtmSettings)
     """UTM parameters on story links: the `[newsletters.NAME.utm]` table."""
+    engagement: EngagementSettings = field(default_factory=EngagementSettings)
+    """How readers' clicks move the next lineup: the `[newsletters.NAME.engagement]` table."""
     sunset: SunsetSettings = field(default_factory=SunsetSettings)
     """The sunset policy: the `[newsletters.NAME.sunset]` table."""
 
@@ -212,6 +243,15 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The public archive: where `digest run` writes its static copy ("" for none)."""
+
+    static_dir: str = ""
+    """A folder (relative to the config file) where `digest run` keeps a static copy of the
+    archive after each send; "" for none."""
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """The daily backup `cron/digest-run` takes (`digest backup --daily`): where, how long kept."""
 
@@ -235,6 +275,7 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     source_path: Path | None = None
     backup: BackupSettings = field(default_factory=BackupSettings)
 
@@ -245,6 +286,14 @@ class Config:
             return None
         base = self.source_path.parent if self.source_path else Path.cwd()
         return base / self.backup.dir
+
+    @property
+    def archive_dir(self) -> Path | None:
+        """The folder of the static archive `digest run` keeps up to date, if one is set."""
+        if not self.archive.static_dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.archive.static_dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -296,9 +345,11 @@ SECTIONS: dict[str, type | dict[str, PathKey]] = {
     "sendgrid": SendGridSettings,
     "ingest": IngestSettings,
     "signup": SignupSettings,
+    "archive": ArchiveSettings,
     "backup": BackupSettings,
     "newsletters.NAME": NewsletterConfig,
     "newsletters.NAME.utm": UtmSettings,
+    "newsletters.NAME.engagement": EngagementSettings,
     "newsletters.NAME.sunset": SunsetSettings,
 }
 
@@ -367,8 +418,18 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
             f"newsletters.{name}.sunset in {_where(path)}: after_days, min_editions and "
             "grace_days must be at least 1 (set enabled = false to turn the policy off)."
         )
+    engagement = _build(
+        EngagementSettings, values.pop("engagement", {}), f"newsletters.{name}.engagement", path
+    )
     nl: NewsletterConfig = _build(
-        NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm, sunset=sunset
+        NewsletterConfig,
+        values,
+        f"newsletters.{name}",
+        path,
+        name=name,
+        utm=utm,
+        engagement=engagement,
+        sunset=sunset,
     )
     if not is_place_timezone(nl.timezone):
         raise ConfigError(
@@ -397,6 +458,10 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         raise ConfigError(
             f"newsletters.{name} in {_where(path)}: top_stories, per_category and "
             "window_hours must be at least 1."
+        )
+    if engagement.history_days <= 0:
+        raise ConfigError(
+            f"newsletters.{name}.engagement.history_days in {_where(path)} must be > 0."
         )
     if nl.half_life_hours <= 0:
         raise ConfigError(f"newsletters.{name}.half_life_hours in {_where(path)} must be > 0.")
@@ -432,6 +497,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    archive = _build(ArchiveSettings, data.get("archive", {}), "archive", path)
     backup = _build(BackupSettings, data.get("backup", {}), "backup", path)
     if backup.keep_days < 1:
         raise ConfigError(f"backup.keep_days in {_where(path)} must be at least 1.")
@@ -483,6 +549,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         sendgrid=sendgrid,
         ingest=ingest,
         signup=signup,
+        archive=archive,
         source_path=path,
         backup=backup,
     )

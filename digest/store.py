@@ -494,90 +494,178 @@ def m009_guards(db: Database) -> None:
 
 
 @migrations()
+def m012_archive_days(db: Database) -> None:
+    """The public archive's editions: one per newsletter and day, frozen when first built.
+
+    `html` is the recipient-free web copy; `stories` a snapshot of what it carried (title,
+    link, teaser, topic), so a later edit of a story never rewrites an archived day; `leads`
+    the first three titles alone, all a list of days reads.
+    """
+    db.executescript(
+        """
+        CREATE TABLE archive_days (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            day TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            preheader TEXT NOT NULL DEFAULT '',
+            html TEXT NOT NULL,
+            stories TEXT NOT NULL,
+            leads TEXT NOT NULL DEFAULT '[]',
+            topics TEXT NOT NULL DEFAULT '',
+            built_at TEXT NOT NULL,
+            hidden INTEGER NOT NULL DEFAULT 0,
+            changed_at TEXT NOT NULL,
+            UNIQUE (newsletter, day)
+        );
+        CREATE INDEX archive_days_shown ON archive_days (newsletter, hidden, day);
+        -- Read on every page (validators, topic feeds) without walking the copies' pages.
+        CREATE INDEX archive_days_changed ON archive_days (newsletter, changed_at);
+        CREATE INDEX archive_days_topics ON archive_days (newsletter, hidden, topics);
+        """
+    )
+
+
+@migrations()
+def m013_story_clicks(db: Database) -> None:
+    """Summaries kept as mail is sent and events are applied, so a slot reads its stories'
+    impressions, clicks and lift from a few thousand rows, never a day's events or the
+    editions' HTML (benchmarks/lift.py).
+
+    `edition_lineups` (written with each edition) holds its newsletter, slot and stories in
+    order (and how many); `edition_sends` (the ledger) how many readers it was sent to. As
+    events are applied: `story_clicks` holds one row per reader and story clicked (the first
+    click, how many, and when it became known as a machine's, `feedback.machines`; NULL: a
+    person's);
+    `story_click_hours` adds those up per edition, story and hour as changes (a person's
+    click, then maybe its turn to a machine's), `position_click_hours` people's clicks per
+    newsletter, slot day, position and hour, and `reach_hours` the readers each edition did
+    not reach (deferred, dropped, blocked, bounced) by hour, so a count at any moment is a sum
+    of whole hours. `clicks_set_aside` counts the clicks left out and why;
+    `delivery_states.delivered_at` is when the email was delivered (the machine rule needs
+    it). Outcomes already reported are filled in; clicks kept before this migration stay in
+    `events`, not summarised.
+    """
+    for statement in (
+        "ALTER TABLE delivery_states ADD COLUMN delivered_at INTEGER",
+        """CREATE TABLE edition_lineups (
+            edition_id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            story_ids TEXT NOT NULL,
+            stories INTEGER NOT NULL
+        )""",
+        "CREATE INDEX edition_lineups_slot ON edition_lineups (newsletter, slot_at)",
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           SELECT id, newsletter, slot_at, story_ids, json_array_length(story_ids)
+           FROM editions""",
+        """CREATE TABLE edition_sends (
+            edition_id INTEGER PRIMARY KEY,
+            readers INTEGER NOT NULL
+        )""",
+        """INSERT INTO edition_sends (edition_id, readers)
+           SELECT edition_id, COUNT(*) FROM deliveries WHERE status = 'sent'
+           GROUP BY edition_id""",
+        """CREATE TABLE story_clicks (
+            delivery_id INTEGER NOT NULL,
+            story_id INTEGER NOT NULL,
+            edition_id INTEGER NOT NULL,
+            first_at INTEGER NOT NULL,
+            clicks INTEGER NOT NULL,
+            machine_at INTEGER,
+            PRIMARY KEY (delivery_id, story_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE story_click_hours (
+            edition_id INTEGER NOT NULL,
+            story_id INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            human INTEGER NOT NULL,
+            machine INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, story_id, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE position_click_hours (
+            newsletter TEXT NOT NULL,
+            slot_day INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            human INTEGER NOT NULL,
+            PRIMARY KEY (newsletter, slot_day, position, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE reach_hours (
+            edition_id INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            lost INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, hour)
+        ) WITHOUT ROWID""",
+        # The states the webhook already reported, each from its own hour.
+        """INSERT INTO reach_hours (edition_id, hour, lost)
+           SELECT edition_id, occurred_at / 3600, COUNT(*) FROM delivery_states
+           WHERE state IN ('deferred', 'dropped', 'blocked', 'bounced')
+           GROUP BY edition_id, occurred_at / 3600""",
+        """CREATE TABLE clicks_set_aside (
+            edition_id INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            clicks INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, reason)
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m014_list_health(db: Database) -> None:
     """List health: a `lapsed` status, each reader's last human open and click, the sunset's asks.
 
     `lapsed` (a reader who stopped reading, asked once, and did not answer) joins the statuses
-    of both `subscriptions` and `subscribers`; SQLite cannot change a CHECK constraint, so both
-    tables are rebuilt with their rows, indexes and `subscribers`' AUTOINCREMENT sequence.
-    Subscriptions get `asked_at` (the reconfirm email was claimed), `reconfirm_id` (it left)
-    and `kept_at` (the reader pressed the keep button). `reader_engagement` holds each
-    reader's last human open and click per newsletter (database time text); `list_health`
-    one row of counts per newsletter and day, recorded by `digest run`.
+    of `subscriptions` and `subscribers`, and `sunset` the sources of `audit`. Only a CHECK
+    constraint widens, which every row already meets, so the tables are not rebuilt: their
+    schema text is edited in place, the procedure SQLite documents for changing constraints
+    (sqlite.org/lang_altertable.html, "other kinds of table schema changes"), which writes a
+    few pages instead of copying a million rows. Subscriptions get `asked_at` (the reconfirm
+    email was claimed), `reconfirm_id` (it left) and `kept_at` (the keep button was pressed).
+    `reader_engagement` holds each reader's last human open and click per newsletter
+    (database time text); `list_health` one row of counts per newsletter and day.
     """
-    # The values of `SubscriberStatus`, `SubscriptionStatus` and `AUDIT_SOURCES` when this
-    # migration was written; `sunset` is the policy's own changes (asked, lapsed, revived).
-    sources = "'form', 'link', 'one-click', 'cli', 'import', 'webhook', 'sunset'"
-    addresses = "'active', 'pending', 'unsubscribed', 'bounced', 'complained', 'lapsed'"
-    subscriptions = "'active', 'pending', 'unsubscribed', 'lapsed'"
-    sequence = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
+    # The values of `SubscriberStatus`, `SubscriptionStatus` and `AUDIT_SOURCES` before and
+    # after this migration: a migration is history.
+    widen = {
+        "subscribers": (
+            "'active', 'pending', 'unsubscribed', 'bounced', 'complained'",
+            "'active', 'pending', 'unsubscribed', 'bounced', 'complained', 'lapsed'",
+        ),
+        "subscriptions": (
+            "'active', 'pending', 'unsubscribed'",
+            "'active', 'pending', 'unsubscribed', 'lapsed'",
+        ),
+        "audit": (
+            "'form', 'link', 'one-click', 'cli', 'import', 'webhook'",
+            "'form', 'link', 'one-click', 'cli', 'import', 'webhook', 'sunset'",
+        ),
+    }
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    try:
+        for table, (before, after) in widen.items():
+            sql = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+            ).fetchone()[0]
+            if sql.count(f"IN ({before})") != 1:
+                raise StoreError(f"{table}'s schema is not the one m014_list_health expects")
+            db.execute(
+                "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                [sql.replace(f"IN ({before})", f"IN ({after})"), table],
+            )
+        db.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema = OFF")
     for statement in (
-        f"""CREATE TABLE subscribers_new (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
-            name TEXT NOT NULL DEFAULT '',
-            topics TEXT NOT NULL DEFAULT '',
-            timezone TEXT NOT NULL DEFAULT 'UTC',
-            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({addresses})),
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            link_nonce TEXT NOT NULL DEFAULT (lower(hex(randomblob(8)))),
-            legacy_links INTEGER NOT NULL DEFAULT 0
-        )""",
-        """INSERT INTO subscribers_new (id, email, name, topics, timezone, status, created_at,
-               updated_at, link_nonce, legacy_links)
-           SELECT id, email, name, topics, timezone, status, created_at, updated_at,
-               link_nonce, legacy_links FROM subscribers""",
-        "DROP TABLE subscribers",
-        "ALTER TABLE subscribers_new RENAME TO subscribers",
-        "CREATE INDEX subscribers_audience ON subscribers (status, topics, timezone)",
-        "CREATE INDEX subscribers_changed ON subscribers (updated_at)",
-        "CREATE INDEX subscribers_zone ON subscribers (status, timezone, topics)",
-        f"""CREATE TABLE subscriptions_new (
-            id INTEGER PRIMARY KEY,
-            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id),
-            newsletter TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ({subscriptions})),
-            confirmation_sent_at TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            confirm_code TEXT,
-            asked_at TEXT,
-            reconfirm_id TEXT,
-            kept_at TEXT,
-            UNIQUE (subscriber_id, newsletter)
-        )""",
-        """INSERT INTO subscriptions_new (id, subscriber_id, newsletter, status,
-               confirmation_sent_at, created_at, updated_at, confirm_code)
-           SELECT id, subscriber_id, newsletter, status, confirmation_sent_at, created_at,
-               updated_at, confirm_code FROM subscriptions""",
-        "DROP TABLE subscriptions",
-        "ALTER TABLE subscriptions_new RENAME TO subscriptions",
-        "CREATE INDEX subscriptions_audience ON subscriptions (newsletter, status)",
-        "CREATE INDEX subscriptions_changed ON subscriptions (updated_at)",
-        """CREATE INDEX subscriptions_pending ON subscriptions (confirmation_sent_at)
-           WHERE status = 'pending'""",
+        "ALTER TABLE subscriptions ADD COLUMN asked_at TEXT",
+        "ALTER TABLE subscriptions ADD COLUMN reconfirm_id TEXT",
+        "ALTER TABLE subscriptions ADD COLUMN kept_at TEXT",
         # The few readers asked or lapsed, found without reading a million subscriptions.
         """CREATE INDEX subscriptions_asked ON subscriptions (newsletter, asked_at)
            WHERE asked_at IS NOT NULL""",
-        f"""CREATE TABLE audit_new (
-            id INTEGER PRIMARY KEY,
-            at TEXT NOT NULL,
-            subscriber_id INTEGER,
-            newsletter TEXT,
-            action TEXT NOT NULL,
-            old_status TEXT,
-            new_status TEXT,
-            source TEXT NOT NULL CHECK (source IN ({sources})),
-            detail TEXT NOT NULL DEFAULT ''
-        )""",
-        "INSERT INTO audit_new SELECT id, at, subscriber_id, newsletter, action, old_status, "
-        "new_status, source, detail FROM audit",
-        "DROP TABLE audit",
-        "ALTER TABLE audit_new RENAME TO audit",
-        "CREATE INDEX audit_subscriber ON audit (subscriber_id, id)",
-        """CREATE INDEX audit_unsubscribes ON audit (newsletter, at)
-           WHERE action = 'subscription' AND new_status = 'unsubscribed'""",
         """CREATE TABLE reader_engagement (
             subscriber_id INTEGER NOT NULL,
             newsletter TEXT NOT NULL,
@@ -594,12 +682,6 @@ def m014_list_health(db: Database) -> None:
         )""",
     ):
         db.execute(statement)
-    highest = db.execute("SELECT MAX(id) FROM subscribers").fetchone()
-    db.execute("DELETE FROM sqlite_sequence WHERE name = 'subscribers'")
-    db.execute(
-        "INSERT INTO sqlite_sequence (name, seq) VALUES ('subscribers', ?)",
-        [max(sequence[0] if sequence else 0, highest[0] or 0)],
-    )
 
 
 @contextmanager

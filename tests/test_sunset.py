@@ -21,7 +21,6 @@ from digest.edition.checks import has_errors
 from digest.edition.render import Renderer
 from digest.errors import ConfigError
 from digest.feedback.events import process_pending, store_post
-from digest.feedback.machines import SCANNER_SECONDS
 from digest.readers.reconfirm import reconfirm_checks, render_reconfirm
 from digest.readers.signup import confirm, expire_pending, process_signups, sign_up
 from digest.readers.subscribers import add_subscriber, find_subscriber
@@ -78,11 +77,13 @@ def text_of(path) -> str:
     return message.get_body(("plain",)).get_content()
 
 
-def event(db, address: str, name: str, at: datetime | int, **fields) -> dict:
-    """An event about the latest delivery to `address`, as SendGrid posts it."""
+def event(db, address: str, name: str, at: datetime | int, day: int | None = None, **fields):
+    """An event about the latest delivery to `address` (or that of day `day`), as SendGrid
+    posts it."""
     delivery_id, edition_id = db.execute(
-        "SELECT id, edition_id FROM deliveries WHERE email = ? ORDER BY id DESC LIMIT 1",
-        [address],
+        """SELECT d.id, d.edition_id FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE d.email = ? AND (? IS NULL OR e.slot_at <= ?) ORDER BY d.id DESC LIMIT 1""",
+        [address, day, to_db(START + timedelta(days=day or 0))],
     ).fetchone()
     stamp = at if isinstance(at, int) else int(at.timestamp())
     return {
@@ -94,13 +95,6 @@ def event(db, address: str, name: str, at: datetime | int, **fields) -> dict:
         "digest_edition": str(edition_id),
         **fields,
     }
-
-
-def sent_at(db, address: str) -> int:
-    row = db.execute(
-        "SELECT sent_at FROM deliveries WHERE email = ? ORDER BY id DESC LIMIT 1", [address]
-    ).fetchone()
-    return int(from_db(row[0]).timestamp())
 
 
 def engagement(db, subscriber_id: int) -> tuple[str | None, str | None]:
@@ -130,27 +124,49 @@ def silent_weeks(db, config, transport, days: int, *addresses: str) -> None:
         )
 
 
+def story_url(db, address: str) -> str:
+    """The link of the first story of the latest edition sent to `address`, as clicked."""
+    story_ids = db.execute(
+        """SELECT e.story_ids FROM deliveries d JOIN editions e ON e.id = d.edition_id
+           WHERE d.email = ? ORDER BY d.id DESC LIMIT 1""",
+        [address],
+    ).fetchone()[0]
+    story_id = json.loads(story_ids)[0]
+    url = db.execute("SELECT url FROM stories WHERE id = ?", [story_id]).fetchone()[0]
+    return f"{url}?digest_story={story_id}"
+
+
 def test_apple_proxy_opens_and_scanner_clicks_are_not_a_readers_engagement(db, config, transport):
     ana = reader(db, "ana@example.com")
     run_day(db, config, transport, 0)
-    sent = sent_at(db, "ana@example.com")
-    url = "https://news.test/story?digest_story=1"
+    delivered = int((START + timedelta(minutes=1)).timestamp())
+    url = story_url(db, "ana@example.com")
+    later = datetime.fromtimestamp(delivered + 7200, UTC)
     post(
         db,
-        event(db, "ana@example.com", "open", sent + 3600, sg_machine_open=True),
-        event(db, "ana@example.com", "click", sent + 5, url=url),
-        event(db, "ana@example.com", "open", sent + 2),
-    )
-    assert engagement(db, ana) == (None, None)
-    later = datetime.fromtimestamp(sent + 3600, UTC)
-    post(
-        db,
-        event(db, "ana@example.com", "click", sent + SCANNER_SECONDS + 60, url=url),
+        event(db, "ana@example.com", "delivered", delivered),
+        event(db, "ana@example.com", "open", delivered + 3600, sg_machine_open=True),
+        event(db, "ana@example.com", "click", delivered + 5, url=url),
+        event(db, "ana@example.com", "open", delivered + 2),
         received_at=later,
     )
-    when = to_db(datetime.fromtimestamp(sent + SCANNER_SECONDS + 60, UTC))
-    # A person's click proves they read it: it is their last open as well as their last click.
-    assert engagement(db, ana) == (None, when)
+    assert engagement(db, ana) == (None, None)
+    post(db, event(db, "ana@example.com", "open", delivered + 600), received_at=later)
+    assert engagement(db, ana) == (to_db(datetime.fromtimestamp(delivered + 600, UTC)), None)
+
+
+def test_a_readers_click_is_their_engagement(db, config, transport):
+    ana = reader(db, "ana@example.com")
+    run_day(db, config, transport, 0)
+    delivered = int((START + timedelta(minutes=1)).timestamp())
+    clicked = delivered + 900
+    post(
+        db,
+        event(db, "ana@example.com", "delivered", delivered),
+        event(db, "ana@example.com", "click", clicked, url=story_url(db, "ana@example.com")),
+        received_at=datetime.fromtimestamp(clicked + 60, UTC),
+    )
+    assert engagement(db, ana) == (None, to_db(datetime.fromtimestamp(clicked, UTC)))
 
 
 def test_events_out_of_order_keep_the_latest_open_and_click(db, config, transport):
@@ -171,12 +187,12 @@ def test_an_event_stamped_in_the_future_counts_from_when_it_arrived(db, config, 
     assert before <= opened <= datetime.now(UTC)
 
 
-def test_an_event_stamped_before_its_send_is_not_taken_for_a_scanner(db, config, transport):
+def test_an_open_before_any_delivered_event_is_a_persons(db, config, transport):
     ana = reader(db, "ana@example.com")
     run_day(db, config, transport, 0)
-    # The machine's clock is ahead of SendGrid's: the open seems to come before the send.
-    post(db, event(db, "ana@example.com", "open", sent_at(db, "ana@example.com") - 30))
-    assert engagement(db, ana)[0] is not None
+    # SendGrid's delivered event is late or never ticked: nothing says the open was a scanner's.
+    post(db, event(db, "ana@example.com", "open", START + timedelta(hours=1)))
+    assert engagement(db, ana)[0] == to_db(START + timedelta(hours=1))
 
 
 def test_a_silent_reader_is_asked_once_with_the_reconfirm_email(db, config, transport):
@@ -244,7 +260,7 @@ def test_a_late_open_from_before_the_ask_ends_it(db, config, transport):
     ana = reader(db, "ana@example.com")
     silent_weeks(db, config, transport, 15, "ana@example.com")
     # An open of day 3's edition, days late: the reader was not silent all along.
-    post(db, event(db, "ana@example.com", "open", START + timedelta(days=3, hours=2)))
+    post(db, event(db, "ana@example.com", "open", START + timedelta(days=3, hours=2), day=3))
     lines = run_day(db, config, transport, 16)
     assert "sunset daily: 1 kept by reading" in lines
     for n in range(17, 25):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,13 +29,14 @@ from ..addresses import lookup_form
 from ..clock import from_db, to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
+from ..edition.lift import NOT_REACHED
 from ..edition.render import STORY_PARAMETER
 from ..errors import DigestError, LeaseHeldError, NotFoundError
 from ..invocation import digest_command
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
-from .machines import is_machine_click, is_machine_open
+from .machines import AFTER_DELIVERY_SECONDS, machine_times
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,13 @@ EVENTS_LEASE = "events"
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
 PROCESSING_CACHE_KB = 64 * 1024
+# A click timestamped this long after its post was received, or before its edition's slot, is
+# set aside: clocks drift by seconds, not minutes.
+FUTURE_SLACK_SECONDS = 300
+BEFORE_SEND_SLACK_SECONDS = 600
+FUTURE_CLICK = "timestamped after its post was received"
+EARLY_CLICK = "timestamped before its edition's slot"
+CHUNK = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 # How an internationalized domain's labels begin in the ASCII form SendGrid reports.
 ASCII_LABEL = "xn--"
@@ -179,6 +188,16 @@ def parse_event(item: Any) -> Event | None:
     except UnicodeEncodeError:
         return None
     return event
+
+
+def link_key(url: str) -> str:
+    """A link without its scheme, query and fragment: what a story's URL and a click share
+    when the click's query string was changed on the way (tracking parameters, a lost id)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.strip()[:MAX_TEXT]
+    return f"{(parts.hostname or '').lower()}{parts.path.rstrip('/') or '/'}"
 
 
 def story_of(url: str | None) -> int | None:
@@ -422,7 +441,7 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
             )
             report.unreadable_posts.append(post_id)
             return
-        applier = EventApplier(db, post_id, row[2])
+        applier = EventApplier(db, post_id, int(from_db(row[2]).timestamp()))
         unusable = 0
         for item in items:
             event = parse_event(item)
@@ -451,26 +470,48 @@ class Delivery(NamedTuple):
     subscriber_id: int
     status: str
     batch_key: str | None
-    # When the batch was handed over (machines act within seconds of it), as stored.
-    sent_at: str | None
+
+
+class EditionStories(NamedTuple):
+    """What the events of one edition are matched against: its newsletter and stories."""
+
+    newsletter: str
+    # Unix time of its slot: nothing of it left before then.
+    slot_at: int
+    # Each story's position in the edition (1 first), and how many story links it has.
+    positions: dict[int, int]
+    links: int
+    # link_key of each story's URL (stories deleted since are not here).
+    by_link: dict[str, int]
+
+    def story(self, url: str | None) -> int | None:
+        """The story a click is for: the id on its link, else its URL without the query."""
+        story_id = story_of(url)
+        if story_id is not None:
+            return story_id if story_id in self.positions else None
+        return self.by_link.get(link_key(url)) if url else None
 
 
 class EventApplier:
     """Applies the events of one post inside its transaction, remembering what it looked up."""
 
-    def __init__(self, db: Database, post_id: int, received_at: str | None = None):
+    def __init__(self, db: Database, post_id: int, received_at: int | None = None):
         self.db = db
         self.post_id = post_id
-        # No event happened after its post arrived: a clock ahead (SendGrid's or a reader's)
-        # cannot make a reader look engaged in our future.
-        self._latest = int(from_db(received_at).timestamp()) if received_at else None
+        self.received_at = received_at
         self.new_events = 0
         self.settled: list[str] = []
         self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
-        self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
+        self._editions: dict[int, EditionStories | None] = {}
         self._states: dict[int, tuple[Delivery, str, int, int]] = {}
         self._engagement: dict[int, list] = {}
-        # (subscriber, newsletter) -> [last human open, last human click], Unix seconds.
+        self._delivered: dict[int, tuple[Delivery, int]] = {}
+        # Per delivery, per story: the first click's time and how many clicks.
+        self._clicks: dict[int, tuple[Delivery, dict[int, tuple[int, int]]]] = {}
+        self._set_aside: Counter[tuple[int, str]] = Counter()
+        # Per delivery, its latest open not by Apple's proxy: a person's unless a scanner's
+        # (at delivery); and (subscriber, newsletter) -> [last human open, last human click].
+        self._opens: dict[int, tuple[Delivery, int]] = {}
         self._readers: dict[tuple[int, str], list[int | None]] = {}
 
     def apply(self, event: Event) -> bool:
@@ -485,9 +526,7 @@ class EventApplier:
             reader: int | None = delivery.subscriber_id
         else:
             reader = None if event.tagged else self._subscriber(event.email)
-        story_id = story_of(event.url)
-        if story_id is not None and (edition is None or story_id not in edition[1]):
-            story_id = None
+        story_id = edition.story(event.url) if edition and event.name == "click" else None
         cursor = self.db.conn.execute(
             """INSERT OR IGNORE INTO events (post_id, sg_event_id, natural_key, event,
                bounce_type, occurred_at, edition_id, delivery_id, subscriber_id, batch_key,
@@ -517,8 +556,9 @@ class EventApplier:
         if delivery is not None:
             self._settle(event, delivery)
             self._advance(event, delivery)
+            self._note_story_click(event, delivery, story_id)
         if reader is not None:
-            self._change_reader(event, reader, edition[0] if edition else None)
+            self._change_reader(event, reader, edition.newsletter if edition else None)
         return True
 
     def delivery(self, event: Event) -> Delivery | None:
@@ -539,11 +579,11 @@ class EventApplier:
             return None
         if key not in self._deliveries:
             row = self.db.conn.execute(
-                f"""SELECT id, edition_id, subscriber_id, status, batch_key, sent_at, email
+                f"""SELECT id, edition_id, subscriber_id, status, batch_key, email
                     FROM deliveries WHERE {where}""",
                 params,
             ).fetchone()
-            self._deliveries[key] = (Delivery(*row[:6]), row[6]) if row else None
+            self._deliveries[key] = (Delivery(*row[:5]), row[5]) if row else None
         found = self._deliveries[key]
         if found is None:
             return None
@@ -556,13 +596,33 @@ class EventApplier:
             return None
         return delivery
 
-    def edition(self, edition_id: int) -> tuple[str, frozenset[int]] | None:
+    def edition(self, edition_id: int) -> EditionStories | None:
         """The edition's newsletter and the stories it carried."""
         if edition_id not in self._editions:
             row = self.db.execute(
-                "SELECT newsletter, story_ids FROM editions WHERE id = ?", [edition_id]
+                """SELECT newsletter, story_ids, slot_at FROM edition_lineups
+                   WHERE edition_id = ?""",
+                [edition_id],
             ).fetchone()
-            self._editions[edition_id] = (row[0], frozenset(json.loads(row[1]))) if row else None
+            found = None
+            if row:
+                ids = json.loads(row[1])
+                marks = ",".join("?" * len(ids))
+                urls = (
+                    self.db.execute(
+                        f"SELECT id, url FROM stories WHERE id IN ({marks})", ids
+                    ).fetchall()
+                    if ids
+                    else []
+                )
+                found = EditionStories(
+                    row[0],
+                    int(from_db(row[2]).timestamp()),
+                    {story: n for n, story in reversed(list(enumerate(ids, 1)))},
+                    len(ids),
+                    {link_key(url): i for i, url in urls},
+                )
+            self._editions[edition_id] = found
         return self._editions[edition_id]
 
     def _settle(self, event: Event, delivery: Delivery) -> None:
@@ -587,6 +647,9 @@ class EventApplier:
             known = self._states.get(delivery.id)
             if known is None or rank > known[3]:
                 self._states[delivery.id] = (delivery, state, event.occurred_at, rank)
+        if event.name == "delivered":
+            known_at = self._delivered.get(delivery.id, (delivery, event.occurred_at))[1]
+            self._delivered[delivery.id] = (delivery, min(known_at, event.occurred_at))
         if event.name not in ("open", "click"):
             return
         tally = self._engagement.setdefault(delivery.id, [delivery, 0, 0, 0, None, None])
@@ -596,37 +659,82 @@ class EventApplier:
         # A click is made by a person: it counts as a person's open too.
         tally[2 if event.name == "open" and event.machine_open else 1] += 1
         tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
-        self._note_reader(event, delivery)
+        if event.name == "open" and not event.machine_open:
+            latest = self._opens.get(delivery.id, (delivery, event.occurred_at))[1]
+            self._opens[delivery.id] = (delivery, max(latest, event.occurred_at))
 
-    def _note_reader(self, event: Event, delivery: Delivery) -> None:
-        """Keep the reader's last human open or click for the edition's newsletter."""
-        sent_at = _unix(delivery.sent_at)
-        if event.name == "click":
-            human = not is_machine_click(event.occurred_at, sent_at)
-        else:
-            human = not is_machine_open(event.machine_open, event.occurred_at, sent_at)
+    def _note_reader(self, delivery: Delivery, at: int, slot: int) -> None:
+        """Keep a reader's human open (`slot` 0) or click (1) for the edition's newsletter."""
         edition = self.edition(delivery.edition_id)
-        if not human or edition is None:
+        if edition is None:
             return
-        at = event.occurred_at if self._latest is None else min(event.occurred_at, self._latest)
-        last = self._readers.setdefault((delivery.subscriber_id, edition[0]), [None, None])
-        slot = 1 if event.name == "click" else 0
+        # No event happened after its post arrived: a clock ahead (SendGrid's or a reader's)
+        # cannot make a reader look engaged in our future.
+        at = at if self.received_at is None else min(at, self.received_at)
+        last = self._readers.setdefault((delivery.subscriber_id, edition.newsletter), [None, None])
         last[slot] = max(last[slot] or at, at)
+
+    def _flush_reader_opens(self) -> None:
+        """The post's opens not by Apple's proxy are a person's, unless all came within
+        `machines.AFTER_DELIVERY_SECONDS` of the delivery, when scanners fetch everything."""
+        ids = list(self._opens)
+        delivered: dict[int, int | None] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            delivered |= dict(
+                self.db.conn.execute(
+                    f"""SELECT delivery_id, delivered_at FROM delivery_states
+                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        for delivery_id, (delivery, opened) in self._opens.items():
+            at = delivered.get(delivery_id)
+            if at is None or opened > at + AFTER_DELIVERY_SECONDS:
+                self._note_reader(delivery, opened, 0)
+
+    def _note_story_click(self, event: Event, delivery: Delivery, story_id: int | None) -> None:
+        """Remember a reader's click on a story, or set it aside when its time cannot be."""
+        if event.name != "click" or story_id is None:
+            return
+        reason = None
+        if self.received_at is not None and event.occurred_at > (
+            self.received_at + FUTURE_SLACK_SECONDS
+        ):
+            reason = FUTURE_CLICK
+        elif (edition := self.edition(delivery.edition_id)) and event.occurred_at < (
+            edition.slot_at - BEFORE_SEND_SLACK_SECONDS
+        ):
+            reason = EARLY_CLICK
+        if reason:
+            self._set_aside[(delivery.edition_id, reason)] += 1
+            return
+        stories = self._clicks.setdefault(delivery.id, (delivery, {}))[1]
+        first, clicks = stories.get(story_id, (event.occurred_at, 0))
+        stories[story_id] = (min(first, event.occurred_at), clicks + 1)
 
     def flush(self) -> None:
         """Write the post's states (only ever up the ladder) and engagement (added up)."""
+        self._flush_reach()
         self.db.conn.executemany(
             """INSERT INTO delivery_states
-               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
-               rank = excluded.rank, occurred_at = excluded.occurred_at
-               WHERE excluded.rank > delivery_states.rank""",
+               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at, delivered_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET
+               state = CASE WHEN excluded.rank > rank THEN excluded.state ELSE state END,
+               occurred_at = CASE WHEN excluded.rank > rank THEN excluded.occurred_at
+                             ELSE occurred_at END,
+               rank = MAX(rank, excluded.rank),
+               delivered_at = MIN(COALESCE(delivered_at, excluded.delivered_at),
+                                  COALESCE(excluded.delivered_at, delivered_at))
+               WHERE excluded.rank > rank OR excluded.delivered_at IS NOT NULL""",
             [
-                (d.id, d.edition_id, d.subscriber_id, state, rank, at)
+                (d.id, d.edition_id, d.subscriber_id, state, rank, at, self._delivered_at(d.id))
                 for d, state, at, rank in self._states.values()
             ],
         )
+        self._flush_story_clicks()
+        self._flush_reader_opens()
         self.db.conn.executemany(
             """INSERT INTO engagement (delivery_id, edition_id, subscriber_id, human_opens,
                    machine_opens, clicks, first_open_at, first_click_at)
@@ -657,6 +765,136 @@ class EventApplier:
                 (subscriber_id, newsletter, _db_time(opened), _db_time(clicked))
                 for (subscriber_id, newsletter), (opened, clicked) in self._readers.items()
             ],
+        )
+
+    def _flush_reach(self) -> None:
+        """Note, by hour, each delivery of the post that stops or starts being one that did not
+        reach its reader (`reach_hours`), from the state it had to the state it moves up to."""
+        ids = list(self._states)
+        before: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            for delivery_id, state, at, rank in self.db.conn.execute(
+                f"""SELECT delivery_id, state, occurred_at, rank FROM delivery_states
+                    WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                chunk,
+            ):
+                before[delivery_id] = (state, at, rank)
+        lost: Counter[tuple[int, int]] = Counter()
+        for delivery, state, at, rank in self._states.values():
+            old_state, old_at, old_rank = before.get(delivery.id, ("", at, 0))
+            if rank <= old_rank:
+                continue
+            hour = max(at, old_at) // 3600
+            lost[(delivery.edition_id, hour)] += (state in NOT_REACHED) - (old_state in NOT_REACHED)
+        self.db.conn.executemany(
+            """INSERT INTO reach_hours (edition_id, hour, lost) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, hour) DO UPDATE SET lost = lost + excluded.lost""",
+            [(edition_id, hour, n) for (edition_id, hour), n in lost.items() if n],
+        )
+
+    def _delivered_at(self, delivery_id: int) -> int | None:
+        found = self._delivered.get(delivery_id)
+        return found[1] if found else None
+
+    def _flush_story_clicks(self) -> None:
+        """Bring each touched reader's story clicks up to date, and their hourly sums with them.
+
+        A delivery is touched by a click on a story or by its `delivered` event (which may come
+        after the clicks): its stories are judged again by `machines.machine_times`, and each
+        change is written with what it changes in `story_click_hours`.
+        """
+        deliveries = {d.id: d for d, _ in self._delivered.values()}
+        deliveries |= {d.id: d for d, _ in self._clicks.values()}
+        stored: dict[int, dict[int, tuple[int, int, int | None]]] = {}
+        delivered: dict[int, int | None] = {}
+        ids = list(deliveries)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for delivery_id, story_id, first, clicks, machine in self.db.conn.execute(
+                f"""SELECT delivery_id, story_id, first_at, clicks, machine_at FROM story_clicks
+                    WHERE delivery_id IN ({marks})""",
+                chunk,
+            ):
+                stored.setdefault(delivery_id, {})[story_id] = (first, clicks, machine)
+        judged = [i for i in ids if i in stored or i in self._clicks]
+        for start in range(0, len(judged), CHUNK):
+            chunk = judged[start : start + CHUNK]
+            delivered |= dict(
+                self.db.conn.execute(
+                    f"""SELECT delivery_id, delivered_at FROM delivery_states
+                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        rows = []
+        hours: Counter[tuple[int, int, int, str]] = Counter()
+        positions: Counter[tuple[str, int, int, int]] = Counter()
+        for delivery_id in judged:
+            delivery = deliveries[delivery_id]
+            old = stored.get(delivery_id, {})
+            merged = {story: (first, clicks) for story, (first, clicks, _) in old.items()}
+            for story, (first, clicks) in self._clicks.get(delivery_id, (delivery, {}))[1].items():
+                was_first, was_clicks = merged.get(story, (first, 0))
+                merged[story] = (min(was_first, first), was_clicks + clicks)
+            edition = self.edition(delivery.edition_id)
+            machine = machine_times(
+                {story: first for story, (first, _) in merged.items()},
+                delivered.get(delivery_id),
+                edition.links if edition else len(merged),
+            )
+            # A reader's clicks judged a person's are their engagement (`reader_engagement`).
+            human = [first for story, (first, _) in merged.items() if machine[story] is None]
+            if human:
+                self._note_reader(delivery, max(human), 1)
+            for story, (first, clicks) in merged.items():
+                new = (first, clicks, machine[story])
+                if old.get(story) == new:
+                    continue
+                rows.append((delivery_id, story, delivery.edition_id, *new))
+                key = (delivery.edition_id, story)
+                delta = Counter[tuple[int, int, int, str]]()
+                if story in old:
+                    _hour_changes(delta, key, old[story][0], old[story][2], -1)
+                _hour_changes(delta, key, first, machine[story], 1)
+                hours.update(delta)
+                if edition is not None:
+                    where = (edition.newsletter, edition.slot_at // 86400, edition.positions[story])
+                    for (_, _, hour, kind), n in delta.items():
+                        if kind == "human":
+                            positions[(*where, hour)] += n
+        self.db.conn.executemany(
+            """INSERT OR REPLACE INTO story_clicks
+               (delivery_id, story_id, edition_id, first_at, clicks, machine_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        changes: dict[tuple[int, int, int], list[int]] = {}
+        for (edition_id, story, hour, kind), n in hours.items():
+            changes.setdefault((edition_id, story, hour), [0, 0])[kind == "machine"] += n
+        self.db.conn.executemany(
+            """INSERT INTO story_click_hours (edition_id, story_id, hour, human, machine)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (edition_id, story_id, hour) DO UPDATE SET
+               human = human + excluded.human, machine = machine + excluded.machine""",
+            [
+                (*key, human, machine)
+                for key, (human, machine) in changes.items()
+                if human or machine
+            ],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO position_click_hours (newsletter, slot_day, position, hour, human)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (newsletter, slot_day, position, hour) DO UPDATE SET
+               human = human + excluded.human""",
+            [(*key, n) for key, n in positions.items() if n],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO clicks_set_aside (edition_id, reason, clicks) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, reason) DO UPDATE SET clicks = clicks + excluded.clicks""",
+            [(edition_id, reason, n) for (edition_id, reason), n in self._set_aside.items()],
         )
 
     def _change_reader(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
@@ -724,6 +962,21 @@ def same_mailbox(stored: str, reported: str) -> bool:
     )
 
 
+def _hour_changes(
+    hours: Counter[tuple[int, int, int, str]],
+    key: tuple[int, int],
+    first_at: int,
+    machine_at: int | None,
+    sign: int,
+) -> None:
+    """What one reader's click on a story adds to the hourly sums (`sign` -1 takes it back):
+    a person's click in the hour of the first click, turned a machine's in the hour it was."""
+    hours[(*key, first_at // 3600, "human")] += sign
+    if machine_at is not None:
+        hours[(*key, machine_at // 3600, "human")] -= sign
+        hours[(*key, machine_at // 3600, "machine")] += sign
+
+
 def _reader_change(event: Event) -> str | None:
     """What the event makes of the reader: bounced, complained, unsubscribed, or nothing.
 
@@ -738,10 +991,6 @@ def _reader_change(event: Event) -> str | None:
     if event.name == "dropped":
         return DROPPED_LISTS.get(event.reason)
     return None
-
-
-def _unix(text: str | None) -> int | None:
-    return int(from_db(text).timestamp()) if text else None
 
 
 def _db_time(seconds: int | None) -> str | None:

@@ -6,29 +6,34 @@ complaints from each delivery's furthest state (`events.LADDER`); opens and clic
 engagement kept apart, unique per reader; unsubscribes from the audit trail (a reader who
 left the newsletter after this edition reached them and before the next one did, by any
 route: one-click, the page, the webhook). Rates of engagement are on delivered (as SendGrid's
-and Mailchimp's are), delivery rates on sent. `edition_report` returns plain data (for the
-CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
+and Mailchimp's are), delivery rates on sent. Every story of the edition is listed with its
+positions, impressions, unique human and machine clicks, click-through, the click-through
+expected at its positions and its lift (`edition.lift`), most read for their position first;
+clicks on links that are no story (the footer, the archive) are counted under their link,
+and clicks set aside (impossible timestamps) under their reason. `edition_report` returns
+plain data (for the CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
 from ..clock import from_db, to_db, utcnow
-from ..config import Config
+from ..config import Config, NewsletterConfig
+from ..edition.lift import editions_engagement
 from ..errors import DigestError, NotFoundError
 from ..invocation import digest_command
-from .events import waiting_posts
+from .events import link_key, waiting_posts
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)
-MOST_CLICKED = 10
+EVERY_EVENT = datetime(9999, 1, 1, tzinfo=UTC)
 NUMBERS = (
     "sent",
     "delivered",
@@ -124,7 +129,11 @@ def edition_report(
             "numbers": total,
             "rates": dict.fromkeys(rates(total)) if completeness["outbox_only"] else rates(total),
         },
-        "most_clicked": _most_clicked(db, ids),
+        "stories": _stories(
+            db, nl, ids, now, unknown=completeness["outbox_only"] and not completeness["events"]
+        ),
+        "links": _links(db, ids),
+        "set_aside": _set_aside(db, ids),
         "completeness": completeness,
     }
 
@@ -232,21 +241,81 @@ def over_base(numbers: dict[str, int]) -> list[str]:
     ]
 
 
-def _most_clicked(db: Database, ids: list[int]) -> list[dict[str, Any]]:
-    """Stories by how many readers clicked them (the story id on the link, whatever its URL)."""
-    rows = db.execute(
-        f"""SELECT c.story_id, c.readers, c.clicks, s.title, s.url FROM (
-                SELECT story_id, COUNT(DISTINCT delivery_id) AS readers, COUNT(*) AS clicks
-                FROM events WHERE edition_id IN ({_ids_sql(ids)}) AND event = 'click'
-                  AND story_id IS NOT NULL GROUP BY story_id) c
-            LEFT JOIN stories s ON s.id = c.story_id
-            ORDER BY c.readers DESC, c.clicks DESC, c.story_id LIMIT ?""",
-        [MOST_CLICKED],
+def _stories(
+    db: Database, nl: NewsletterConfig, ids: list[int], now: datetime, *, unknown: bool = False
+) -> list[dict[str, Any]]:
+    """Every story of the editions, most read for their position (highest lift) first.
+
+    `unknown`: the mail went to the outbox and no event came: clicks are None, not 0.
+    """
+    # Whatever was kept counts, as for the report's other numbers.
+    found = editions_engagement(db, nl, ids, now, events_until=EVERY_EVENT)
+    stored = (
+        {
+            sid: (title, url)
+            for sid, title, url in db.execute(
+                f"SELECT id, title, url FROM stories WHERE id IN ({_ids_sql(list(found))})"
+            )
+        }
+        if found
+        else {}
     )
-    return [
-        {"story_id": sid, "readers": readers, "clicks": clicks, "title": title, "url": url}
-        for sid, readers, clicks, title, url in rows
-    ]
+    rows = []
+    for e in found.values():
+        title, url = stored.get(e.story_id, (None, None))
+        rows.append(
+            {
+                "story_id": e.story_id,
+                "title": title,
+                "url": url,
+                "positions": list(e.positions),
+                "impressions": e.impressions,
+                "human_clicks": e.human_clicks,
+                "machine_clicks": e.machine_clicks,
+                "ctr": _round(e.ctr),
+                "expected_ctr": _round(e.expected_ctr),
+                "lift": round(e.lift, 4),
+            }
+        )
+    rows.sort(key=lambda r: (-r["lift"], -r["human_clicks"], r["story_id"]))
+    if unknown:
+        for row in rows:
+            row |= dict.fromkeys(("human_clicks", "machine_clicks", "ctr", "expected_ctr", "lift"))
+    return rows
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _links(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Clicks on links that are no story of the edition, counted under the link (no query)."""
+    readers: dict[str, set[int]] = {}
+    clicks: Counter[str] = Counter()
+    for url, delivery_id in db.execute(
+        f"""SELECT url, delivery_id FROM events WHERE edition_id IN ({_ids_sql(ids)})
+            AND event = 'click' AND story_id IS NULL"""
+    ):
+        link = link_key(url or "")
+        readers.setdefault(link, set()).add(delivery_id)
+        clicks[link] += 1
+    return sorted(
+        ({"link": link, "readers": len(readers[link]), "clicks": clicks[link]} for link in clicks),
+        key=lambda r: (-r["readers"], r["link"]),
+    )
+
+
+def _set_aside(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Story clicks left out of every count, and why."""
+    rows = db.execute(
+        f"""SELECT reason, SUM(clicks) FROM clicks_set_aside
+            WHERE edition_id IN ({_ids_sql(ids)}) GROUP BY reason ORDER BY reason"""
+    )
+    return [{"reason": reason, "clicks": n} for reason, n in rows]
 
 
 def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]:
@@ -336,13 +405,29 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             f"  capped at 100%: {'; '.join(over)}, because not every delivery has been "
             "reported by the webhook yet"
         )
-    if report["most_clicked"]:
-        lines.append("  most clicked stories (readers who clicked):")
-        for n, story in enumerate(report["most_clicked"], start=1):
-            title = story["title"] or "(story no longer in the store)"
-            lines.append(f"    {n}. {title} [story {story['story_id']}]: {story['readers']}")
-    else:
-        lines.append("  most clicked stories: no story clicks recorded")
+    lines.append(
+        "  most read for their position (lift: click-through against what the position "
+        "predicts, shrunk while few readers had it; clicks are unique readers):"
+    )
+    for n, story in enumerate(report["stories"], start=1):
+        title = story["title"] or "(story no longer in the store)"
+        positions = ", ".join(str(p) for p in story["positions"])
+        lines.append(
+            f"    {n}. {title} [story {story['story_id']}] {story['url'] or ''}: position "
+            f"{positions}, {story['impressions']} readers, clicked by "
+            f"{_count(story['human_clicks'])} (+ {_count(story['machine_clicks'])} machines), "
+            f"CTR {_percent(story['ctr'])}, expected {_percent(story['expected_ctr'])}, lift "
+            f"{'n/a' if story['lift'] is None else format(story['lift'], '.2f')}"
+        )
+    if not report["stories"]:
+        lines.append("    (no stories)")
+    for link in report["links"]:
+        lines.append(
+            f"  other link {link['link']}: clicked by {link['readers']} reader(s), "
+            f"{link['clicks']} click(s)"
+        )
+    for aside in report["set_aside"]:
+        lines.append(f"  set aside: {aside['clicks']} story click(s) {aside['reason']}")
     lines.append(f"  completeness: {report['completeness']['note']}")
     if report["completeness"]["posts_waiting"]:
         lines.append(

@@ -4,5 +4,6 @@ Beside delivery (a confirmation is sent through a transport): may import deliver
 the newsroom and the core; never feedback or the shells.
 
 Modules: `subscribers`, `subscriptions`, `audit`, `suppression`, `signup`, `confirmation`,
-`reconfirm` (the sunset policy's "Still want it?" email), `preferences`, `privacy`.
+`welcome` (the email after a confirmation), `reconfirm` (the sunset policy's "Still want it?"
+email), `preferences`, `privacy`.
 """

@@ -95,6 +95,8 @@ def render_reconfirm(
         "edition_date": f"{now:%A} {now.day} {now:%B %Y}",
         "lapse_date": f"{lapse:%A} {lapse.day} {lapse:%B %Y}",
         "topics": [],
+        # A message to one reader about their subscription has no web copy.
+        "web_url": "",
     }
 
     def placeholders(values: dict[str, str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from jinja2 import FileSystemLoader
+from markupsafe import Markup
 from sqlite_utils import Database
 
 from .clock import parse_moment, utcnow
@@ -42,6 +43,8 @@ from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
+from .feedback import charts
+from .feedback.figures import report_figures
 from .feedback.report import NUMBERS, edition_report, report_lines
 from .feedback.report import _percent as percent
 from .lineup import lineup
@@ -440,6 +443,10 @@ def report_page() -> ResponseReturnValue:
         report = _report(query, request.args)
     except DigestError as exc:
         return _page("report.html", None, error=_error_details(exc)), _report_status(exc)
+    pictures = _state().cached(
+        ("pictures", *query.key(), report["edition"]),
+        lambda: charts.pictures(report_figures(_db(), _state().config(), report)),
+    )
     return _page(
         "report.html",
         query,
@@ -447,6 +454,8 @@ def report_page() -> ResponseReturnValue:
         numbers=NUMBERS,
         printed="\n".join(report_lines(report)),
         percent=percent,
+        pictures=pictures,
+        draw=lambda picture: Markup(picture.svg()),
     )
 
 

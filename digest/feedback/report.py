@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from ..clock import from_db, to_db, utcnow
 from ..config import Config
 from ..errors import DigestError, NotFoundError
 from ..invocation import digest_command
-from .events import waiting_posts
+from .events import story_of, waiting_posts
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)
@@ -94,7 +95,7 @@ def edition_report(
         raise NotFoundError(f"{nl.name} has no edition on {day}; the last ones: {recent}.")
     chosen = by_day[day]
     ids = [row["id"] for row in chosen]
-    numbers = _numbers(db, nl.name, ids)
+    numbers = edition_numbers(db, nl.name, ids)
     variants = [
         {
             "edition_id": row["id"],
@@ -104,6 +105,7 @@ def edition_report(
             "subject": row["subject"],
             "numbers": numbers[row["id"]],
             "rates": rates(numbers[row["id"]]),
+            "links": link_clicks(db, row["id"]),
         }
         for row in chosen
     ]
@@ -121,7 +123,8 @@ def edition_report(
     }
 
 
-def _numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+def edition_numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per edition id, the report's numbers (`NUMBERS`)."""
     numbers = {i: dict.fromkeys(NUMBERS, 0) for i in ids}
     in_ids = _ids_sql(ids)
     for edition_id, n in db.execute(
@@ -225,6 +228,59 @@ def _most_clicked(db: Database, ids: list[int]) -> list[dict[str, Any]]:
     return [
         {"story_id": sid, "readers": readers, "clicks": clicks, "title": title, "url": url}
         for sid, readers, clicks, title, url in rows
+    ]
+
+
+class _Links(HTMLParser):
+    """The distinct link targets of an email, in the order they first appear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: dict[str, None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href") if tag == "a" else None
+        if href and href.startswith(("http://", "https://")) and "%%" not in href:
+            self.hrefs.setdefault(href, None)
+
+
+def link_clicks(db: Database, edition_id: int) -> list[dict[str, Any]]:
+    """Each link of the edition's email with its clicks and share of the edition's clicks.
+
+    Links made for each reader (unsubscribe, preferences) are one row, `url` None. A share
+    is the link's clicks over all the edition's clicks (None before the first click).
+    """
+    parser = _Links()
+    parser.feed(db.execute("SELECT html FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+    counts = {
+        url: (readers, clicks)
+        for url, readers, clicks in db.execute(
+            """SELECT url, COUNT(DISTINCT delivery_id), COUNT(*) FROM events
+               WHERE edition_id = ? AND event = 'click' AND url IS NOT NULL GROUP BY url""",
+            [edition_id],
+        )
+    }
+    total = sum(clicks for _, clicks in counts.values())
+    rows: list[tuple[str | None, int, int]] = [
+        (href, *counts.pop(href, (0, 0))) for href in parser.hrefs
+    ]
+    if counts:
+        readers = db.execute(
+            f"""SELECT COUNT(DISTINCT delivery_id) FROM events WHERE edition_id = ?
+                AND event = 'click' AND url IS NOT NULL
+                AND url NOT IN ({",".join("?" * len(parser.hrefs))})""",
+            [edition_id, *parser.hrefs],
+        ).fetchone()[0]
+        rows.append((None, readers, sum(clicks for _, clicks in counts.values())))
+    return [
+        {
+            "url": url,
+            "story_id": story_of(url),
+            "readers": readers,
+            "clicks": clicks,
+            "share": round(clicks / total, 4) if total else None,
+        }
+        for url, readers, clicks in rows
     ]
 
 

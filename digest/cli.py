@@ -448,9 +448,20 @@ def status(state: State, now: str | None, limit: int) -> None:
 @click.argument("edition", required=False, metavar="[EDITION | --last]")
 @click.option("--last", is_flag=True, help="The last edition sent (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the same numbers as JSON.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report with its charts as one self-contained HTML file (opens offline).",
+)
 @pass_state
 def report(
-    state: State, newsletter: str | None, edition: str | None, last: bool, as_json: bool
+    state: State,
+    newsletter: str | None,
+    edition: str | None,
+    last: bool,
+    as_json: bool,
+    html_file: Path | None,
 ) -> None:
     """What came of an edition (its local date, YYYY-MM-DD): delivered, bounced, opened, clicked.
 
@@ -462,6 +473,15 @@ def report(
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
     data = edition_report(state.db(), state.config, newsletter, edition)
+    if html_file is not None:
+        from .feedback.document import report_document
+
+        try:
+            html_file.write_text(report_document(state.db(), state.config, data).html, "utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"Cannot write the report to {html_file}: {exc}") from None
+        click.echo(f"wrote {html_file}")
+        return
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 

@@ -8,7 +8,9 @@ import re
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 
+from digest.cli import cli
 from digest.feedback import charts
 from digest.feedback.figures import (
     edition_rates,
@@ -177,3 +179,34 @@ def test_the_funnel_has_a_row_of_bars_per_zone_with_variants_of_a_zone_added_up(
     picture = charts.funnel(rows)
     assert "Asia/Kolkata: 7 sent, 0 clicked; UTC: 8 sent, 3 clicked" in picture.alt
     assert picture.svg().count(">Asia/Kolkata<") == 1
+
+
+def write_report_file(tmp_path, monkeypatch, *args: str):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digest.toml").write_text(
+        '[store]\npath = "digest.db"\n[newsletters.daily]\ntitle = "Test Daily"\n'
+    )
+    return CliRunner().invoke(cli, ["report", *args])
+
+
+def test_digest_report_html_writes_one_self_contained_file_with_the_charts(
+    db, the_day, tmp_path, monkeypatch
+):
+    answer = write_report_file(tmp_path, monkeypatch, "--last", "--html", "report.html")
+    assert answer.exit_code == 0, answer.output
+    assert answer.output == "wrote report.html\n"
+    page = (tmp_path / "report.html").read_text()
+    assert re.findall(r'<figure class="chart" id="chart-(\w+)"', page) == KEYS
+    assert page.count('<svg role="img" aria-label="') == 5
+    assert "Test Daily: what came of the edition of 2026-11-26" in page
+    # Nothing to fetch: no style sheet, script, image or frame from anywhere.
+    assert not re.search(r"<(link|script|iframe|img)\b", page)
+    assert "url(" not in page.replace("url(#", "")
+
+
+def test_digest_report_html_to_a_folder_that_does_not_exist_is_a_clear_error(
+    db, the_day, tmp_path, monkeypatch
+):
+    answer = write_report_file(tmp_path, monkeypatch, "--html", "missing/report.html")
+    assert answer.exit_code == 1
+    assert "Cannot write the report to missing/report.html" in answer.output

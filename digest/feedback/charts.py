@@ -28,6 +28,7 @@ PALETTE = ["#4f7cc0", "#c2702e", "#3f9b6b", "#a05fb5", "#8a8a8a"]
 SHAPES = ["circle", "square", "triangle-up", "diamond", "cross"]
 DASHES = [[1, 0], [6, 3], [2, 2], [8, 3, 2, 3], [1, 3]]
 WIDTH = 560
+_ARIA = re.compile(r'\s(?:role|aria-[a-z]+)="[^"]*"')
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Picture:
     def svg(self) -> str:
         """Inline SVG, its ids made unique to this picture, its text alternative on the root."""
         markup = vl_convert.vegalite_to_svg(self.spec)
+        # Vega labels each mark group for screen readers, but a chart is one image here: its
+        # text alternative is the sentence on the root, its numbers the table beneath.
+        markup = _ARIA.sub("", markup)
         markup = re.sub(r'\bid="', f'id="{self.key}-', markup)
         markup = markup.replace("url(#", f"url(#{self.key}-").replace(
             'href="#', f'href="#{self.key}-'
@@ -63,7 +67,7 @@ class Picture:
 
 def _theme(chart: alt.TopLevelMixin, ink: str) -> alt.TopLevelMixin:
     return (
-        chart.configure(font=FONT, background="transparent", aria=False)
+        chart.configure(font=FONT, background="transparent")
         .configure_axis(
             labelColor=ink,
             titleColor=ink,

@@ -41,11 +41,12 @@ from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
 from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
+from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
 from .feedback import charts
 from .feedback.figures import report_figures
-from .feedback.report import NUMBERS, edition_report, report_lines
+from .feedback.report import NUMBERS, edition_report, link_clicks, report_lines
 from .feedback.report import _percent as percent
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
@@ -60,6 +61,7 @@ from .preview import (
     variant_target,
 )
 from .store import open_db
+from .urls import ReaderLinks
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -188,6 +190,8 @@ def create_studio(
     app.add_url_rule("/checks.json", view_func=checks_json)
     app.add_url_rule("/report", view_func=report_page)
     app.add_url_rule("/report.json", view_func=report_json)
+    app.add_url_rule("/report/email", view_func=sent_email_page)
+    app.add_url_rule("/report/email.html", view_func=sent_email_html)
     app.add_url_rule("/live", view_func=live)
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
@@ -456,6 +460,7 @@ def report_page() -> ResponseReturnValue:
         percent=percent,
         pictures=pictures,
         draw=lambda picture: Markup(picture.svg()),
+        clickmap_url=lambda edition_id: "/report/email?" + query.params(edition_id=str(edition_id)),
     )
 
 
@@ -465,6 +470,54 @@ def report_json() -> ResponseReturnValue:
         return jsonify(_report(_query(request.args), request.args))
     except DigestError as exc:
         return jsonify({"error": _error_details(exc)}), _report_status(exc)
+
+
+def _sent_edition() -> dict[str, Any]:
+    """The sent edition `edition_id` names: its newsletter, subject, slot and email."""
+    try:
+        edition_id = int(request.args.get("edition_id", ""))
+    except ValueError:
+        raise DigestError("Give edition_id, the number of a sent edition.") from None
+    row = (
+        _db()
+        .execute(
+            """SELECT id, newsletter, slot_at, timezone, topics, subject, html FROM editions
+           WHERE id = ? AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = editions.id)""",
+            [edition_id],
+        )
+        .fetchone()
+    )
+    if row is None:
+        raise NotFoundError(f"No sent edition {edition_id}; the report lists the sent ones.")
+    keys = ("id", "newsletter", "slot_at", "timezone", "topics", "subject", "html")
+    return dict(zip(keys, row, strict=True))
+
+
+def sent_email_page() -> ResponseReturnValue:
+    """`GET /report/email?edition_id=N`: a sent edition's email, with its click map."""
+    try:
+        query = _query(request.args)
+        edition = _sent_edition()
+    except DigestError as exc:
+        return _page("sent_email.html", None, error=_error_details(exc)), _report_status(exc)
+    links = link_clicks(_db(), edition["id"])
+    shares = {link["url"]: link for link in links if link["url"]}
+    return _page(
+        "sent_email.html", query, edition=edition, links=links, shares=shares, percent=percent
+    )
+
+
+def sent_email_html() -> Response:
+    """`GET /report/email.html?edition_id=N`: the sent email's HTML, reader links inert."""
+    try:
+        edition = _sent_edition()
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=_report_status(exc), mimetype="text/plain")
+    config = _state().config()
+    inert = recipient_values("", ReaderLinks(config, edition["newsletter"]).preview_url())
+    response = Response(personalize(edition["html"], inert), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = EMAIL_CSP
+    return response
 
 
 def live() -> Response:

@@ -4,8 +4,11 @@ the webhook: five charts with marks and text alternatives, axe-core clean in lig
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import expect
 
 from digest.studio import create_studio
 
@@ -107,5 +110,38 @@ def test_digest_report_html_opens_offline_with_its_charts(
         )
         assert len(sizes) == 5 and all(size > 10_000 for size in sizes)
         assert [url for url in asked if not url.startswith("file:")] == []
+    finally:
+        context.close()
+
+
+def test_the_click_map_labels_each_link_with_its_share_from_report_json(
+    browser, studio, db, tmp_path, monkeypatch
+):
+    answer = write_report_file(tmp_path, monkeypatch, "--last", "--json")
+    variant = json.loads(answer.output)["variants"][0]
+    expected = {link["url"]: link["share"] for link in variant["links"] if link["url"]}
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{studio}/report?last=1")
+        page.get_by_role("link", name="The email and its click map").first.click()
+        frame = page.frame_locator("#email")
+        expect(frame.locator("a[href]").first).to_be_visible()
+        assert frame.locator(".studio-clickmap").count() == 0
+        page.get_by_label("Click map").check()
+        badges = frame.locator(".studio-clickmap")
+        expect(badges.first).to_be_visible()
+        shown = badges.evaluate_all(
+            "bs => bs.map(b => [b.previousElementSibling.getAttribute('href'), b.textContent])"
+        )
+        # A link the email carries twice (the masthead and the footer) is labelled twice.
+        assert {url for url, _ in shown} == set(expected)
+        assert {url: text for url, text in shown} == {
+            url: f"{share * 100:.1f}%" if share is not None else "n/a"
+            for url, share in expected.items()
+        }
+        assert sorted(text for _, text in shown)[-2:] == ["50.0%", "50.0%"]
+        page.get_by_label("Click map").uncheck()
+        expect(badges).to_have_count(0)
     finally:
         context.close()

@@ -4,6 +4,7 @@ from a real send whose signed events came back through the webhook (the world of
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
@@ -210,3 +211,48 @@ def test_digest_report_html_to_a_folder_that_does_not_exist_is_a_clear_error(
     answer = write_report_file(tmp_path, monkeypatch, "--html", "missing/report.html")
     assert answer.exit_code == 1
     assert "Cannot write the report to missing/report.html" in answer.output
+
+
+def test_report_json_gives_each_link_of_a_variant_its_share_of_the_clicks(db, the_day):
+    links = the_day["variants"][0]["links"]
+    clicked = [link for link in links if link["clicks"]]
+    # Reader 0 clicked the first story link twice and the second once (click, click:2,
+    # click), reader 6 the second once: each link has half of the edition's four clicks.
+    assert sorted((link["clicks"], link["readers"], link["share"]) for link in clicked) == [
+        (2, 1, 0.5),
+        (2, 2, 0.5),
+    ]
+    assert sum(link["share"] or 0 for link in links) == pytest.approx(1.0)
+    assert all(link["story_id"] for link in clicked)
+
+
+def test_the_sent_email_page_tables_the_shares_of_report_json(db, config, transport, the_day):
+    client = create_studio(lambda: config, transport, now=AS_OF).test_client()
+    edition_id = the_day["variants"][0]["edition_id"]
+    page = client.get("/report/email", query_string={"edition_id": edition_id})
+    assert page.status_code == 200
+    rows = re.findall(
+        r'<tr data-url="([^"]+)" data-share="([^"]+)" data-clicks="(\d+)">',
+        page.get_data(as_text=True),
+    )
+    expected = [
+        (link["url"], charts._percent(link["share"]), str(link["clicks"]))
+        for link in the_day["variants"][0]["links"]
+        if link["url"]
+    ]
+    assert [(html.unescape(url), share, n) for url, share, n in rows] == expected
+    report_page = client.get("/report", query_string={"last": "1"}).get_data(as_text=True)
+    assert f"edition_id={edition_id}" in report_page
+
+
+def test_the_sent_email_is_served_as_sent_with_reader_links_inert(db, config, transport, the_day):
+    client = create_studio(lambda: config, transport, now=AS_OF).test_client()
+    edition_id = the_day["variants"][0]["edition_id"]
+    email = client.get("/report/email.html", query_string={"edition_id": edition_id})
+    assert email.status_code == 200
+    assert "default-src 'none'" in email.headers["Content-Security-Policy"]
+    body = email.get_data(as_text=True)
+    assert "%%" not in body and "/preview" in body
+    missing = client.get("/report/email", query_string={"edition_id": 999})
+    assert missing.status_code == 404
+    assert "No sent edition 999" in missing.get_data(as_text=True)

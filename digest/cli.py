@@ -434,13 +434,30 @@ def run_command(state: State, now: str | None) -> None:
 @cli.command()
 @moment_option
 @click.option("--limit", default=10, show_default=True, help="Recent slots per newsletter.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the status as one self-contained HTML page, a day strip per newsletter.",
+)
 @pass_state
-def status(state: State, now: str | None, limit: int) -> None:
+def status(state: State, now: str | None, limit: int, html_file: Path | None) -> None:
     """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
-    from .status import digest_status
+    from .status import digest_status, status_html
 
-    for line in digest_status(state.db(), state.config, _now(now), limit).lines():
+    found = digest_status(state.db(), state.config, _now(now), limit)
+    for line in found.lines():
         click.echo(line)
+    if html_file is not None:
+        _write_page(html_file, status_html(found), "the status")
+
+
+def _write_page(path: Path, page: str, what: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {what} to {path}: {exc}") from None
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -476,11 +493,7 @@ def report(
     if html_file is not None:
         from .feedback.document import report_document
 
-        try:
-            html_file.write_text(report_document(state.db(), state.config, data).html, "utf-8")
-        except OSError as exc:
-            raise click.ClickException(f"Cannot write the report to {html_file}: {exc}") from None
-        click.echo(f"wrote {html_file}")
+        _write_page(html_file, report_document(state.db(), state.config, data).html, "the report")
         return
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 

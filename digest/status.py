@@ -7,8 +7,9 @@ readers' time zones, and any failed or unknown deliveries with the command that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -16,18 +17,40 @@ from .clock import from_db
 from .config import Config, NewsletterConfig
 from .delivery.ledger import (
     DeliveryStatus,
+    audience_filter,
     edition_counts,
     failed_by_edition,
     tally,
     unknown_batches,
 )
 from .delivery.send import send_command
-from .delivery.slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
+from .delivery.slots import (
+    RunRecord,
+    SlotRecord,
+    last_records,
+    recent_runs,
+    recent_slots,
+    slots_between,
+)
 from .edition.build import edition_slot, slot_edition_ids
+from .feedback import charts
+from .feedback.charts import Picture
+from .feedback.document import inline_svg, render_page
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
 from .run import reader_timezones, schedules, slot_label
-from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
+from .schedule import (
+    BACKFILL,
+    Decision,
+    Slot,
+    SlotStatus,
+    decide,
+    next_slot_after,
+    slot_times,
+)
+
+# The day strip: the hours either side of now it shows, 24 in all.
+STRIP_HOURS = 12
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,8 @@ class NewsletterStatus:
     due: list[Decision]
     next_slots: list[Slot]
     attention: list[Attention]
+    # Each slot of the 24 hours around now, per zone (`day_strip`).
+    strip: list[dict[str, Any]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         nl = self.newsletter
@@ -111,9 +136,58 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
+                strip=day_strip(db, nl, now, due, zones),
             )
         )
     return Status(now, recent_runs(db), newsletters, *waiting_posts(db))
+
+
+def day_strip(
+    db: Database,
+    nl: NewsletterConfig,
+    now: datetime,
+    due: list[Decision],
+    zones: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Each slot of the newsletter within STRIP_HOURS of now, per zone, with its state and
+    readers: as recorded (sent, failed, skipped, missed, with the ledger's count when it ran),
+    due (a run now sends it, or records it missed), or to come (the zone's readers now).
+    A past slot with no record came before the zone had readers: it is left out."""
+    start, end = now - timedelta(hours=STRIP_HOURS), now + timedelta(hours=STRIP_HOURS)
+    recorded = {(r.slot.timezone, r.slot.at): r for r in slots_between(db, nl.name, start, end)}
+    decided = {(d.slot.timezone, d.slot.at): d for d in due if d.slot.newsletter == nl.name}
+    rows = []
+    for zone in sorted({*zones, *(z for z, _ in recorded)}):
+        for at in slot_times(nl.schedule, zone, start, end):
+            record, decision = recorded.get((zone, at)), decided.get((zone, at))
+            if record is not None:
+                state = str(record.status)
+                readers = record.sent + record.failed + record.skipped + record.unknown
+                note = record.note
+            elif decision is not None:
+                state = "due" if decision.action == "send" else "missed"
+                readers, note = _zone_readers(db, nl.name, zone), decision.reason
+            elif at > now:
+                state, readers, note = "to come", _zone_readers(db, nl.name, zone), ""
+            else:
+                continue
+            rows.append(
+                {
+                    "zone": zone,
+                    "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "local": f"{Slot(at, nl.name, zone).local:%H:%M}",
+                    "state": state,
+                    "readers": readers,
+                    "note": note,
+                }
+            )
+    return rows
+
+
+def _zone_readers(db: Database, newsletter: str, zone: str) -> int:
+    where, params = audience_filter(newsletter, zone)
+    count: int = db.execute(f"SELECT COUNT(*) FROM subscribers WHERE {where}", params).fetchone()[0]
+    return count
 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
@@ -165,3 +239,30 @@ def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
     if record.status == SlotStatus.FAILED:
         return f"{tally(counts)}; {record.note} (attempt {record.attempts})"
     return tally(counts)
+
+
+def newsletter_strip(
+    db: Database, config: Config, newsletter: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The day strip of one newsletter (the studio's front page)."""
+    nl = config.newsletter(newsletter)
+    due = decide(schedules(db, config), now, last_records(db))
+    return day_strip(db, nl, now, due, reader_timezones(db, nl.name) or (nl.timezone,))
+
+
+def strip_picture(rows: list[dict[str, Any]], newsletter: str, now: datetime) -> Picture:
+    return charts.day_strip(f"strip-{newsletter}", rows, f"{now:%Y-%m-%dT%H:%M:%SZ}", STRIP_HOURS)
+
+
+def status_html(status: Status) -> str:
+    """`digest status --html`: one self-contained page, a day strip per newsletter."""
+    return render_page(
+        "status_file.html",
+        status=status,
+        strips=[
+            (n.newsletter, strip_picture(n.strip, n.newsletter.name, status.now))
+            for n in status.newsletters
+        ],
+        draw=inline_svg,
+        printed="\n".join(status.lines()),
+    )

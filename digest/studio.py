@@ -34,7 +34,6 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from jinja2 import FileSystemLoader
-from markupsafe import Markup
 from sqlite_utils import Database
 
 from .clock import parse_moment, utcnow
@@ -45,9 +44,10 @@ from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
 from .feedback import charts
+from .feedback.document import inline_svg, report_context
 from .feedback.figures import report_figures
-from .feedback.report import NUMBERS, edition_report, link_clicks, report_lines
 from .feedback.report import _percent as percent
+from .feedback.report import edition_report, link_clicks
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
 from .preview import (
@@ -60,6 +60,7 @@ from .preview import (
     slot_variants,
     variant_target,
 )
+from .status import newsletter_strip, strip_picture
 from .store import open_db
 from .urls import ReaderLinks
 
@@ -349,8 +350,22 @@ def front_page() -> ResponseReturnValue:
             return _variant_page(query)
         config = _state().config()
         plans = _plans(query)
+        newsletter = config.newsletter(query.newsletter)
+        strip = _state().cached(
+            ("strip", *query.key()),
+            lambda: strip_picture(
+                newsletter_strip(_db(), config, newsletter.name, query.now),
+                newsletter.name,
+                query.now,
+            ),
+        )
         return _page(
-            "index.html", query, plans=plans, newsletter=config.newsletter(query.newsletter)
+            "index.html",
+            query,
+            plans=plans,
+            newsletter=newsletter,
+            picture=strip,
+            draw=inline_svg,
         )
     except DigestError as exc:
         return _page("index.html", None, error=_error_details(exc))
@@ -454,12 +469,7 @@ def report_page() -> ResponseReturnValue:
     return _page(
         "report.html",
         query,
-        report=report,
-        numbers=NUMBERS,
-        printed="\n".join(report_lines(report)),
-        percent=percent,
-        pictures=pictures,
-        draw=lambda picture: Markup(picture.svg()),
+        **report_context(report, pictures, inline_svg),
         clickmap_url=lambda edition_id: "/report/email?" + query.params(edition_id=str(edition_id)),
     )
 

@@ -7,7 +7,7 @@ too, so `digest status` can say when cron last ran.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -106,6 +106,22 @@ def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRec
            ORDER BY slot_at DESC, timezone LIMIT ?""",
         [newsletter, limit],
     )
+    return _records(rows)
+
+
+def slots_between(
+    db: Database, newsletter: str, start: datetime, end: datetime
+) -> list[SlotRecord]:
+    """The newsletter's recorded slots with start <= slot time <= end, oldest first."""
+    rows = db.query(
+        """SELECT * FROM slots WHERE newsletter = ? AND slot_at >= ? AND slot_at <= ?
+           ORDER BY slot_at, timezone""",
+        [newsletter, to_db(start), to_db(end)],
+    )
+    return _records(rows)
+
+
+def _records(rows: Iterable[dict]) -> list[SlotRecord]:
     return [
         SlotRecord(
             slot=Slot(from_db(row["slot_at"]), row["newsletter"], row["timezone"]),

@@ -411,3 +411,98 @@ def pictures(figures: dict[str, Any]) -> list[Picture]:
         health(figures["health"]),
         rates(figures["rates"], [label for _, label in RATE_SERIES]),
     ]
+
+
+# A slot's states on the day strip, each with its own shape (and colour).
+STRIP_STATES = ["sent", "failed", "held", "due", "missed", "skipped", "to come"]
+STRIP_SHAPES = [
+    "circle",
+    "cross",
+    "square",
+    "triangle-right",
+    "diamond",
+    "triangle-down",
+    "triangle-up",
+]
+STRIP_COLOURS = ["#3f9b6b", "#c0392b", "#a05fb5", "#c2702e", "#8a8a8a", "#8a8a8a", "#4f7cc0"]
+
+
+def day_strip(key: str, rows: list[dict[str, Any]], now: str, hours: int) -> Picture:
+    """Each zone's slots of the `hours` either side of now, by state, with reader counts."""
+    x = alt.X(
+        "at:T",
+        title="UTC",
+        axis=alt.Axis(format="%H:%M", tickCount=12),
+        scale=alt.Scale(
+            domain=[
+                {"expr": f"time('{now}') - {hours * 3600_000}"},
+                {"expr": f"time('{now}') + {hours * 3600_000}"},
+            ]
+        ),
+    )
+    y = alt.Y("zone:N", title=None)
+    base = alt.Chart(alt.Data(values=rows))
+    legend = alt.Legend(title=None, orient="top")
+    points = base.mark_point(filled=True, size=160, strokeWidth=3).encode(
+        x=x,
+        y=y,
+        shape=alt.Shape(
+            "state:N", scale=alt.Scale(domain=STRIP_STATES, range=STRIP_SHAPES), legend=legend
+        ),
+        color=alt.Color(
+            "state:N", scale=alt.Scale(domain=STRIP_STATES, range=STRIP_COLOURS), legend=legend
+        ),
+    )
+    labels = (
+        base.mark_text(dy=-16, fontSize=11, color=PAGE_INK)
+        .encode(x=x, y=y, text=alt.Text("label:N"))
+        .transform_calculate(label="datum.state + ' · ' + datum.readers")
+    )
+    now_rule = (
+        alt.Chart(alt.Data(values=[{"at": now}]))
+        .mark_rule(color=PAGE_INK, strokeDash=[4, 3])
+        .encode(x=x)
+    )
+    now_text = (
+        alt.Chart(alt.Data(values=[{"at": now, "label": "now"}]))
+        .mark_text(color=PAGE_INK, dy=-6, baseline="bottom", fontSize=11)
+        .encode(x=x, text="label:N", y=alt.value(0))
+    )
+    zones = sorted({row["zone"] for row in rows})
+    chart = alt.layer(now_rule, now_text, points, labels).properties(
+        width=WIDTH, height=alt.Step(46), title=f"The {hours * 2} hours around now, per time zone"
+    )
+    alt_text = f"Slots of the {hours * 2} hours around now: " + (
+        "; ".join(
+            f"{zone}: "
+            + ", ".join(
+                f"{r['local']} local {r['state']} ({r['readers']} readers)"
+                for r in rows
+                if r["zone"] == zone
+            )
+            for zone in zones
+        )
+        or "none"
+    )
+    return Picture(
+        key=key,
+        title="The day strip",
+        caption=f"Each time zone's slots from {hours} hours ago to {hours} hours ahead: sent, "
+        "failed, held, due, missed or skipped, and those to come, each with its readers (as "
+        "the run counted them, or the zone's readers now for those not yet sent).",
+        alt=alt_text + ".",
+        spec=_theme(chart, PAGE_INK).to_dict(),
+        columns=["Time zone", "Slot (UTC)", "Local", "State", "Readers", "Note"],
+        rows=[
+            [
+                r["zone"],
+                r["at"].replace("T", " ").rstrip("Z"),
+                r["local"],
+                r["state"],
+                r["readers"],
+                r["note"],
+            ]
+            for r in rows
+        ],
+        empty=f"No slot in the {hours * 2} hours around now.",
+    )

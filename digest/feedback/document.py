@@ -7,6 +7,7 @@ clients do not show SVG. The page's body is the studio's own (`_report_body.html
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,24 +47,39 @@ def report_document(
 
     def draw(picture: charts.Picture) -> Markup:
         if not png:
-            return Markup(picture.svg())
+            return inline_svg(picture)
         cid = f"chart-{picture.key}@digest"
         images[cid] = picture.png()
         return Markup('<img src="cid:{}" alt="{}" width="{}">').format(
             cid, picture.alt, charts.WIDTH + 120
         )
 
-    page = (
-        _environment()
-        .get_template("report_file.html")
-        .render(
-            report=report,
-            numbers=NUMBERS,
-            printed="\n".join(report_lines(report)),
-            percent=percent,
-            pictures=pictures,
-            draw=draw,
-            css=Markup((PAGES / "studio.css").read_text(encoding="utf-8")),
-        )
-    )
+    page = render_page("report_file.html", **report_context(report, pictures, draw))
     return ReportDocument(page, images)
+
+
+def report_context(
+    report: dict[str, Any],
+    pictures: list[charts.Picture],
+    draw: Callable[[charts.Picture], Markup],
+) -> dict[str, Any]:
+    """What `_report_body.html` is rendered with, in the studio and in files alike."""
+    return {
+        "report": report,
+        "numbers": NUMBERS,
+        "printed": "\n".join(report_lines(report)),
+        "percent": percent,
+        "pictures": pictures,
+        "draw": draw,
+    }
+
+
+def render_page(template: str, **context: Any) -> str:
+    """One of the studio's standalone pages, its style sheet inline."""
+    css = Markup((PAGES / "studio.css").read_text(encoding="utf-8"))
+    return _environment().get_template(template).render(css=css, **context)
+
+
+def inline_svg(picture: charts.Picture) -> Markup:
+    """A picture as a page shows it: its SVG, inline."""
+    return Markup(picture.svg())

@@ -38,6 +38,7 @@ TRANSPORTS = ("outbox", "sendgrid")
 # make an edition nobody can read. Any other number stops at MAX_NUMBER.
 MAX_NUMBER = 2**31 - 1
 NUMBER_LIMITS = {
+    "mail_hour": 23,
     "grace_hours": 8760,
     "window_hours": 8760,
     "half_life_hours": 8760,
@@ -133,6 +134,16 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """The report editors get by mail: to whom, and at what local hour the morning after."""
+
+    # Editors' addresses; none: no report is mailed.
+    mail_to: tuple[str, ...] = ()
+    # The hour, in the newsletter's time zone, from which the day after an edition mails it.
+    mail_hour: int = 8
+
+
+@dataclass(frozen=True)
 class SignupSettings:
     """How many sign-ups the form takes (counted in the database, shared by every worker)."""
 
@@ -158,6 +169,7 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     source_path: Path | None = None
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
@@ -280,6 +292,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         "sendgrid",
         "ingest",
         "signup",
+        "report",
         "newsletters",
     }
     for key in data:
@@ -306,6 +319,9 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    report = _build(ReportSettings, data.get("report", {}), "report", path)
+    for address in report.mail_to:
+        _check_sender_address("report.mail_to", address, path)
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -357,6 +373,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         sendgrid=sendgrid,
         ingest=ingest,
         signup=signup,
+        report=report,
         source_path=path,
     )
 

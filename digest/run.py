@@ -22,6 +22,7 @@ from .delivery.transports import Transport
 from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError
 from .feedback.events import process_pending
+from .feedback.mailing import mail_reports
 from .invocation import digest_command
 from .readers.signup import process_signups
 from .schedule import Schedule, Slot, SlotStatus, decide
@@ -125,6 +126,7 @@ def run_due(
                 ),
             )
         _drain_signups(db, config, transport, report)
+        _mail_reports(db, config, transport, now, report)
         if not decisions:
             report.lines.append("nothing due")
         record_run(db, now, started, report.actions, report.failed, "; ".join(report.lines))
@@ -142,6 +144,14 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         return
     if handled:
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
+
+
+def _mail_reports(
+    db: Database, config: Config, transport: Transport, now: datetime, report: RunReport
+) -> None:
+    """The editors' report of yesterday's edition, once, from the morning after."""
+    for line, failed in mail_reports(db, config, transport, now):
+        report.add(line, failed=failed)
 
 
 def _finish_events(db: Database, report: RunReport) -> None:

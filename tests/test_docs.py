@@ -128,6 +128,7 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "report_mails": {"feedback/mailing.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db
 from ..config import Config
-from .report import NUMBERS, edition_numbers, rates
+from .report import NUMBERS, edition_numbers, editions_by_day, rates
 
 HOURS = 48
 HEALTH_DAYS = 90
@@ -275,18 +275,11 @@ def edition_rates(
     db: Database, newsletter: str, last_day: str, zone: str, count: int = RATE_EDITIONS
 ) -> list[dict[str, Any]]:
     """The rates of the newsletter's last `count` editions up to `last_day`, one row each."""
-    rows = list(
-        db.query(
-            """SELECT e.id, e.slot_at, e.timezone FROM editions e WHERE e.newsletter = ?
-               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)""",
-            [newsletter],
-        )
-    )
-    days: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        local = from_db(row["slot_at"]).astimezone(ZoneInfo(row["timezone"] or zone)).date()
-        if local.isoformat() <= last_day:
-            days[local.isoformat()].append(row["id"])
+    days = {
+        day.isoformat(): [row["id"] for row in rows]
+        for day, rows in editions_by_day(db, newsletter, zone).items()
+        if day.isoformat() <= last_day
+    }
     chosen = sorted(days)[-count:]
     ids = [i for day in chosen for i in days[day]]
     numbers = edition_numbers(db, newsletter, ids) if ids else {}

@@ -65,6 +65,20 @@ def _parse_date(text: str) -> date:
         ) from None
 
 
+def editions_by_day(db: Database, newsletter: str, zone: str) -> dict[date, list[dict]]:
+    """The newsletter's editions with readers, by local date (their zone's, else `zone`)."""
+    by_day: dict[date, list[dict]] = {}
+    for row in db.query(
+        """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+           FROM editions e WHERE e.newsletter = ?
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
+           ORDER BY e.slot_at, e.id""",
+        [newsletter],
+    ):
+        by_day.setdefault(_local_date(row, zone), []).append(row)
+    return by_day
+
+
 def edition_report(
     db: Database,
     config: Config,
@@ -75,20 +89,9 @@ def edition_report(
     """The report on one edition (its local date `YYYY-MM-DD`; None: the last one sent)."""
     nl = config.newsletter(newsletter)
     now = now or utcnow()
-    rows = list(
-        db.query(
-            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
-               FROM editions e WHERE e.newsletter = ?
-               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
-               ORDER BY e.slot_at, e.id""",
-            [nl.name],
-        )
-    )
-    if not rows:
+    by_day = editions_by_day(db, nl.name, nl.timezone)
+    if not by_day:
         raise NotFoundError(f"{nl.name} has no edition with readers yet; nothing to report.")
-    by_day: dict[date, list[dict]] = {}
-    for row in rows:
-        by_day.setdefault(_local_date(row, nl.timezone), []).append(row)
     day = _parse_date(edition) if edition else max(by_day)
     if day not in by_day:
         recent = ", ".join(str(d) for d in sorted(by_day)[-5:])

@@ -29,6 +29,7 @@ class Single(StrEnum):
 
     CONFIRMATION = "confirmation"
     TEST = "test"
+    REPORT = "report"
 
 
 class Transport(Protocol):

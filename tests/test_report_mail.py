@@ -21,7 +21,7 @@ from digest.run import run_due
 
 import test_events
 from helpers import make_config
-from test_events import API_KEY, post_all, script_the_day, send
+from test_events import API_KEY, post_all, script_the_day, send, sendgrid_config
 
 FIXTURES = ("no_proxy", "readers", "sendgrid", "webhook")
 globals().update({name: getattr(test_events, name) for name in FIXTURES})
@@ -33,12 +33,7 @@ MORNING_AFTER = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 @pytest.fixture
 def config(tmp_path):
     """test_events' config, with editors to mail the report to."""
-    return make_config(
-        tmp_path,
-        transport={"kind": "sendgrid", "secret_key": "test-secret"},
-        sendgrid={"batch_size": 3, "timeout_seconds": 1.0},
-        report={"mail_to": list(EDITORS)},
-    )
+    return sendgrid_config(tmp_path, report={"mail_to": list(EDITORS)})
 
 
 @pytest.fixture

@@ -145,3 +145,27 @@ def test_the_click_map_labels_each_link_with_its_share_from_report_json(
         expect(badges).to_have_count(0)
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+# The day's one edition is the fresh database's first.
+@pytest.mark.parametrize("path", ["/report/email?edition_id=1", "/"])
+def test_axe_finds_nothing_serious_on_the_click_map_and_the_day_strip(
+    browser, studio, scheme, path
+):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    try:
+        page = context.new_page()
+        page.goto(f"{studio}{path}")
+        if "edition_id" in path:
+            page.get_by_label("Click map").check()
+            expect(page.frame_locator("#email").locator(".studio-clickmap").first).to_be_visible()
+        else:
+            expect(page.locator("#strip-title")).to_be_visible()
+        results = Axe().run(page)
+        serious = [
+            v for v in results.response["violations"] if v["impact"] in ("serious", "critical")
+        ]
+        assert serious == [], results.generate_report()
+    finally:
+        context.close()

@@ -143,7 +143,7 @@ def funnel(rows: list[dict[str, Any]]) -> Picture:
         caption="Per time zone: readers sent to, delivered, opened by people, opened only by "
         "Apple's privacy proxy, and who clicked; bounces (and blocks) and complaints beside.",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Time zone", "Stage", "Readers"],
         rows=[[r["zone"], r["stage"], r["readers"]] for r in rows],
     )
@@ -205,7 +205,7 @@ def hours(rows: list[dict[str, Any]]) -> Picture:
         caption=f"Opens by people and clicks in each hour after each time zone's send, for "
         f"the first {HOURS} hours (Apple's proxy opens left out: they are not readers).",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Time zone", "Hour since send", "Opens by people", "Clicks"],
         rows=_hour_table(rows),
         empty="No opens or clicks recorded for this edition yet.",
@@ -292,7 +292,7 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
         "place has had in this newsletter's editions of the last "
         f"{HEALTH_DAYS} days, so a story above it beat its slot.",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=[
             "Place",
             "Story",
@@ -359,7 +359,7 @@ def health(rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> Picture:
         "day's new, unsubscribed, bounced and complained readers (each in its own row), "
         "from the subscriptions and the audit trail.",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Day", "Active", *flows],
         rows=[
             [r["day"], r["active"], *(r[name.lower()] for name in flows)]
@@ -394,7 +394,7 @@ def rates(rows: list[dict[str, Any]], series: list[str]) -> Picture:
         caption="Opened by people, clicked, complained and unsubscribed on delivered; bounced "
         "on sent; one point per edition (its local date).",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Edition", *series],
         rows=[
             [day, *(_percent(values.get(name)) for name in series)]
@@ -492,7 +492,7 @@ def day_strip(key: str, rows: list[dict[str, Any]], now: str, hours: int) -> Pic
         "failed, held, due, missed or skipped, and those to come, each with its readers (as "
         "the run counted them, or the zone's readers now for those not yet sent).",
         alt=alt_text + ".",
-        spec=_theme(chart, PAGE_INK).to_dict(),
+        spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Time zone", "Slot (UTC)", "Local", "State", "Readers", "Note"],
         rows=[
             [

@@ -489,6 +489,8 @@ def report(
 
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
+    if as_json and html_file is not None:
+        raise click.UsageError("Give --json or --html FILE, not both.")
     data = edition_report(state.db(), state.config, newsletter, edition)
     if html_file is not None:
         from .feedback.document import report_document

@@ -213,6 +213,13 @@ def test_digest_report_html_to_a_folder_that_does_not_exist_is_a_clear_error(
     assert "Cannot write the report to missing/report.html" in answer.output
 
 
+def test_digest_report_takes_json_or_html_not_both(db, the_day, tmp_path, monkeypatch):
+    answer = write_report_file(tmp_path, monkeypatch, "--json", "--html", "report.html")
+    assert answer.exit_code == 2
+    assert "Give --json or --html FILE, not both." in answer.output
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_report_json_gives_each_link_of_a_variant_its_share_of_the_clicks(db, the_day):
     links = the_day["variants"][0]["links"]
     clicked = [link for link in links if link["clicks"]]

@@ -155,3 +155,15 @@ def test_an_editor_address_that_is_not_one_is_refused_by_name(tmp_path):
         make_config(tmp_path, report={"mail_to": ["desk at news"]})
     with pytest.raises(ConfigError, match=r"report\.mail_hour in .* must be at most 23"):
         make_config(tmp_path, report={"mail_hour": 25})
+
+
+def test_a_report_that_fails_the_digests_checks_is_not_sent_and_the_run_says_why(
+    db, config, transport, sendgrid, the_day
+):
+    # The most clicked story's link, now plain http: no digest may carry it, nor the report.
+    db.execute("UPDATE stories SET url = 'http://news.test/comet' WHERE title LIKE 'Comet%'")
+    [(line, failed)] = mail_reports(db, config, transport, MORNING_AFTER)
+    assert failed and line.startswith("report of daily 2026-11-26: FAILED: the report's email")
+    assert "http://news.test/comet" in line
+    assert report_bodies(sendgrid) == []
+    assert mailed(db, "daily", "2026-11-26") == dict.fromkeys(EDITORS, "failed")

@@ -11,6 +11,7 @@ next run, one left `sending` by a killed process is reported and left alone.
 
 from __future__ import annotations
 
+import logging
 from datetime import date, datetime, time, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -28,6 +29,7 @@ from ..store import write_transaction
 from .document import report_document
 from .report import edition_report, editions_by_day, report_lines
 
+log = logging.getLogger(__name__)
 # An edition whose morning-after passed longer ago than this (cron was down, or mail_to was
 # just set) is not mailed late.
 MAIL_WITHIN = timedelta(days=2)
@@ -92,7 +94,11 @@ def mail_report(
         return (f"{label}: nothing to mail{unknown}" if stuck else "", False)
     try:
         messages = build_report_mails(db, config, newsletter, day, now, addresses)
-    except DigestError as exc:
+    except Exception as exc:
+        # Whatever goes wrong drawing the report (a chart the renderer refuses included),
+        # the run has sent its digests and goes on; the next run tries the report again.
+        if not isinstance(exc, DigestError):
+            log.exception("the report of %s %s could not be built", newsletter.name, edition)
         for address in addresses:
             _settle(db, newsletter.name, edition, address, "failed", error=str(exc))
         return f"{label}: FAILED: {exc} (tried again by the next run)", True

@@ -128,6 +128,8 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "holds": {"delivery/holds.py"},
+    "edition_edits": {"edition/edits.py"},
     "report_mails": {"feedback/mailing.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or

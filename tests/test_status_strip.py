@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from click.testing import CliRunner
 
 from digest.cli import cli
+from digest.delivery.holds import hold
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.status import digest_status, status_html
 from digest.studio import create_studio
@@ -51,6 +52,20 @@ def test_a_slot_a_run_now_would_send_is_due_and_one_past_grace_is_missed(tmp_pat
     )
 
 
+def test_a_slot_an_editor_holds_is_held_on_the_strip_and_a_recorded_hold_too(tmp_path):
+    newsroom = Newsroom(tmp_path)
+    newsroom.run(RUN_AT)
+    hold(newsroom.db, "daily", "America/New_York", None, "ana", RUN_AT)
+    assert ("America/New_York", "07:00", "held", 1) in strip_at(
+        newsroom, RUN_AT + timedelta(minutes=30)
+    )
+    # The run at New York's slot records it held, with the zone's readers it kept waiting.
+    newsroom.run(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+    assert ("America/New_York", "07:00", "held", 1) in strip_at(
+        newsroom, datetime(2026, 11, 2, 12, 30, tzinfo=UTC)
+    )
+
+
 def test_status_html_draws_a_strip_per_newsletter_with_its_numbers(tmp_path):
     newsroom = Newsroom(tmp_path)
     newsroom.run(RUN_AT)
@@ -71,7 +86,7 @@ def test_digest_status_html_writes_the_page_and_prints_the_status(
         cli, ["status", "--now", "2026-11-02T07:30Z", "--html", "status.html"]
     )
     assert answer.exit_code == 0, answer.output
-    assert answer.output.startswith("status at 2026-11-02 07:30 UTC")
+    assert "\nstatus at 2026-11-02 07:30 UTC\n" in f"\n{answer.output}"
     assert answer.output.endswith("wrote status.html\n")
     assert "The day strip" in (project_dir / "status.html").read_text()
 

@@ -3,8 +3,8 @@
 The folders read as the pipeline, each importing only from the families below it (import-linter
 holds this direction; `make lint` checks it):
 
-- the core, at the top of `digest/`: `config`, `errors`, `models`, `clock`, `store`, `text`,
-  `addresses`, `zones`, `tokens`, `urls`, `schedule`, `invocation`;
+- the core, at the top of `digest/`: `config`, `errors`, `models`, `clock`, `store`,
+  `backups`, `text`, `addresses`, `zones`, `tokens`, `urls`, `schedule`, `invocation`;
 - `newsroom/`: stories in, and the story table;
 - `edition/`: select, render once, check, and keep the frozen edition;
 - `delivery/` and `readers/` beside it: the ledger, batches and transports; the readers' list,

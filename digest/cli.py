@@ -38,6 +38,12 @@ class DigestGroup(click.Group):
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise click.ClickException(
+                    f"The disk holding the database is full ({exc}). What was being written was "
+                    "rolled back and the database is consistent; free some space and run the "
+                    "command again (`digest status` shows where a send stands)."
+                ) from None
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             raise click.ClickException(
@@ -393,6 +399,13 @@ def check(state: State, newsletter: str | None, now: str | None, verbose: bool) 
     is_flag=True,
     help="Allow a non-loopback --host: the studio shows readers' addresses and has no login.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_host_names",
+    multiple=True,
+    metavar="NAME",
+    help="With --allow-remote: a host name the studio is reached by (repeatable).",
+)
 @newsletter_option
 @moment_option
 @pass_state
@@ -401,18 +414,25 @@ def studio(
     host: str,
     port: int,
     allow_remote: bool,
+    allowed_host_names: tuple[str, ...],
     newsletter: str | None,
     now: str | None,
 ) -> None:
     """Run the editors' studio: every reader's next email, live, with checks and test sends."""
     from .delivery.transports import make_transport
-    from .studio import is_loopback, serve_studio
+    from .studio import allowed_hosts, is_loopback, serve_studio
 
     if not is_loopback(host) and not allow_remote:
         raise click.ClickException(
             f"--host {host} would open the studio to other machines: it shows readers' "
             "addresses, pins stories and sends test emails, with no login. Add --allow-remote "
             "if this network is trusted, or keep the default 127.0.0.1 (an SSH tunnel works)."
+        )
+    if allow_remote and not allowed_hosts(host, allowed_host_names):
+        raise click.ClickException(
+            f"--host {host} listens on every address, and the studio answers only to the "
+            "names it is told (no DNS rebinding): add --allowed-host NAME for each name or "
+            "address editors type in their browser, e.g. --allowed-host studio.newsroom.lan."
         )
     config = state.config
     if newsletter:
@@ -434,6 +454,7 @@ def studio(
         make_transport(config),
         host,
         port,
+        allowed_host_names=allowed_host_names,
         newsletter=newsletter,
         now=_now(now) if now else None,
     )
@@ -608,6 +629,67 @@ def report(
 
 
 @cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--daily",
+    is_flag=True,
+    help="Today's backup in [backup] dir unless there already, and old ones removed (cron).",
+)
+@pass_state
+def backup(state: State, file: Path | None, daily: bool) -> None:
+    """Copy the database to FILE, consistently while others write, then check the copy."""
+    from .backups import backup as take_backup
+    from .backups import daily_backup
+
+    if (file is None) == (not daily):
+        raise click.UsageError("Give FILE, or --daily (which uses [backup] dir), not both.")
+    config = state.config
+    if file is not None:
+        size = take_backup(config.db_path, file)
+        click.echo(f"backed up {config.db_path} to {file} ({size} bytes, integrity ok)")
+        return
+    if config.backup_dir is None:
+        return  # no [backup] dir: the daily backup is off
+    for line in daily_backup(config.db_path, config.backup_dir, config.backup.keep_days, utcnow()):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the database that exists (stop digest serve and cron first); it is kept.",
+)
+@pass_state
+def restore(state: State, file: Path, force: bool) -> None:
+    """Replace the database with the backup FILE, once it is checked whole and of a known schema."""
+    from .backups import restore as restore_backup
+
+    db_path = state.config.db_path
+    kept = restore_backup(file, db_path, force=force)
+    click.echo(
+        f"restored {file} into {db_path}" + (f"; the replaced one is {kept}" if kept else "")
+    )
+
+
+@cli.group(cls=DigestGroup)
+def webhook() -> None:
+    """SendGrid's Event Webhook posts stored here."""
+
+
+@webhook.command("discard")
+@click.argument("post_id", metavar="ID", type=int)
+@pass_state
+def webhook_discard(state: State, post_id: int) -> None:
+    """Give up on stored post ID that cannot be processed (`digest status` names it)."""
+    from .feedback.events import discard_post
+
+    note = discard_post(state.db(), post_id)
+    click.echo(terminal_text(f"discarded webhook post {post_id} ({note}); its body is gone"))
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -768,9 +850,12 @@ def subscribers_export_data(state: State, email: str) -> None:
 @pass_state
 def subscribers_forget(state: State, email: str) -> None:
     """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
+    from .feedback.events import erase_address_from_posts
     from .readers.privacy import forget
 
-    click.echo(terminal_text(forget(state.db(), email, state.config.outbox_dir).summary()))
+    erasers = {"webhook posts": erase_address_from_posts}
+    report = forget(state.db(), email, state.config.outbox_dir, erasers)
+    click.echo(terminal_text(report.summary()))
 
 
 @cli.group(cls=DigestGroup)

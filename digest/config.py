@@ -158,7 +158,8 @@ class SendGridSettings:
     """Retry a request that got no answer (may duplicate its batch) instead of leaving it
     unknown."""
     sandbox_mode: bool = False
-    """SendGrid checks each request but delivers nothing."""
+    """SendGrid checks each request but delivers nothing; its 200 counts as sent (provider id
+    `sandbox`), so those readers are not mailed again by that edition."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,16 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """The daily backup `cron/digest-run` takes (`digest backup --daily`): where, how long kept."""
+
+    dir: str = ""
+    """A folder (relative to digest.toml) for the daily backup; empty: no daily backup."""
+    keep_days: int = 14
+    """Daily backups older than this many days are removed."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -220,6 +231,15 @@ class Config:
     signup: SignupSettings = field(default_factory=SignupSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     source_path: Path | None = None
+    backup: BackupSettings = field(default_factory=BackupSettings)
+
+    @property
+    def backup_dir(self) -> Path | None:
+        """Where the daily backups go, or None when `[backup] dir` is not set."""
+        if not self.backup.dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.backup.dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -272,6 +292,7 @@ SECTIONS: dict[str, type | dict[str, PathKey]] = {
     "ingest": IngestSettings,
     "signup": SignupSettings,
     "report": ReportSettings,
+    "backup": BackupSettings,
     "newsletters.NAME": NewsletterConfig,
     "newsletters.NAME.utm": UtmSettings,
 }
@@ -403,6 +424,9 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     report = _build(ReportSettings, data.get("report", {}), "report", path)
     for address in report.mail_to:
         _check_sender_address("report.mail_to", address, path)
+    backup = _build(BackupSettings, data.get("backup", {}), "backup", path)
+    if backup.keep_days < 1:
+        raise ConfigError(f"backup.keep_days in {_where(path)} must be at least 1.")
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -453,6 +477,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         signup=signup,
         report=report,
         source_path=path,
+        backup=backup,
     )
 
 

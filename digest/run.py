@@ -176,7 +176,7 @@ def _mail_reports(
 def _finish_events(db: Database, report: RunReport) -> None:
     """Process webhook posts stored but not processed (the web app stopped before it could)."""
     done = process_pending(db)
-    if done.posts or done.failed_posts:
+    if done.posts or done.failed_posts or done.unreadable_posts:
         report.add(done.summary(), failed=bool(done.failed_posts))
 
 

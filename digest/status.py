@@ -44,6 +44,7 @@ from .feedback.document import inline_svg, render_page
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
 from .preview import VariantPlan
+from .readers.signup import unsent_confirmations
 from .run import reader_timezones, schedules, slot_label
 from .schedule import (
     BACKFILL,
@@ -223,6 +224,8 @@ class Status:
     # Webhook posts stored but not processed, and why one of them failed, if one did.
     posts_waiting: int = 0
     posts_note: str | None = None
+    # Sign-ups whose confirmation email could not be sent yet, and the last reason.
+    confirmations_unsent: tuple[int, str | None] = (0, None)
 
     def lines(self) -> list[str]:
         lines = [f"status at {self.now:%Y-%m-%d %H:%M} UTC"]
@@ -239,6 +242,17 @@ class Status:
             lines.append(
                 f"webhook: {self.posts_waiting} post(s) stored but not processed{why}; "
                 f"`{digest_command()} run` processes them"
+                + (
+                    f", or `{digest_command()} webhook discard ID` gives one up"
+                    if self.posts_note
+                    else ""
+                )
+            )
+        unsent, reason = self.confirmations_unsent
+        if unsent:
+            lines.append(
+                f"sign-ups: {unsent} confirmation email(s) not sent yet ({reason}); "
+                f"`{digest_command()} run` tries again every few minutes"
             )
         for newsletter in self.newsletters:
             lines += ["", *newsletter.lines()]
@@ -265,7 +279,13 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                 holds=active_holds(db, nl.name, now),
             )
         )
-    return Status(now, recent_runs(db), newsletters, *waiting_posts(db))
+    return Status(
+        now,
+        recent_runs(db),
+        newsletters,
+        *waiting_posts(db),
+        confirmations_unsent=unsent_confirmations(db),
+    )
 
 
 def day_strip(

@@ -479,6 +479,21 @@ def m011_editor_hand(db: Database) -> None:
 
 
 @migrations()
+def m009_guards(db: Database) -> None:
+    """Each webhook body is stored once (`body_sha256`: a replayed post is answered, not stored
+    again), and a post given up on (`failed_at`: unreadable, or discarded by hand) is no
+    longer pending. A sign-up whose confirmation email could not be sent stays queued with
+    its `error`, tried again, and shown by `digest status`."""
+    for statement in (
+        "ALTER TABLE signup_requests ADD COLUMN error TEXT",
+        "ALTER TABLE webhook_posts ADD COLUMN body_sha256 TEXT",
+        "ALTER TABLE webhook_posts ADD COLUMN failed_at TEXT",
+        "CREATE UNIQUE INDEX webhook_posts_body ON webhook_posts (body_sha256)",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m016_report_mails(db: Database) -> None:
     """The report mailed to each editor the morning after an edition: one row per newsletter,
     edition (its local date) and address, claimed before the send and settled after it."""
@@ -537,6 +552,11 @@ def open_db(path: str | Path) -> Database:
             "and that it is a SQLite file you can write."
         ) from None
     return db
+
+
+def known_schema() -> list[str]:
+    """The names of every migration this version of digest has, oldest first."""
+    return [m.name for m in migrations.pending(Database(memory=True))]
 
 
 def schema_version(db: Database) -> list[str]:

@@ -3,7 +3,8 @@
 A thin Flask shell over `preview` (slots, variants, each reader's email), `lineup`, `checks`,
 `stories` (pins and scores) and `report` (what came of a sent edition). It reads readers'
 data and can send test emails, so it listens on loopback unless told otherwise, answers only
-to a loopback Host there (no DNS rebinding), and takes POSTs from its own pages only. Pages
+to a loopback Host (or a host name the editor listed: no DNS rebinding), and takes POSTs from
+its own pages only. Pages
 follow changes to the templates, the config and the store by polling `/live` for a
 fingerprint of them; everything, script included, is served by the app.
 """
@@ -11,10 +12,11 @@ fingerprint of them; everything, script included, is served by the app.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -69,7 +71,8 @@ from .urls import ReaderLinks
 from .zones import check_timezone
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Addresses a listening socket takes every interface with: never a Host a browser sends.
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 TEST_SENDS_PER_MINUTE = 5
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
@@ -83,7 +86,22 @@ EMAIL_CSP = (
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+    """Whether `host` is `localhost` or a loopback IP address, exactly (not `127.evil.example`)."""
+    if host.casefold() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(listen_on: str, names: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names the studio answers to beside loopback: those listed, and the address it
+    listens on when that is one address (a name a stranger's DNS points here is never one)."""
+    hosts = {name.strip().casefold() for name in names if name.strip()}
+    if listen_on not in ANY_ADDRESS and not is_loopback(listen_on):
+        hosts.add(listen_on.casefold())
+    return frozenset(hosts)
 
 
 class RateLimit:
@@ -111,7 +129,8 @@ class StudioState:
 
     load_config: Callable[[], Config]
     transport: Transport
-    loopback_only: bool = True
+    # Host names answered beside loopback (`--allowed-host`); empty: loopback only.
+    allowed_hosts: frozenset[str] = frozenset()
     default_newsletter: str | None = None
     default_now: datetime | None = None
     test_sends: RateLimit = field(default_factory=lambda: RateLimit(TEST_SENDS_PER_MINUTE, 60.0))
@@ -173,7 +192,7 @@ def create_studio(
     load_config: Callable[[], Config],
     transport: Transport,
     *,
-    loopback_only: bool = True,
+    allowed_hosts: frozenset[str] = frozenset(),
     newsletter: str | None = None,
     now: datetime | None = None,
     test_sends: RateLimit | None = None,
@@ -181,7 +200,7 @@ def create_studio(
     """The studio app; `load_config` is called again whenever the config file changes."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
-    state = StudioState(load_config, transport, loopback_only, newsletter, now)
+    state = StudioState(load_config, transport, allowed_hosts, newsletter, now)
     if test_sends is not None:
         state.test_sends = test_sends
     app.extensions["studio"] = state
@@ -224,10 +243,17 @@ def _close_db(_error: BaseException | None) -> None:
 
 
 def _guard() -> None:
-    """Loopback Host only when on loopback; POSTs only from the studio's own pages."""
-    host = urlsplit(f"//{request.host}").hostname or ""
-    if _state().loopback_only and not is_loopback(host):
-        abort(403, "The studio answers only to a loopback address.")
+    """A loopback Host or a listed one only; POSTs only from the studio's own pages."""
+    try:
+        host = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:
+        host = ""
+    if not (is_loopback(host) or host in _state().allowed_hosts):
+        abort(
+            403,
+            "The studio answers only to a loopback address or a host name given with "
+            "--allowed-host.",
+        )
     if request.method == "POST":
         origin = request.headers.get("Origin")
         site = request.headers.get("Sec-Fetch-Site")
@@ -563,7 +589,10 @@ def live() -> Response:
 
 def _back(default: str = "/") -> str:
     target = request.form.get("next", "")
-    # Only a path on this app: never an open redirect.
+    # Only a path on this app: never an open redirect. Browsers drop tabs and newlines and
+    # read a backslash as `/`, so `/<tab>/evil.example` is `//evil.example`: no such characters.
+    if any(ch < " " or ch in "\\\x7f" for ch in target):
+        return default
     return target if target.startswith("/") and not target.startswith("//") else default
 
 
@@ -671,6 +700,7 @@ def serve_studio(
     host: str,
     port: int,
     *,
+    allowed_host_names: Iterable[str] = (),
     newsletter: str | None = None,
     now: datetime | None = None,
 ) -> None:
@@ -678,7 +708,7 @@ def serve_studio(
     app = create_studio(
         load_config,
         transport,
-        loopback_only=is_loopback(host),
+        allowed_hosts=allowed_hosts(host, allowed_host_names),
         newsletter=newsletter,
         now=now,
     )

@@ -85,6 +85,14 @@ def test_forget_deletes_the_readers_files_from_the_outbox(mailed, config):
     assert [p.name for p in config.outbox_dir.rglob("*.eml")] == ["bo@example.com.eml"]
 
 
+def test_forget_also_deletes_a_temp_file_a_full_disk_left_in_the_outbox(mailed, config):
+    [edition] = [p for p in config.outbox_dir.iterdir() if p.is_dir()]
+    (edition / ".ana@example.com.eml.tmp").write_bytes(b"To: ana@example.com\r\n")
+    report = forget(mailed, "ana@example.com", config.outbox_dir)
+    assert report.outbox_files == 2
+    assert sorted(p.name for p in edition.iterdir()) == ["bo@example.com.eml"]
+
+
 def test_forget_then_reimport_is_refused_and_reported(mailed, tmp_path):
     forget(mailed, "ana@example.com")
     path = tmp_path / "again.csv"

@@ -24,11 +24,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
+from ..addresses import lookup_form
 from ..clock import to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
 from ..edition.render import STORY_PARAMETER
-from ..errors import LeaseHeldError
+from ..errors import DigestError, LeaseHeldError, NotFoundError
+from ..invocation import digest_command
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
@@ -52,12 +54,15 @@ DROPPED_LISTS = {
     "Spam Reporting Address": "complained",
     "Unsubscribed Address": "unsubscribed",
 }
+CUSTOM_ARG_PREFIX = "digest_"
 EVENTS_LEASE = "events"
 # Longer than any one post takes; renewed after every post.
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
 PROCESSING_CACHE_KB = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# How an internationalized domain's labels begin in the ASCII form SendGrid reports.
+ASCII_LABEL = "xn--"
 
 
 class Event(NamedTuple):
@@ -79,6 +84,8 @@ class Event(NamedTuple):
     reason: str
     classification: str
     smtp_status: str
+    # It carried `digest_*` custom args: mail from a batch of ours, or of another database's.
+    tagged: bool = False
 
     @property
     def state(self) -> str | None:
@@ -163,6 +170,7 @@ def parse_event(item: Any) -> Event | None:
         reason=_text(item.get("reason") or item.get("response")),
         classification=_text(item.get("bounce_classification"), 60),
         smtp_status=_text(item.get("status"), 20),
+        tagged=any(isinstance(k, str) and k.startswith(CUSTOM_ARG_PREFIX) for k in item),
     )
     # JSON may carry lone surrogates ("\ud800"), which no UTF-8 column can hold.
     try:
@@ -185,15 +193,26 @@ def story_of(url: str | None) -> int | None:
 
 
 def store_post(db: Database, body: bytes, headers: Mapping[str, str], received_at: datetime) -> int:
-    """Keep one verified post as received, committed (and synced) before it is answered."""
+    """Keep one verified post as received, committed (and synced) before it is answered.
+
+    A body already stored (a replay, or SendGrid sending the same post again) is not stored
+    twice: its events count once anyway, and each copy would cost a synced write.
+    """
+    digest = hashlib.sha256(body).hexdigest()
     # Synced to disk at commit, not only at the next checkpoint: SendGrid forgets a post
     # once it has our 2xx, so a power cut must not lose it either.
     db.execute("PRAGMA synchronous = FULL")
     try:
         with write_transaction(db):
+            known = db.execute(
+                "SELECT id FROM webhook_posts WHERE body_sha256 = ?", [digest]
+            ).fetchone()
+            if known is not None:
+                return int(known[0])
             cursor = db.execute(
-                "INSERT INTO webhook_posts (received_at, headers, body, size) VALUES (?, ?, ?, ?)",
-                [to_db(received_at), json.dumps(dict(headers)), body, len(body)],
+                """INSERT INTO webhook_posts (received_at, headers, body, size, body_sha256)
+                   VALUES (?, ?, ?, ?, ?)""",
+                [to_db(received_at), json.dumps(dict(headers)), body, len(body), digest],
             )
     finally:
         db.execute("PRAGMA synchronous = NORMAL")
@@ -210,6 +229,8 @@ class ProcessReport:
     new_events: int = 0
     settled_batches: list[str] = field(default_factory=list)
     failed_posts: list[int] = field(default_factory=list)
+    # Posts whose body is no JSON array of events (however hostile): marked failed, never retried.
+    unreadable_posts: list[int] = field(default_factory=list)
     # Another process held the lease: it processes what is pending.
     busy: bool = False
 
@@ -218,6 +239,11 @@ class ProcessReport:
             f"events: {self.posts} webhook post(s), {self.events} events, "
             f"{self.new_events} new, {self.events - self.new_events} duplicate or unusable"
         )
+        if self.unreadable_posts:
+            text += (
+                f"; {len(self.unreadable_posts)} post(s) unreadable, given up "
+                f"(ids {', '.join(map(str, self.unreadable_posts))})"
+            )
         if self.settled_batches:
             text += f"; settled {len(self.settled_batches)} unknown batch(es) by event"
         if self.failed_posts:
@@ -233,11 +259,81 @@ def pending_posts(db: Database, limit: int = 100) -> list[int]:
 
 
 def waiting_posts(db: Database) -> tuple[int, str | None]:
-    """How many stored posts are not processed yet, and why one of them failed, if one did."""
+    """How many stored posts are not processed yet, and why one of them failed, if one did
+    (naming that post, which `discard_post` gives up on)."""
     count, note = db.execute(
         "SELECT COUNT(*), MAX(note) FROM webhook_posts WHERE processed_at IS NULL"
     ).fetchone()
+    if note:
+        failing = db.execute(
+            "SELECT id FROM webhook_posts WHERE processed_at IS NULL AND note = ?", [note]
+        ).fetchone()[0]
+        note = f"post {failing}: {note}"
     return count, note
+
+
+def discard_post(db: Database, post_id: int) -> str:
+    """Give up on one stored post that cannot be processed: its body is dropped, it is no
+    longer pending, and its note says so. Returns what it was."""
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT processed_at, note FROM webhook_posts WHERE id = ?", [post_id]
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"No webhook post {post_id}; `{digest_command()} status` names those waiting."
+            )
+        if row[0] is not None:
+            raise DigestError(f"Webhook post {post_id} was already processed ({row[1] or 'ok'}).")
+        now = to_db(utcnow())
+        db.execute(
+            """UPDATE webhook_posts SET processed_at = ?, failed_at = ?, body = NULL, note = ?
+               WHERE id = ?""",
+            [now, now, f"discarded by hand: {row[1] or 'not processed'}"[:MAX_TEXT], post_id],
+        )
+    return row[1] or "not processed"
+
+
+def erase_address_from_posts(db: Database, addresses: Iterable[str]) -> int:
+    """Remove a reader's events from the bodies of posts not processed yet (`forget`).
+
+    Items about the address (as stored or as sent) are dropped from each body holding it; a
+    body that cannot be read but holds the address is dropped whole and the post given up.
+    Returns how many posts were changed.
+    """
+    forms = {a.casefold() for a in addresses}
+    changed = 0
+    rows = db.execute(
+        "SELECT id, body FROM webhook_posts WHERE processed_at IS NULL AND body IS NOT NULL"
+    ).fetchall()
+    for post_id, body in rows:
+        items, note = decode_body(body)
+        if note:
+            text = body.decode("utf-8", "replace").casefold()
+            if any(form in text or json.dumps(form) in text for form in forms):
+                now = to_db(utcnow())
+                db.execute(
+                    """UPDATE webhook_posts SET body = NULL, processed_at = ?, failed_at = ?,
+                       note = ? WHERE id = ?""",
+                    [now, now, f"erased by forget: {note}"[:MAX_TEXT], post_id],
+                )
+                changed += 1
+            continue
+        kept = [item for item in items if not _names(item, forms)]
+        if len(kept) != len(items):
+            db.execute(
+                "UPDATE webhook_posts SET body = ? WHERE id = ?",
+                [json.dumps(kept).encode(), post_id],
+            )
+            changed += 1
+    return changed
+
+
+def _names(item: Any, forms: set[str]) -> bool:
+    email = item.get("email") if isinstance(item, dict) else None
+    return isinstance(email, str) and (
+        email.casefold() in forms or lookup_form(email).casefold() in forms
+    )
 
 
 def process_pending(db: Database) -> ProcessReport:
@@ -297,8 +393,9 @@ def decode_body(body: bytes) -> tuple[list[Any], str]:
     """The items of a post body (a JSON array), and a note when it is not one."""
     try:
         items = json.loads(body)
-    except ValueError as exc:
-        return [], f"not JSON ({exc})"[:MAX_TEXT]
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: 200,000 nested `[` are signed JSON's poison, not a bug to retry.
+        return [], f"not JSON ({type(exc).__name__}: {exc})"[:MAX_TEXT]
     if not isinstance(items, list):
         return [], "not a JSON array"
     return items, ""
@@ -314,6 +411,16 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
         if row is None or row[1] is not None:
             return
         items, note = decode_body(row[0] or b"")
+        if note:
+            # Unreadable for good: given up now, never retried.
+            now = to_db(utcnow())
+            db.execute(
+                """UPDATE webhook_posts SET processed_at = ?, failed_at = ?, body = NULL,
+                   note = ? WHERE id = ?""",
+                [now, now, note, post_id],
+            )
+            report.unreadable_posts.append(post_id)
+            return
         applier = EventApplier(db, post_id)
         unusable = 0
         for item in items:
@@ -362,10 +469,14 @@ class EventApplier:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
         delivery = self.delivery(event)
         edition = self.edition(delivery.edition_id) if delivery else None
-        # Mail outside our batches (a confirmation) is tied to its reader by address. An
-        # event about no reader keeps no text that could hold an address: nothing would
-        # ever remove it.
-        reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
+        # Mail outside our batches (a confirmation, which carries no `digest_*` args) is tied
+        # to its reader by address; mail with ids this database never issued (a staging copy
+        # on the same SendGrid account) is tied to no one. An event about no reader keeps no
+        # text that could hold an address: nothing would ever remove it.
+        if delivery is not None:
+            reader: int | None = delivery.subscriber_id
+        else:
+            reader = None if event.tagged else self._subscriber(event.email)
         story_id = story_of(event.url)
         if story_id is not None and (edition is None or story_id not in edition[1]):
             story_id = None
@@ -431,7 +542,7 @@ class EventApplier:
         delivery, address = found
         # Another database's ids (a staging copy on the same SendGrid account) never match
         # both the address and the edition.
-        if address.casefold() != event.email.casefold():
+        if not same_mailbox(address, event.email):
             return None
         if event.edition_id is not None and event.edition_id != delivery.edition_id:
             return None
@@ -558,7 +669,21 @@ class EventApplier:
 
     def _subscriber(self, email: str) -> int | None:
         row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
+        if row is None and ASCII_LABEL in email.casefold():
+            # Sent to `ana@xn--bcher-kva.de`, stored as `ana@bücher.de`.
+            row = self.db.conn.execute(
+                "SELECT id FROM subscribers WHERE email = ?", [lookup_form(email)]
+            ).fetchone()
         return row[0] if row else None
+
+
+def same_mailbox(stored: str, reported: str) -> bool:
+    """Whether an event's address is a stored one: as stored, or as sent (an IDN's ASCII form)."""
+    if stored.casefold() == reported.casefold():
+        return True
+    return ASCII_LABEL in reported.casefold() and (
+        lookup_form(reported).casefold() == stored.casefold()
+    )
 
 
 def _reader_change(event: Event) -> str | None:

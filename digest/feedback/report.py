@@ -207,22 +207,35 @@ def _unsubscribes(db: Database, newsletter: str, ids: list[int]) -> list[tuple[i
     ).fetchall()
 
 
+# Each rate: its part and its base. Engagement and complaints on delivered, delivery on sent.
+RATES = {
+    "delivered_of_sent": ("delivered", "sent"),
+    "bounced_of_sent": ("bounced", "sent"),
+    "blocked_of_sent": ("blocked", "sent"),
+    "opened": ("opens", "delivered"),
+    "opened_by_people": ("human_opens", "delivered"),
+    "clicked": ("clicks", "delivered"),
+    "complained": ("complaints", "delivered"),
+    "unsubscribed": ("unsubscribes", "delivered"),
+}
+
+
 def rates(numbers: dict[str, int]) -> dict[str, float | None]:
-    """Engagement and complaints on delivered, delivery and bounces on sent (None: no base)."""
-
-    def share(part: str, base: str) -> float | None:
-        return round(numbers[part] / numbers[base], 4) if numbers[base] else None
-
+    """Each of RATES (None: no base), at most 100%: readers can leave, open or complain about
+    mail whose delivery SendGrid has not reported, and more than all is no rate."""
     return {
-        "delivered_of_sent": share("delivered", "sent"),
-        "bounced_of_sent": share("bounced", "sent"),
-        "blocked_of_sent": share("blocked", "sent"),
-        "opened": share("opens", "delivered"),
-        "opened_by_people": share("human_opens", "delivered"),
-        "clicked": share("clicks", "delivered"),
-        "complained": share("complaints", "delivered"),
-        "unsubscribed": share("unsubscribes", "delivered"),
+        name: round(min(numbers[part] / numbers[base], 1.0), 4) if numbers[base] else None
+        for name, (part, base) in RATES.items()
     }
+
+
+def over_base(numbers: dict[str, int]) -> list[str]:
+    """The counts that outnumber their rate's base (whose rate is therefore capped), said so."""
+    return [
+        f"{part} ({numbers[part]}) outnumber {base} ({numbers[base]})"
+        for part, base in RATES.values()
+        if numbers[base] and numbers[part] > numbers[base]
+    ]
 
 
 def _most_clicked(db: Database, ids: list[int]) -> list[dict[str, Any]]:
@@ -377,6 +390,11 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"  on sent ({total['sent']}): delivered {_percent(r['delivered_of_sent'])}, bounced "
         f"{_percent(r['bounced_of_sent'])}, blocked {_percent(r['blocked_of_sent'])}"
     )
+    if over := over_base(total):
+        lines.append(
+            f"  capped at 100%: {'; '.join(over)}, because not every delivery has been "
+            "reported by the webhook yet"
+        )
     if report["most_clicked"]:
         lines.append("  most clicked stories (readers who clicked):")
         for n, story in enumerate(report["most_clicked"], start=1):

@@ -112,6 +112,41 @@ def test_list_health_counts_each_days_joiners_and_leavers_and_active_at_its_end(
     assert rows[0]["active"] == 0
 
 
+def test_a_count_the_health_rows_carry_beyond_the_five_gets_a_row_of_its_own():
+    rows = [
+        {
+            "day": "2026-11-25",
+            "active": 10,
+            "new": 2,
+            "unsubscribed": 0,
+            "bounced": 0,
+            "complained": 0,
+            "lapsed": 3,
+        },
+        {
+            "day": "2026-11-26",
+            "active": 9,
+            "new": 0,
+            "unsubscribed": 1,
+            "bounced": 0,
+            "complained": 0,
+            "lapsed": 0,
+        },
+    ]
+    picture = charts.health(rows)
+    assert picture.columns == [
+        "Day",
+        "Active",
+        "New",
+        "Unsubscribed",
+        "Bounced",
+        "Complained",
+        "Lapsed",
+    ]
+    assert picture.rows[0] == ["2026-11-25", 10, 2, 0, 0, 0, 3]
+    assert "3 lapsed" in picture.alt and ">Lapsed<" in picture.svg()
+
+
 def test_rates_over_the_editions_are_the_reports_rates_per_edition(db, the_day):
     rows = edition_rates(db, "daily", the_day["edition"], "UTC")
     by_series = {r["series"]: r["rate"] for r in rows}

@@ -316,13 +316,15 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
     )
 
 
-HEALTH_SERIES = ["Active", "New", "Unsubscribed", "Bounced", "Complained"]
+HEALTH_FLOWS = ["New", "Unsubscribed", "Bounced", "Complained"]
 
 
-def health(rows: list[dict[str, Any]], extra: tuple[str, ...] = ()) -> Picture:
+def health(rows: list[dict[str, Any]]) -> Picture:
     """Active readers by day (above), and each day's new, unsubscribed, bounced and
-    complained (below), over the last 90 days; `extra` names more columns (lapsed)."""
-    flows = ["New", "Unsubscribed", "Bounced", "Complained", *(e.title() for e in extra)]
+    complained (below), over the last 90 days; any other count the rows carry (lapsed, with
+    the list-health work) gets a row of its own too."""
+    known = {"day", "active", *(name.lower() for name in HEALTH_FLOWS)}
+    flows = [*HEALTH_FLOWS, *(key.title() for key in rows[0] if key not in known)]
     x = alt.X("day:T", title=None, axis=alt.Axis(format="%b %d"))
     active = (
         alt.Chart(alt.Data(values=rows))

@@ -15,6 +15,7 @@ from digest.cli import cli
 from digest.feedback import charts
 from digest.feedback.figures import (
     edition_rates,
+    email_order,
     list_health,
     report_figures,
     story_positions,
@@ -67,6 +68,18 @@ def test_each_story_has_its_place_and_click_through_on_delivered(db, the_day):
     assert (comet["readers"], comet["delivered"], comet["ctr"]) == (2, 4, 0.5)
     # One edition so far: each place's expected click-through is its own story's.
     assert {e["position"]: e["ctr"] for e in expected} == {s["position"]: s["ctr"] for s in stories}
+
+
+def test_a_storys_place_is_where_a_reader_meets_it_also_read_after_its_top_story():
+    html = (
+        '<a href="https://news.test/a?digest_story=7">A</a>'
+        '<a href="https://news.test/a?utm_source=x&amp;digest_story=7">A again</a>'
+        '<a href="https://news.test/also?digest_story=3">Also read</a>'
+        '<a href="https://news.test/b?digest_story=12">B</a>'
+        '<a href="https://news.test/u/%%unsubscribe_url%%">Leave</a>'
+        '<a href="https://news.test/recent?utm_source=x&amp;digest_story=5">Recent</a>'
+    )
+    assert email_order(html) == [7, 3, 12, 5]
 
 
 def test_a_story_that_beats_the_usual_click_through_of_its_place_stands_out():

@@ -10,7 +10,7 @@ the last editions.
 
 from __future__ import annotations
 
-import json
+import re
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -20,9 +20,12 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db
 from ..config import Config
+from ..edition.render import STORY_PARAMETER
 from .report import NUMBERS, edition_numbers, editions_by_day, rates
 
 HOURS = 48
+# A story link's parameter in an href, as the renderer writes it (`&` escaped or not).
+_STORY_LINK = re.compile(rf"href=\"[^\"]*[?&;]{STORY_PARAMETER}=(\d+)")
 HEALTH_DAYS = 90
 RATE_EDITIONS = 30
 # The stages of the funnel, and the outcomes shown beside it, with the report's number names.
@@ -138,6 +141,12 @@ def _story_readers(db: Database, ids: list[int]) -> dict[tuple[int, int], int]:
     }
 
 
+def email_order(html: str) -> list[int]:
+    """The stories an email links to, in the order a reader meets them (each story's first
+    link): its places. An also-read link comes right after its top story."""
+    return list(dict.fromkeys(int(n) for n in _STORY_LINK.findall(html)))
+
+
 def story_positions(
     db: Database, report: dict[str, Any], newsletter: str, days: int = HEALTH_DAYS
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -147,7 +156,7 @@ def story_positions(
     last = max(from_db(v["slot_at"]) for v in report["variants"])
     editions = list(
         db.execute(
-            """SELECT e.id, e.story_ids FROM editions e WHERE e.newsletter = ?
+            """SELECT e.id, e.html FROM editions e WHERE e.newsletter = ?
                AND e.slot_at > ? AND e.slot_at <= ?
                AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)""",
             [newsletter, to_db(last - timedelta(days=days)), to_db(last)],
@@ -155,9 +164,10 @@ def story_positions(
     )
     ids = [edition_id for edition_id, _ in editions]
     delivered, clicked = _delivered(db, ids), _story_readers(db, ids)
+    story_ids_of = {edition_id: email_order(html) for edition_id, html in editions}
     by_place: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for edition_id, story_ids in editions:
-        for place, story_id in enumerate(json.loads(story_ids), start=1):
+    for edition_id, story_ids in story_ids_of.items():
+        for place, story_id in enumerate(story_ids, start=1):
             base = delivered.get(edition_id, 0)
             by_place[place][0] += clicked.get((edition_id, story_id), 0)
             by_place[place][1] += base
@@ -168,7 +178,6 @@ def story_positions(
     ]
     mine: dict[int, dict[str, Any]] = {}
     chosen = [v["edition_id"] for v in report["variants"]]
-    story_ids_of = {edition_id: json.loads(ids) for edition_id, ids in editions}
     for edition_id in chosen:
         for place, story_id in enumerate(story_ids_of.get(edition_id, []), start=1):
             row = mine.setdefault(

@@ -48,6 +48,7 @@ format: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/send.py
 	$(BIN)/python benchmarks/events.py
+	$(BIN)/python benchmarks/archive.py
 	$(BIN)/python benchmarks/report.py
 
 clean:

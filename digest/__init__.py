@@ -9,7 +9,8 @@ holds this direction; `make lint` checks it):
 - `edition/`: select, render once, check, and keep the frozen edition;
 - `delivery/` and `readers/` beside it: the ledger, batches and transports; the readers' list,
   subscriptions, sign-up, preferences and privacy;
-- `feedback/`: the Event Webhook, the events it brings, the report;
+- `feedback/`: the Event Webhook, the events it brings, the report; `archive/` beside it:
+  recipient-free web copies, each newsletter's days, pages, feeds and the static export;
 - the shells last: `cli`, `web`, `wsgi`, `studio`, `run`, `preview`, `lineup`, `status`,
   `demo`, `scaffold`.
 """

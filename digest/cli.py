@@ -7,7 +7,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -700,7 +700,7 @@ def webhook_discard(state: State, post_id: int) -> None:
 )
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
-    """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
+    """Run the readers' web app: sign-up, confirmation, unsubscribe, preferences, the archive.
 
     Refuses a placeholder or weak secret unless bound to 127.0.0.1 for an example site;
     behind a reverse proxy in production, see the README.
@@ -709,6 +709,60 @@ def serve(state: State, host: str, port: int) -> None:
 
     click.echo(f"digest: serving on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     serve_app(state.config, host, port)
+
+
+@cli.group(cls=DigestGroup)
+def archive() -> None:
+    """The public archive: write it as static files, withdraw an edition or bring it back."""
+
+
+@archive.command("build")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--newsletter", metavar="NAME", help="Only this newsletter (and the shared index).")
+@moment_option
+@pass_state
+def archive_build(state: State, directory: str, newsletter: str | None, now: str | None) -> None:
+    """Write the archive's pages, feeds and sitemap into DIRECTORY, as `digest serve` shows them.
+
+    Same paths (a folder's page is its index.html); only changed files are rewritten, and
+    the files of hidden editions are removed.
+    """
+    from .archive.static import build_static
+
+    built = build_static(state.db(), state.config, Path(directory), newsletter, _now(now))
+    click.echo(built.summary())
+
+
+def _set_shown(state: State, newsletter: str, day: str, hidden: bool) -> None:
+    from .archive.pages import Archive
+
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not a date; write it as YYYY-MM-DD.") from None
+    Archive(state.db(), state.config).set_hidden(newsletter, when, hidden)
+    if hidden:
+        click.echo(f"{newsletter} {when}: hidden from the archive, its feeds and its sitemap")
+    else:
+        click.echo(f"{newsletter} {when}: shown in the archive again")
+
+
+@archive.command("hide")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_hide(state: State, newsletter: str, day: str) -> None:
+    """Withdraw an edition (DATE in the newsletter's home zone) from the archive: 410 Gone."""
+    _set_shown(state, newsletter, day, True)
+
+
+@archive.command("show")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_show(state: State, newsletter: str, day: str) -> None:
+    """Bring a hidden edition back into the archive."""
+    _set_shown(state, newsletter, day, False)
 
 
 @cli.group(cls=DigestGroup)

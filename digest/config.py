@@ -80,6 +80,9 @@ class NewsletterConfig:
     name: str
     title: str = "Daily Digest"
     """The newsletter's name in the email's header and its `List-Id`."""
+    description: str = ""
+    """What the newsletter carries, in a sentence: the sign-up page, the archive and its
+    feed show it."""
     subject: str = "{{ newsletter.title }}: {{ top_stories[0].title if top_stories else 'today' }}"
     """The subject line: a Jinja template over `newsletter`, `site`, `top_stories`,
     `recent_posts`, `edition_date`."""
@@ -114,6 +117,9 @@ class NewsletterConfig:
     """SendGrid categories every message of this newsletter carries."""
     asm_group_id: int | None = None
     """SendGrid's unsubscribe group (suppression group) id, if any."""
+    archive: bool = True
+    """Its editions' web copies, archive pages and feeds are public (false: they answer 404,
+    and its emails have no "View in your browser" link)."""
     utm: UtmSettings = field(default_factory=UtmSettings)
     """UTM parameters on story links: the `[newsletters.NAME.utm]` table."""
 
@@ -206,6 +212,15 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The public archive: where `digest run` writes its static copy ("" for none)."""
+
+    static_dir: str = ""
+    """A folder (relative to the config file) where `digest run` keeps a static copy of the
+    archive after each send; "" for none."""
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """The daily backup `cron/digest-run` takes (`digest backup --daily`): where, how long kept."""
 
@@ -229,6 +244,7 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
     source_path: Path | None = None
     backup: BackupSettings = field(default_factory=BackupSettings)
@@ -240,6 +256,14 @@ class Config:
             return None
         base = self.source_path.parent if self.source_path else Path.cwd()
         return base / self.backup.dir
+
+    @property
+    def archive_dir(self) -> Path | None:
+        """The folder of the static archive `digest run` keeps up to date, if one is set."""
+        if not self.archive.static_dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.archive.static_dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -291,6 +315,7 @@ SECTIONS: dict[str, type | dict[str, PathKey]] = {
     "sendgrid": SendGridSettings,
     "ingest": IngestSettings,
     "signup": SignupSettings,
+    "archive": ArchiveSettings,
     "report": ReportSettings,
     "backup": BackupSettings,
     "newsletters.NAME": NewsletterConfig,
@@ -421,6 +446,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    archive = _build(ArchiveSettings, data.get("archive", {}), "archive", path)
     report = _build(ReportSettings, data.get("report", {}), "report", path)
     for address in report.mail_to:
         _check_sender_address("report.mail_to", address, path)
@@ -475,6 +501,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         sendgrid=sendgrid,
         ingest=ingest,
         signup=signup,
+        archive=archive,
         report=report,
         source_path=path,
         backup=backup,

@@ -494,6 +494,40 @@ def m009_guards(db: Database) -> None:
 
 
 @migrations()
+def m012_archive_days(db: Database) -> None:
+    """The public archive's editions: one per newsletter and day, frozen when first built.
+
+    `html` is the recipient-free web copy; `stories` a snapshot of what it carried (title,
+    link, teaser, topic), so a later edit of a story never rewrites an archived day; `leads`
+    the first three titles alone, all a list of days reads.
+    """
+    db.executescript(
+        """
+        CREATE TABLE archive_days (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            day TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            preheader TEXT NOT NULL DEFAULT '',
+            html TEXT NOT NULL,
+            stories TEXT NOT NULL,
+            leads TEXT NOT NULL DEFAULT '[]',
+            topics TEXT NOT NULL DEFAULT '',
+            built_at TEXT NOT NULL,
+            hidden INTEGER NOT NULL DEFAULT 0,
+            changed_at TEXT NOT NULL,
+            UNIQUE (newsletter, day)
+        );
+        CREATE INDEX archive_days_shown ON archive_days (newsletter, hidden, day);
+        -- Read on every page (validators, topic feeds) without walking the copies' pages.
+        CREATE INDEX archive_days_changed ON archive_days (newsletter, changed_at);
+        CREATE INDEX archive_days_topics ON archive_days (newsletter, hidden, topics);
+        """
+    )
+
+
+@migrations()
 def m016_report_mails(db: Database) -> None:
     """The report mailed to each editor the morning after an edition: one row per newsletter,
     edition (its local date) and address, claimed before the send and settled after it."""

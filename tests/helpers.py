@@ -174,6 +174,26 @@ def start_digest_server(
     return process
 
 
+def run_digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m digest ARGS` as a real process in `cwd`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+    )
+
+
+def sent_demo(folder: Path, now: str) -> Path:
+    """`digest demo` sent through the outbox in `folder/demo`, under a config whose secret
+    is not the placeholder; the demo's folder."""
+    write_config(folder)
+    result = run_digest("demo", "--dir", "demo", "--now", now, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "demo"
+
+
 @dataclass
 class DigestServer:
     """A `digest` server running on `port`; what it printed is here once it has stopped."""

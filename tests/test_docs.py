@@ -130,6 +130,7 @@ TABLE_HOMES = {
     "engagement": {"feedback/events.py"},
     "holds": {"delivery/holds.py"},
     "edition_edits": {"edition/edits.py"},
+    "archive_days": {"archive/days.py"},
     "report_mails": {"feedback/mailing.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or

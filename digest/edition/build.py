@@ -14,6 +14,7 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from ..urls import site_link, variant_copy_path
 from .edits import EditionEdits, current_edits, edition_date
 from .render import Renderer
 from .select import normalize_topics, select_digest, variant_key
@@ -138,13 +139,20 @@ def build_edition(
     stories, carried = edition_stories(db, newsletter, slot_at, variant)
     edits = edition_edits(db, newsletter, slot_at, timezone)
     selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
-    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
+    zone = timezone or newsletter.timezone
+    local_time = slot_at.astimezone(ZoneInfo(zone))
+    web_url = (
+        site_link(config, variant_copy_path(newsletter.name, local_time, topics, zone))
+        if newsletter.archive
+        else ""
+    )
     rendered = renderer.render_edition(
         newsletter,
         config.site,
         selection,
         local_time,
         topics,
+        web_url=web_url,
         subject=edits.subject,
         preheader=edits.preheader,
         note=edits.note,

@@ -28,6 +28,7 @@ class Single(StrEnum):
     folder (the value with an s), so an editor's tests never count as readers' confirmations."""
 
     CONFIRMATION = "confirmation"
+    WELCOME = "welcome"
     TEST = "test"
     REPORT = "report"
 

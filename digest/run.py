@@ -23,6 +23,7 @@ from .delivery.transports import Transport
 from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError, SlotHeldError
 from .feedback.events import process_pending
+from .feedback.mailing import mail_reports
 from .invocation import digest_command
 from .readers.signup import process_signups
 from .schedule import Schedule, Slot, SlotStatus, decide
@@ -144,6 +145,7 @@ def run_due(
             )
             report.lines.extend(f"  {result.line()}" for result in sent.held)
         _drain_signups(db, config, transport, report)
+        _mail_reports(db, config, transport, now, report)
         _rebuild_archive(
             db, config, now, report, sent_any=any(d.action == "send" for d in decisions)
         )
@@ -164,6 +166,14 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         return
     if handled:
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
+
+
+def _mail_reports(
+    db: Database, config: Config, transport: Transport, now: datetime, report: RunReport
+) -> None:
+    """The editors' report of yesterday's edition, once, from the morning after."""
+    for line, failed in mail_reports(db, config, transport, now):
+        report.add(line, failed=failed)
 
 
 def _rebuild_archive(

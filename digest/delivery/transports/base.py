@@ -30,6 +30,7 @@ class Single(StrEnum):
     CONFIRMATION = "confirmation"
     WELCOME = "welcome"
     TEST = "test"
+    REPORT = "report"
 
 
 class Transport(Protocol):

@@ -50,6 +50,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/events.py
 	$(BIN)/python benchmarks/lift.py
 	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/sunset.py
 
 clean:

@@ -564,13 +564,30 @@ def release_command(state: State, newsletter: str, zone: str | None) -> None:
 @cli.command()
 @moment_option
 @click.option("--limit", default=10, show_default=True, help="Recent slots per newsletter.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the status as one self-contained HTML page, a day strip per newsletter.",
+)
 @pass_state
-def status(state: State, now: str | None, limit: int) -> None:
+def status(state: State, now: str | None, limit: int, html_file: Path | None) -> None:
     """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
-    from .status import digest_status
+    from .status import digest_status, status_html
 
-    for line in digest_status(state.reading_db(), state.config, _now(now), limit).lines():
+    found = digest_status(state.reading_db(), state.config, _now(now), limit)
+    for line in found.lines():
         click.echo(line)
+    if html_file is not None:
+        _write_page(html_file, status_html(found), "the status")
+
+
+def _write_page(path: Path, page: str, what: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {what} to {path}: {exc}") from None
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -578,6 +595,12 @@ def status(state: State, now: str | None, limit: int) -> None:
 @click.argument("edition", required=False, metavar="[EDITION | --last]")
 @click.option("--last", is_flag=True, help="The last edition sent (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the same numbers as JSON.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report with its charts as one self-contained HTML file (opens offline).",
+)
 @click.option(
     "--list",
     "list_health",
@@ -592,6 +615,7 @@ def report(
     edition: str | None,
     last: bool,
     as_json: bool,
+    html_file: Path | None,
     list_health: bool,
     now: str | None,
 ) -> None:
@@ -607,14 +631,23 @@ def report(
         from .feedback.list_health import list_health as health_of
         from .feedback.list_health import list_health_lines
 
-        if edition or last:
-            raise click.UsageError("--list reports on the whole list: give no EDITION or --last.")
+        if edition or last or html_file is not None:
+            raise click.UsageError(
+                "--list reports on the whole list: give no EDITION, --last or --html."
+            )
         health = health_of(state.reading_db(), state.config, newsletter, _now(now))
         click.echo(report_json(health) if as_json else "\n".join(list_health_lines(health)))
         return
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
+    if as_json and html_file is not None:
+        raise click.UsageError("Give --json or --html FILE, not both.")
     data = edition_report(state.reading_db(), state.config, newsletter, edition)
+    if html_file is not None:
+        from .feedback.document import report_document
+
+        _write_page(html_file, report_document(state.db(), state.config, data).html, "the report")
+        return
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 

@@ -38,6 +38,7 @@ TRANSPORTS = ("outbox", "sendgrid")
 # make an edition nobody can read. Any other number stops at MAX_NUMBER.
 MAX_NUMBER = 2**31 - 1
 NUMBER_LIMITS = {
+    "mail_hour": 23,
     "grace_hours": 8760,
     "window_hours": 8760,
     "half_life_hours": 8760,
@@ -226,6 +227,18 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """The report editors get by mail: to whom, and at what local hour the morning after."""
+
+    mail_to: tuple[str, ...] = ()
+    """Editors who get each edition's report by mail the morning after (`digest run` sends
+    it, once each, PNG charts inline); none: no report is mailed."""
+    mail_hour: int = 8
+    """From this hour (0 to 23), in each newsletter's time zone, on the day after an
+    edition, `digest run` mails its report."""
+
+
+@dataclass(frozen=True)
 class SignupSettings:
     """How many sign-ups the form takes (counted in the database, shared by every worker)."""
 
@@ -276,6 +289,7 @@ class Config:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     source_path: Path | None = None
     backup: BackupSettings = field(default_factory=BackupSettings)
 
@@ -346,6 +360,7 @@ SECTIONS: dict[str, type | dict[str, PathKey]] = {
     "ingest": IngestSettings,
     "signup": SignupSettings,
     "archive": ArchiveSettings,
+    "report": ReportSettings,
     "backup": BackupSettings,
     "newsletters.NAME": NewsletterConfig,
     "newsletters.NAME.utm": UtmSettings,
@@ -498,6 +513,9 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
     archive = _build(ArchiveSettings, data.get("archive", {}), "archive", path)
+    report = _build(ReportSettings, data.get("report", {}), "report", path)
+    for address in report.mail_to:
+        _check_sender_address("report.mail_to", address, path)
     backup = _build(BackupSettings, data.get("backup", {}), "backup", path)
     if backup.keep_days < 1:
         raise ConfigError(f"backup.keep_days in {_where(path)} must be at least 1.")
@@ -550,6 +568,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         ingest=ingest,
         signup=signup,
         archive=archive,
+        report=report,
         source_path=path,
         backup=backup,
     )

@@ -24,6 +24,7 @@ from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError, SlotHeldError
 from .feedback.events import process_pending
 from .feedback.list_health import day_recorded, record_day
+from .feedback.mailing import mail_reports
 from .feedback.sunset import apply_sunset
 from .invocation import digest_command
 from .readers.signup import process_signups
@@ -149,6 +150,7 @@ def run_due(
             )
             report.lines.extend(f"  {result.line()}" for result in sent.held)
         _drain_signups(db, config, transport, report)
+        _mail_reports(db, config, transport, now, report)
         _rebuild_archive(
             db, config, now, report, sent_any=any(d.action == "send" for d in decisions)
         )
@@ -201,6 +203,14 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         return
     if handled:
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
+
+
+def _mail_reports(
+    db: Database, config: Config, transport: Transport, now: datetime, report: RunReport
+) -> None:
+    """The editors' report of yesterday's edition, once, from the morning after."""
+    for line, failed in mail_reports(db, config, transport, now):
+        report.add(line, failed=failed)
 
 
 def _rebuild_archive(

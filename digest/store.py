@@ -614,6 +614,26 @@ def m013_story_clicks(db: Database) -> None:
 
 
 @migrations()
+def m016_report_mails(db: Database) -> None:
+    """The report mailed to each editor the morning after an edition: one row per newsletter,
+    edition (its local date) and address, claimed before the send and settled after it."""
+    db.execute(
+        """CREATE TABLE report_mails (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            edition TEXT NOT NULL,
+            address TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+            provider_id TEXT,
+            error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (newsletter, edition, address)
+        )"""
+    )
+
+
+@migrations()
 def m014_list_health(db: Database) -> None:
     """List health: a `lapsed` status, each reader's last human open and click, the sunset's asks.
 

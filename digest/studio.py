@@ -44,11 +44,15 @@ from .delivery.holds import hold, hold_on, release
 from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.edits import current_edits, edit_trail, edition_date, record_edit
+from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
+from .feedback import charts
+from .feedback.document import inline_svg, report_context
+from .feedback.figures import report_figures
 from .feedback.list_health import COUNTS, list_health, list_health_lines
-from .feedback.report import NUMBERS, edition_report, report_lines
 from .feedback.report import _percent as percent
+from .feedback.report import edition_report, link_clicks
 from .invocation import os_user
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
@@ -63,8 +67,9 @@ from .preview import (
     variant_target,
 )
 from .readers.reconfirm import ReconfirmEmail, reconfirm_checks, render_reconfirm
-from .status import desk
+from .status import desk, newsletter_strip, strip_picture
 from .store import open_db
+from .urls import ReaderLinks
 from .zones import check_timezone
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
@@ -211,6 +216,8 @@ def create_studio(
     app.add_url_rule("/checks.json", view_func=checks_json)
     app.add_url_rule("/report", view_func=report_page)
     app.add_url_rule("/report.json", view_func=report_json)
+    app.add_url_rule("/report/email", view_func=sent_email_page)
+    app.add_url_rule("/report/email.html", view_func=sent_email_html)
     app.add_url_rule("/list-health", view_func=list_health_page)
     app.add_url_rule("/list-health.json", view_func=list_health_json)
     app.add_url_rule("/reconfirm.<any(html, txt):part>", view_func=reconfirm_part)
@@ -388,14 +395,25 @@ def _front(args: Any, problem: str = "") -> str:
             return _variant_page(query, problem)
         config = _state().config()
         plans = _plans(query)
+        newsletter = config.newsletter(query.newsletter)
+        strip = _state().cached(
+            ("strip", *query.key()),
+            lambda: strip_picture(
+                newsletter_strip(_db(), config, newsletter.name, query.now),
+                newsletter.name,
+                query.now,
+            ),
+        )
         return _page(
             "index.html",
             query,
             plans=plans,
             desk=desk(_db(), config, plans, query.newsletter, query.now),
-            newsletter=config.newsletter(query.newsletter),
+            newsletter=newsletter,
             database=config.db_path,
             problem=problem,
+            picture=strip,
+            draw=inline_svg,
         )
     except DigestError as exc:
         return _page("index.html", None, error=_error_details(exc))
@@ -501,13 +519,15 @@ def report_page() -> ResponseReturnValue:
         report = _report(query, request.args)
     except DigestError as exc:
         return _page("report.html", None, error=_error_details(exc)), _report_status(exc)
+    pictures = _state().cached(
+        ("pictures", *query.key(), report["edition"]),
+        lambda: charts.pictures(report_figures(_db(), _state().config(), report)),
+    )
     return _page(
         "report.html",
         query,
-        report=report,
-        numbers=NUMBERS,
-        printed="\n".join(report_lines(report)),
-        percent=percent,
+        **report_context(report, pictures, inline_svg),
+        clickmap_url=lambda edition_id: "/report/email?" + query.params(edition_id=str(edition_id)),
     )
 
 
@@ -570,6 +590,54 @@ def reconfirm_part(part: str) -> Response:
     if part == "txt":
         return Response(preview.text, mimetype="text/plain")
     response = Response(preview.html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = EMAIL_CSP
+    return response
+
+
+def _sent_edition() -> dict[str, Any]:
+    """The sent edition `edition_id` names: its newsletter, subject, slot and email."""
+    try:
+        edition_id = int(request.args.get("edition_id", ""))
+    except ValueError:
+        raise DigestError("Give edition_id, the number of a sent edition.") from None
+    row = (
+        _db()
+        .execute(
+            """SELECT id, newsletter, slot_at, timezone, topics, subject, html FROM editions
+           WHERE id = ? AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = editions.id)""",
+            [edition_id],
+        )
+        .fetchone()
+    )
+    if row is None:
+        raise NotFoundError(f"No sent edition {edition_id}; the report lists the sent ones.")
+    keys = ("id", "newsletter", "slot_at", "timezone", "topics", "subject", "html")
+    return dict(zip(keys, row, strict=True))
+
+
+def sent_email_page() -> ResponseReturnValue:
+    """`GET /report/email?edition_id=N`: a sent edition's email, with its click map."""
+    try:
+        query = _query(request.args)
+        edition = _sent_edition()
+    except DigestError as exc:
+        return _page("sent_email.html", None, error=_error_details(exc)), _report_status(exc)
+    links = link_clicks(_db(), edition["id"])
+    shares = {link["url"]: link for link in links if link["url"]}
+    return _page(
+        "sent_email.html", query, edition=edition, links=links, shares=shares, percent=percent
+    )
+
+
+def sent_email_html() -> Response:
+    """`GET /report/email.html?edition_id=N`: the sent email's HTML, reader links inert."""
+    try:
+        edition = _sent_edition()
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=_report_status(exc), mimetype="text/plain")
+    config = _state().config()
+    inert = recipient_values("", ReaderLinks(config, edition["newsletter"]).preview_url())
+    response = Response(personalize(edition["html"], inert), mimetype="text/html")
     response.headers["Content-Security-Policy"] = EMAIL_CSP
     return response
 

@@ -140,6 +140,7 @@ TABLE_HOMES = {
     "edition_lineups": {"edition/build.py"},
     "edition_sends": {"delivery/ledger.py"},
     "archive_days": {"archive/days.py"},
+    "report_mails": {"feedback/mailing.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.

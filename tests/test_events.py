@@ -43,13 +43,18 @@ def no_proxy(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-@pytest.fixture
-def config(tmp_path):
+def sendgrid_config(tmp_path, **sections):
     return make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
         sendgrid={"batch_size": 3, "timeout_seconds": 1.0},
+        **sections,
     )
+
+
+@pytest.fixture
+def config(tmp_path):
+    return sendgrid_config(tmp_path)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from digest.edition.build import slot_editions
 from digest.edition.lift import story_lifts
 from digest.edition.render import add_story_id
 from digest.feedback.events import pending_posts, process_pending
-from digest.feedback.report import edition_report
+from digest.feedback.report import edition_report, link_clicks
 from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.lineup import lineup
 from digest.preview import variant_selection, variant_target
@@ -465,3 +465,31 @@ def test_a_database_upgraded_to_the_click_summaries_keeps_its_sends_and_outcomes
     after = story_lifts(db, config.newsletter("daily"), LONDON)
     assert after == before
     assert after[newsroom["A"]].impressions == TOKYO_READERS - 1
+
+
+def test_the_click_map_leaves_out_the_scanners_clicks(tmp_path, db, keys, newsroom):
+    config = make(tmp_path)
+
+    def people_and_scanners(readers, edition_id):
+        delivered = TOKYO + timedelta(minutes=2)
+        scanned = [
+            event(d, edition_id, "click", delivered + timedelta(seconds=1), url=link(db, sid))
+            for d in readers[:4]
+            for sid in (newsroom["A"], newsroom["D"])
+        ]
+        person = event(
+            readers[5],
+            edition_id,
+            "click",
+            delivered + timedelta(hours=1),
+            url=link(db, newsroom["A"]),
+        )
+        return [*scanned, person]
+
+    tokyo_day(db, config, keys, newsroom, people_and_scanners)
+    edition_id = db.execute(
+        "SELECT id FROM editions WHERE timezone = 'Asia/Tokyo' ORDER BY id DESC LIMIT 1"
+    ).fetchone()[0]
+    shares = {row["story_id"]: row for row in link_clicks(db, edition_id) if row["clicks"]}
+    assert list(shares) == [newsroom["A"]]
+    assert (shares[newsroom["A"]]["readers"], shares[newsroom["A"]]["share"]) == (1, 1.0)

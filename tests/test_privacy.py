@@ -122,3 +122,21 @@ def test_forgetting_an_address_not_on_the_list_still_keeps_it_off(db):
     assert "was not on the list" in report.summary()
     with pytest.raises(SubscriberError, match="forgotten"):
         add_subscriber(db, "zed@example.com")
+
+
+def test_the_stories_a_reader_clicked_are_exported_and_forgotten_with_them(mailed):
+    ana = find_subscriber(mailed, "ana@example.com")
+    bo = find_subscriber(mailed, "bo@example.com")
+    for reader in (ana, bo):
+        delivery_id, edition_id = mailed.execute(
+            "SELECT id, edition_id FROM deliveries WHERE subscriber_id = ?", [reader.id]
+        ).fetchone()
+        mailed.execute(
+            "INSERT INTO story_clicks (delivery_id, story_id, edition_id, first_at, clicks) "
+            "VALUES (?, 1, ?, 0, 1)",
+            [delivery_id, edition_id],
+        )
+    assert len(export_data(mailed, "ana@example.com")["story_clicks"]) == 1
+    report = forget(mailed, "ana@example.com")
+    assert report.removed["story_clicks"] == 1
+    assert mailed.execute("SELECT COUNT(*) FROM story_clicks").fetchone()[0] == 1, "Bo's stays"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +30,7 @@ from ..config import Config, NewsletterConfig
 from ..edition.lift import editions_engagement
 from ..errors import DigestError, NotFoundError
 from ..invocation import digest_command
-from .events import link_key, waiting_posts
+from .events import link_key, story_of, waiting_posts
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)
@@ -69,6 +70,20 @@ def _parse_date(text: str) -> date:
         ) from None
 
 
+def editions_by_day(db: Database, newsletter: str, zone: str) -> dict[date, list[dict]]:
+    """The newsletter's editions with readers, by local date (their zone's, else `zone`)."""
+    by_day: dict[date, list[dict]] = {}
+    for row in db.query(
+        """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+           FROM editions e WHERE e.newsletter = ?
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
+           ORDER BY e.slot_at, e.id""",
+        [newsletter],
+    ):
+        by_day.setdefault(_local_date(row, zone), []).append(row)
+    return by_day
+
+
 def edition_report(
     db: Database,
     config: Config,
@@ -79,27 +94,16 @@ def edition_report(
     """The report on one edition (its local date `YYYY-MM-DD`; None: the last one sent)."""
     nl = config.newsletter(newsletter)
     now = now or utcnow()
-    rows = list(
-        db.query(
-            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
-               FROM editions e WHERE e.newsletter = ?
-               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
-               ORDER BY e.slot_at, e.id""",
-            [nl.name],
-        )
-    )
-    if not rows:
+    by_day = editions_by_day(db, nl.name, nl.timezone)
+    if not by_day:
         raise NotFoundError(f"{nl.name} has no edition with readers yet; nothing to report.")
-    by_day: dict[date, list[dict]] = {}
-    for row in rows:
-        by_day.setdefault(_local_date(row, nl.timezone), []).append(row)
     day = _parse_date(edition) if edition else max(by_day)
     if day not in by_day:
         recent = ", ".join(str(d) for d in sorted(by_day)[-5:])
         raise NotFoundError(f"{nl.name} has no edition on {day}; the last ones: {recent}.")
     chosen = by_day[day]
     ids = [row["id"] for row in chosen]
-    numbers = _numbers(db, nl.name, ids)
+    numbers = edition_numbers(db, nl.name, ids)
     variants = [
         {
             "edition_id": row["id"],
@@ -109,6 +113,7 @@ def edition_report(
             "subject": row["subject"],
             "numbers": numbers[row["id"]],
             "rates": rates(numbers[row["id"]]),
+            "links": link_clicks(db, row["id"]),
         }
         for row in chosen
     ]
@@ -138,7 +143,8 @@ def edition_report(
     }
 
 
-def _numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+def edition_numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per edition id, the report's numbers (`NUMBERS`)."""
     numbers = {i: dict.fromkeys(NUMBERS, 0) for i in ids}
     in_ids = _ids_sql(ids)
     for edition_id, n in db.execute(
@@ -316,6 +322,69 @@ def _set_aside(db: Database, ids: list[int]) -> list[dict[str, Any]]:
             WHERE edition_id IN ({_ids_sql(ids)}) GROUP BY reason ORDER BY reason"""
     )
     return [{"reason": reason, "clicks": n} for reason, n in rows]
+
+
+class _Links(HTMLParser):
+    """The distinct link targets of an email, in the order they first appear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: dict[str, None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href") if tag == "a" else None
+        if href and href.startswith(("http://", "https://")) and "%%" not in href:
+            self.hrefs.setdefault(href, None)
+
+
+# A click event that no machine made: its reader's click on that story (or, on a link that is
+# no story, any of their story clicks) was not judged a scanner's.
+_BY_PEOPLE = """NOT EXISTS (SELECT 1 FROM story_clicks sc
+    WHERE sc.delivery_id = events.delivery_id AND sc.machine_at IS NOT NULL
+      AND (events.story_id IS NULL OR sc.story_id = events.story_id))"""
+
+
+def link_clicks(db: Database, edition_id: int) -> list[dict[str, Any]]:
+    """Each link of the edition's email with its clicks and share of the edition's clicks.
+
+    Links made for each reader (unsubscribe, preferences) are one row, `url` None. A share
+    is the link's clicks over all the edition's clicks by people (None before the first):
+    a click `feedback.machines` judged a scanner's is left out, and so is every other link a
+    scanned delivery clicked (a scanner follows them all).
+    """
+    parser = _Links()
+    parser.feed(db.execute("SELECT html FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+    counts = {
+        url: (readers, clicks)
+        for url, readers, clicks in db.execute(
+            f"""SELECT url, COUNT(DISTINCT delivery_id), COUNT(*) FROM events
+               WHERE edition_id = ? AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+               GROUP BY url""",
+            [edition_id],
+        )
+    }
+    total = sum(clicks for _, clicks in counts.values())
+    rows: list[tuple[str | None, int, int]] = [
+        (href, *counts.pop(href, (0, 0))) for href in parser.hrefs
+    ]
+    if counts:
+        readers = db.execute(
+            f"""SELECT COUNT(DISTINCT delivery_id) FROM events WHERE edition_id = ?
+                AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+                AND url NOT IN ({",".join("?" * len(parser.hrefs))})""",
+            [edition_id, *parser.hrefs],
+        ).fetchone()[0]
+        rows.append((None, readers, sum(clicks for _, clicks in counts.values())))
+    return [
+        {
+            "url": url,
+            "story_id": story_of(url),
+            "readers": readers,
+            "clicks": clicks,
+            "share": round(clicks / total, 4) if total else None,
+        }
+        for url, readers, clicks in rows
+    ]
 
 
 def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]:

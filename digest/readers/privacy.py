@@ -2,8 +2,9 @@
 
 Personal data is every row that names the reader: their `subscribers` row, and the rows of
 every table with a `subscriber_id` column (subscriptions, deliveries, audit, and tables added
-later, such as provider events) or else an `email` column. Export and forget both find the
-tables that way, so a new table of reader data is covered without changing this module.
+later, such as provider events), or else an `email` column, or else a `delivery_id` naming one
+of their deliveries (the stories they clicked). Export and forget both find the tables that
+way, so a new table of reader data is covered without changing this module.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def personal_tables(db: Database) -> list[tuple[str, str]]:
             found.append((table.name, "subscriber_id"))
         elif "email" in columns:
             found.append((table.name, "email"))
+        elif "delivery_id" in columns:
+            found.append((table.name, "delivery_id"))
     return found
 
 
@@ -44,6 +47,12 @@ def _reader_rows(table: str, column: str, subscriber: Subscriber) -> tuple[str, 
     """`FROM ... WHERE ...` selecting a table's rows about this reader, and its parameter."""
     if column == "subscriber_id":
         return f"FROM [{table}] WHERE subscriber_id = ?", subscriber.id
+    if column == "delivery_id":
+        return (
+            f"FROM [{table}] WHERE delivery_id IN "
+            "(SELECT id FROM deliveries WHERE subscriber_id = ?)",
+            subscriber.id,
+        )
     return f"FROM [{table}] WHERE [{column}] = ? COLLATE NOCASE", subscriber.email
 
 
@@ -55,7 +64,8 @@ def export_data(db: Database, email: str) -> dict[str, object]:
     }
     for table, column in personal_tables(db):
         where, value = _reader_rows(table, column, subscriber)
-        rows = db.query(f"SELECT * {where} ORDER BY rowid", [value])
+        order = ", ".join(f"[{pk}]" for pk in db.table(table).pks)  # rowid, or a WITHOUT ROWID key
+        rows = db.query(f"SELECT * {where} ORDER BY {order}", [value])
         data[table] = [{key: _plain(cell) for key, cell in row.items()} for row in rows]
     return data
 
@@ -67,8 +77,10 @@ def _plain(value: object) -> object:
 
 def erase_reader(db: Database, subscriber: Subscriber) -> dict[str, int]:
     """Delete the reader's row and every row about them; returns the count per table."""
-    removed = {}
-    for table, column in personal_tables(db):
+    tables = personal_tables(db)
+    removed = dict.fromkeys((table for table, _ in tables), 0)
+    # Rows reached through the reader's deliveries go before the deliveries themselves.
+    for table, column in sorted(tables, key=lambda pair: pair[1] != "delivery_id"):
         where, value = _reader_rows(table, column, subscriber)
         removed[table] = db.execute(f"DELETE {where}", [value]).rowcount
     db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])

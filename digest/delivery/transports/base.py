@@ -30,6 +30,7 @@ class Single(StrEnum):
     CONFIRMATION = "confirmation"
     WELCOME = "welcome"
     TEST = "test"
+    REPORT = "report"
     # "Still want it?" to a reader who stopped reading (`feedback.sunset`).
     RECONFIRM = "reconfirm"
 

@@ -19,6 +19,7 @@ reverse our order. Answers map to our own errors, each carrying SendGrid's messa
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -223,6 +224,20 @@ def single_message_payload(message: EmailMessage, kind: Single) -> dict[str, Any
         body["reply_to"] = _address(message["Reply-To"].addresses[0])
     if headers:
         body["headers"] = headers
+    # Images the HTML shows by Content-ID (the editors' report's charts).
+    inline = [
+        {
+            "content": base64.b64encode(bytes(part.get_content())).decode("ascii"),
+            "type": part.get_content_type(),
+            "filename": part.get_filename() or "image",
+            "disposition": "inline",
+            "content_id": str(part["Content-ID"]).strip("<>"),
+        }
+        for part in message.walk()
+        if part["Content-ID"] and not part.is_multipart()
+    ]
+    if inline:
+        body["attachments"] = inline
     return body
 
 

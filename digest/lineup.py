@@ -3,7 +3,9 @@
 Built from the same pieces `build_edition` selects with (`edition_stories`, `select.candidates`,
 `select.rank_top_stories`, `select.select_digest`), so it shows the choice the send makes,
 and also what that choice left out and why: a pinned story that `per_category` pushed out
-is flagged, not silently moved to the recent posts.
+is flagged, not silently moved to the recent posts. Repeats show before the send: for a
+reader, the stories they already got are marked and skipped; for a variant, each story
+already sent to some of its readers says to how many (they get a variant without it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from .delivery.history import variant_groups
 from .edition.build import edition_stories
 from .edition.select import candidates, rank_top_stories, select_digest
 from .models import Story
@@ -22,10 +25,12 @@ from .preview import Target
 class LineupRow:
     story: Story
     rank: float
-    # "top 1", "recent 2", "also read (top 3)", "left out", or "sent before".
+    # "top 1", "recent 2", "also read (top 3)", "left out", or "already sent".
     place: str
     # Why the story is not where its rank or pin would put it; "" when nothing to say.
     flag: str = ""
+    # How many of the variant's readers already got it (they get a variant without it).
+    sent_to: int = 0
 
     @property
     def flagged(self) -> bool:
@@ -40,9 +45,11 @@ def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
 
 
 def lineup(db: Database, target: Target) -> list[LineupRow]:
-    """Every candidate of the target's variant in rank order, then those sent before."""
+    """Every candidate of the target's variant in rank order, then those already sent."""
     settings = target.newsletter
-    stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
+    stories = edition_stories(db, settings, target.slot_at)
+    carried = target.already_sent
+    sent_to = {} if target.subscriber or carried else readers_sent(db, target, stories)
     _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
     selection = select_digest(stories, target.slot_at, settings, target.topics, carried)
     top = {t.story.id: n for n, t in enumerate(selection.top_stories, 1)}
@@ -67,16 +74,31 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
             reason = _displaced(ranked.outcome, story, cap)
             if story.pinned or ranked.outcome == "per_category":
                 flag = ("pinned, but " if story.pinned else "") + reason
-        rows.append(LineupRow(story, ranked.rank, place, flag))
+        rows.append(LineupRow(story, ranked.rank, place, flag, sent_to.get(story.id, 0)))
     in_rows = {row.story.id for row in rows}
     for story_id, under in also.items():
         if story_id not in in_rows:
             story = next(s for s in stories if s.id == story_id)
             rows.append(LineupRow(story, 0.0, f"also read (top {under})"))
     _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
+    whom = "this reader" if target.subscriber else "these readers"
     rows += [
-        LineupRow(s, 0.0, "sent before", "an earlier edition carried it to these readers")
+        LineupRow(s, 0.0, "already sent", f"skipped: already sent to {whom}")
         for s in sent_before
         if s.id in carried
     ]
     return rows
+
+
+def readers_sent(db: Database, target: Target, stories: list[Story]) -> dict[int, int]:
+    """For each story, how many readers of the target's topics and zone were already sent it."""
+    topics = ";".join(target.topics)
+    counts: dict[int, int] = {}
+    groups = variant_groups(
+        db, target.newsletter, target.slot_at, target.timezone, [(topics, None)], stories
+    )
+    for group in groups:
+        if group.topics == topics:
+            for story_id in group.already_sent:
+                counts[story_id] = counts.get(story_id, 0) + group.readers
+    return counts

@@ -412,6 +412,22 @@ def m008_events(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m010_edition_history(db: Database) -> None:
+    """Each edition says which history its readers share (per reader, never a repeat).
+
+    `history` names it ("moved from Europe/London: 5 stories already sent", '' for readers
+    with none), `already_sent` holds those stories' ids; the slot index finds a window's
+    editions without reading every edition ever sent.
+    """
+    for statement in (
+        "ALTER TABLE editions ADD COLUMN history TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE editions ADD COLUMN already_sent TEXT NOT NULL DEFAULT '[]'",
+        "CREATE INDEX editions_slot ON editions (slot_at)",
+    ):
+        db.execute(statement)
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

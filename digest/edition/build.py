@@ -32,6 +32,9 @@ class Edition:
     html: str
     text: str
     story_ids: tuple[int, ...]
+    # The history its readers share: its name ('' for none) and the stories it excludes.
+    history: str = ""
+    already_sent: tuple[int, ...] = ()
     id: int | None = None
     # When it was saved, which is when its audience was frozen.
     created_at: datetime | None = None
@@ -49,7 +52,9 @@ class Edition:
         """A file-name-safe name, used for the outbox folder."""
         topics = "+".join(self.topics) or "all"
         zone = f"-{self.timezone.replace('/', '_')}" if self.timezone else ""
-        return f"{self.newsletter}-{self.slot_at:%Y%m%dT%H%MZ}-{topics}{zone}"
+        # A history variant shares topics and zone with others: its key's digest tells it apart.
+        sent = f"-sent{self.variant.rsplit(':', 1)[1]}" if "|sent:" in self.variant else ""
+        return f"{self.newsletter}-{self.slot_at:%Y%m%dT%H%MZ}-{topics}{zone}{sent}"
 
 
 def latest_slot(
@@ -72,31 +77,22 @@ def upcoming_slot(
     )
 
 
-def carried_story_ids(db: Database, newsletter: str, variant: str, before: datetime) -> set[int]:
-    """Stories that earlier editions of this newsletter already carried to these readers."""
-    carried: set[int] = set()
-    for row in db.query(
-        "SELECT story_ids FROM editions WHERE newsletter = ? AND variant = ? AND slot_at < ?",
-        [newsletter, variant, to_db(before)],
-    ):
-        carried.update(json.loads(row["story_ids"]))
-    return carried
-
-
 def too_few_stories(newsletter: NewsletterConfig, story_count: int) -> bool:
     """Whether a variant with this many new stories is skipped rather than sent."""
     return story_count < max(newsletter.min_stories, 1)
 
 
-def edition_stories(
-    db: Database, newsletter: NewsletterConfig, slot_at: datetime, variant: str
-) -> tuple[list[Story], set[int]]:
-    """What a variant selects from: the stories of its look-back, and those already carried."""
+def window_start(newsletter: NewsletterConfig, slot_at: datetime) -> datetime:
+    """Where the slot's selection window opens: a story published after it may be news."""
+    return slot_at - timedelta(hours=newsletter.window_hours)
+
+
+def edition_stories(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> list[Story]:
+    """What a variant selects from: the stories of its look-back (window and also-read reach)."""
     lookback = max(
         timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
     )
-    stories = stories_published_between(db, slot_at - lookback, slot_at)
-    return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
+    return stories_published_between(db, slot_at - lookback, slot_at)
 
 
 def build_edition(
@@ -107,12 +103,18 @@ def build_edition(
     slot_at: datetime,
     topics: tuple[str, ...] = (),
     timezone: str | None = None,
+    already_sent: frozenset[int] = frozenset(),
+    history: str = "",
 ) -> tuple[Edition, int]:
-    """Select and render one variant; returns the edition (not yet saved) and its story count."""
+    """Select and render one variant; returns the edition (not yet saved) and its story count.
+
+    `already_sent` is the window's stories its readers already got (their shared history,
+    `history` its name): none of them is chosen again.
+    """
     topics = normalize_topics(topics)
-    variant = variant_key(topics, timezone)
-    stories, carried = edition_stories(db, newsletter, slot_at, variant)
-    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
+    variant = variant_key(topics, timezone, already_sent)
+    stories = edition_stories(db, newsletter, slot_at)
+    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=already_sent)
     local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
     rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
     edition = Edition(
@@ -126,6 +128,8 @@ def build_edition(
         html=rendered.html,
         text=rendered.text,
         story_ids=tuple(selection.story_ids),
+        history=history,
+        already_sent=tuple(sorted(already_sent)),
         warnings=tuple(rendered.warnings),
     )
     return edition, len(selection)
@@ -144,6 +148,8 @@ def _edition(row: dict) -> Edition:
         html=row["html"],
         text=row["text"],
         story_ids=tuple(json.loads(row["story_ids"])),
+        history=row["history"],
+        already_sent=tuple(json.loads(row["already_sent"])),
         created_at=from_db(row["created_at"]),
     )
 
@@ -182,8 +188,8 @@ def save_edition(db: Database, edition: Edition) -> Edition:
     created_at = utcnow()
     cursor = db.execute(
         """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
-           preheader, html, text, story_ids, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           preheader, html, text, story_ids, history, already_sent, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             edition.newsletter,
             to_db(edition.slot_at),
@@ -195,7 +201,14 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.html,
             edition.text,
             json.dumps(list(edition.story_ids)),
+            edition.history,
+            json.dumps(list(edition.already_sent)),
             to_db(created_at),
         ],
     )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)
+
+
+def discard_edition(db: Database, edition_id: int) -> None:
+    """Remove a saved edition that queued nobody (all its readers' histories went elsewhere)."""
+    db.execute("DELETE FROM editions WHERE id = ?", [edition_id])

@@ -11,6 +11,7 @@ pinned ones first, then by rank, ties newest first, then lowest id, with at most
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -25,10 +26,20 @@ def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({t.strip().lower() for t in topics if t.strip()}))
 
 
-def variant_key(topics: Iterable[str], timezone: str | None = None) -> str:
-    """The name of the edition variant that readers with these topics share."""
+def variant_key(
+    topics: Iterable[str], timezone: str | None = None, already_sent: Collection[int] = ()
+) -> str:
+    """The name of the edition variant that readers with these topics, zone and history share.
+
+    Readers already sent some of the window's stories (`already_sent`) share a variant only
+    with readers sent exactly the same ones: the key carries a digest of those ids.
+    """
     key = "topics:" + (";".join(normalize_topics(topics)) or "*")
-    return f"{key}|tz:{timezone}" if timezone else key
+    key = f"{key}|tz:{timezone}" if timezone else key
+    if already_sent:
+        ids = ",".join(str(i) for i in sorted(set(already_sent)))
+        key += "|sent:" + hashlib.sha256(ids.encode()).hexdigest()[:12]
+    return key
 
 
 def story_rank(story: Story, now: datetime, half_life_hours: float) -> float:
@@ -36,7 +47,7 @@ def story_rank(story: Story, now: datetime, half_life_hours: float) -> float:
     return (1 + story.score) * 0.5 ** (age_hours / half_life_hours)
 
 
-def _in_topics(story: Story, topics: tuple[str, ...]) -> bool:
+def in_topics(story: Story, topics: tuple[str, ...]) -> bool:
     return not topics or story.category.strip().lower() in topics
 
 
@@ -141,15 +152,15 @@ def candidates(
 ) -> tuple[list[Story], list[Story]]:
     """The stories an edition may carry (`eligible`), and those of them inside the window.
 
-    Stories published after `now`, outside the reader's topics, or carried by an earlier
-    edition to the same readers are never eligible.
+    Stories published after `now`, outside the reader's topics, or already sent to the
+    variant's readers (`already_sent`, their shared history) are never eligible.
     """
     wanted = normalize_topics(topics)
     window_start = now - timedelta(hours=settings.window_hours)
     eligible = [
         s
         for s in stories
-        if s.published_at <= now and s.id not in already_sent and _in_topics(s, wanted)
+        if s.published_at <= now and s.id not in already_sent and in_topics(s, wanted)
     ]
     return eligible, [s for s in eligible if s.published_at > window_start]
 
@@ -165,7 +176,7 @@ def select_digest(
 
     `stories` may reach further back than the window (also-read links may come from
     the last `also_read_days`); stories published after `now`, outside the reader's
-    topics, or carried by an earlier edition to the same readers are never chosen.
+    topics, or already sent to the variant's readers are never chosen.
     """
     eligible, in_window = candidates(stories, now, settings, topics, already_sent)
     top = select_top_stories(in_window, now, settings)

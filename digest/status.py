@@ -23,7 +23,7 @@ from .delivery.ledger import (
 )
 from .delivery.send import send_command
 from .delivery.slots import RunRecord, SlotRecord, last_records, recent_runs, recent_slots
-from .edition.build import edition_slot, slot_edition_ids
+from .edition.build import edition_slot, slot_edition_ids, slot_histories
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
 from .run import reader_timezones, schedules, slot_label
@@ -43,6 +43,8 @@ class NewsletterStatus:
     newsletter: NewsletterConfig
     slots: list[tuple[SlotRecord, dict[str, int]]]
     due: list[Decision]
+    # Per slot shown, its variants made for a history: (name, counts), in order.
+    histories: dict[Slot, list[tuple[str, dict[str, int]]]]
     next_slots: list[Slot]
     attention: list[Attention]
 
@@ -56,6 +58,10 @@ class NewsletterStatus:
             lines.append(
                 f"    {slot_label(record.slot)}  {record.status}  {_outcome(record, counts)}"
             )
+            lines += [
+                f"      variant {history}: {tally(counts)}"
+                for history, counts in self.histories.get(record.slot, [])
+            ]
         lines.append("  due now:" if self.due else "  due now: nothing")
         for decision in self.due:
             action = "send" if decision.action == "send" else f"record missed ({decision.reason})"
@@ -102,11 +108,13 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
     newsletters = []
     for nl in config.newsletters.values():
         zones = reader_timezones(db, nl.name) or (nl.timezone,)
+        slots = [(r, slot_counts(db, r.slot)) for r in recent_slots(db, nl.name, limit)]
         newsletters.append(
             NewsletterStatus(
                 newsletter=nl,
-                slots=[(r, slot_counts(db, r.slot)) for r in recent_slots(db, nl.name, limit)],
+                slots=slots,
                 due=[d for d in due if d.slot.newsletter == nl.name],
+                histories={r.slot: history_variants(db, r.slot) for r, _ in slots},
                 next_slots=sorted(
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
@@ -123,6 +131,14 @@ def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
         for status, n in edition_counts(db, edition_id).items():
             counts[status] = counts.get(status, 0) + n
     return counts
+
+
+def history_variants(db: Database, slot: Slot) -> list[tuple[str, dict[str, int]]]:
+    """The slot's variants made for a reader history, each with its ledger counts."""
+    return [
+        (history, edition_counts(db, edition_id))
+        for edition_id, history in slot_histories(db, slot.newsletter, slot.at, slot.timezone)
+    ]
 
 
 def failed_deliveries(db: Database, newsletter: str, now: datetime) -> list[Attention]:

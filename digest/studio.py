@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from flask import (
     Flask,
@@ -42,11 +42,13 @@ from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
+from .feedback.reader import delivered_email, find_readers, frozen_email, reader_record
 from .feedback.report import NUMBERS, edition_report, report_lines
 from .feedback.report import _percent as percent
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
 from .preview import (
+    SAMPLE_READER,
     ReaderView,
     Target,
     VariantPlan,
@@ -189,6 +191,14 @@ def create_studio(
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
     app.add_url_rule("/send-test", view_func=test_send, methods=["POST"])
+    app.add_url_rule("/readers", view_func=readers_page)
+    app.add_url_rule("/readers/<path:email>", view_func=reader_page)
+    app.add_url_rule(
+        "/deliveries/<int:delivery_id>/email.<any(html, txt):part>", view_func=delivery_email
+    )
+    app.add_url_rule(
+        "/editions/<int:edition_id>/email.<any(html, txt):part>", view_func=edition_email
+    )
     return app
 
 
@@ -456,6 +466,53 @@ def report_json() -> ResponseReturnValue:
         return jsonify(_report(_query(request.args), request.args))
     except DigestError as exc:
         return jsonify({"error": _error_details(exc)}), _report_status(exc)
+
+
+def readers_page() -> ResponseReturnValue:
+    """`GET /readers?q=TEXT`: the search box: readers whose address contains the text."""
+    text = request.args.get("q", "").strip()
+    found = find_readers(_db(), text)
+    if len(found) == 1 and found[0].email.lower() == text.lower():
+        return redirect(f"/readers/{quote(found[0].email)}")
+    return _page("readers.html", _query(request.args), text=text, found=found)
+
+
+def reader_page(email: str) -> ResponseReturnValue:
+    """`GET /readers/<email>`: a reader's subscriptions, zone and topics, and every edition
+    they were sent with what came of it, each openable as the email they got."""
+    try:
+        query = _query(request.args)
+        record = reader_record(_db(), email)
+    except DigestError as exc:
+        return _page("reader.html", None, error=_error_details(exc), text=email), 404
+    return _page("reader.html", query, record=record, text=email)
+
+
+def _email(subject_html_text: tuple[str, str, str], part: str) -> Response:
+    _, html, text = subject_html_text
+    if part == "html":
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = EMAIL_CSP
+        return response
+    return Response(text, mimetype="text/plain")
+
+
+def delivery_email(delivery_id: int, part: str) -> Response:
+    """`GET /deliveries/<id>/email.html|txt`: exactly the email that delivery carried, made
+    again from its frozen edition, with the reader's links inert."""
+    try:
+        return _email(delivered_email(_db(), _state().config(), delivery_id), part)
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=404, mimetype="text/plain")
+
+
+def edition_email(edition_id: int, part: str) -> Response:
+    """`GET /editions/<id>/email.html|txt`: a frozen edition's email for a sample reader."""
+    try:
+        config = _state().config()
+        return _email(frozen_email(_db(), config, edition_id, SAMPLE_READER.name), part)
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=404, mimetype="text/plain")
 
 
 def live() -> Response:

@@ -88,9 +88,12 @@ class EditionResult:
         return self.waiting == 0 and done == sum(counts.values()) > 0
 
     def line(self) -> str:
+        name = self.edition.slug
+        if self.edition.history:
+            name += f" ({self.edition.history})"
         if self.already_sent:
-            return f"{self.edition.slug}: {ALREADY_SENT}"
-        return f"{self.edition.slug}: {self.note or tally(self.counts)}"
+            return f"{name}: {ALREADY_SENT}"
+        return f"{name}: {self.note or tally(self.counts)}"
 
 
 @dataclass

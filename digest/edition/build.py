@@ -175,6 +175,18 @@ def slot_edition_ids(db: Database, newsletter: str, slot_at: datetime, timezone:
     return [edition_id for (edition_id,) in rows]
 
 
+def slot_histories(
+    db: Database, newsletter: str, slot_at: datetime, timezone: str | None
+) -> list[tuple[int, str]]:
+    """The ids and history names of a slot's editions made for a history, in order."""
+    rows = db.execute(
+        """SELECT id, history FROM editions WHERE newsletter = ? AND slot_at = ?
+           AND timezone IS ? AND history != '' ORDER BY id""",
+        [newsletter, to_db(slot_at), timezone],
+    )
+    return [(edition_id, history) for edition_id, history in rows]
+
+
 def edition_slot(db: Database, edition_id: int) -> tuple[str, datetime, str | None]:
     """The newsletter, slot time and time zone of an edition."""
     newsletter, slot_at, timezone = db.execute(

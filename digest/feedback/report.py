@@ -76,7 +76,7 @@ def edition_report(
     now = now or utcnow()
     rows = list(
         db.query(
-            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant, e.history
                FROM editions e WHERE e.newsletter = ?
                AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
                ORDER BY e.slot_at, e.id""",
@@ -101,6 +101,8 @@ def edition_report(
             "slot_at": row["slot_at"],
             "timezone": row["timezone"] or nl.timezone,
             "topics": [t for t in row["topics"].split(";") if t],
+            # What makes its readers' history different ('' for none): see delivery/history.
+            "history": row["history"],
             "subject": row["subject"],
             "numbers": numbers[row["id"]],
             "rates": rates(numbers[row["id"]]),
@@ -283,8 +285,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     ]
     for variant in report["variants"]:
         topics = "+".join(variant["topics"]) or "all topics"
+        history = f", {variant['history']}" if variant["history"] else ""
         lines.append(
-            f"  {topics}, {variant['timezone']} (edition {variant['edition_id']}, "
+            f"  {topics}, {variant['timezone']}{history} (edition {variant['edition_id']}, "
             f"{variant['slot_at']}): {_numbers_line(variant['numbers'])}"
         )
     total, r = report["total"]["numbers"], report["total"]["rates"]

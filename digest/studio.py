@@ -257,13 +257,22 @@ class Query:
     timezone: str
     given_now: str
     from_clock: bool = False
+    # A history variant: the window's stories its readers were already sent.
+    already_sent: frozenset[int] = frozenset()
 
     @property
     def picks_variant(self) -> bool:
         return bool(self.as_email or self.timezone or self.topics)
 
     def key(self) -> tuple:
-        return (self.newsletter, self.now, self.as_email, self.topics, self.timezone)
+        return (
+            self.newsletter,
+            self.now,
+            self.as_email,
+            self.topics,
+            self.timezone,
+            tuple(sorted(self.already_sent)),
+        )
 
     def params(self, **changes: str) -> str:
         values = {
@@ -272,6 +281,7 @@ class Query:
             "as": self.as_email,
             "topics": ";".join(self.topics),
             "timezone": self.timezone,
+            "already_sent": ",".join(str(i) for i in sorted(self.already_sent)),
         } | changes
         return urlencode({k: v for k, v in values.items() if v})
 
@@ -292,7 +302,16 @@ def _query(args: Any) -> Query:
         timezone=args.get("timezone", "").strip(),
         given_now=given_now,
         from_clock=not given_now and state.default_now is None,
+        already_sent=_story_ids(args.get("already_sent", "")),
     )
+
+
+def _story_ids(text: str) -> frozenset[int]:
+    """`already_sent=3,5,9` as story ids: anything else is refused, not guessed at."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise DigestError(f"already_sent={text!r} is not a list of story ids, like 3,5,9.")
+    return frozenset(int(part) for part in parts)
 
 
 def _target(query: Query) -> Target:
@@ -300,7 +319,13 @@ def _target(query: Query) -> Target:
     if query.as_email:
         return reader_target(db, config, query.newsletter, query.now, query.as_email)
     return variant_target(
-        db, config, query.newsletter, query.now, query.topics, query.timezone or None
+        db,
+        config,
+        query.newsletter,
+        query.now,
+        query.topics,
+        query.timezone or None,
+        already_sent=query.already_sent,
     )
 
 
@@ -471,10 +496,14 @@ def report_json() -> ResponseReturnValue:
 def readers_page() -> ResponseReturnValue:
     """`GET /readers?q=TEXT`: the search box: readers whose address contains the text."""
     text = request.args.get("q", "").strip()
+    try:
+        query = _query(request.args)
+    except DigestError as exc:
+        return _page("readers.html", None, error=_error_details(exc), text=text), 422
     found = find_readers(_db(), text)
     if len(found) == 1 and found[0].email.lower() == text.lower():
         return redirect(f"/readers/{quote(found[0].email)}")
-    return _page("readers.html", _query(request.args), text=text, found=found)
+    return _page("readers.html", query, text=text, found=found)
 
 
 def reader_page(email: str) -> ResponseReturnValue:

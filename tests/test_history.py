@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import json
 import re
 import tempfile
@@ -22,9 +23,12 @@ from digest.delivery.send import NOTHING_NEW, send_newsletter
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.edition.build import edition_stories
+from digest.lineup import lineup
+from digest.preview import reader_target, variant_target
 from digest.readers.subscribers import add_subscriber, get_subscriber, unsubscribe, update_profile
 from digest.readers.subscriptions import set_subscription
 from digest.store import open_db
+from digest.studio import create_studio
 
 from helpers import EDITION_TIME, add_stories, make_config, story
 from sendgrid_server import SendGridTestServer
@@ -381,3 +385,64 @@ def test_no_reader_ever_gets_a_story_twice(start, days):
                 send_newsletter(db, config, None, late, transport=transport)
         db.close()
         assert_no_repeats(outbox_texts(config))
+
+
+def a_day_of_history(db, config: Config) -> datetime:
+    """Three readers sent yesterday's four stories, one reader new since; today's slot."""
+    add_stories(db, *categories_stories("Old", EDITION_TIME))
+    for name in ("a", "b", "c"):
+        add_subscriber(db, f"{name}@example.com")
+    send_newsletter(db, config, None, LONDON_MORNING, transport=OutboxTransport(config))
+    add_subscriber(db, "new@example.com")
+    tomorrow = EDITION_TIME + timedelta(days=1)
+    add_stories(db, story(at=tomorrow, title="New world 7"))
+    return tomorrow
+
+
+def test_a_readers_lineup_marks_and_skips_the_stories_they_already_got(db, config, tmp_path):
+    config = two_day_config(tmp_path, config, "outbox")
+    tomorrow = a_day_of_history(db, config)
+
+    target = reader_target(db, config, None, tomorrow, "a@example.com")
+    rows = lineup(db, target)
+
+    old = [row for row in rows if row.story.title.startswith("Old")]
+    assert len(old) == 4
+    assert {(row.place, row.flag) for row in old} == {
+        ("already sent", "skipped: already sent to this reader")
+    }
+    assert [row.place for row in rows if row.story.title == "New world 7"] == ["top 1"]
+    assert target.history == "got an earlier edition: 4 stories already sent"
+
+
+def test_a_variants_lineup_says_how_many_of_its_readers_already_got_each_story(
+    db, config, tmp_path
+):
+    config = two_day_config(tmp_path, config, "outbox")
+    tomorrow = a_day_of_history(db, config)
+
+    rows = lineup(db, variant_target(db, config, None, tomorrow))
+
+    assert {row.story.title: row.sent_to for row in rows} == {
+        "New world 7": 0,
+        "Old world 0": 3,
+        "Old business 1": 3,
+        "Old science 2": 3,
+        "Old sport 3": 3,
+    }
+
+
+def test_the_studio_lists_history_variants_and_opens_each(db, config, tmp_path):
+    config = two_day_config(tmp_path, config, "outbox")
+    tomorrow = a_day_of_history(db, config)
+    client = create_studio(lambda: config, OutboxTransport(config), now=tomorrow).test_client()
+
+    front = html.unescape(client.get("/").get_data(as_text=True))
+
+    assert "got an earlier edition: 4 stories already sent" in front
+    [link] = re.findall(r'href="(/\?[^"]*already_sent=[^"]+)"', front)
+    page = html.unescape(client.get(link).get_data(as_text=True))
+    assert "History: 4 stories already sent" in page
+    assert page.count("skipped: already sent to these readers") == 4
+    fresh = html.unescape(client.get("/?timezone=UTC").get_data(as_text=True))
+    assert fresh.count("already sent to 3 of these readers") == 4

@@ -219,8 +219,8 @@ def test_after_the_demo_send_a_zones_run_repeats_nothing(db, config, tmp_path, k
     assert "skipped 1" in report.summary()
 
 
-def test_readers_who_share_a_history_share_one_variant(db, config, tmp_path):
-    config = two_day_config(tmp_path, config, "outbox")
+def a_day_of_history(db, config: Config) -> datetime:
+    """Three readers sent yesterday's four stories, one reader new since; today's slot."""
     add_stories(db, *categories_stories("Old", EDITION_TIME))
     for name in ("a", "b", "c"):
         add_subscriber(db, f"{name}@example.com")
@@ -228,6 +228,12 @@ def test_readers_who_share_a_history_share_one_variant(db, config, tmp_path):
     add_subscriber(db, "new@example.com")
     tomorrow = EDITION_TIME + timedelta(days=1)
     add_stories(db, story(at=tomorrow, title="New world 7"))
+    return tomorrow
+
+
+def test_readers_who_share_a_history_share_one_variant(db, config, tmp_path):
+    config = two_day_config(tmp_path, config, "outbox")
+    tomorrow = a_day_of_history(db, config)
 
     report = send_newsletter(db, config, None, tomorrow, transport=OutboxTransport(config))
 
@@ -385,18 +391,6 @@ def test_no_reader_ever_gets_a_story_twice(start, days):
                 send_newsletter(db, config, None, late, transport=transport)
         db.close()
         assert_no_repeats(outbox_texts(config))
-
-
-def a_day_of_history(db, config: Config) -> datetime:
-    """Three readers sent yesterday's four stories, one reader new since; today's slot."""
-    add_stories(db, *categories_stories("Old", EDITION_TIME))
-    for name in ("a", "b", "c"):
-        add_subscriber(db, f"{name}@example.com")
-    send_newsletter(db, config, None, LONDON_MORNING, transport=OutboxTransport(config))
-    add_subscriber(db, "new@example.com")
-    tomorrow = EDITION_TIME + timedelta(days=1)
-    add_stories(db, story(at=tomorrow, title="New world 7"))
-    return tomorrow
 
 
 def test_a_readers_lineup_marks_and_skips_the_stories_they_already_got(db, config, tmp_path):

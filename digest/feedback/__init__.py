@@ -3,5 +3,5 @@
 May import delivery, readers, the edition, the newsroom and the core; never the shells.
 
 Modules: `webhook` (the receiver), `events` (posts stored, then processed), `report`
-(`digest report`).
+(`digest report`), `reader` (one reader's editions and what came of each).
 """

@@ -27,6 +27,8 @@ from digest.lineup import lineup
 from digest.preview import reader_target, variant_target
 from digest.readers.subscribers import add_subscriber, get_subscriber, unsubscribe, update_profile
 from digest.readers.subscriptions import set_subscription
+from digest.run import run_due
+from digest.status import digest_status
 from digest.store import open_db
 from digest.studio import create_studio
 
@@ -440,3 +442,22 @@ def test_the_studio_lists_history_variants_and_opens_each(db, config, tmp_path):
     assert page.count("skipped: already sent to these readers") == 4
     fresh = html.unescape(client.get("/?timezone=UTC").get_data(as_text=True))
     assert fresh.count("already sent to 3 of these readers") == 4
+
+
+def test_after_the_demo_digest_run_skips_and_status_names_the_history_variant(db, config, tmp_path):
+    config = two_day_config(tmp_path, config, "outbox")
+    add_stories(db, *categories_stories("Old", EDITION_TIME))
+    add_subscriber(db, "ny@example.com", "Ny", timezone="America/New_York")
+    send_newsletter(db, config, None, LONDON_MORNING, transport=OutboxTransport(config))
+    new_york_morning = EDITION_TIME + timedelta(hours=5, minutes=3)
+
+    report = run_due(db, config, new_york_morning, transport=OutboxTransport(config))
+
+    assert not report.failed
+    assert any(NOTHING_NEW in line for line in report.lines)
+    lines = digest_status(db, config, new_york_morning).lines()
+    assert (
+        "      variant got an earlier edition: 4 stories already sent: "
+        "sent 0, failed 0, skipped 1, unknown 0"
+    ) in lines
+    assert "  needs attention: nothing" in lines

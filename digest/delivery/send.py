@@ -48,6 +48,7 @@ from .ledger import (
     claim_batch,
     describe_unknown_batch,
     edition_counts,
+    forget_histories,
     mark_batch_failed,
     mark_batch_sent,
     mark_recipients_failed,
@@ -347,6 +348,7 @@ def freeze_new_editions(
                 frozen.append(EditionResult(edition, queued, counts, note, skip_reason=reason))
             else:
                 frozen.append(EditionResult(edition, audience=queued))
+    forget_histories(db)
     return frozen
 
 

@@ -333,7 +333,7 @@ def history_seconds(folder: Path, base: Path) -> tuple[int, int, float]:
     started = time.perf_counter()
     for zone in audience_values(db, "daily", "timezone"):
         topic_sets = [(t, None) for t in audience_values(db, "daily", "topics", zone)]
-        stories = edition_stories(db, newsletter, NOW)
+        stories = edition_stories(db, newsletter, NOW, zone)
         groups = variant_groups(db, newsletter, NOW, zone, topic_sets, stories)
         variants += len(groups)
         with_history += sum(bool(g.already_sent) for g in groups)

@@ -128,6 +128,8 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "holds": {"delivery/holds.py"},
+    "edition_edits": {"edition/edits.py"},
 }
 # Temporary tables of one connection (no migration makes them): the histories of the slot
 # being planned.

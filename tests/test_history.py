@@ -305,7 +305,7 @@ def test_a_10000_edition_history_reads_only_the_windows_editions(db, config, tmp
     newsletter = config.newsletter(None)
     tomorrow = EDITION_TIME + timedelta(days=1)
 
-    stories = edition_stories(db, newsletter, tomorrow)
+    stories = edition_stories(db, newsletter, tomorrow, None)
     found = window_editions(db, newsletter, tomorrow, None, stories)
 
     assert len(found) == 1
@@ -404,7 +404,7 @@ def test_a_readers_lineup_marks_and_skips_the_stories_they_already_got(db, confi
 
     old = [row for row in rows if row.story.title.startswith("Old")]
     assert len(old) == 4
-    assert {(row.place, row.flag) for row in old} == {
+    assert {(row.place, row.note) for row in old} == {
         ("already sent", "skipped: already sent to this reader")
     }
     assert [row.place for row in rows if row.story.title == "New world 7"] == ["top 1"]

@@ -14,6 +14,7 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from .edits import EditionEdits, current_edits, edition_date
 from .render import Renderer
 from .select import normalize_topics, select_digest, variant_key
 
@@ -39,6 +40,9 @@ class Edition:
     # When it was saved, which is when its audience was frozen.
     created_at: datetime | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # The check errors that hold it ("" when it may go), and who sent it out past them.
+    held: str = ""
+    forced_by: str = ""
 
     @property
     def saved_id(self) -> int:
@@ -87,12 +91,28 @@ def window_start(newsletter: NewsletterConfig, slot_at: datetime) -> datetime:
     return slot_at - timedelta(hours=newsletter.window_hours)
 
 
-def edition_stories(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> list[Story]:
-    """What a variant selects from: the stories of its look-back (window and also-read reach)."""
+def edition_stories(
+    db: Database, newsletter: NewsletterConfig, slot_at: datetime, timezone: str | None
+) -> list[Story]:
+    """What a variant selects from: the stories of its look-back (window and also-read reach).
+
+    Stories an editor dropped from this edition are not among them.
+    """
     lookback = max(
         timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
     )
-    return stories_published_between(db, slot_at - lookback, slot_at)
+    stories = stories_published_between(db, slot_at - lookback, slot_at)
+    dropped = edition_edits(db, newsletter, slot_at, timezone).dropped
+    return [story for story in stories if story.id not in dropped]
+
+
+def edition_edits(
+    db: Database, newsletter: NewsletterConfig, slot_at: datetime, timezone: str | None
+) -> EditionEdits:
+    """The editors' edits of the edition this slot belongs to (its local date)."""
+    return current_edits(
+        db, newsletter.name, edition_date(slot_at, timezone or newsletter.timezone)
+    )
 
 
 def build_edition(
@@ -113,10 +133,20 @@ def build_edition(
     """
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone, already_sent)
-    stories = edition_stories(db, newsletter, slot_at)
+    stories = edition_stories(db, newsletter, slot_at, timezone)
+    edits = edition_edits(db, newsletter, slot_at, timezone)
     selection = select_digest(stories, slot_at, newsletter, topics, already_sent=already_sent)
     local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
-    rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
+    rendered = renderer.render_edition(
+        newsletter,
+        config.site,
+        selection,
+        local_time,
+        topics,
+        subject=edits.subject,
+        preheader=edits.preheader,
+        note=edits.note,
+    )
     edition = Edition(
         newsletter=newsletter.name,
         slot_at=slot_at,
@@ -151,6 +181,8 @@ def _edition(row: dict) -> Edition:
         history=row["history"],
         already_sent=tuple(json.loads(row["already_sent"])),
         created_at=from_db(row["created_at"]),
+        held=row["held"],
+        forced_by=row["forced_by"],
     )
 
 
@@ -200,8 +232,9 @@ def save_edition(db: Database, edition: Edition) -> Edition:
     created_at = utcnow()
     cursor = db.execute(
         """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
-           preheader, html, text, story_ids, history, already_sent, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           preheader, html, text, story_ids, history, already_sent, created_at, held,
+           forced_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             edition.newsletter,
             to_db(edition.slot_at),
@@ -216,6 +249,8 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.history,
             json.dumps(list(edition.already_sent)),
             to_db(created_at),
+            edition.held,
+            edition.forced_by,
         ],
     )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)
@@ -224,3 +259,24 @@ def save_edition(db: Database, edition: Edition) -> Edition:
 def discard_edition(db: Database, edition_id: int) -> None:
     """Remove a saved edition that queued nobody (all its readers' histories went elsewhere)."""
     db.execute("DELETE FROM editions WHERE id = ?", [edition_id])
+
+
+def update_held_edition(db: Database, edition: Edition) -> None:
+    """Store a held edition's rebuilt content and whether it is still held or forced out.
+
+    Its audience was frozen when it was first saved: only what they will get changes.
+    """
+    db.execute(
+        """UPDATE editions SET subject = ?, preheader = ?, html = ?, text = ?, story_ids = ?,
+           held = ?, forced_by = ? WHERE id = ?""",
+        [
+            edition.subject,
+            edition.preheader,
+            edition.html,
+            edition.text,
+            json.dumps(list(edition.story_ids)),
+            edition.held,
+            edition.forced_by,
+            edition.saved_id,
+        ],
+    )

@@ -327,6 +327,12 @@ class SendGridTransport(BatchTransport):
             json.dumps(single_message_payload(message, kind)), f"a single message ({kind})"
         )
 
+    def describe_single(self, provider_id: str) -> str:
+        return (
+            f"accepted by SendGrid: POST {self.host}/v3/mail/send answered 202, "
+            f"X-Message-Id {provider_id or 'not given'}"
+        )
+
     def _post_with_retries(self, text: str, what: str) -> str:
         body = _Body(text)
         # Only the bytes are kept while the request waits for its answer.

@@ -102,6 +102,23 @@ def add_stories(db, *stories: dict) -> list[int]:
 
 
 @contextmanager
+def small_disk(folder: Path, size: str = "256k") -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` (a disk that fills up), for root where mount works."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@contextmanager
 def served(app) -> Iterator[str]:
     """A WSGI app on a real, ephemeral port of 127.0.0.1, served from a thread: its base URL."""
     from werkzeug.serving import make_server
@@ -155,6 +172,26 @@ def start_digest_server(
         process.communicate(timeout=10)
         raise
     return process
+
+
+def run_digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m digest ARGS` as a real process in `cwd`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+    )
+
+
+def sent_demo(folder: Path, now: str) -> Path:
+    """`digest demo` sent through the outbox in `folder/demo`, under a config whose secret
+    is not the placeholder; the demo's folder."""
+    write_config(folder)
+    result = run_digest("demo", "--dir", "demo", "--now", now, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "demo"
 
 
 @dataclass

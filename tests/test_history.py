@@ -23,6 +23,7 @@ from digest.delivery.send import NOTHING_NEW, send_newsletter
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.edition.build import edition_stories
+from digest.feedback.report import edition_report, report_lines
 from digest.lineup import lineup
 from digest.preview import reader_target, variant_target
 from digest.readers.subscribers import add_subscriber, get_subscriber, unsubscribe, update_profile
@@ -461,3 +462,18 @@ def test_after_the_demo_digest_run_skips_and_status_names_the_history_variant(db
         "sent 0, failed 0, skipped 1, unknown 0"
     ) in lines
     assert "  needs attention: nothing" in lines
+
+
+def test_the_report_names_each_history_variant_in_print_and_in_the_studio(db, config, tmp_path):
+    config = two_day_config(tmp_path, config, "outbox")
+    tomorrow = a_day_of_history(db, config)
+    send_newsletter(db, config, None, tomorrow, transport=OutboxTransport(config))
+    later = tomorrow + timedelta(hours=2)
+
+    printed = report_lines(edition_report(db, config, None, None, later))
+    client = create_studio(lambda: config, OutboxTransport(config), now=later).test_client()
+    page = html.unescape(client.get("/report?last=1").get_data(as_text=True))
+
+    name = "got an earlier edition: 4 stories already sent"
+    assert any(f"all topics, UTC, {name} (edition" in line for line in printed)
+    assert f'<span class="history">{name}</span>' in page

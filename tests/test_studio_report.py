@@ -72,7 +72,11 @@ def test_the_report_page_tables_the_same_numbers(studio, db, config, the_day):
     assert page.count('<tr class="report-variant"') == 1
     assert '<td data-rate="opened_by_people">by people 75.0%</td>' in page
     assert '<td data-rate="bounced_of_sent">bounced 25.0%</td>' in page
-    assert re.search(r"Comet seen at noon</a> <small>story \d+</small>: <strong>2</strong>", page)
+    assert re.search(
+        r"Comet seen at noon</a> <small>story \d+</small></td>"
+        r"<td>2</td><td>4</td><td>2</td><td>0</td>",
+        page,
+    )
     assert "events can still arrive until" in page
 
 
@@ -197,14 +201,6 @@ def test_an_unknown_reader_is_a_clear_404(studio, db):
     answer = studio.get("/readers/nobody@example.com")
     assert answer.status_code == 404
     assert "nobody@example.com" in answer.get_data(as_text=True)
-
-
-def test_each_report_variant_links_to_its_email(the_day, studio, db):
-    page = studio.get("/report?last=1").get_data(as_text=True)
-    [edition_id] = db.execute("SELECT id FROM editions").fetchone()
-    assert f'href="/editions/{edition_id}/email.html"' in page
-    email = studio.get(f"/editions/{edition_id}/email.html")
-    assert email.status_code == 200 and "Tram runs all night" in email.get_data(as_text=True)
 
 
 @needs_chromium

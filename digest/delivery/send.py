@@ -21,6 +21,7 @@ from ..edition.build import (
     Edition,
     build_edition,
     discard_edition,
+    edition_lifts,
     edition_stories,
     latest_slot,
     save_edition,
@@ -322,6 +323,7 @@ def plan_slot(
     stories = edition_stories(db, newsletter, slot_at, timezone)
     groups = variant_groups(db, newsletter, slot_at, timezone, topic_sets, stories)
     new = []
+    lifts = edition_lifts(db, newsletter, slot_at)
     for group in groups:
         if dry_run and not group.readers:
             continue
@@ -336,6 +338,7 @@ def plan_slot(
             timezone,
             already_sent=group.already_sent,
             history=group.history,
+            lifts=lifts,
         )
         reason = ""
         if too_few_stories(newsletter, story_count):

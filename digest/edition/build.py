@@ -14,9 +14,11 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from ..urls import site_link, variant_copy_path
 from .edits import EditionEdits, current_edits, edition_date
+from .lift import story_lifts
 from .render import Renderer
-from .select import normalize_topics, select_digest, variant_key
+from .select import NO_LIFTS, Lifts, normalize_topics, select_digest, variant_key
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,13 @@ def edition_stories(
     return [story for story in stories if story.id not in dropped]
 
 
+def edition_lifts(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> Lifts:
+    """The stories' engagement a selection at `slot_at` ranks with; none when `weight` is 0."""
+    if newsletter.engagement.weight == 0:
+        return NO_LIFTS
+    return story_lifts(db, newsletter, slot_at)
+
+
 def edition_edits(
     db: Database, newsletter: NewsletterConfig, slot_at: datetime, timezone: str | None
 ) -> EditionEdits:
@@ -125,24 +134,35 @@ def build_edition(
     timezone: str | None = None,
     already_sent: frozenset[int] = frozenset(),
     history: str = "",
+    lifts: Lifts | None = None,
 ) -> tuple[Edition, int]:
     """Select and render one variant; returns the edition (not yet saved) and its story count.
 
     `already_sent` is the window's stories its readers already got (their shared history,
-    `history` its name): none of them is chosen again.
+    `history` its name): none of them is chosen again. `lifts` (`edition_lifts` at
+    `slot_at`, read once for a slot's variants) else read here.
     """
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone, already_sent)
     stories = edition_stories(db, newsletter, slot_at, timezone)
     edits = edition_edits(db, newsletter, slot_at, timezone)
-    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=already_sent)
-    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
+    if lifts is None:
+        lifts = edition_lifts(db, newsletter, slot_at)
+    selection = select_digest(stories, slot_at, newsletter, topics, already_sent, lifts)
+    zone = timezone or newsletter.timezone
+    local_time = slot_at.astimezone(ZoneInfo(zone))
+    web_url = (
+        site_link(config, variant_copy_path(newsletter.name, local_time, topics, zone))
+        if newsletter.archive
+        else ""
+    )
     rendered = renderer.render_edition(
         newsletter,
         config.site,
         selection,
         local_time,
         topics,
+        web_url=web_url,
         subject=edits.subject,
         preheader=edits.preheader,
         note=edits.note,
@@ -253,11 +273,24 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.forced_by,
         ],
     )
+    # What lift reads of an edition, without reading past its HTML (`edition.lift`).
+    db.execute(
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           VALUES (?, ?, ?, ?, ?)""",
+        [
+            cursor.lastrowid,
+            edition.newsletter,
+            to_db(edition.slot_at),
+            json.dumps(list(edition.story_ids)),
+            len(edition.story_ids),
+        ],
+    )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)
 
 
 def discard_edition(db: Database, edition_id: int) -> None:
     """Remove a saved edition that queued nobody (all its readers' histories went elsewhere)."""
+    db.execute("DELETE FROM edition_lineups WHERE edition_id = ?", [edition_id])
     db.execute("DELETE FROM editions WHERE id = ?", [edition_id])
 
 

@@ -5,6 +5,8 @@ library's `Mail` helper, which inserts personalizations and categories at index 
 reverse our order. Answers map to our own errors, each carrying SendGrid's message:
 
 - 202: accepted; the `X-Message-Id` is recorded for the batch.
+- 200 with `sendgrid.sandbox_mode` on: SendGrid validated the request and delivers nothing;
+  it counts as sent (provider id `sandbox`), so a sandbox run is never retried as failed.
 - 400, 413: `SendRejectedError` (the batch is failed, the edition goes on; not retried).
 - 401, 403: `TransportAuthError` (the run stops; the batch goes back to the queue).
 - 429, 5xx and errors before the request was sent (refused connection, connect timeout):
@@ -17,6 +19,7 @@ reverse our order. Answers map to our own errors, each carrying SendGrid's messa
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -102,6 +105,10 @@ class _Body:
 
     def encode(self, encoding: str = "utf-8") -> bytes:
         return self._bytes
+
+
+# The provider id of a batch SendGrid's sandbox validated (it answers 200, delivers nothing).
+SANDBOX_ID = "sandbox"
 
 
 class RetryableError(TransportError):
@@ -217,6 +224,20 @@ def single_message_payload(message: EmailMessage, kind: Single) -> dict[str, Any
         body["reply_to"] = _address(message["Reply-To"].addresses[0])
     if headers:
         body["headers"] = headers
+    # Images the HTML shows by Content-ID (the editors' report's charts).
+    inline = [
+        {
+            "content": base64.b64encode(bytes(part.get_content())).decode("ascii"),
+            "type": part.get_content_type(),
+            "filename": part.get_filename() or "image",
+            "disposition": "inline",
+            "content_id": str(part["Content-ID"]).strip("<>"),
+        }
+        for part in message.walk()
+        if part["Content-ID"] and not part.is_multipart()
+    ]
+    if inline:
+        body["attachments"] = inline
     return body
 
 
@@ -391,6 +412,8 @@ class SendGridTransport(BatchTransport):
             raise DeliveryUnknownError(
                 f"{detail} after the request was sent: SendGrid may have accepted it"
             ) from None
+        if response.status_code == 200 and self.settings.sandbox_mode:
+            return SANDBOX_ID
         if response.status_code != 202:
             raise SendRejectedError(
                 f"SendGrid answered {response.status_code} to {what}: {response.body!r:.300}"

@@ -251,7 +251,9 @@ def test_a_reader_no_transport_can_deliver_to_fails_alone_and_the_send_goes_on(w
 def test_a_database_on_a_full_disk_is_one_clear_line_and_stays_consistent(workdir):
     from helpers import small_disk
 
-    with small_disk(workdir / "small", "1m") as disk:
+    # 2 MB: making the database (its migrations pass through the WAL) must fit before the rest
+    # of the disk is filled.
+    with small_disk(workdir / "small", "2m") as disk:
         db_path = disk / "digest.db"
         open_db(db_path).close()
         # Fill the rest of the disk.

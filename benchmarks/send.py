@@ -4,7 +4,9 @@
     python benchmarks/send.py --subscribers 1000000
 
 Makes two databases in a temporary folder, each of N readers over 20 topic sets, subscribed
-to `daily`, with a day of stories: in one all N are in the slot's zone (UTC), in the other
+to `daily`, with a day of stories and a day of history (half the readers received yesterday's
+edition; 2% moved here from Asia/Tokyo since and got its edition last night): in one all N
+are in the slot's zone (UTC), in the other
 they are spread over 4 time zones (all at UTC+0 in November, so one `digest run` finds four
 slots due). Then four contenders, each a fresh process on a fresh copy of its database,
 each against its own SendGrid-compatible test server (`tests/sendgrid_server.py`, counting
@@ -95,8 +97,67 @@ def make_database(path: Path, readers: int, zones: tuple[str, ...]) -> None:
         for i in range(70)
     ]
     upsert_stories(db, stories, "benchmark")
+    give_a_day(db, zones)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+
+
+def give_a_day(db, zones: tuple[str, ...]) -> None:
+    """One realistic day before the measured send, in the ledger as a real day leaves it.
+
+    Half the readers (every other one) received yesterday's edition of their variant (its
+    slot opens today's window, so its stories are no longer news); 2% of all (one in 49)
+    moved here since from Asia/Tokyo, whose edition went out at 07:00 there (22:00 UTC
+    yesterday) with stories still inside today's window: they get variants of their own.
+    """
+    yesterday = (NOW - timedelta(days=1)).replace(minute=0)
+    tokyo = yesterday.replace(hour=22)
+    # What Tokyo's edition carried for each topic set: its stories published by then.
+    carried = {
+        topics: [
+            i
+            for (i,) in db.execute(
+                """SELECT id FROM stories WHERE category IN (SELECT value FROM json_each(?))
+                   AND published_at <= ? ORDER BY published_at DESC LIMIT 13""",
+                [json.dumps(topics.split(";")), tokyo.strftime("%Y-%m-%dT%H:%M:%SZ")],
+            )
+        ]
+        for topics in TOPIC_SETS
+    }
+    stamp = yesterday.strftime("%Y-%m-%dT%H:%M:%SZ")
+    with db.atomic():
+        for zone in (*zones, "Asia/Tokyo"):
+            slot = tokyo if zone == "Asia/Tokyo" else yesterday
+            for topics in TOPIC_SETS:
+                story_ids = carried[topics] if zone == "Asia/Tokyo" else []
+                db.execute(
+                    """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone,
+                       subject, html, text, story_ids, created_at)
+                       VALUES ('daily', ?, ?, ?, ?, 'Yesterday', '<p>Yesterday</p>',
+                       'Yesterday', ?, ?)""",
+                    [
+                        slot.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        f"topics:{topics}|tz:{zone}",
+                        topics,
+                        zone,
+                        json.dumps(story_ids),
+                        stamp,
+                    ],
+                )
+        # Every other reader got yesterday's edition; one block of 20 readers (one of each topic
+        # set) in 49 got Tokyo's instead.
+        db.execute(
+            """INSERT INTO deliveries (edition_id, subscriber_id, email, name, link_nonce,
+                   status, created_at, updated_at, sent_at)
+               SELECT editions.id, subscribers.id, subscribers.email, subscribers.name,
+                   subscribers.link_nonce, 'sent', :stamp, :stamp, :stamp
+               FROM subscribers JOIN editions ON editions.topics = subscribers.topics
+                   AND editions.timezone = CASE WHEN (subscribers.id / 20) % 49 = 0
+                       THEN 'Asia/Tokyo' ELSE subscribers.timezone END
+               WHERE subscribers.id % 2 = 0 OR (subscribers.id / 20) % 49 = 0
+               ORDER BY editions.id, subscribers.id""",
+            {"stamp": stamp},
+        )
 
 
 def write_config(folder: Path, concurrency: int | None) -> Path:
@@ -256,6 +317,31 @@ def render_seconds(folder: Path, base: Path) -> list[float]:
     return seconds
 
 
+def history_seconds(folder: Path, base: Path) -> tuple[int, int, float]:
+    """The slot's variants and how long deciding every reader's history takes, for all zones
+    (`digest send --timezone UTC` decides one zone's; `digest run` each zone's in turn)."""
+    from digest.config import load_config
+    from digest.delivery.history import variant_groups
+    from digest.delivery.ledger import audience_values
+    from digest.edition.build import edition_stories
+    from digest.store import open_db
+
+    config = load_config(folder / "digest.toml")
+    newsletter = config.newsletter("daily")
+    db = open_db(base)
+    variants = with_history = 0
+    started = time.perf_counter()
+    for zone in audience_values(db, "daily", "timezone"):
+        topic_sets = [(t, None) for t in audience_values(db, "daily", "topics", zone)]
+        stories = edition_stories(db, newsletter, NOW, zone)
+        groups = variant_groups(db, newsletter, NOW, zone, topic_sets, stories)
+        variants += len(groups)
+        with_history += sum(bool(g.already_sent) for g in groups)
+    seconds = time.perf_counter() - started
+    db.close()
+    return variants, with_history, seconds
+
+
 def prepare(folder: Path, readers: int) -> None:
     """Make both databases and time select + render per variant; print what was done."""
     for name, zones in (("slot.db", (SLOT_ZONE,)), ("zones.db", ZONES)):
@@ -264,6 +350,12 @@ def prepare(folder: Path, readers: int) -> None:
         print(
             f"audience: {readers:,} readers over {len(TOPIC_SETS)} topic sets and "
             f"{len(zones)} time zone(s), made in {time.perf_counter() - started:.1f} s"
+        )
+    for name in ("slot.db", "zones.db"):
+        variants, with_history, seconds = history_seconds(folder, folder / name)
+        print(
+            f"histories ({name}): {variants} variants, {with_history} of them for a history, "
+            f"decided in {seconds:.2f} s"
         )
     first, *rest = render_seconds(folder, folder / "slot.db")
     print(

@@ -247,7 +247,11 @@ def send(
     timezone: str | None,
     force: bool,
 ) -> None:
-    """Send the newsletter's latest edition at or before --now to every active reader."""
+    """Send the newsletter's latest edition at or before --now to every active reader.
+
+    Never a story a reader already got, per reader: readers who share topics, zone and the
+    stories already sent to them share one variant; a different history gets its own.
+    """
     from .delivery.send import send_newsletter
     from .delivery.transports import make_transport
     from .zones import check_timezone
@@ -314,7 +318,12 @@ class TerminalProgress:
 @cli.command()
 @newsletter_option
 @moment_option
-@click.option("--as", "as_email", metavar="EMAIL", help="That reader's own slot and variant.")
+@click.option(
+    "--as",
+    "as_email",
+    metavar="EMAIL",
+    help="That reader's own slot and variant (topics, zone and history, per reader).",
+)
 @click.option(
     "--last", is_flag=True, help="The latest slot at or before --now, instead of the next one."
 )
@@ -332,8 +341,9 @@ def preview(
 ) -> None:
     """Write what the next send would give a reader to DIR/<newsletter>.html and .txt.
 
-    The unsubscribe and preferences links in it are inert preview links: the files can be
-    passed around without handing anyone a reader's permanent link.
+    With --as, the reader's own variant: their topics, zone and history (no story they
+    already got). The unsubscribe and preferences links in it are inert preview links: the
+    files can be passed around without handing anyone a reader's permanent link.
     """
     from .preview import write_preview
 
@@ -510,7 +520,8 @@ def run_command(state: State, now: str | None, force: bool) -> None:
 
     Prints one line per action, or `nothing due`; exits 1 if something failed or a variant's
     checks found an error (that variant is held, the others go). A run started while another
-    holds the lease says so and does nothing.
+    holds the lease says so and does nothing. No reader gets a story twice: a reader's
+    history (what was already sent to them) picks their variant.
     """
     from .delivery.transports import make_transport
     from .run import run_due

@@ -3,7 +3,9 @@
 Built from the same pieces `build_edition` selects with (`edition_stories`, `select.candidates`,
 `select.rank_top_stories`, `select.select_digest`), so it shows the choice the send makes,
 and also what that choice left out and why: a pinned story that `per_category` pushed out
-is flagged, not silently moved to the recent posts.
+is flagged, not silently moved to the recent posts. Repeats show before the send: for a
+reader, the stories they already got are marked and skipped; for a variant, each story
+already sent to some of its readers says to how many (they get a variant without it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from sqlite_utils import Database
 
+from .delivery.history import variant_groups
 from .edition.build import edition_edits, edition_stories
 from .edition.lift import story_lifts
 from .edition.select import NO_LIFTS, candidates, rank_top_stories, select_digest
@@ -24,7 +27,7 @@ from .preview import Target
 class LineupRow:
     story: Story
     rank: float
-    # "top 1", "recent 2", "also read (top 3)", "left out", "dropped" or "sent before".
+    # "top 1", "recent 2", "also read (top 3)", "left out", "dropped" or "already sent".
     place: str
     # Why the story is not where its pin would put it (a real surprise); "" when nothing.
     flag: str = ""
@@ -39,6 +42,8 @@ class LineupRow:
     order: int = 0
     editor_order: int = 0
     explored: bool = False
+    # How many of the variant's readers already got it (they get a variant without it).
+    sent_to: int = 0
 
     @property
     def flagged(self) -> bool:
@@ -85,14 +90,16 @@ def _order(row: LineupRow) -> tuple[int, int]:
         return (0, 2 * int(row.place.rsplit(" ", 1)[1].rstrip(")")) + 1)
     if place == "recent":
         return (1, int(number))
-    return ({"left": 2, "dropped": 3, "sent": 4}.get(place, 5), 0)
+    return ({"left": 2, "dropped": 3, "already": 4}.get(place, 5), 0)
 
 
 def lineup(db: Database, target: Target) -> list[LineupRow]:
     """Every candidate of the target's variant in the email's order, then those left out,
-    those an editor dropped from this edition, and those sent before."""
+    those an editor dropped from this edition, and those already sent to its readers."""
     settings = target.newsletter
-    stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
+    stories = edition_stories(db, settings, target.slot_at, target.timezone)
+    carried = target.already_sent
+    sent_to = {} if target.subscriber or carried else readers_sent(db, target, stories)
     _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
     shown = story_lifts(db, settings, target.slot_at)
     lifts = shown if settings.engagement.weight > 0 else NO_LIFTS
@@ -139,6 +146,7 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
                 order=order,
                 editor_order=editor_order[story.id],
                 explored=ranked.explored,
+                sent_to=sent_to.get(story.id, 0),
             )
         )
     in_rows = {row.story.id for row in rows}
@@ -155,15 +163,30 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
         for story_id in sorted(edits.dropped)
     ]
     _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
+    whom = "this reader" if target.subscriber else "these readers"
     rows += [
         LineupRow(
             s,
             0.0,
-            "sent before",
-            note="an earlier edition carried it to these readers",
+            "already sent",
+            note=f"skipped: already sent to {whom}",
             engagement=shown.get(s.id),
         )
         for s in sent_before
         if s.id in carried
     ]
     return rows
+
+
+def readers_sent(db: Database, target: Target, stories: list[Story]) -> dict[int, int]:
+    """For each story, how many readers of the target's topics and zone were already sent it."""
+    topics = ";".join(target.topics)
+    counts: dict[int, int] = {}
+    groups = variant_groups(
+        db, target.newsletter, target.slot_at, target.timezone, [(topics, None)], stories
+    )
+    for group in groups:
+        if group.topics == topics:
+            for story_id in group.already_sent:
+                counts[story_id] = counts.get(story_id, 0) + group.readers
+    return counts

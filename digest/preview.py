@@ -19,7 +19,8 @@ from sqlite_utils import Database
 
 from .clock import utcnow
 from .config import Config, NewsletterConfig
-from .delivery.ledger import Recipient, in_audience
+from .delivery.history import reader_history
+from .delivery.ledger import Recipient, in_audience, reader_editions
 from .delivery.message import list_headers, new_message
 from .delivery.send import plan_slot
 from .delivery.slots import last_records
@@ -88,10 +89,13 @@ class Target:
     timezone: str
     reader: Recipient = SAMPLE_READER
     subscriber: Subscriber | None = None
+    # The window's stories its readers were already sent (their history), and its name.
+    already_sent: frozenset[int] = frozenset()
+    history: str = ""
 
     @property
     def variant(self) -> str:
-        return variant_key(self.topics, self.timezone)
+        return variant_key(self.topics, self.timezone, self.already_sent)
 
     @property
     def local_time(self) -> str:
@@ -115,16 +119,29 @@ def reader_target(
     *,
     last: bool = False,
 ) -> Target:
-    """A real reader's own slot (in their time zone) and variant (their topics)."""
+    """A real reader's own slot (in their time zone) and variant (their topics and history)."""
     newsletter = config.newsletter(newsletter_name)
     subscriber = get_subscriber(db, email)
+    slot_at = _slot(db, newsletter, subscriber.timezone, now, last)
+    topics = normalize_topics(subscriber.topics)
+    already_sent, history = reader_history(
+        db,
+        newsletter,
+        slot_at,
+        subscriber.timezone,
+        subscriber.id,
+        ";".join(topics),
+        edition_stories(db, newsletter, slot_at, subscriber.timezone),
+    )
     return Target(
         newsletter,
-        _slot(db, newsletter, subscriber.timezone, now, last),
-        normalize_topics(subscriber.topics),
+        slot_at,
+        topics,
         subscriber.timezone,
         Recipient(0, subscriber.id, subscriber.email, subscriber.name, subscriber.link_nonce),
         subscriber,
+        already_sent,
+        history,
     )
 
 
@@ -137,19 +154,25 @@ def variant_target(
     timezone: str | None = None,
     *,
     last: bool = False,
+    already_sent: frozenset[int] = frozenset(),
 ) -> Target:
-    """One variant (topics in a time zone; default every topic, the newsletter's zone)."""
+    """One variant (topics in a time zone; default every topic, the newsletter's zone).
+
+    With `already_sent`, the variant of readers already sent those stories (a history).
+    """
     newsletter = config.newsletter(newsletter_name)
     zone = check_timezone(timezone) if timezone else newsletter.timezone
     slot_at = _slot(db, newsletter, zone, now, last)
-    return Target(newsletter, slot_at, normalize_topics(topics), zone)
+    return Target(newsletter, slot_at, normalize_topics(topics), zone, already_sent=already_sent)
 
 
 def variant_selection(db: Database, target: Target) -> Selection:
     """The selection `build_edition` makes for the target's variant, from the store as it is."""
-    stories, carried = edition_stories(db, target.newsletter, target.slot_at, target.variant)
+    stories = edition_stories(db, target.newsletter, target.slot_at, target.timezone)
     lifts = edition_lifts(db, target.newsletter, target.slot_at)
-    return select_digest(stories, target.slot_at, target.newsletter, target.topics, carried, lifts)
+    return select_digest(
+        stories, target.slot_at, target.newsletter, target.topics, target.already_sent, lifts
+    )
 
 
 @dataclass(frozen=True)
@@ -195,11 +218,23 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
     note = ""
     started = slot_editions(db, newsletter.name, target.slot_at, target.timezone)
     frozen = [e for e in started if e.variant == target.variant]
+    if target.subscriber and started:
+        # The edition the reader was queued in, whatever their history has become since.
+        theirs = reader_editions(db, target.subscriber.id, [e.saved_id for e in started])
+        frozen = [e for e in started if e.id in theirs] or frozen
     if frozen:
         edition = as_it_would_go(db, config, renderer, newsletter, frozen[0])
     else:
         edition, selection_count = build_edition(
-            db, config, renderer, newsletter, target.slot_at, target.topics, target.timezone
+            db,
+            config,
+            renderer,
+            newsletter,
+            target.slot_at,
+            target.topics,
+            target.timezone,
+            already_sent=target.already_sent,
+            history=target.history,
         )
         if started:
             note = (
@@ -303,7 +338,14 @@ def slot_variants(
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, zone, dry_run=True)
         for result in started + [result for _, result in new]:
             edition = as_it_would_go(db, config, renderer, newsletter, result.edition)
-            target = Target(newsletter, slot_at, edition.topics, zone)
+            target = Target(
+                newsletter,
+                slot_at,
+                edition.topics,
+                zone,
+                already_sent=frozenset(edition.already_sent),
+                history=edition.history,
+            )
             count = len(variant_selection(db, target))
             note = skip_note(newsletter, count) if result.skipped else ""
             view = personalized_view(

@@ -36,7 +36,7 @@ from .delivery.slots import (
     slot_record,
     slots_between,
 )
-from .edition.build import edition_slot, slot_edition_ids
+from .edition.build import edition_slot, slot_edition_ids, slot_histories
 from .edition.checks import CheckSummary, summarize
 from .feedback import charts
 from .feedback.charts import Picture
@@ -183,6 +183,8 @@ class NewsletterStatus:
     newsletter: NewsletterConfig
     slots: list[tuple[SlotRecord, dict[str, int]]]
     due: list[Decision]
+    # Per slot shown, its variants made for a history: (name, counts), in order.
+    histories: dict[Slot, list[tuple[str, dict[str, int]]]]
     next_slots: list[Slot]
     attention: list[Attention]
     # Each slot of the 24 hours around now, per zone (`day_strip`).
@@ -202,6 +204,10 @@ class NewsletterStatus:
             lines.append(
                 f"    {slot_label(record.slot)}  {record.status}  {_outcome(record, counts)}"
             )
+            lines += [
+                f"      variant {history}: {tally(counts)}"
+                for history, counts in self.histories.get(record.slot, [])
+            ]
         lines.append("  due now:" if self.due else "  due now: nothing")
         for decision in self.due:
             action = "send" if decision.action == "send" else f"record missed ({decision.reason})"
@@ -270,11 +276,13 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
     newsletters = []
     for nl in config.newsletters.values():
         zones = reader_timezones(db, nl.name) or (nl.timezone,)
+        slots = [(r, slot_counts(db, r.slot)) for r in recent_slots(db, nl.name, limit)]
         newsletters.append(
             NewsletterStatus(
                 newsletter=nl,
-                slots=[(r, slot_counts(db, r.slot)) for r in recent_slots(db, nl.name, limit)],
+                slots=slots,
                 due=[d for d in due if d.slot.newsletter == nl.name],
+                histories={r.slot: history_variants(db, r.slot) for r, _ in slots},
                 next_slots=sorted(
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
@@ -376,6 +384,14 @@ def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
         for status, n in edition_counts(db, edition_id).items():
             counts[status] = counts.get(status, 0) + n
     return counts
+
+
+def history_variants(db: Database, slot: Slot) -> list[tuple[str, dict[str, int]]]:
+    """The slot's variants made for a reader history, each with its ledger counts."""
+    return [
+        (history, edition_counts(db, edition_id))
+        for edition_id, history in slot_histories(db, slot.newsletter, slot.at, slot.timezone)
+    ]
 
 
 def failed_deliveries(db: Database, newsletter: str, now: datetime) -> list[Attention]:

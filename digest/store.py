@@ -634,6 +634,22 @@ def m016_report_mails(db: Database) -> None:
 
 
 @migrations()
+def m010_edition_history(db: Database) -> None:
+    """Each edition says which history its readers share (per reader, never a repeat).
+
+    `history` names it ("moved from Europe/London: 5 stories already sent", '' for readers
+    with none), `already_sent` holds those stories' ids; the slot index finds a window's
+    editions without reading every edition ever sent.
+    """
+    for statement in (
+        "ALTER TABLE editions ADD COLUMN history TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE editions ADD COLUMN already_sent TEXT NOT NULL DEFAULT '[]'",
+        "CREATE INDEX editions_slot ON editions (slot_at)",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m014_list_health(db: Database) -> None:
     """List health: a `lapsed` status, each reader's last human open and click, the sunset's asks.
 

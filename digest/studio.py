@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from flask import (
     Flask,
@@ -51,6 +51,7 @@ from .feedback import charts
 from .feedback.document import inline_svg, report_context
 from .feedback.figures import report_figures
 from .feedback.list_health import COUNTS, list_health, list_health_lines
+from .feedback.reader import delivered_email, find_readers, reader_record
 from .feedback.report import _percent as percent
 from .feedback.report import edition_report, link_clicks
 from .invocation import os_user
@@ -225,6 +226,11 @@ def create_studio(
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
     app.add_url_rule("/send-test", view_func=test_send, methods=["POST"])
+    app.add_url_rule("/readers", view_func=readers_page)
+    app.add_url_rule("/readers/<path:email>", view_func=reader_page)
+    app.add_url_rule(
+        "/deliveries/<int:delivery_id>/email.<any(html, txt):part>", view_func=delivery_email
+    )
     app.add_url_rule("/edition", view_func=edit_edition, methods=["POST"])
     app.add_url_rule("/hold", view_func=hold_slot, methods=["POST"])
     app.add_url_rule("/release", view_func=release_slot, methods=["POST"])
@@ -293,13 +299,22 @@ class Query:
     timezone: str
     given_now: str
     from_clock: bool = False
+    # A history variant: the window's stories its readers were already sent.
+    already_sent: frozenset[int] = frozenset()
 
     @property
     def picks_variant(self) -> bool:
         return bool(self.as_email or self.timezone or self.topics)
 
     def key(self) -> tuple:
-        return (self.newsletter, self.now, self.as_email, self.topics, self.timezone)
+        return (
+            self.newsletter,
+            self.now,
+            self.as_email,
+            self.topics,
+            self.timezone,
+            tuple(sorted(self.already_sent)),
+        )
 
     def params(self, **changes: str) -> str:
         values = {
@@ -308,6 +323,7 @@ class Query:
             "as": self.as_email,
             "topics": ";".join(self.topics),
             "timezone": self.timezone,
+            "already_sent": ",".join(str(i) for i in sorted(self.already_sent)),
         } | changes
         return urlencode({k: v for k, v in values.items() if v})
 
@@ -328,7 +344,16 @@ def _query(args: Any) -> Query:
         timezone=args.get("timezone", "").strip(),
         given_now=given_now,
         from_clock=not given_now and state.default_now is None,
+        already_sent=_story_ids(args.get("already_sent", "")),
     )
+
+
+def _story_ids(text: str) -> frozenset[int]:
+    """`already_sent=3,5,9` as story ids: anything else is refused, not guessed at."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise DigestError(f"already_sent={text!r} is not a list of story ids, like 3,5,9.")
+    return frozenset(int(part) for part in parts)
 
 
 def _target(query: Query) -> Target:
@@ -336,7 +361,13 @@ def _target(query: Query) -> Target:
     if query.as_email:
         return reader_target(db, config, query.newsletter, query.now, query.as_email)
     return variant_target(
-        db, config, query.newsletter, query.now, query.topics, query.timezone or None
+        db,
+        config,
+        query.newsletter,
+        query.now,
+        query.topics,
+        query.timezone or None,
+        already_sent=query.already_sent,
     )
 
 
@@ -592,6 +623,48 @@ def reconfirm_part(part: str) -> Response:
     response = Response(preview.html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = EMAIL_CSP
     return response
+
+
+def readers_page() -> ResponseReturnValue:
+    """`GET /readers?q=TEXT`: the search box: readers whose address contains the text."""
+    text = request.args.get("q", "").strip()
+    try:
+        query = _query(request.args)
+    except DigestError as exc:
+        return _page("readers.html", None, error=_error_details(exc), text=text), 422
+    found = find_readers(_db(), text)
+    if len(found) == 1 and found[0].email.lower() == text.lower():
+        return redirect(f"/readers/{quote(found[0].email)}")
+    return _page("readers.html", query, text=text, found=found)
+
+
+def reader_page(email: str) -> ResponseReturnValue:
+    """`GET /readers/<email>`: a reader's subscriptions, zone and topics, and every edition
+    they were sent with what came of it, each openable as the email they got."""
+    try:
+        query = _query(request.args)
+        record = reader_record(_db(), email)
+    except DigestError as exc:
+        return _page("reader.html", None, error=_error_details(exc), text=email), 404
+    return _page("reader.html", query, record=record, text=email)
+
+
+def _email(subject_html_text: tuple[str, str, str], part: str) -> Response:
+    _, html, text = subject_html_text
+    if part == "html":
+        response = Response(html, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = EMAIL_CSP
+        return response
+    return Response(text, mimetype="text/plain")
+
+
+def delivery_email(delivery_id: int, part: str) -> Response:
+    """`GET /deliveries/<id>/email.html|txt`: exactly the email that delivery carried, made
+    again from its frozen edition, with the reader's links inert."""
+    try:
+        return _email(delivered_email(_db(), _state().config(), delivery_id), part)
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=404, mimetype="text/plain")
 
 
 def _sent_edition() -> dict[str, Any]:

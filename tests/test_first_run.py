@@ -96,8 +96,10 @@ def test_the_shipped_defaults_raise_no_warning_on_the_demo(tmp_path):
         upcoming = [f for _, findings in checked for f in findings if f.level != "ok"]
     finally:
         db.close()
-    # The demo's sent variants, and the next send's that are not skipped, all checked.
-    assert len(report.send.editions) > 1 and sum(bool(f) for _, f in checked) > 1
+    # The demo's sent variants, and the next send's that are not skipped, all checked. The
+    # demo sent every reader the day's stories: most of the next send's variants are their
+    # history's, with nothing new (skipped, per reader, never a repeat).
+    assert len(report.send.editions) > 1 and sum(bool(f) for _, f in checked) >= 1
     assert sent == [] and upcoming == []
 
 

@@ -4,7 +4,8 @@ The ledger, the run record and the transports live here. May import the edition,
 the core and the readers beside it; never feedback or the shells.
 
 Modules: `ledger` (the delivery ledger), `lease` (one process at a time), `message` (headers
-and MIME), `send` (a slot end to end), `holds` (editors' holds on a newsletter or a zone),
-`slots` (each slot's outcome and each run), and
+and MIME), `history` (what each reader was already sent, and the variants it makes), `send`
+(a slot end to end), `holds` (editors' holds on a newsletter or a zone), `slots` (each
+slot's outcome and each run), and
 `transports/` (`base`, `outbox`, `sendgrid`).
 """

@@ -1,7 +1,8 @@
 """The delivery ledger: who an edition goes to, and each recipient's state before and after sending.
 
 A delivery moves queued -> sending -> sent | failed, or queued -> skipped when the reader
-left before their batch went. A batch still `sending` when no send is running (its process
+left before their batch went (or is skipped from the start when their history left them
+nothing new). A batch still `sending` when no send is running (its process
 died, or the provider never answered) is *unknown*: its mail may or may not have left, so
 it is neither re-sent nor dropped without being asked.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -115,24 +116,120 @@ def in_audience(db: Database, newsletter: str, subscriber_id: int) -> bool:
     return db.execute(query, {**params, "id": subscriber_id}).fetchone() is not None
 
 
+# A delivery in one of these states reached its reader, or will: its stories are history.
+HISTORY_CACHE_KB = 256
+HISTORY_STATUSES = ("queued", "sending", "sent")
+
+
+def collect_histories(
+    db: Database, newsletter: str, timezone: str | None, edition_ids: Sequence[int]
+) -> list[tuple[str, str, int]]:
+    """Which of `edition_ids` each reader of the audience was sent, in one grouped query.
+
+    Fills the connection's temporary table `reader_history` (one row per reader with any:
+    their topics and the edition ids, comma-separated, the history key) that
+    `queue_audience` reads; returns each distinct (topics, history key) with its readers.
+    Only the given editions' rows are read (those of a slot's window), so neither a long
+    ledger nor rows of editions since deleted cost anything.
+    """
+    db.execute("DROP TABLE IF EXISTS temp.reader_history")
+    # Its pages stay on disk rather than in memory: a send's memory stays flat (benchmarks).
+    db.execute(f"PRAGMA temp.cache_size = -{HISTORY_CACHE_KB}")
+    db.execute(
+        """CREATE TEMP TABLE reader_history (
+               subscriber_id INTEGER PRIMARY KEY, topics TEXT NOT NULL, editions TEXT NOT NULL)"""
+    )
+    if edition_ids:
+        where, params = audience_filter(newsletter, timezone)
+        statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+        db.execute(
+            f"""INSERT INTO temp.reader_history (subscriber_id, topics, editions)
+                SELECT subscribers.id, subscribers.topics, sent.editions
+                FROM (SELECT subscriber_id, group_concat(edition_id) AS editions
+                      FROM (SELECT subscriber_id, edition_id FROM deliveries
+                            WHERE edition_id IN (SELECT value FROM json_each(:editions))
+                              AND status IN ({statuses})
+                            ORDER BY subscriber_id, edition_id)
+                      GROUP BY subscriber_id) AS sent
+                JOIN subscribers ON subscribers.id = sent.subscriber_id
+                WHERE {where}""",
+            {**params, "editions": json.dumps(sorted(edition_ids))},
+        )
+    db.execute("CREATE INDEX temp.reader_history_key ON reader_history (topics, editions)")
+    rows = db.execute(
+        "SELECT topics, editions, COUNT(*) FROM temp.reader_history GROUP BY topics, editions"
+    ).fetchall()
+    # Give back the pages read: rendering the variants next reuses that memory, rather than
+    # adding to it (a send's peak, benchmarks/send.py).
+    db.execute("PRAGMA shrink_memory")
+    return [(topics, editions, readers) for topics, editions, readers in rows]
+
+
+def forget_histories(db: Database) -> None:
+    """Drop the slot's history table once its audiences are queued: the send needs it no more."""
+    db.execute("DROP TABLE IF EXISTS temp.reader_history")
+
+
+def reader_editions(db: Database, subscriber_id: int, edition_ids: Sequence[int]) -> list[int]:
+    """Which of `edition_ids` one reader was sent (or is queued for)."""
+    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+    rows = db.execute(
+        f"""SELECT edition_id FROM deliveries
+            WHERE edition_id IN (SELECT value FROM json_each(?)) AND subscriber_id = ?
+              AND status IN ({statuses}) ORDER BY edition_id""",
+        [json.dumps(sorted(edition_ids)), subscriber_id],
+    )
+    return [edition_id for (edition_id,) in rows]
+
+
 def queue_audience(
-    db: Database, edition_id: int, newsletter: str, topics: str, timezone: str | None = None
+    db: Database,
+    edition_id: int,
+    newsletter: str,
+    topics: str,
+    timezone: str | None = None,
+    histories: Sequence[str] | None = None,
+    skip_reason: str = "",
 ) -> int:
     """Freeze the edition's audience: every active reader of the variant, queued now.
 
+    `histories` are the history keys of `collect_histories` the variant takes ('' for
+    readers with none); None takes every reader of the topics whatever they were sent.
+    With `skip_reason` the readers are recorded `skipped`, with it as the reason: a history
+    variant with nothing new still says, per reader, what became of their slot.
     Who joins later waits for the next edition; who leaves before their batch goes is skipped.
     Address, name and link nonce are copied as they are now, so a batch is read from the
     ledger alone.
     """
     where, params = audience_filter(newsletter, timezone)
-    cursor = db.execute(
-        f"""INSERT OR IGNORE INTO deliveries
-               (edition_id, subscriber_id, email, name, link_nonce, status, created_at, updated_at)
-           SELECT :edition, id, email, name, link_nonce, 'queued', :now, :now FROM subscribers
-           WHERE {where} AND topics = :topics""",
-        {**params, "edition": edition_id, "now": to_db(utcnow()), "topics": topics},
-    )
-    return cursor.rowcount
+    values = {
+        **params,
+        "edition": edition_id,
+        "now": to_db(utcnow()),
+        "topics": topics,
+        "status": DeliveryStatus.SKIPPED if skip_reason else DeliveryStatus.QUEUED,
+        "error": skip_reason or None,
+        "keys": json.dumps(list(histories or ())),
+    }
+    insert = """INSERT OR IGNORE INTO deliveries (edition_id, subscriber_id, email, name,
+                    link_nonce, status, error, created_at, updated_at)
+                SELECT :edition, subscribers.id, email, name, link_nonce, :status, :error,
+                    :now, :now"""
+    if histories is not None and "" not in histories:
+        # Only readers with a history: found from the history table, not among all readers
+        # (CROSS JOIN keeps that order: SQLite would rather walk every reader of the topics).
+        query = f"""{insert} FROM temp.reader_history AS history
+                    CROSS JOIN subscribers ON subscribers.id = history.subscriber_id
+                    WHERE history.topics = :topics
+                      AND history.editions IN (SELECT value FROM json_each(:keys))
+                      AND {where} AND subscribers.topics = :topics"""
+    else:
+        query = f"{insert} FROM subscribers WHERE {where} AND topics = :topics"
+        if histories is not None:
+            query += """ AND COALESCE((SELECT editions FROM temp.reader_history AS history
+                                       WHERE history.subscriber_id = subscribers.id), '')
+                         IN (SELECT value FROM json_each(:keys))"""
+    return db.execute(query, values).rowcount
 
 
 def claim_batch(

@@ -20,7 +20,9 @@ from ..config import Config, NewsletterConfig
 from ..edition.build import (
     Edition,
     build_edition,
+    discard_edition,
     edition_lifts,
+    edition_stories,
     latest_slot,
     save_edition,
     slot_editions,
@@ -39,6 +41,7 @@ from ..errors import (
 )
 from ..invocation import digest_command, os_user
 from ..store import write_transaction
+from .history import VariantGroup, variant_groups
 from .holds import check_not_held
 from .lease import Lease
 from .ledger import (
@@ -49,6 +52,7 @@ from .ledger import (
     claim_batch,
     describe_unknown_batch,
     edition_counts,
+    forget_histories,
     mark_batch_failed,
     mark_batch_sent,
     mark_recipients_failed,
@@ -95,18 +99,21 @@ class EditionResult:
         return self.waiting == 0 and done == sum(counts.values()) > 0
 
     def line(self) -> str:
+        name = self.edition.slug
+        if self.edition.history:
+            name += f" ({self.edition.history})"
         if self.held:
-            return f"{self.edition.slug}: HELD, nothing sent to its {self.audience} readers: " + (
+            return f"{name}: HELD, nothing sent to its {self.audience} readers: " + (
                 self.edition.held
             )
         if self.already_sent:
-            return f"{self.edition.slug}: {ALREADY_SENT}"
+            return f"{name}: {ALREADY_SENT}"
         forced = (
             f" (forced past check errors by {self.edition.forced_by})"
             if self.edition.forced_by
             else ""
         )
-        return f"{self.edition.slug}: {self.note or tally(self.counts)}{forced}"
+        return f"{name}: {self.note or tally(self.counts)}{forced}"
 
 
 @dataclass
@@ -278,6 +285,9 @@ def record_outcome(db: Database, batch: Batch, future: Future) -> bool:
     return False
 
 
+NOTHING_NEW = "nothing new: every story was already sent to them"
+
+
 def plan_slot(
     db: Database,
     config: Config,
@@ -286,14 +296,17 @@ def plan_slot(
     slot_at: datetime,
     timezone: str | None,
     dry_run: bool = False,
-) -> tuple[list[EditionResult], list[tuple[str, EditionResult]]]:
+) -> tuple[list[EditionResult], list[tuple[VariantGroup, EditionResult]]]:
     """The slot's editions already started, or else its new variants, built but not saved.
 
     A slot's audience is frozen once, for all its variants together: once any edition of
     the slot has started, no new variant is made for it (a reader who joined or changed
-    topics since waits for the next slot). A new variant with too few stories comes back
-    skipped, with the note "skipped: no new stories". New variants' readers are counted only for a
-    dry run (0 otherwise: `freeze_new_editions` counts whom it queues).
+    topics since waits for the next slot). The new variants are per topic set and history
+    (`history.variant_groups`): readers sent some of the window's stories get a variant
+    without them. A new variant with too few stories comes back skipped ("no new stories",
+    or for a history variant "nothing new", whose readers the ledger records as skipped).
+    New variants' readers without a history are counted only for a dry run (0 otherwise:
+    `freeze_new_editions` counts whom it queues).
     """
     started = []
     for edition in slot_editions(db, newsletter.name, slot_at, timezone):
@@ -302,39 +315,78 @@ def plan_slot(
     if started:
         return started, []
     # Counting each variant's readers visits every one of them: only a dry run needs it.
+    topic_sets: list[tuple[str, int | None]]
     if dry_run:
-        variants = audience_variants(db, newsletter.name, timezone)
+        topic_sets = list(audience_variants(db, newsletter.name, timezone))
     else:
-        variants = [(t, 0) for t in audience_values(db, newsletter.name, "topics", timezone)]
+        topic_sets = [(t, None) for t in audience_values(db, newsletter.name, "topics", timezone)]
+    stories = edition_stories(db, newsletter, slot_at, timezone)
+    groups = variant_groups(db, newsletter, slot_at, timezone, topic_sets, stories)
     new = []
     lifts = edition_lifts(db, newsletter, slot_at)
-    for topics, readers in variants:
-        topic_tuple = tuple(t for t in topics.split(";") if t)
+    for group in groups:
+        if dry_run and not group.readers:
+            continue
+        topic_tuple = tuple(t for t in group.topics.split(";") if t)
         edition, story_count = build_edition(
-            db, config, renderer, newsletter, slot_at, topic_tuple, timezone, lifts
+            db,
+            config,
+            renderer,
+            newsletter,
+            slot_at,
+            topic_tuple,
+            timezone,
+            already_sent=group.already_sent,
+            history=group.history,
+            lifts=lifts,
         )
-        reason = "no new stories" if too_few_stories(newsletter, story_count) else ""
+        reason = ""
+        if too_few_stories(newsletter, story_count):
+            reason = NOTHING_NEW if group.already_sent else "no new stories"
         note = f"skipped: {reason}" if reason else ""
-        new.append((topics, EditionResult(edition, readers, note=note, skip_reason=reason)))
+        new.append((group, EditionResult(edition, group.readers, note=note, skip_reason=reason)))
     return started, new
 
 
 def freeze_new_editions(
-    db: Database, newsletter: str, timezone: str | None, new: list[tuple[str, EditionResult]]
+    db: Database,
+    newsletter: str,
+    timezone: str | None,
+    new: list[tuple[VariantGroup, EditionResult]],
 ) -> list[EditionResult]:
     """Save the new variants and queue their audiences, all in one transaction.
 
-    One snapshot for every variant, so each reader is queued by exactly one of them.
+    One snapshot for every variant, so each reader is queued by exactly one of them. A
+    history variant with nothing new is saved too, its readers recorded `skipped`; a variant
+    that finds no reader (each went to another history) is not kept.
     """
     frozen = []
     with write_transaction(db):
-        for topics, result in new:
-            if result.skipped:
+        for group, result in new:
+            if result.skipped and not group.already_sent:
                 frozen.append(result)
                 continue
             edition = save_edition(db, result.edition)
-            queued = queue_audience(db, edition.saved_id, newsletter, topics, timezone)
-            frozen.append(EditionResult(edition, audience=queued))
+            queued = queue_audience(
+                db,
+                edition.saved_id,
+                newsletter,
+                group.topics,
+                timezone,
+                group.history_keys,
+                skip_reason=result.skip_reason,
+            )
+            if not queued:
+                discard_edition(db, edition.saved_id)
+                continue
+            if result.skipped:
+                counts = edition_counts(db, edition.saved_id)
+                note = f"skipped {queued}: {NOTHING_NEW}"
+                reason = result.skip_reason
+                frozen.append(EditionResult(edition, queued, counts, note, skip_reason=reason))
+            else:
+                frozen.append(EditionResult(edition, audience=queued))
+    forget_histories(db)
     return frozen
 
 
@@ -439,7 +491,15 @@ def recheck_held(
     """A held edition built and checked again (after a fix, or an edit): it goes once clean."""
     saved = result.edition
     rebuilt, story_count = build_edition(
-        db, config, renderer, newsletter, saved.slot_at, saved.topics, saved.timezone
+        db,
+        config,
+        renderer,
+        newsletter,
+        saved.slot_at,
+        saved.topics,
+        saved.timezone,
+        already_sent=frozenset(saved.already_sent),
+        history=saved.history,
     )
     rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at)
     if too_few_stories(newsletter, story_count):

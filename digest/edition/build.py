@@ -35,6 +35,9 @@ class Edition:
     html: str
     text: str
     story_ids: tuple[int, ...]
+    # The history its readers share: its name ('' for none) and the stories it excludes.
+    history: str = ""
+    already_sent: tuple[int, ...] = ()
     id: int | None = None
     # When it was saved, which is when its audience was frozen.
     created_at: datetime | None = None
@@ -55,7 +58,9 @@ class Edition:
         """A file-name-safe name, used for the outbox folder."""
         topics = "+".join(self.topics) or "all"
         zone = f"-{self.timezone.replace('/', '_')}" if self.timezone else ""
-        return f"{self.newsletter}-{self.slot_at:%Y%m%dT%H%MZ}-{topics}{zone}"
+        # A history variant shares topics and zone with others: its key's digest tells it apart.
+        sent = f"-sent{self.variant.rsplit(':', 1)[1]}" if "|sent:" in self.variant else ""
+        return f"{self.newsletter}-{self.slot_at:%Y%m%dT%H%MZ}-{topics}{zone}{sent}"
 
 
 def latest_slot(
@@ -78,26 +83,20 @@ def upcoming_slot(
     )
 
 
-def carried_story_ids(db: Database, newsletter: str, variant: str, before: datetime) -> set[int]:
-    """Stories that earlier editions of this newsletter already carried to these readers."""
-    carried: set[int] = set()
-    for row in db.query(
-        "SELECT story_ids FROM editions WHERE newsletter = ? AND variant = ? AND slot_at < ?",
-        [newsletter, variant, to_db(before)],
-    ):
-        carried.update(json.loads(row["story_ids"]))
-    return carried
-
-
 def too_few_stories(newsletter: NewsletterConfig, story_count: int) -> bool:
     """Whether a variant with this many new stories is skipped rather than sent."""
     return story_count < max(newsletter.min_stories, 1)
 
 
+def window_start(newsletter: NewsletterConfig, slot_at: datetime) -> datetime:
+    """Where the slot's selection window opens: a story published after it may be news."""
+    return slot_at - timedelta(hours=newsletter.window_hours)
+
+
 def edition_stories(
-    db: Database, newsletter: NewsletterConfig, slot_at: datetime, variant: str
-) -> tuple[list[Story], set[int]]:
-    """What a variant selects from: the stories of its look-back, and those already carried.
+    db: Database, newsletter: NewsletterConfig, slot_at: datetime, timezone: str | None
+) -> list[Story]:
+    """What a variant selects from: the stories of its look-back (window and also-read reach).
 
     Stories an editor dropped from this edition are not among them.
     """
@@ -105,9 +104,8 @@ def edition_stories(
         timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
     )
     stories = stories_published_between(db, slot_at - lookback, slot_at)
-    dropped = edition_edits(db, newsletter, slot_at, variant_zone(variant)).dropped
-    stories = [story for story in stories if story.id not in dropped]
-    return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
+    dropped = edition_edits(db, newsletter, slot_at, timezone).dropped
+    return [story for story in stories if story.id not in dropped]
 
 
 def edition_lifts(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> Lifts:
@@ -115,12 +113,6 @@ def edition_lifts(db: Database, newsletter: NewsletterConfig, slot_at: datetime)
     if newsletter.engagement.weight == 0:
         return NO_LIFTS
     return story_lifts(db, newsletter, slot_at)
-
-
-def variant_zone(variant: str) -> str | None:
-    """The time zone in a variant key (`variant_key`), or None for an all-zones variant."""
-    _, _, zone = variant.partition("|tz:")
-    return zone or None
 
 
 def edition_edits(
@@ -140,19 +132,23 @@ def build_edition(
     slot_at: datetime,
     topics: tuple[str, ...] = (),
     timezone: str | None = None,
+    already_sent: frozenset[int] = frozenset(),
+    history: str = "",
     lifts: Lifts | None = None,
 ) -> tuple[Edition, int]:
     """Select and render one variant; returns the edition (not yet saved) and its story count.
 
-    `lifts` (`edition_lifts` at `slot_at`, read once for a slot's variants) else read here.
+    `already_sent` is the window's stories its readers already got (their shared history,
+    `history` its name): none of them is chosen again. `lifts` (`edition_lifts` at
+    `slot_at`, read once for a slot's variants) else read here.
     """
     topics = normalize_topics(topics)
-    variant = variant_key(topics, timezone)
-    stories, carried = edition_stories(db, newsletter, slot_at, variant)
+    variant = variant_key(topics, timezone, already_sent)
+    stories = edition_stories(db, newsletter, slot_at, timezone)
     edits = edition_edits(db, newsletter, slot_at, timezone)
     if lifts is None:
         lifts = edition_lifts(db, newsletter, slot_at)
-    selection = select_digest(stories, slot_at, newsletter, topics, carried, lifts)
+    selection = select_digest(stories, slot_at, newsletter, topics, already_sent, lifts)
     zone = timezone or newsletter.timezone
     local_time = slot_at.astimezone(ZoneInfo(zone))
     web_url = (
@@ -182,6 +178,8 @@ def build_edition(
         html=rendered.html,
         text=rendered.text,
         story_ids=tuple(selection.story_ids),
+        history=history,
+        already_sent=tuple(sorted(already_sent)),
         warnings=tuple(rendered.warnings),
     )
     return edition, len(selection)
@@ -200,6 +198,8 @@ def _edition(row: dict) -> Edition:
         html=row["html"],
         text=row["text"],
         story_ids=tuple(json.loads(row["story_ids"])),
+        history=row["history"],
+        already_sent=tuple(json.loads(row["already_sent"])),
         created_at=from_db(row["created_at"]),
         held=row["held"],
         forced_by=row["forced_by"],
@@ -227,6 +227,18 @@ def slot_edition_ids(db: Database, newsletter: str, slot_at: datetime, timezone:
     return [edition_id for (edition_id,) in rows]
 
 
+def slot_histories(
+    db: Database, newsletter: str, slot_at: datetime, timezone: str | None
+) -> list[tuple[int, str]]:
+    """The ids and history names of a slot's editions made for a history, in order."""
+    rows = db.execute(
+        """SELECT id, history FROM editions WHERE newsletter = ? AND slot_at = ?
+           AND timezone IS ? AND history != '' ORDER BY id""",
+        [newsletter, to_db(slot_at), timezone],
+    )
+    return [(edition_id, history) for edition_id, history in rows]
+
+
 def edition_slot(db: Database, edition_id: int) -> tuple[str, datetime, str | None]:
     """The newsletter, slot time and time zone of an edition."""
     newsletter, slot_at, timezone = db.execute(
@@ -240,8 +252,9 @@ def save_edition(db: Database, edition: Edition) -> Edition:
     created_at = utcnow()
     cursor = db.execute(
         """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
-           preheader, html, text, story_ids, created_at, held, forced_by)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           preheader, html, text, story_ids, history, already_sent, created_at, held,
+           forced_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             edition.newsletter,
             to_db(edition.slot_at),
@@ -253,6 +266,8 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.html,
             edition.text,
             json.dumps(list(edition.story_ids)),
+            edition.history,
+            json.dumps(list(edition.already_sent)),
             to_db(created_at),
             edition.held,
             edition.forced_by,
@@ -271,6 +286,12 @@ def save_edition(db: Database, edition: Edition) -> Edition:
         ],
     )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)
+
+
+def discard_edition(db: Database, edition_id: int) -> None:
+    """Remove a saved edition that queued nobody (all its readers' histories went elsewhere)."""
+    db.execute("DELETE FROM edition_lineups WHERE edition_id = ?", [edition_id])
+    db.execute("DELETE FROM editions WHERE id = ?", [edition_id])
 
 
 def update_held_edition(db: Database, edition: Edition) -> None:

@@ -22,6 +22,7 @@ chosen ones (within `per_category`). Nothing here reads a clock or a database.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,10 +40,20 @@ def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({t.strip().lower() for t in topics if t.strip()}))
 
 
-def variant_key(topics: Iterable[str], timezone: str | None = None) -> str:
-    """The name of the edition variant that readers with these topics share."""
+def variant_key(
+    topics: Iterable[str], timezone: str | None = None, already_sent: Collection[int] = ()
+) -> str:
+    """The name of the edition variant that readers with these topics, zone and history share.
+
+    Readers already sent some of the window's stories (`already_sent`) share a variant only
+    with readers sent exactly the same ones: the key carries a digest of those ids.
+    """
     key = "topics:" + (";".join(normalize_topics(topics)) or "*")
-    return f"{key}|tz:{timezone}" if timezone else key
+    key = f"{key}|tz:{timezone}" if timezone else key
+    if already_sent:
+        ids = ",".join(str(i) for i in sorted(set(already_sent)))
+        key += "|sent:" + hashlib.sha256(ids.encode()).hexdigest()[:12]
+    return key
 
 
 def story_rank(story: Story, now: datetime, half_life_hours: float) -> float:
@@ -67,7 +78,7 @@ def lifted(rank: float, factor: float) -> float:
     return rank * factor if rank >= 0 else rank / factor
 
 
-def _in_topics(story: Story, topics: tuple[str, ...]) -> bool:
+def in_topics(story: Story, topics: tuple[str, ...]) -> bool:
     return not topics or story.category.strip().lower() in topics
 
 
@@ -228,15 +239,15 @@ def candidates(
 ) -> tuple[list[Story], list[Story]]:
     """The stories an edition may carry (`eligible`), and those of them inside the window.
 
-    Stories published after `now`, outside the reader's topics, or carried by an earlier
-    edition to the same readers are never eligible.
+    Stories published after `now`, outside the reader's topics, or already sent to the
+    variant's readers (`already_sent`, their shared history) are never eligible.
     """
     wanted = normalize_topics(topics)
     window_start = now - timedelta(hours=settings.window_hours)
     eligible = [
         s
         for s in stories
-        if s.published_at <= now and s.id not in already_sent and _in_topics(s, wanted)
+        if s.published_at <= now and s.id not in already_sent and in_topics(s, wanted)
     ]
     return eligible, [s for s in eligible if s.published_at > window_start]
 
@@ -253,7 +264,7 @@ def select_digest(
 
     `stories` may reach further back than the window (also-read links may come from
     the last `also_read_days`); stories published after `now`, outside the reader's
-    topics, or carried by an earlier edition to the same readers are never chosen.
+    topics, or already sent to the variant's readers are never chosen.
     `lifts` are the stories' engagement as of `now` (`edition.lift.story_lifts`).
     """
     eligible, in_window = candidates(stories, now, settings, topics, already_sent)

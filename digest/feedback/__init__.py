@@ -7,6 +7,6 @@ summaries and each reader's last human open and click), `machines` (the one rule
 clicks are a link scanner's), `report` (`digest report`), `figures` (the numbers behind the
 report's pictures), `charts` (those pictures, drawn on the server), `document` (the report or
 the status as one HTML page), `mailing` (the report mailed to the editors the morning after
-each edition), `sunset` (the cold asked once, then lapsed), `list_health` (`digest report
---list`).
+each edition), `reader` (one reader's editions and what came of each), `sunset` (the cold
+asked once, then lapsed), `list_health` (`digest report --list`).
 """

@@ -74,7 +74,7 @@ def editions_by_day(db: Database, newsletter: str, zone: str) -> dict[date, list
     """The newsletter's editions with readers, by local date (their zone's, else `zone`)."""
     by_day: dict[date, list[dict]] = {}
     for row in db.query(
-        """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+        """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant, e.history
            FROM editions e WHERE e.newsletter = ?
            AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
            ORDER BY e.slot_at, e.id""",
@@ -110,6 +110,8 @@ def edition_report(
             "slot_at": row["slot_at"],
             "timezone": row["timezone"] or nl.timezone,
             "topics": [t for t in row["topics"].split(";") if t],
+            # What makes its readers' history different ('' for none): see delivery/history.
+            "history": row["history"],
             "subject": row["subject"],
             "numbers": numbers[row["id"]],
             "rates": rates(numbers[row["id"]]),
@@ -454,8 +456,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     ]
     for variant in report["variants"]:
         topics = "+".join(variant["topics"]) or "all topics"
+        history = f", {variant['history']}" if variant["history"] else ""
         lines.append(
-            f"  {topics}, {variant['timezone']} (edition {variant['edition_id']}, "
+            f"  {topics}, {variant['timezone']}{history} (edition {variant['edition_id']}, "
             f"{variant['slot_at']}): {_numbers_line(variant['numbers'])}"
         )
     total, r = report["total"]["numbers"], report["total"]["rates"]

@@ -172,10 +172,8 @@ def deliver_editions(
             if pending and not stop and len(in_flight) < transport.concurrency:
                 result = pending[0]
                 edition = result.edition
-                assert edition.id is not None and edition.created_at is not None
-                batch = claim_batch(
-                    db, edition.id, edition.newsletter, transport.batch_size, edition.created_at
-                )
+                assert edition.id is not None
+                batch = claim_batch(db, edition.id, edition.newsletter, transport.batch_size)
                 if batch is None:
                     pending.pop(0)
                 else:

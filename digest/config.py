@@ -111,7 +111,8 @@ class SendGridSettings:
 
     api_host: str = "https://api.sendgrid.com"
     batch_size: int = 1000
-    concurrency: int = 2
+    # The most batches under way at once; how many are follows the answers' latency.
+    concurrency: int = 16
     timeout_seconds: float = 30.0
     max_attempts: int = 5
     backoff_seconds: float = 1.0
@@ -301,8 +302,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     sendgrid = _build(SendGridSettings, data.get("sendgrid", {}), "sendgrid", path)
     if not 1 <= sendgrid.batch_size <= 1000:
         raise ConfigError(f"sendgrid.batch_size in {_where(path)} must be from 1 to 1000.")
-    if not 1 <= sendgrid.concurrency <= 16:
-        raise ConfigError(f"sendgrid.concurrency in {_where(path)} must be from 1 to 16.")
+    if not 1 <= sendgrid.concurrency <= 64:
+        raise ConfigError(f"sendgrid.concurrency in {_where(path)} must be from 1 to 64.")
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)

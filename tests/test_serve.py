@@ -14,7 +14,8 @@ import pytest
 
 from digest.store import open_db
 
-from helpers import CLEAN_ENV, digest_server, write_config
+from helpers import write_config
+from servers import CLEAN_ENV, digest_server
 
 # The quick tier leaves this module out: every test runs `digest serve` as a real process.
 pytestmark = pytest.mark.slow

@@ -56,7 +56,7 @@ EVENTS_LEASE = "events"
 # Longer than any one post takes; renewed after every post.
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
-PROCESSING_CACHE_KB = 64 * 1024
+PROCESSING_CACHE_KB = 16 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 

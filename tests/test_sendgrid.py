@@ -560,3 +560,28 @@ def test_a_refusal_halves_the_pace_and_holds_every_request_back():
     assert clock.slept == [7.0]
     pace.answered(0.3)
     assert pace.window == 9, "it grows back by one per answer"
+
+
+def test_a_connection_dropped_after_the_request_leaves_its_batch_unknown(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 3)
+    server.script(Fault("drop"))
+    report = send(db, config, transport)
+    assert (report.total("sent"), report.total("sending")) == (0, 3)
+    assert len(server.requests) == 1, "never re-sent blindly"
+
+
+def test_a_refused_connection_is_retried_as_nothing_left(db, config, stories, tmp_path, sleeps):
+    from servers import free_port
+
+    add_readers(db, tmp_path, 2)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": nobody}, sleep=sleeps.append
+    )
+    report = send(db, config, transport)
+    assert report.total("failed") == 2
+    assert len(sleeps) == config.sendgrid.max_attempts - 1
+    [error] = {row[0] for row in db.execute("SELECT error FROM deliveries")}
+    assert "could not reach" in error

@@ -585,3 +585,14 @@ def test_a_refused_connection_is_retried_as_nothing_left(db, config, stories, tm
     assert len(sleeps) == config.sendgrid.max_attempts - 1
     [error] = {row[0] for row in db.execute("SELECT error FROM deliveries")}
     assert "could not reach" in error
+
+
+def test_a_request_still_waiting_opens_the_window_before_its_answer_comes():
+    clock = FakeClock()
+    pace = Pace(ceiling=16, clock=clock)
+    pace.made(0.02)
+    with pace.waiting():
+        assert pace.window == 2
+        clock.now += 0.21
+        assert pace.window == 12
+    assert pace.window == 2, "a request answered counts only through the latency it measured"

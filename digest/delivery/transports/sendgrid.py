@@ -276,7 +276,9 @@ class Pace:
     Enough batches are kept under way to cover the answers' latency: while one request
     waits `latency` for its answer, the process makes a body every `making` seconds, so
     `latency / making` more can be made meanwhile (smoothed over the last answers; one
-    more for the batch being made). Against a server next door that stays at 2, so
+    more for the batch being made). A request still waiting counts with the time it has
+    waited so far: the window opens while the first answers are slow to come, not only
+    once they are in. Against a server next door that stays at 2, so
     memory stays as it was; an ocean away it grows up to `ceiling`. A 429 or 5xx halves
     the window, which then grows back by one per answer, and what SendGrid asked for
     (`Retry-After`, `X-RateLimit-Reset`) holds back every request of the transport.
@@ -300,6 +302,8 @@ class Pace:
         # The most batches allowed since the last 429 or 5xx (grows back by one per answer).
         self._cap = ceiling
         self._not_before = 0.0
+        # When each request now waiting for its answer left.
+        self._waiting: dict[int, float] = {}
 
     @property
     def window(self) -> int:
@@ -310,8 +314,22 @@ class Pace:
     def _window(self) -> int:
         wanted = self.START
         if self._making > 0:
-            wanted = max(wanted, math.ceil(self._latency / self._making) + 1)
+            now = self._clock()
+            latency = max(self._latency, now - min(self._waiting.values(), default=now))
+            wanted = max(wanted, math.ceil(latency / self._making) + 1)
         return max(1, min(wanted, self._cap, self.ceiling))
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around one request, from when it leaves until its answer (or error) is in."""
+        key = threading.get_ident()
+        with self._lock:
+            self._waiting[key] = self._clock()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._waiting[key]
 
     def _smooth(self, old: float, new: float) -> float:
         return new if old == 0 else old + self.SMOOTHING * (new - old)
@@ -453,9 +471,10 @@ class SendGridTransport(BatchTransport):
         """POST a body serialized by the caller; its answer mapped to our errors."""
         sent = time.perf_counter()
         try:
-            response = self._pool.request(
-                "POST", self._url, body=body, headers=self._headers, redirect=False
-            )
+            with self.pace.waiting():
+                response = self._pool.request(
+                    "POST", self._url, body=body, headers=self._headers, redirect=False
+                )
         except (ConnectTimeoutError, ProxyError) as exc:
             # Raised while connecting (refused, unresolved, timed out): SendGrid got no request.
             raise RetryableError(f"could not reach {self.host}: {exc}") from None

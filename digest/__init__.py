@@ -3,14 +3,15 @@
 The folders read as the pipeline, each importing only from the families below it (import-linter
 holds this direction; `make lint` checks it):
 
-- the core, at the top of `digest/`: config, errors, models, clock, store, text, addresses,
-  zones, tokens, urls, schedule, invocation;
-- `newsroom/`: stories in (ingest) and the story table (stories);
-- `edition/`: select, render, personalize, checks, and the frozen edition (build);
-- `delivery/` and `readers/` beside it: send, ledger, lease, slots, message, transports; the
-  list, subscriptions, sign-up, preferences, privacy;
+- the core, at the top of `digest/`: `config`, `errors`, `models`, `clock`, `store`, `text`,
+  `addresses`, `zones`, `tokens`, `urls`, `schedule`, `invocation`;
+- `newsroom/`: stories in, and the story table;
+- `edition/`: select, render once, check, and keep the frozen edition;
+- `delivery/` and `readers/` beside it: the ledger, batches and transports; the readers' list,
+  subscriptions, sign-up, preferences and privacy;
 - `feedback/`: the Event Webhook, the events it brings, the report;
-- the shells last: cli, web, studio, wsgi, run, preview, lineup, status, demo, scaffold.
+- the shells last: `cli`, `web`, `wsgi`, `studio`, `run`, `preview`, `lineup`, `status`,
+  `demo`, `scaffold`.
 """
 
 __version__ = "0.1.0"

@@ -66,11 +66,35 @@ class State:
         return self._config
 
     def db(self) -> Database:
-        """The database, opened once per command and closed when the command ends."""
+        """The database, opened once per command and closed when the command ends.
+
+        A database that did not exist is named as new, on stderr: a command run in the
+        wrong folder (or without the demo's `--db demo/digest.db`) must not quietly work
+        on an empty one.
+        """
         if self._db is None:
-            self._db = open_db(self.config.db_path)
+            path = self.config.db_path
+            new = not path.exists()
+            self._db = open_db(path)
             click.get_current_context().call_on_close(self._close_db)
+            if new:
+                click.echo(
+                    f"digest: {path} did not exist: this is a new, empty database. {DATABASE_HINT}",
+                    err=True,
+                )
         return self._db
+
+    def reading_db(self) -> Database:
+        """The database for a command that reads it: one with no readers and no stories is
+        named, so an empty answer is not taken for the truth about another one."""
+        existed = self.config.db_path.exists()
+        db = self.db()
+        if existed and database_is_empty(db):
+            click.echo(
+                f"digest: {self.config.db_path} has no readers and no stories yet. {DATABASE_HINT}",
+                err=True,
+            )
+        return db
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -79,6 +103,16 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+DATABASE_HINT = (
+    "`--db FILE` (or DIGEST_DB) reads another; the demo's is demo/digest.db "
+    "(`digest --db demo/digest.db studio`)."
+)
+
+
+def database_is_empty(db: Database) -> bool:
+    return not db.execute(
+        "SELECT EXISTS (SELECT 1 FROM subscribers) OR EXISTS (SELECT 1 FROM stories)"
+    ).fetchone()[0]
 
 
 def terminal_text(*fields: object) -> str:
@@ -115,6 +149,14 @@ def moment_option(function: Command) -> Command:
 def newsletter_option(function: Command) -> Command:
     return click.option(
         "--newsletter", metavar="NAME", help="Newsletter from the config; default: the first."
+    )(function)
+
+
+def force_option(function: Command) -> Command:
+    return click.option(
+        "--force",
+        is_flag=True,
+        help="Send variants whose checks found errors as they are; recorded with your user name.",
     )(function)
 
 
@@ -185,6 +227,7 @@ def ingest(state: State, sources: tuple[str, ...]) -> None:
     metavar="TZ",
     help="Only readers in this time zone, at the slot read in it (as `digest run` sends).",
 )
+@force_option
 @pass_state
 def send(
     state: State,
@@ -194,24 +237,27 @@ def send(
     retry_failed: bool,
     resend_unknown: bool,
     timezone: str | None,
+    force: bool,
 ) -> None:
     """Send the newsletter's latest edition at or before --now to every active reader."""
     from .delivery.send import send_newsletter
     from .delivery.transports import make_transport
     from .zones import check_timezone
 
+    moment = _now(now)
     db = state.db()
     with TerminalProgress() as progress:
         report = send_newsletter(
             db,
             state.config,
             newsletter,
-            _now(now),
+            moment,
             transport=None if dry_run else make_transport(state.config),
             dry_run=dry_run,
             retry_failed=retry_failed,
             resend_unknown=resend_unknown,
             timezone=check_timezone(timezone) if timezone else None,
+            force=force,
             progress=progress,
         )
     for message in report.warnings:
@@ -284,7 +330,7 @@ def preview(
     from .preview import write_preview
 
     result = write_preview(
-        state.db(), state.config, newsletter, _now(now), Path(out_dir), as_email, last=last
+        state.reading_db(), state.config, newsletter, _now(now), Path(out_dir), as_email, last=last
     )
     for message in result.warnings:
         warn(message)
@@ -302,26 +348,36 @@ def preview(
 @cli.command()
 @newsletter_option
 @moment_option
+@click.option("--verbose", "-v", is_flag=True, help="Then every variant's findings, ok ones too.")
 @pass_state
-def check(state: State, newsletter: str | None, now: str | None) -> None:
+def check(state: State, newsletter: str | None, now: str | None, verbose: bool) -> None:
     """Check every variant of the next send (size, links, images, text part, CSS); for CI.
 
-    Prints each variant's findings; exits 1 if any is an error. With no readers yet, checks
-    the edition a reader with every topic in the newsletter's time zone would get.
+    Prints a summary: how many variants, each distinct error and warning once, naming the
+    story it is about and in how many variants; `--verbose` adds each variant's findings.
+    Exits 1 if any is an error. With no readers yet, checks the edition a reader with every
+    topic in the newsletter's time zone would get. A variant that would be skipped sends
+    nothing and is not checked.
     """
-    from .edition.checks import has_errors
+    from .edition.checks import has_errors, summarize
     from .preview import check_next_send
 
-    failed = False
-    for view, findings in check_next_send(state.db(), state.config, newsletter, _now(now)):
+    checked = check_next_send(state.reading_db(), state.config, newsletter, _now(now))
+    summary = summarize([findings for _, findings in checked])
+    click.echo(summary.headline())
+    for line in summary.lines():
+        click.echo(terminal_text(f"  {line}"))
+    failed = any(has_errors(findings) for _, findings in checked)
+    for view, findings in checked if verbose else []:
         target = view.target
         click.echo(
-            f"{target.local_time} {';'.join(target.topics) or '*'}: {view.subject!r}"
-            + (f" ({view.note})" if view.note else "")
+            terminal_text(
+                f"{target.local_time} {';'.join(target.topics) or '*'}: {view.subject!r}"
+                + (f" ({view.note})" if view.note else "")
+            )
         )
         for finding in findings:
-            click.echo(f"  {finding.level}: {finding.check}: {finding.message}")
-        failed = failed or has_errors(findings)
+            click.echo(terminal_text(f"  {finding.line()}"))
     if failed:
         raise click.ClickException("errors found; fix them before the next send.")
     click.echo("no errors")
@@ -366,7 +422,13 @@ def studio(
         # A fresh State each time: the studio calls this again when the config file changes.
         return State(state.config_path, state.db_path).config
 
-    click.echo(f"digest studio on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    # Read (and made, if new) here, so the first page does not quietly show an empty store.
+    state.reading_db()
+    state._close_db()
+    click.echo(
+        f"digest studio on http://{host}:{port}/ reading {config.db_path} (Ctrl-C stops)",
+        err=True,
+    )
     serve_studio(
         load_config,
         make_transport(config),
@@ -396,6 +458,10 @@ def demo(state: State, now: str | None, directory: str) -> None:
     click.echo(f"outbox:  {report.outbox}")
     click.echo(f"preview: {report.preview.html_path}")
     click.echo(f"         {report.preview.text_path}")
+    database = report.directory / "digest.db"
+    click.echo(f"database: {database}; to look at it, give every command its --db:")
+    for command in ("studio", "status", "report"):
+        click.echo(f"  digest --db {database} {command}")
 
 
 @cli.command()
@@ -414,21 +480,62 @@ def init(directory: str) -> None:
 
 @cli.command("run")
 @moment_option
+@force_option
 @pass_state
-def run_command(state: State, now: str | None) -> None:
+def run_command(state: State, now: str | None, force: bool) -> None:
     """Ingest the sources, then send every newsletter slot that is due (cron runs this).
 
-    Prints one line per action, or `nothing due`; exits 1 only if something failed. A run
-    started while another holds the lease says so and does nothing.
+    Prints one line per action, or `nothing due`; exits 1 if something failed or a variant's
+    checks found an error (that variant is held, the others go). A run started while another
+    holds the lease says so and does nothing.
     """
     from .delivery.transports import make_transport
     from .run import run_due
 
-    report = run_due(state.db(), state.config, _now(now), transport=make_transport(state.config))
+    report = run_due(
+        state.db(), state.config, _now(now), transport=make_transport(state.config), force=force
+    )
     for line in report.lines:
         click.echo(line)
     if report.failed:
         sys.exit(1)
+
+
+@cli.command("hold")
+@click.argument("newsletter")
+@click.option("--zone", metavar="TZ", help="Only the readers in this time zone; default: all.")
+@click.option("--until", metavar="ISO", help="Release by itself at this time; default: never.")
+@pass_state
+def hold_command(state: State, newsletter: str, zone: str | None, until: str | None) -> None:
+    """Hold NEWSLETTER: `digest run` and `digest send` send none of it until released."""
+    from .delivery.holds import hold
+    from .invocation import os_user
+    from .zones import check_timezone
+
+    name = state.config.newsletter(newsletter).name
+    held = hold(
+        state.db(),
+        name,
+        check_timezone(zone) if zone else None,
+        parse_moment(until, "--until") if until else None,
+        os_user(),
+    )
+    click.echo(f"{held.describe()}; `{held.release_command()}` lets it go.")
+
+
+@cli.command("release")
+@click.argument("newsletter")
+@click.option("--zone", metavar="TZ", help="Only the hold on this time zone; default: every one.")
+@pass_state
+def release_command(state: State, newsletter: str, zone: str | None) -> None:
+    """Release NEWSLETTER's holds: the next run sends its slots still within grace."""
+    from .delivery.holds import release
+    from .invocation import os_user
+    from .zones import check_timezone
+
+    name = state.config.newsletter(newsletter).name
+    for held in release(state.db(), name, check_timezone(zone) if zone else None, os_user()):
+        click.echo(f"released: {held.describe()}")
 
 
 @cli.command()
@@ -439,7 +546,7 @@ def status(state: State, now: str | None, limit: int) -> None:
     """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
     from .status import digest_status
 
-    for line in digest_status(state.db(), state.config, _now(now), limit).lines():
+    for line in digest_status(state.reading_db(), state.config, _now(now), limit).lines():
         click.echo(line)
 
 
@@ -461,7 +568,7 @@ def report(
 
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
-    data = edition_report(state.db(), state.config, newsletter, edition)
+    data = edition_report(state.reading_db(), state.config, newsletter, edition)
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
 
 
@@ -580,7 +687,9 @@ def subscribers_list(
     """List readers: email, status, time zone, topics, name (tab-separated)."""
     from .readers.subscribers import list_subscribers
 
-    readers = list_subscribers(state.db(), status, topic, _newsletter_name(state, newsletter))
+    readers = list_subscribers(
+        state.reading_db(), status, topic, _newsletter_name(state, newsletter)
+    )
     for s in readers:
         click.echo(terminal_text(s.email, s.status, s.timezone, ";".join(s.topics) or "*", s.name))
 
@@ -592,7 +701,7 @@ def subscribers_count(state: State, newsletter: str | None) -> None:
     """Count readers by status (every status, zeros too), then the total."""
     from .readers.subscribers import count_by_status
 
-    counts = count_by_status(state.db(), _newsletter_name(state, newsletter))
+    counts = count_by_status(state.reading_db(), _newsletter_name(state, newsletter))
     for status, n in counts.items():
         click.echo(f"{status}\t{n}")
     click.echo(f"total\t{sum(counts.values())}")
@@ -641,7 +750,7 @@ def stories_list(state: State, limit: int) -> None:
     """List stories: id, published time, score, pin, category, title, url."""
     from .newsroom.stories import list_stories
 
-    for s in list_stories(state.db(), limit):
+    for s in list_stories(state.reading_db(), limit):
         pin = "pinned" if s.pinned else "-"
         published = f"{s.published_at:%Y-%m-%d %H:%M}"
         click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
@@ -677,3 +786,117 @@ def stories_unpin(state: State, story: str) -> None:
 def stories_score(state: State, story: str, value: float) -> None:
     """Set STORY's editorial score (higher ranks first); kept when its feed is read again."""
     _editorial(state, story, score=value)
+
+
+@cli.group(cls=DigestGroup)
+def edition() -> None:
+    """Edit one edition: drop a story from it, give it a subject, preheader or editor's note."""
+
+
+def edition_option(function: Command) -> Command:
+    function = click.option(
+        "--edition",
+        "edition_date",
+        metavar="YYYY-MM-DD",
+        help="The edition's local date; default: the next one `digest run` sends.",
+    )(function)
+    return newsletter_option(moment_option(function))
+
+
+def _edit(
+    state: State,
+    newsletter: str | None,
+    now: str | None,
+    edition_date: str | None,
+    action: str,
+    **what: Any,
+) -> None:
+    from .edition.edits import record_edit
+    from .invocation import os_user
+    from .preview import next_edition_date
+
+    config = state.config.newsletter(newsletter)
+    db = state.db()
+    date = edition_date or next_edition_date(db, config, _now(now))
+    edit = record_edit(db, config.name, date, action, os_user(), **what)
+    click.echo(terminal_text(f"{config.name} {date}: {edit.describe()}"))
+
+
+@edition.command("drop")
+@click.argument("story")
+@edition_option
+@pass_state
+def edition_drop(
+    state: State, story: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """Leave STORY (id or url) out of one edition; the story stays in the store."""
+    _edit(state, newsletter, now, edition_date, "drop", story=story)
+
+
+@edition.command("restore")
+@click.argument("story")
+@edition_option
+@pass_state
+def edition_restore(
+    state: State, story: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """Put a dropped STORY back into the edition."""
+    _edit(state, newsletter, now, edition_date, "restore", story=story)
+
+
+@edition.command("subject")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_subject(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's own subject line ("" goes back to the newsletter's template)."""
+    _edit(state, newsletter, now, edition_date, "subject", value=text)
+
+
+@edition.command("preheader")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_preheader(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's own preheader ("" goes back to the newsletter's template)."""
+    _edit(state, newsletter, now, edition_date, "preheader", value=text)
+
+
+@edition.command("note")
+@click.argument("text")
+@edition_option
+@pass_state
+def edition_note(
+    state: State, text: str, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """An editor's note at the top of the email ("" removes it)."""
+    _edit(state, newsletter, now, edition_date, "note", value=text)
+
+
+@edition.command("show")
+@edition_option
+@pass_state
+def edition_show(
+    state: State, newsletter: str | None, now: str | None, edition_date: str | None
+) -> None:
+    """The edition's edits as they stand, then every edit made (who, when, what)."""
+    from .edition.edits import current_edits, edit_trail
+    from .preview import next_edition_date
+
+    config = state.config.newsletter(newsletter)
+    db = state.db()
+    date = edition_date or next_edition_date(db, config, _now(now))
+    edits = current_edits(db, config.name, date)
+    click.echo(f"{config.name} edition {date}")
+    click.echo(f"  dropped: {', '.join(map(str, sorted(edits.dropped))) or 'none'}")
+    for name in ("subject", "preheader", "note"):
+        value = getattr(edits, name)
+        click.echo(terminal_text(f"  {name}: {value!r}" if value else f"  {name}: the template's"))
+    trail = edit_trail(db, config.name, date)
+    click.echo("audit trail:" if trail else "audit trail: no edits")
+    for edit in trail:
+        click.echo(terminal_text(f"  {edit.describe()}"))

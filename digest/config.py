@@ -63,9 +63,13 @@ class UtmSettings:
     """UTM parameters added to story links; off unless `enabled`."""
 
     enabled: bool = False
+    """Add UTM parameters to story links."""
     source: str = "newsletter"
+    """utm_source."""
     medium: str = "email"
+    """utm_medium."""
     campaign: str = "{newsletter}"
+    """utm_campaign; `{newsletter}` is replaced by the newsletter's name."""
 
 
 @dataclass(frozen=True)
@@ -74,23 +78,43 @@ class NewsletterConfig:
 
     name: str
     title: str = "Daily Digest"
+    """The newsletter's name in the email's header and its `List-Id`."""
     subject: str = "{{ newsletter.title }}: {{ top_stories[0].title if top_stories else 'today' }}"
+    """The subject line: a Jinja template over `newsletter`, `site`, `top_stories`,
+    `recent_posts`, `edition_date`."""
     preheader: str = "{{ top_stories | map(attribute='title') | join(' · ') }}"
+    """The inbox preview line after the subject: a Jinja template over the same values."""
     schedule: str = "0 7 * * *"
+    """When it is sent: a five-field cron expression, read in each reader's own time zone."""
     timezone: str = "UTC"
+    """The time zone of readers who set none, and of the newsletter's own dates."""
     grace_hours: float = 6.0
+    """How late a slot may still be sent; after that it is missed."""
     window_hours: float = 24.0
+    """How far back top stories and recent posts reach."""
     top_stories: int = 5
+    """How many top stories an edition leads with."""
     recent_posts: int = 8
+    """How many recent posts follow them."""
     per_category: int = 2
+    """The most top stories from one category."""
     half_life_hours: float = 12.0
+    """How fast a story's score decays with age."""
     also_read: bool = True
+    """Show an "Also read" link under a story that has one."""
     also_read_days: float = 7.0
+    """How old a story an "Also read" link may point to."""
     min_stories: int = 1
+    """Fewer new stories than this for a reader: their edition is skipped."""
     sources: tuple[str, ...] = ()
+    """Feeds (http(s) URLs, or files relative to the config file) that `digest run` ingests
+    first."""
     categories: tuple[str, ...] = ()
+    """SendGrid categories every message of this newsletter carries."""
     asm_group_id: int | None = None
+    """SendGrid's unsubscribe group (suppression group) id, if any."""
     utm: UtmSettings = field(default_factory=UtmSettings)
+    """UTM parameters on story links: the `[newsletters.NAME.utm]` table."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +122,17 @@ class SiteConfig:
     """The publisher: shown in every email's header and footer."""
 
     name: str = "Example News"
+    """The publisher's name, shown in every email."""
     url: str = "https://news.example.com"
+    """The public site: readers' links are `<url>/u/<token>`."""
     postal_address: str = "1 Example Street, Springfield"
+    """The postal address every email's footer carries (the law asks for one)."""
     from_email: str = "digest@news.example.com"
+    """The sender's address."""
     from_name: str = "Example News"
+    """The sender's name."""
     reply_to: str = ""
+    """Where replies go; empty: to the sender."""
 
 
 @dataclass(frozen=True)
@@ -110,15 +140,25 @@ class SendGridSettings:
     """SendGrid transport options; the API key only ever comes from the environment."""
 
     api_host: str = "https://api.sendgrid.com"
+    """The API host (`SENDGRID_API_HOST` wins); tests point it at a local server."""
     batch_size: int = 1000
-    # The most batches under way at once; how many are follows the answers' latency.
+    """Readers per Mail Send request (1 to 1000)."""
     concurrency: int = 16
+    """The most batches under way at once (1 to 64), each over a kept-alive connection: as
+    many as the answers' latency needs, 2 when they come fast."""
     timeout_seconds: float = 30.0
+    """How long one request may take before it is given up."""
     max_attempts: int = 5
+    """Tries of one batch on 429, 5xx and connection errors."""
     backoff_seconds: float = 1.0
+    """The first wait between tries; it doubles each time."""
     max_backoff_seconds: float = 60.0
+    """The longest wait between tries."""
     retry_after_timeout: bool = False
+    """Retry a request that got no answer (may duplicate its batch) instead of leaving it
+    unknown."""
     sandbox_mode: bool = False
+    """SendGrid checks each request but delivers nothing."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +166,9 @@ class IngestSettings:
     """Limits on reading a source over HTTP: each fetch, all of it, and its body."""
 
     timeout_seconds: float = 30.0
+    """The most one HTTP fetch of a source may take, all of it."""
     max_megabytes: float = 20.0
+    """The largest body a source may send; a larger one is refused as it streams in."""
 
     @property
     def max_bytes(self) -> int:
@@ -138,11 +180,16 @@ class SignupSettings:
     """How many sign-ups the form takes (counted in the database, shared by every worker)."""
 
     per_client_per_hour: int = 20
+    """Sign-ups from one client address in an hour."""
     per_hour: int = 1000
+    """Sign-ups from everyone in an hour."""
     per_mailbox_per_day: int = 5
+    """Confirmation emails to one mailbox (a+x@ and a+y@ are one) a day."""
     # Reverse proxies in front of the app that add X-Forwarded-For: the client is the
     # address the farthest of them saw (0: the address that connected).
     proxies: int = 0
+    """Reverse proxies in front of the app that add `X-Forwarded-For` (0: the address that
+    connected is the client)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +220,47 @@ class Config:
                 f"No newsletter named {name!r} in the config (known: {known}); "
                 f"add a [newsletters.{name}] table or pick a known one."
             ) from None
+
+
+@dataclass(frozen=True)
+class PathKey:
+    """A key of the tables `parse_config` reads by hand: paths and the transport's choice."""
+
+    default: str
+    meaning: str
+
+
+# Read by hand, not through a dataclass: a path is resolved against the config file's folder,
+# and a setting from the environment wins over the file.
+PATH_KEYS: dict[str, dict[str, PathKey]] = {
+    "store": {
+        "path": PathKey("digest.db", "The SQLite database (`DIGEST_DB`, or `--db`, wins)."),
+    },
+    "templates": {
+        "path": PathKey("the shipped templates/", "The folder of the email templates."),
+    },
+    "transport": {
+        "kind": PathKey("outbox", "`outbox` or `sendgrid` (`DIGEST_TRANSPORT` wins)."),
+        "outbox": PathKey("outbox", "The outbox transport's folder (`DIGEST_OUTBOX` wins)."),
+        "secret_key": PathKey(
+            PLACEHOLDER_SECRET,
+            "Signs readers' links; set `DIGEST_SECRET_KEY` in `.env` instead in production.",
+        ),
+    },
+}
+# Every table of digest.toml and what defines its keys: the dataclass whose fields (and their
+# docstrings) are the keys, or PATH_KEYS. The configuration reference is generated from this.
+SECTIONS: dict[str, type | dict[str, PathKey]] = {
+    "site": SiteConfig,
+    "store": PATH_KEYS["store"],
+    "templates": PATH_KEYS["templates"],
+    "transport": PATH_KEYS["transport"],
+    "sendgrid": SendGridSettings,
+    "ingest": IngestSettings,
+    "signup": SignupSettings,
+    "newsletters.NAME": NewsletterConfig,
+    "newsletters.NAME.utm": UtmSettings,
+}
 
 
 def _where(path: Path | None) -> str:
@@ -273,16 +361,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     """Turn parsed TOML into a checked Config; relative paths are relative to the file."""
     base = path.parent if path else Path.cwd()
     data = dict(data)
-    known_sections = {
-        "site",
-        "store",
-        "templates",
-        "transport",
-        "sendgrid",
-        "ingest",
-        "signup",
-        "newsletters",
-    }
+    known_sections = {name.split(".")[0] for name in SECTIONS}
     for key in data:
         if key not in known_sections:
             raise ConfigError(
@@ -316,11 +395,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     store = data.get("store", {})
     templates = data.get("templates", {})
     transport = data.get("transport", {})
-    for section, table, keys in (
-        ("store", store, {"path"}),
-        ("templates", templates, {"path"}),
-        ("transport", transport, {"kind", "outbox", "secret_key"}),
-    ):
+    for section, table in (("store", store), ("templates", templates), ("transport", transport)):
+        keys = set(PATH_KEYS[section])
         if not isinstance(table, Mapping) or set(table) - keys:
             raise ConfigError(
                 f"[{section}] in {_where(path)} takes only: {', '.join(sorted(keys))}."

@@ -61,7 +61,7 @@ def run_demo(config: Config, directory: Path, now: datetime) -> DemoReport:
         stories = upsert_stories(db, sample_stories(latest_slot(newsletter, now)), "sample")
         readers = import_csv(db, EXAMPLE_SUBSCRIBERS, newsletter.name)
         report = send_newsletter(
-            db, config, newsletter.name, now, transport=OutboxTransport(config)
+            db, config, newsletter.name, now, transport=OutboxTransport(config), command="demo"
         )
         preview = write_preview(db, config, newsletter.name, now, directory / "preview", last=True)
     finally:

@@ -60,3 +60,7 @@ class TransportAuthError(TransportError):
 
 class DeliveryUnknownError(TransportError):
     """The request left but no answer came back: the provider may or may not have accepted it."""
+
+
+class SlotHeldError(DigestError):
+    """A slot an editor holds: nothing goes to its readers until it is released."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -34,3 +36,12 @@ def digest_command() -> str:
     else:
         return "digest"
     return shlex.join(words + _files)
+
+
+def os_user() -> str:
+    """Who runs this process, as the operating system names them: the audit trail's "who"."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        # No login name and no passwd entry (a bare container): the numeric id still says who.
+        return f"uid {os.getuid()}"

@@ -1,4 +1,4 @@
-"""The honest lineup of one edition variant: each candidate, its rank, place, and what displaced it.
+"""The honest lineup of one edition variant, in the email's order, each story with its marks.
 
 Built from the same pieces `build_edition` selects with (`edition_stories`, `select.candidates`,
 `select.rank_top_stories`, `select.select_digest`), so it shows the choice the send makes,
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
-from .edition.build import edition_stories
+from .edition.build import edition_edits, edition_stories
 from .edition.select import candidates, rank_top_stories, select_digest
 from .models import Story
+from .newsroom.stories import find_story
 from .preview import Target
 
 
@@ -22,14 +23,32 @@ from .preview import Target
 class LineupRow:
     story: Story
     rank: float
-    # "top 1", "recent 2", "also read (top 3)", "left out", or "sent before".
+    # "top 1", "recent 2", "also read (top 3)", "left out", "dropped" or "sent before".
     place: str
-    # Why the story is not where its rank or pin would put it; "" when nothing to say.
+    # Why the story is not where its pin would put it (a real surprise); "" when nothing.
     flag: str = ""
+    # What else is worth knowing about its place (what a cap did), shown quietly.
+    note: str = ""
 
     @property
     def flagged(self) -> bool:
         return bool(self.flag)
+
+    @property
+    def dropped(self) -> bool:
+        return self.place == "dropped"
+
+    @property
+    def marks(self) -> tuple[str, ...]:
+        """Short marks for the row: pinned, dropped, unscored (ranked by freshness alone)."""
+        marks = []
+        if self.story.pinned:
+            marks.append("pinned")
+        if self.dropped:
+            marks.append("dropped")
+        if self.story.score == 0 and not self.story.pinned:
+            marks.append("unscored")
+        return tuple(marks)
 
 
 def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
@@ -39,8 +58,21 @@ def _displaced(newsletter_cap: str, story: Story, settings_value: int) -> str:
     return f"displaced by top_stories: the {settings_value} places were taken"
 
 
+def _order(row: LineupRow) -> tuple[int, int]:
+    """The email's order: top stories (each with its also-read), recent posts, then the rest."""
+    place, _, number = row.place.partition(" ")
+    if place == "top":
+        return (0, 2 * int(number))
+    if place == "also":
+        return (0, 2 * int(row.place.rsplit(" ", 1)[1].rstrip(")")) + 1)
+    if place == "recent":
+        return (1, int(number))
+    return ({"left": 2, "dropped": 3, "sent": 4}.get(place, 5), 0)
+
+
 def lineup(db: Database, target: Target) -> list[LineupRow]:
-    """Every candidate of the target's variant in rank order, then those sent before."""
+    """Every candidate of the target's variant in the email's order, then those left out,
+    those an editor dropped from this edition, and those sent before."""
     settings = target.newsletter
     stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
     _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
@@ -59,23 +91,29 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
             place = f"also read (top {also[story.id]})"
         else:
             place = "left out"
-        flag = ""
+        flag = note = ""
         if ranked.outcome != "top":
             cap = (
                 settings.per_category if ranked.outcome == "per_category" else settings.top_stories
             )
-            reason = _displaced(ranked.outcome, story, cap)
-            if story.pinned or ranked.outcome == "per_category":
-                flag = ("pinned, but " if story.pinned else "") + reason
-        rows.append(LineupRow(story, ranked.rank, place, flag))
+            note = _displaced(ranked.outcome, story, cap)
+            if story.pinned:
+                flag, note = "pinned, but " + note, ""
+        rows.append(LineupRow(story, ranked.rank, place, flag, note))
     in_rows = {row.story.id for row in rows}
     for story_id, under in also.items():
         if story_id not in in_rows:
             story = next(s for s in stories if s.id == story_id)
             rows.append(LineupRow(story, 0.0, f"also read (top {under})"))
+    rows.sort(key=_order)
+    edits = edition_edits(db, settings, target.slot_at, target.timezone)
+    rows += [
+        LineupRow(find_story(db, str(story_id)), 0.0, "dropped", note="dropped from this edition")
+        for story_id in sorted(edits.dropped)
+    ]
     _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
     rows += [
-        LineupRow(s, 0.0, "sent before", "an earlier edition carried it to these readers")
+        LineupRow(s, 0.0, "sent before", note="an earlier edition carried it to these readers")
         for s in sent_before
         if s.id in carried
     ]

@@ -9,7 +9,7 @@ carries `ReaderLinks.preview_url`, which changes nobody, never a real unsubscrib
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from pathlib import Path
@@ -34,6 +34,7 @@ from .edition.build import (
     upcoming_slot,
 )
 from .edition.checks import EmailParts, Finding, run_checks
+from .edition.edits import edition_date
 from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer, story_link
 from .edition.select import normalize_topics, select_digest, variant_key
@@ -68,6 +69,12 @@ def next_send_slot(
         if decision.action == "send":
             return decision.slot.at
     return upcoming_slot(newsletter, now, timezone)
+
+
+def next_edition_date(db: Database, newsletter: NewsletterConfig, now: datetime) -> str:
+    """The edition (local date in the newsletter's zone) of the slot `digest run` sends next."""
+    zone = newsletter.timezone
+    return edition_date(next_send_slot(db, newsletter, zone, now), zone)
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,7 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
     started = slot_editions(db, newsletter.name, target.slot_at, target.timezone)
     frozen = [e for e in started if e.variant == target.variant]
     if frozen:
-        edition = frozen[0]
+        edition = as_it_would_go(db, config, renderer, newsletter, frozen[0])
     else:
         edition, selection_count = build_edition(
             db, config, renderer, newsletter, target.slot_at, target.topics, target.timezone
@@ -206,6 +213,19 @@ def reader_view(db: Database, config: Config, renderer: Renderer, target: Target
             "they would get nothing."
         )
     return personalized_view(db, config, target, edition, selection_count, bool(frozen), note)
+
+
+def as_it_would_go(
+    db: Database, config: Config, renderer: Renderer, newsletter: NewsletterConfig, edition: Edition
+) -> Edition:
+    """A held edition as the next run would send it: built again (after a fix, an edit), still
+    marked held; any other edition as it is."""
+    if not edition.held:
+        return edition
+    rebuilt, _ = build_edition(
+        db, config, renderer, newsletter, edition.slot_at, edition.topics, edition.timezone
+    )
+    return replace(rebuilt, id=edition.id, created_at=edition.created_at, held=edition.held)
 
 
 def personalized_view(
@@ -282,14 +302,16 @@ def slot_variants(
         # As a dry run plans it: each new variant with its readers counted.
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, zone, dry_run=True)
         for result in started + [result for _, result in new]:
-            edition = result.edition
+            edition = as_it_would_go(db, config, renderer, newsletter, result.edition)
             target = Target(newsletter, slot_at, edition.topics, zone)
             count = len(variant_selection(db, target))
             note = skip_note(newsletter, count) if result.skipped else ""
             view = personalized_view(
                 db, config, target, edition, count, edition.id is not None, note
             )
-            plans.append(VariantPlan(result.audience, view, tuple(view.checks())))
+            # A variant that would be skipped sends nothing: its checks would only be noise.
+            findings = () if result.skipped else tuple(view.checks())
+            plans.append(VariantPlan(result.audience, view, findings))
     return sorted(plans, key=lambda p: (p.target.slot_at, p.target.timezone, p.target.topics))
 
 
@@ -349,7 +371,7 @@ def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -
     """Send the viewed email to one address as a test: `[TEST]` subject, inert links.
 
     It goes through `transport.send_single`, outside the ledger: no delivery is recorded and
-    no reader is counted. Returns the provider's id for it.
+    no reader is counted. Returns where it went: the outbox file, or SendGrid's answer.
     """
     address = check_email(to)
     newsletter = view.target.newsletter.name
@@ -364,7 +386,7 @@ def send_test(config: Config, transport: Transport, view: ReaderView, to: str) -
         view.text,
         view.html,
     )
-    return transport.send_single(message, Single.TEST)
+    return transport.describe_single(transport.send_single(message, Single.TEST))
 
 
 def check_next_send(

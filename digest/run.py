@@ -14,13 +14,14 @@ from sqlite_utils import Database
 
 from .clock import utcnow
 from .config import Config
+from .delivery.holds import check_not_held
 from .delivery.lease import Lease
 from .delivery.ledger import DeliveryStatus, audience_values, tally
 from .delivery.send import SendReport, send_command, send_slot
 from .delivery.slots import last_records, record_run, record_slot
 from .delivery.transports import Transport
 from .edition.render import Renderer
-from .errors import DigestError, LeaseHeldError
+from .errors import DigestError, LeaseHeldError, SlotHeldError
 from .feedback.events import process_pending
 from .invocation import digest_command
 from .readers.signup import process_signups
@@ -77,8 +78,15 @@ def run_due(
     *,
     transport: Transport,
     renderer: Renderer | None = None,
+    force: bool = False,
 ) -> RunReport:
-    """Ingest, then act on every slot due at `now`; if another run holds the lease, do nothing."""
+    """Ingest, then act on every slot due at `now`; if another run holds the lease, do nothing.
+
+    A slot an editor holds, or one with a variant whose checks found an error, is recorded
+    `held` (the held variant's readers get nothing; the others' go out) and tried again
+    while within grace; a check error fails the run, so cron mails the operator. `force`
+    sends past check errors (never past an editor's hold).
+    """
     report = RunReport(now)
     lease = Lease(db, RUN_LEASE, RUN_LEASE_SECONDS)
     try:
@@ -100,6 +108,13 @@ def run_due(
                 record_slot(db, decision.slot, SlotStatus.MISSED, now, note=decision.reason)
                 report.add(f"{slot_label(decision.slot)}: missed, {decision.reason}; not sent")
                 continue
+            slot = decision.slot
+            try:
+                check_not_held(db, slot.newsletter, slot.timezone, now)
+            except SlotHeldError as exc:
+                record_slot(db, slot, SlotStatus.HELD, now, note=str(exc))
+                report.add(f"{slot_label(slot)}: HELD, not sent: {exc}")
+                continue
             try:
                 sent = send_slot(
                     db,
@@ -109,6 +124,7 @@ def run_due(
                     timezone=decision.slot.timezone,
                     transport=transport,
                     renderer=renderer,
+                    force=force,
                     progress=lambda _result, _recipients: lease.renew(),
                 )
             except DigestError as exc:
@@ -121,9 +137,12 @@ def run_due(
             report.add(
                 f"{slot_label(decision.slot)}: {_record_sent(db, decision.slot, now, sent)}",
                 failed=bool(
-                    sent.total(DeliveryStatus.FAILED) or sent.total(DeliveryStatus.SENDING)
+                    sent.held
+                    or sent.total(DeliveryStatus.FAILED)
+                    or sent.total(DeliveryStatus.SENDING)
                 ),
             )
+            report.lines.extend(f"  {result.line()}" for result in sent.held)
         _drain_signups(db, config, transport, report)
         if not decisions:
             report.lines.append("nothing due")
@@ -178,15 +197,28 @@ def _ingest(db: Database, config: Config, lease: Lease, report: RunReport) -> No
 
 
 def _record_sent(db: Database, slot: Slot, now: datetime, sent: SendReport) -> str:
-    """Record how a sent slot ended (sent, or skipped when no edition had stories); says so."""
-    delivered = [result for result in sent.editions if not result.skipped]
+    """Record how a sent slot ended (sent, held, or skipped when no edition had stories)."""
+    delivered = [result for result in sent.editions if not result.skipped and not result.held]
+    counts: dict[str, int] = {status: sent.total(status) for status in DeliveryStatus}
+    if sent.held:
+        readers = sum(result.audience for result in sent.held)
+        reasons = "; ".join(dict.fromkeys(result.edition.held for result in sent.held))
+        note = f"{len(sent.held)} variant(s), {readers} readers, held by check errors: {reasons}"
+        record_slot(
+            db, slot, SlotStatus.HELD, now, editions=len(delivered), counts=counts, note=note
+        )
+        line = f"HELD: {note}"
+        if delivered:
+            line = f"{tally(counts)} in {len(delivered)} edition(s); {line}"
+        return line + " (tried again while within grace)"
     if not delivered:
         reason = sent.editions[0].skip_reason if sent.editions else "no readers"
         record_slot(db, slot, SlotStatus.SKIPPED, now, note=reason)
         return f"skipped: {reason}"
-    counts: dict[str, int] = {status: sent.total(status) for status in DeliveryStatus}
-    record_slot(db, slot, SlotStatus.SENT, now, editions=len(delivered), counts=counts)
-    line = f"{tally(counts)} in {len(delivered)} edition(s)"
+    forced = sorted({r.edition.forced_by for r in delivered if r.edition.forced_by})
+    note = f"forced past check errors by {', '.join(forced)}" if forced else ""
+    record_slot(db, slot, SlotStatus.SENT, now, editions=len(delivered), counts=counts, note=note)
+    line = f"{tally(counts)} in {len(delivered)} edition(s)" + (f" ({note})" if note else "")
     if counts[DeliveryStatus.FAILED]:
         retry = send_command(slot.newsletter, slot.timezone, slot.at, "--retry-failed")
         line += f"; retry them with `{retry}`"

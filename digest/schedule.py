@@ -134,6 +134,13 @@ class SlotStatus(StrEnum):
     MISSED = "missed"
     SKIPPED = "skipped"
     FAILED = "failed"
+    # A check error or an editor holds it: tried again, like a failure, while within grace.
+    HELD = "held"
+
+    @property
+    def retried(self) -> bool:
+        """Whether a run tries the slot again while it is still within grace."""
+        return self in (SlotStatus.FAILED, SlotStatus.HELD)
 
 
 @dataclass(frozen=True)
@@ -161,8 +168,9 @@ def decide(
     """The slots a run at `now` must act on, oldest first.
 
     Only the latest slot at or before `now` is ever sent, and only within grace; a latest slot
-    that failed is tried again while still within grace. Slots between the last recorded one
-    and the latest (an outage, at most BACKFILL back) are recorded as missed, never sent late.
+    that failed or was held is tried again while still within grace. Slots between the last
+    recorded one and the latest (an outage, at most BACKFILL back) are recorded as missed,
+    never sent late.
     A time zone with nothing recorded yet starts at its latest slot if that is within grace,
     else at its next one: no one there was expecting the ones before.
     """
@@ -178,7 +186,7 @@ def decide(
                     decisions.append(Decision(slot, "send"))
                 continue
             if last.at >= latest:
-                if last.at == latest and last.status == SlotStatus.FAILED and in_grace:
+                if last.at == latest and SlotStatus(last.status).retried and in_grace:
                     decisions.append(Decision(slot, "send"))
                 continue
             skipped_from = max(last.at, now - BACKFILL)

@@ -412,6 +412,72 @@ def m008_events(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m011_editor_hand(db: Database) -> None:
+    """Held slots and editions, holds by hand, per-edition edits, and which command ran.
+
+    `slots.status` gains `held` (a check error or an editor holds the slot); an edition
+    keeps the check errors that hold it and who forced it out past them; `holds` are the
+    editors' holds; `edition_edits` is every editor's change to one edition, newest wins.
+    """
+    # The values of `SlotStatus` when this migration was written: a migration is history.
+    statuses = "'sent', 'missed', 'skipped', 'failed', 'held'"
+    for statement in (
+        f"""CREATE TABLE slots_new (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ({statuses})),
+            note TEXT NOT NULL DEFAULT '',
+            editions INTEGER NOT NULL DEFAULT 0,
+            sent INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            unknown INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            run_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (newsletter, timezone, slot_at)
+        )""",
+        """INSERT INTO slots_new (id, newsletter, timezone, slot_at, status, note, editions, sent,
+               failed, skipped, unknown, attempts, run_at, created_at, updated_at)
+           SELECT id, newsletter, timezone, slot_at, status, note, editions, sent, failed,
+               skipped, unknown, attempts, run_at, created_at, updated_at FROM slots""",
+        "DROP TABLE slots",
+        "ALTER TABLE slots_new RENAME TO slots",
+        "CREATE INDEX slots_recent ON slots (newsletter, slot_at)",
+        "ALTER TABLE runs ADD COLUMN command TEXT NOT NULL DEFAULT 'run'",
+        "ALTER TABLE editions ADD COLUMN held TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE editions ADD COLUMN forced_by TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE holds (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            timezone TEXT NOT NULL DEFAULT '',
+            until TEXT,
+            held_by TEXT NOT NULL,
+            held_at TEXT NOT NULL,
+            released_by TEXT,
+            released_at TEXT
+        )""",
+        "CREATE INDEX holds_active ON holds (newsletter) WHERE released_at IS NULL",
+        """CREATE TABLE edition_edits (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            edition_date TEXT NOT NULL,
+            action TEXT NOT NULL
+                CHECK (action IN ('drop', 'restore', 'subject', 'preheader', 'note')),
+            story_id INTEGER,
+            value TEXT NOT NULL DEFAULT '',
+            who TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        "CREATE INDEX edition_edits_edition ON edition_edits (newsletter, edition_date, id)",
+    ):
+        db.execute(statement)
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

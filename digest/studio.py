@@ -16,10 +16,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from flask import (
     Flask,
@@ -38,12 +38,15 @@ from sqlite_utils import Database
 
 from .clock import parse_moment, utcnow
 from .config import PROJECT_TEMPLATES, Config
+from .delivery.holds import hold, hold_on, release
 from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
+from .edition.edits import current_edits, edit_trail, edition_date, record_edit
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
 from .feedback.report import NUMBERS, edition_report, report_lines
 from .feedback.report import _percent as percent
+from .invocation import os_user
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
 from .preview import (
@@ -56,7 +59,9 @@ from .preview import (
     slot_variants,
     variant_target,
 )
+from .status import desk
 from .store import open_db
+from .zones import check_timezone
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -189,6 +194,9 @@ def create_studio(
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
     app.add_url_rule("/send-test", view_func=test_send, methods=["POST"])
+    app.add_url_rule("/edition", view_func=edit_edition, methods=["POST"])
+    app.add_url_rule("/hold", view_func=hold_slot, methods=["POST"])
+    app.add_url_rule("/release", view_func=release_slot, methods=["POST"])
     return app
 
 
@@ -325,25 +333,38 @@ def _page(template: str, query: Query | None, **context: Any) -> str:
         newsletters = list(state.config().newsletters.values())
     except ConfigError:
         newsletters = []
+    # The page's own address: a refused form answers with the page it came from.
+    here = _back() if request.method == "POST" else request.full_path.rstrip("?")
     return render_template(
         template,
         query=query,
         newsletters=newsletters,
         version=state.fingerprint(),
+        here=here,
         **context,
     )
 
 
 def front_page() -> ResponseReturnValue:
-    """`GET /`: every variant of the next slot, or with as/topics/timezone, one variant."""
+    """`GET /`: the desk (every zone's next slot and its variants), or one variant."""
+    return _front(request.args)
+
+
+def _front(args: Any, problem: str = "") -> str:
     try:
-        query = _query(request.args)
+        query = _query(args)
         if query.picks_variant:
-            return _variant_page(query)
+            return _variant_page(query, problem)
         config = _state().config()
         plans = _plans(query)
         return _page(
-            "index.html", query, plans=plans, newsletter=config.newsletter(query.newsletter)
+            "index.html",
+            query,
+            plans=plans,
+            desk=desk(_db(), config, plans, query.newsletter, query.now),
+            newsletter=config.newsletter(query.newsletter),
+            database=config.db_path,
+            problem=problem,
         )
     except DigestError as exc:
         return _page("index.html", None, error=_error_details(exc))
@@ -359,9 +380,11 @@ def _plans(query: Query) -> list[VariantPlan]:
     return _state().cached(("plans", *query.key()), make)
 
 
-def _variant_page(query: Query) -> str:
+def _variant_page(query: Query, problem: str = "") -> str:
     view = _view(query)
     rows = _state().cached(("lineup", *query.key()), lambda: lineup(_db(), view.target))
+    edition = edition_date(view.target.slot_at, view.target.timezone)
+    newsletter = view.target.newsletter.name
     return _page(
         "variant.html",
         query,
@@ -370,6 +393,13 @@ def _variant_page(query: Query) -> str:
         rows=rows,
         config=_state().config(),
         sent=request.args.get("sent", ""),
+        sent_where=request.args.get("where", ""),
+        edition=edition,
+        edits=current_edits(_db(), newsletter, edition),
+        trail=edit_trail(_db(), newsletter, edition),
+        hold=hold_on(_db(), newsletter, view.target.timezone, query.now),
+        deadline=view.target.slot_at + timedelta(hours=view.target.newsletter.grace_hours),
+        problem=problem,
     )
 
 
@@ -469,6 +499,12 @@ def _back(default: str = "/") -> str:
     return target if target.startswith("/") and not target.startswith("//") else default
 
 
+def _refused(problem: str) -> ResponseReturnValue:
+    """The page the form came from, again, with what was wrong: nothing was changed."""
+    back = urlsplit(_back())
+    return _front(dict(parse_qsl(back.query)), problem), 422
+
+
 def editorial(story_id: int) -> ResponseReturnValue:
     """`POST /stories/<id>` with action=pin|unpin|score (and score=N): the editor's choice."""
     action = request.form.get("action", "")
@@ -476,13 +512,70 @@ def editorial(story_id: int) -> ResponseReturnValue:
         if action in ("pin", "unpin"):
             set_story_editorial(_db(), str(story_id), pinned=action == "pin")
         elif action == "score":
-            set_story_editorial(_db(), str(story_id), score=float(request.form["score"]))
+            given = request.form.get("score", "").strip()
+            try:
+                score = float(given)
+            except ValueError:
+                return _refused(f"Score {given!r} is not a number; give one such as 7 or 2.5.")
+            set_story_editorial(_db(), str(story_id), score=score)
         else:
-            abort(400, "action must be pin, unpin or score")
-    except (ValueError, KeyError):
-        abort(400, "score must be a number such as 7 or 2.5")
+            return _refused(f"Unknown action {action!r}: pin, unpin or score.")
     except DigestError as exc:
-        abort(400, str(exc))
+        return _refused(str(exc))
+    return redirect(_back(), code=303)
+
+
+def _who() -> str:
+    return f"{os_user()} (studio)"
+
+
+def edit_edition() -> ResponseReturnValue:
+    """`POST /edition` with newsletter, edition (YYYY-MM-DD), action and value or story."""
+    form = request.form
+    try:
+        newsletter = _state().config().newsletter(form.get("newsletter") or None).name
+        record_edit(
+            _db(),
+            newsletter,
+            form.get("edition", ""),
+            form.get("action", ""),
+            _who(),
+            story=form.get("story"),
+            value=form.get("value", ""),
+        )
+    except DigestError as exc:
+        return _refused(str(exc))
+    return redirect(_back(), code=303)
+
+
+def hold_slot() -> ResponseReturnValue:
+    """`POST /hold` with newsletter, and zone and until if given: `digest hold`."""
+    form = request.form
+    try:
+        newsletter = _state().config().newsletter(form.get("newsletter") or None).name
+        zone = form.get("zone", "").strip()
+        until = form.get("until", "").strip()
+        hold(
+            _db(),
+            newsletter,
+            check_timezone(zone) if zone else None,
+            parse_moment(until, "until") if until else None,
+            _who(),
+        )
+    except DigestError as exc:
+        return _refused(str(exc))
+    return redirect(_back(), code=303)
+
+
+def release_slot() -> ResponseReturnValue:
+    """`POST /release` with newsletter, and zone if given: `digest release`."""
+    form = request.form
+    try:
+        newsletter = _state().config().newsletter(form.get("newsletter") or None).name
+        zone = form.get("zone", "").strip()
+        release(_db(), newsletter, check_timezone(zone) if zone else None, _who())
+    except DigestError as exc:
+        return _refused(str(exc))
     return redirect(_back(), code=303)
 
 
@@ -497,11 +590,11 @@ def test_send() -> ResponseReturnValue:
             429,
         )
     try:
-        send_test(state.config(), state.transport, _view(query), request.form.get("to", ""))
+        where = send_test(state.config(), state.transport, _view(query), request.form.get("to", ""))
     except DigestError as exc:
         return f"The test send did not go: {exc}", 400
     to = request.form.get("to", "").strip()
-    return redirect(back + "&" + urlencode({"sent": to}), code=303)
+    return redirect(back + "&" + urlencode({"sent": to, "where": where}), code=303)
 
 
 def serve_studio(

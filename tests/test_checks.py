@@ -95,3 +95,27 @@ def test_every_entry_of_the_curated_css_table_names_clients_and_a_fallback():
     rules = css_rules()
     assert len(rules) >= 15
     assert all(rule.clients and rule.fallback and rule.what for rule in rules)
+
+
+def test_dark_mode_css_is_an_enhancement_noted_not_a_warning():
+    html = GOOD_HTML.replace(
+        "</body>", "<style>@media (prefers-color-scheme: dark) { p { color: #eee } }</style></body>"
+    )
+    [css] = [f for f in run_checks(parts(html=html)) if f.check == "css"]
+    assert css.level == "ok"
+    assert "which show the email without it: fine" in css.message
+
+
+def test_css_clients_drop_is_still_a_warning():
+    html = GOOD_HTML.replace("<body>", '<body><div style="position: absolute">x</div>')
+    [css] = [f for f in run_checks(parts(html=html)) if f.check == "css"]
+    assert css.level == "warning"
+
+
+def test_a_bad_image_names_the_story_it_is_in():
+    html = GOOD_HTML.replace(
+        "</body>", '<h2>Otters return</h2><img src="http://i.test/o.jpg" alt=""></body>'
+    )
+    [image] = [f for f in run_checks(parts(html=html)) if f.check == "images"]
+    assert (image.level, image.story) == ("error", "Otters return")
+    assert image.line().startswith("error: images (story 'Otters return'): Image http://")

@@ -128,6 +128,8 @@ TABLE_HOMES = {
     "events": {"feedback/events.py"},
     "delivery_states": {"feedback/events.py"},
     "engagement": {"feedback/events.py"},
+    "holds": {"delivery/holds.py"},
+    "edition_edits": {"edition/edits.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.
@@ -203,3 +205,105 @@ def test_every_table_the_migrations_create_has_a_home():
     created = re.findall(r"CREATE TABLE (\w+)", (REPO / "digest" / "store.py").read_text())
     # A rebuild (m004, m007) makes `<table>_new`, then renames it to the table.
     assert {name.removesuffix("_new") for name in created} == set(TABLE_HOMES)
+
+
+def _hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_config_key_has_a_meaning_for_the_generated_reference():
+    from digest.config import SECTIONS
+
+    hooks = _hooks()
+    undocumented = [
+        f"{section}.{key}"
+        for section, definition in SECTIONS.items()
+        for key, _default, meaning in hooks.section_rows(definition)
+        if not meaning
+    ]
+    assert undocumented == [], "write a docstring under each of these fields in digest/config.py"
+
+
+def test_the_config_reference_names_every_key_the_config_accepts():
+    import dataclasses
+
+    from digest.config import SECTIONS
+
+    reference = _hooks().config_reference()
+    for section, definition in SECTIONS.items():
+        keys = definition if isinstance(definition, dict) else dataclasses.fields(definition)
+        for key in keys:
+            name = key if isinstance(key, str) else key.name
+            if name != "name":
+                assert f"| `{name}` |" in reference.split(f"## `[{section}]`", 1)[1]
+    assert "<!-- config-reference -->" in (DOCS / "reference" / "config.md").read_text()
+
+
+# A command as the docs show it: `digest [--config F] [--db F] sub [sub] [--option ...]`.
+DOC_COMMAND = re.compile(r"(?:^|[\s`/])digest((?: [^\s`|]+)+)")
+
+
+def _documented_invocations() -> list[str]:
+    found = []
+    for path in sorted(DOCS.rglob("*.md")):
+        if "reference" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        spans = re.findall(r"`(digest [^`]+)`", text)
+        blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S)
+        lines = [
+            line.split("#")[0]
+            for block in blocks
+            for line in block.splitlines()
+            if "digest " in line
+        ]
+        for chunk in [*spans, *lines]:
+            found += ["digest" + m.group(1) for m in DOC_COMMAND.finditer(chunk)]
+    # Not digest run with options: the synopsis (`digest [--config FILE] ...`) and the user
+    # or folder named digest in another program's line (`useradd ... digest`).
+    ours = {opt for p in cli.params for opt in getattr(p, "opts", [])}
+    return sorted(
+        {line for line in found if line.split()[1] in ours or line.split()[1][0] not in "[-"}
+    )
+
+
+@pytest.mark.parametrize("invocation", _documented_invocations())
+def test_every_command_the_docs_show_exists_with_the_options_they_give_it(invocation):
+    words = invocation.split()[1:]
+    target: click.Command = cli
+    options = {opt for p in cli.params for opt in getattr(p, "opts", [])}
+    for word in words:
+        if word.startswith("--"):
+            name = word.split("=")[0]
+            assert name in options | {"--help"}, f"`{invocation}`: {name} is not an option"
+        elif isinstance(target, click.Group) and word in target.commands:
+            target = target.commands[word]
+            options |= {opt for p in target.params for opt in getattr(p, "opts", [])}
+        elif target is cli and re.fullmatch(r"[a-z]+", word):
+            pytest.fail(f"`{invocation}`: digest has no command {word!r}")
+    assert target is not cli or not words or words[0].startswith("-") or words == ["--help"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        path
+        for path in (REPO / "digest").rglob("*.py")
+        if path.stem not in ("__init__", "__main__") and "shipped" not in path.parts
+    ),
+    ids=lambda p: str(p.relative_to(REPO / "digest")),
+)
+def test_every_module_is_named_by_its_family(module):
+    family = module.parent
+    while not (family / "__init__.py").exists() or family.name == "transports":
+        family = family.parent
+    docstring = ast.get_docstring(ast.parse((family / "__init__.py").read_text("utf-8")))
+    assert f"`{module.stem}`" in (docstring or ""), (
+        f"{family.name}/__init__.py does not name `{module.stem}`: say what it does there"
+    )

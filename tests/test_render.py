@@ -312,6 +312,7 @@ def fixture_context() -> dict:
         "recent_posts": [view],
         "story": view,
         "topics": ["world"],
+        "editor_note": "The bridge reopens tomorrow: our coverage starts at 6.",
         "reader": SimpleNamespace(greeting="Hello Ana,"),
         "unsubscribe_url": "https://news.test/u/T",
         "preferences_url": "https://news.test/u/T#preferences",

@@ -112,7 +112,7 @@ def test_status_shows_recent_slots_what_is_due_and_the_next_slot_per_time_zone(p
     lines = run("status", "--now", "2026-11-02T07:30:00Z").output.splitlines()
     assert lines[0] == "status at 2026-11-02 07:30 UTC"
     assert lines[2].startswith(
-        f"  2026-11-02 07:05 UTC  ok: ingest {project / 'stories.csv'}: 2 added"
+        f"  2026-11-02 07:05 UTC  digest run  ok: ingest {project / 'stories.csv'}: 2 added"
     )
     assert lines[4:] == [
         "daily: '0 7 * * *' in each reader's time zone, grace 6h",

@@ -39,8 +39,13 @@ def studio(config, db):
 
 def test_the_front_page_lists_each_variant_of_the_next_slot_with_its_readers(studio):
     page = studio.get("/", query_string={"now": NOW}).get_data(as_text=True)
-    assert "2 variants, 3 readers" in page
-    assert "2026-11-26 07:00 UTC" in page and "2026-11-26 07:00 Asia/Kolkata" in page
+    assert "2 variants checked: 0 errors," in page and "across 3 readers" in page
+    # One block per zone, in the order they go out: Kolkata's 07:00 is 01:30 UTC, due still.
+    assert page.index('data-timezone="Asia/Kolkata"') < page.index('data-timezone="UTC"')
+    assert "2026-11-26 07:00 local, 01:30 UTC" in page
+    assert "late by 4 h 30 m; missed at 2026-11-26 07:30 UTC, in 1 h 30 m" in page
+    assert "2026-11-26 07:00 local, 07:00 UTC" in page and "in 1 h 0 m" in page
+    assert page.count('<strong class="state">would send</strong>') == 2
     assert "Test Daily: Tram runs all night" in page
     assert "Test Daily: Otters return" in page
     assert page.count('<td class="checks-summary">no errors') == 2
@@ -158,10 +163,37 @@ def run(*args: str):
 def test_digest_check_prints_each_variant_and_passes_on_good_templates(project_dir):
     write_config(project_dir)
     run("subscribers", "add", "ana@example.com")
-    result = run("check", "--now", NOW)
+    (project_dir / "stories.jsonl").write_text(
+        '{"url": "https://news.test/tram", "title": "Tram runs all night", '
+        '"published_at": "2026-11-26T05:00:00Z", "category": "world"}\n'
+    )
+    run("ingest", "stories.jsonl")
+    result = run("check", "--now", NOW, "--verbose")
     assert result.exit_code == 0, result.output
+    assert result.output.startswith("1 variant checked: 0 errors, ")
     assert "2026-11-26 07:00 UTC *:" in result.output
     assert "ok: links:" in result.output and result.output.endswith("no errors\n")
+
+
+def test_digest_check_opens_with_a_summary_naming_the_story(project_dir):
+    write_config(project_dir)
+    run("subscribers", "add", "ana@example.com")
+    run("subscribers", "add", "raj@example.com", "--topics", "world", "--timezone", "Asia/Kolkata")
+    (project_dir / "stories.jsonl").write_text(
+        '{"url": "https://news.test/tram", "title": "Tram runs all night", '
+        '"image_url": "http://img.test/t.jpg", '
+        '"published_at": "2026-11-26T01:00:00Z", "category": "world"}\n'
+    )
+    run("ingest", "stories.jsonl")
+    result = CliRunner().invoke(cli, ["check", "--now", "2026-11-25T20:00:00Z"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("2 variants checked: 1 error, ")
+    assert lines[1].startswith(
+        "  error: images (story 'Tram runs all night'): Image http://img.test/t.jpg is not on"
+    )
+    assert lines[1].endswith("[2 of 2 variants]")
+    assert "ok:" not in result.output
 
 
 def test_digest_check_exits_non_zero_on_an_error(project_dir):
@@ -173,7 +205,10 @@ def test_digest_check_exits_non_zero_on_an_error(project_dir):
     run("ingest", "stories.jsonl")
     result = CliRunner().invoke(cli, ["check", "--now", NOW])
     assert result.exit_code == 1
-    assert "error: links: 1 link(s) are not absolute https: http://news.test/plain" in result.output
+    assert (
+        "error: links (story 'Plain http story'): 1 link(s) are not absolute https: "
+        "http://news.test/plain"
+    ) in result.output
     assert "errors found" in result.output
 
 
@@ -238,20 +273,31 @@ def test_a_test_send_goes_through_sendgrid_when_that_is_the_transport(db, tmp_pa
         )
         assert answer.status_code == 303
         [request] = server.requests
+        shown = html.unescape(client.get(answer.location).get_data(as_text=True))
+        # The page says where it went: the request and SendGrid's answer.
+        assert f"accepted by SendGrid: POST {server.url}/v3/mail/send answered 202" in shown
     assert request.status == 202
     assert request.body["subject"] == "[TEST] Test Daily: Tram runs all night"
     # SendGrid's statistics by category keep an editor's tests apart from readers' mail.
     assert request.body["categories"] == ["test"]
-    html = request.body["content"][1]["value"]
-    assert "Hello Ana," in html and "https://news.test/u/preview" in html
+    body = request.body["content"][1]["value"]
+    assert "Hello Ana," in body and "https://news.test/u/preview" in body
     assert db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
 
 
 def test_a_score_from_the_lineup_is_set_and_a_bad_one_refused(studio, db):
     assert studio.post("/stories/2", data={"action": "score", "score": "7.5"}).status_code == 303
     assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
-    assert studio.post("/stories/2", data={"action": "score", "score": "lots"}).status_code == 400
-    assert studio.post("/stories/2", data={"action": "score", "score": "nan"}).status_code == 400
+    for given, message in [
+        ("lots", "Score &#39;lots&#39; is not a number"),
+        ("nan", "Score nan is not a number"),
+        ("-5", "Score -5 is below 0"),
+    ]:
+        answer = studio.post("/stories/2", data={"action": "score", "score": given, "next": "/"})
+        # The page again, saying what was wrong: never a bare 400.
+        assert answer.status_code == 422
+        page = answer.get_data(as_text=True)
+        assert '<p class="note problem" role="alert">Not done: ' in page and message in page
     assert db.execute("SELECT score FROM stories WHERE id = 2").fetchone()[0] == 7.5
 
 
@@ -272,3 +318,29 @@ def test_digest_studio_as_a_real_process_serves_and_its_hints_name_its_files(tmp
     assert "No subscriber 'nobody@example.com'" in shown
     files = f"--config {tmp_path / 'digest.toml'} --db {tmp_path / 'digest.db'}"
     assert f"`{sys.executable} -m digest {files} subscribers list`" in shown
+
+
+@pytest.mark.parametrize("path", ["/hold", "/release", "/edition"])
+def test_holds_and_edits_are_taken_only_from_the_studios_own_pages(studio, db, path):
+    answer = studio.post(
+        path,
+        data={"newsletter": "daily", "edition": "2026-11-26", "action": "note", "value": "Hi"},
+        headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert answer.status_code == 403
+    assert db.execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM edition_edits").fetchone()[0] == 0
+
+
+def test_a_held_slot_shows_on_the_desk_with_who_and_its_deadline(studio, db):
+    from digest.delivery.holds import hold
+
+    hold(db, "daily", "UTC", None, "editor")
+    page = studio.get("/", query_string={"now": NOW}).get_data(as_text=True)
+    assert 'class="zone state-held"' in page
+    assert "daily in UTC held by editor" in page
+    assert "grace ends 13:00 UTC" in page
+    variant = studio.get("/", query_string={"now": NOW, "as": "ana@example.com"})
+    shown = html.unescape(variant.get_data(as_text=True))
+    assert "Held by hand: daily in UTC held by editor" in shown
+    assert "not released by 2026-11-26 13:00 UTC (the end of grace), this slot is missed" in shown

@@ -73,7 +73,8 @@ def open_reader(page, studio: str, email: str = "ana@example.com") -> None:
 
 def test_the_front_page_shows_each_variant_with_its_readers(page, studio):
     page.goto(f"{studio}/?now={NOW}")
-    expect(page.locator("table.variants caption")).to_have_text("2 variants, 3 readers")
+    expect(page.locator(".summary-line")).to_contain_text("2 variants checked: 0 errors")
+    expect(page.locator(".summary-line")).to_contain_text("across 3 readers")
     rows = page.locator("tr.variant")
     expect(rows).to_have_count(2)
     kolkata = page.locator('tr.variant[data-timezone="Asia/Kolkata"]')
@@ -155,12 +156,16 @@ def test_a_template_error_shows_file_and_line_then_recovers(page, studio, templa
 def test_a_test_send_lands_in_the_outbox_with_test_in_the_subject(page, studio, newsroom):
     config, _ = newsroom
     open_reader(page, studio)
-    page.get_by_label("To").fill("editor@example.com")
+    page.get_by_label("To", exact=True).fill("editor@example.com")
     page.get_by_role("button", name="Send test").click()
-    expect(page.get_by_role("status").filter(has_text="Test sent")).to_contain_text(
-        "editor@example.com"
-    )
+    status = page.get_by_role("status").filter(has_text="Test to")
+    expect(status).to_contain_text("editor@example.com")
     [path] = config.outbox_dir.rglob("editor@example.com.eml")
+    # It says where the test went: the outbox only writes a file.
+    expect(status).to_contain_text(
+        f"Test to editor@example.com with a [TEST] subject: written to {path} (the outbox "
+        "transport: nothing left this machine)."
+    )
     message = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["Subject"].startswith("[TEST] Test Daily: ")
     html = message.get_body(("html",)).get_content()
@@ -250,3 +255,73 @@ def test_a_dark_block_for_phones_only_darkens_the_mobile_view(page, studio, temp
     assert email.evaluate(card) == light
     page.get_by_role("button", name="Mobile 375").click()
     email.wait_for_function(f"{card} === 'rgb(32, 33, 34)'")
+
+
+def zone(page, timezone: str):
+    return page.locator(f'section.zone[data-timezone="{timezone}"]')
+
+
+def test_hold_and_release_from_the_desk(page, studio):
+    page.goto(f"{studio}/?now={NOW}")
+    utc = zone(page, "UTC")
+    expect(utc.locator(".state")).to_have_text("would send")
+    expect(utc.locator(".countdown")).to_have_text("in 1 h 0 m")
+    # The variants are folded beneath their zone until opened.
+    expect(utc.locator("tr.variant")).to_be_hidden()
+    utc.locator("summary").click()
+    expect(utc.locator("tr.variant")).to_be_visible()
+    utc.get_by_role("button", name="Hold UTC").click()
+    expect(utc.locator(".state")).to_have_text("held", timeout=LIVE)
+    expect(utc.locator(".cause")).to_contain_text("daily in UTC held by")
+    expect(page.locator(".attention")).to_contain_text("held by hand: daily in UTC held by")
+    expect(zone(page, "Asia/Kolkata").locator(".state")).to_have_text("would send")
+    utc.get_by_role("button", name="Release").click()
+    expect(utc.locator(".state")).to_have_text("would send", timeout=LIVE)
+    expect(page.locator(".attention")).to_have_count(0)
+
+
+def test_a_bad_hold_says_why_on_the_page(page, studio):
+    page.goto(f"{studio}/?now={NOW}")
+    page.get_by_label("until").fill("next tuesday")
+    page.get_by_role("button", name="Hold every zone").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not done: ")
+    expect(page.get_by_role("alert")).to_contain_text("next tuesday")
+    expect(zone(page, "UTC").locator(".state")).to_have_text("would send")
+
+
+def test_the_editions_subject_note_and_a_dropped_story_from_the_studio(page, studio, newsroom):
+    _, ids = newsroom
+    open_reader(page, studio)
+    page.get_by_label("Subject", exact=True).fill("Night trams, and otters")
+    page.get_by_role("button", name="Save subject").click()
+    expect(page.locator(".inbox-row .subject")).to_have_text("Night trams, and otters")
+    page.get_by_label("Editor's note").fill("Our bridge coverage starts at 6.")
+    page.get_by_role("button", name="Save editor's note").click()
+    email = page.frame_locator("#email")
+    expect(email.locator(".editor-note")).to_have_text("Our bridge coverage starts at 6.")
+    tram = page.locator(f'.lineup tr[data-story="{ids[0]}"]')
+    tram.get_by_role("button", name="Drop from this edition").click()
+    expect(tram.locator(".place")).to_have_text(re.compile("^dropped"))
+    expect(tram.locator(".marks")).to_contain_text("dropped")
+    expect(email.locator(".story-title").first).not_to_have_text("Tram runs all night")
+    page.locator(".trail summary").click()
+    expect(page.locator(".trail li")).to_have_count(3)
+    expect(page.locator(".trail li").last).to_contain_text(f"dropped story {ids[0]}")
+    tram.get_by_role("button", name="Restore").click()
+    expect(tram.locator(".place")).not_to_have_text(re.compile("^dropped"))
+
+
+def test_a_bad_edit_or_score_says_why_on_the_page(page, studio, newsroom):
+    _, ids = newsroom
+    open_reader(page, studio)
+    page.get_by_label("Subject", exact=True).fill("x" * 200)
+    page.get_by_role("button", name="Save subject").click()
+    expect(page.get_by_role("alert")).to_contain_text("The subject is 200 characters")
+    row = page.locator(f'.lineup tr[data-story="{ids[1]}"]')
+    row.get_by_label("Score").fill("nan")
+    row.get_by_role("button", name="Set").click()
+    expect(page.get_by_role("alert")).to_contain_text("Score nan is not a number")
+    row = page.locator(f'.lineup tr[data-story="{ids[1]}"]')
+    row.get_by_label("Score").fill("-5")
+    row.get_by_role("button", name="Set").click()
+    expect(page.get_by_role("alert")).to_contain_text("Score -5 is below 0")

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from ..clock import to_db
+from ..clock import to_db, utcnow
 from ..config import Config, NewsletterConfig
 from ..edition.build import (
     Edition,
@@ -25,7 +25,9 @@ from ..edition.build import (
     save_edition,
     slot_editions,
     too_few_stories,
+    update_held_edition,
 )
+from ..edition.gate import edition_findings, held_reason
 from ..edition.render import Renderer
 from ..errors import (
     DeliveryUnknownError,
@@ -35,8 +37,9 @@ from ..errors import (
     TransportAuthError,
     TransportError,
 )
-from ..invocation import digest_command
+from ..invocation import digest_command, os_user
 from ..store import write_transaction
+from .holds import check_not_held
 from .lease import Lease
 from .ledger import (
     Batch,
@@ -56,6 +59,7 @@ from .ledger import (
     tally,
     unknown_batches,
 )
+from .slots import record_run
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
@@ -82,6 +86,11 @@ class EditionResult:
         return bool(self.skip_reason)
 
     @property
+    def held(self) -> bool:
+        """Its checks found errors: nothing goes to its readers until fixed or forced."""
+        return bool(self.edition.held)
+
+    @property
     def already_sent(self) -> bool:
         """Started before this run, which found nobody to send to and nothing failed or unknown."""
         counts = self.counts
@@ -89,9 +98,18 @@ class EditionResult:
         return self.waiting == 0 and done == sum(counts.values()) > 0
 
     def line(self) -> str:
+        if self.held:
+            return f"{self.edition.slug}: HELD, nothing sent to its {self.audience} readers: " + (
+                self.edition.held
+            )
         if self.already_sent:
             return f"{self.edition.slug}: {ALREADY_SENT}"
-        return f"{self.edition.slug}: {self.note or tally(self.counts)}"
+        forced = (
+            f" (forced past check errors by {self.edition.forced_by})"
+            if self.edition.forced_by
+            else ""
+        )
+        return f"{self.edition.slug}: {self.note or tally(self.counts)}{forced}"
 
 
 @dataclass
@@ -104,7 +122,12 @@ class SendReport:
     unknown_batches: list[dict] = field(default_factory=list)
 
     def total(self, status: DeliveryStatus) -> int:
-        return sum(r.counts.get(status, 0) for r in self.editions)
+        """Readers of the editions that went out (not held ones) in this ledger status."""
+        return sum(r.counts.get(status, 0) for r in self.editions if not r.held)
+
+    @property
+    def held(self) -> list[EditionResult]:
+        return [r for r in self.editions if r.held]
 
     @property
     def warnings(self) -> list[str]:
@@ -122,7 +145,13 @@ class SendReport:
         if started and all(r.already_sent for r in started):
             return f"{slot}: {ALREADY_SENT}"
         totals: dict[str, int] = {status: self.total(status) for status in DeliveryStatus}
-        return f"{slot}: {tally(totals)}"
+        held = (
+            f"; {len(self.held)} edition(s) HELD by check errors "
+            f"({sum(r.audience for r in self.held)} readers)"
+            if self.held
+            else ""
+        )
+        return f"{slot}: {tally(totals)}{held}"
 
     def attention(self) -> list[str]:
         """What an operator must look at, each with the exact command that deals with it."""
@@ -137,6 +166,12 @@ class SendReport:
         ]
         if failed := self.total(DeliveryStatus.FAILED):
             lines.append(f"failed: {failed} readers; `{command('--retry-failed')}`")
+        for result in self.held:
+            lines.append(
+                f"held: {result.edition.slug} ({result.audience} readers): fix what its checks "
+                f"say (`{digest_command()} check`) and run again while within grace, or "
+                f"`{command('--force')}` sends it as it is."
+            )
         if queued := self.total(DeliveryStatus.QUEUED):
             lines.append(
                 f"still queued: {queued} readers (the send stopped); `{command('')}` finishes it."
@@ -146,7 +181,7 @@ class SendReport:
     @property
     def needs_attention(self) -> bool:
         """Readers failed, unknown or still queued: the exit status says so to cron."""
-        return any(
+        return bool(self.held) or any(
             self.total(status)
             for status in (DeliveryStatus.FAILED, DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
         )
@@ -318,9 +353,15 @@ def send_slot(
     dry_run: bool = False,
     retry_failed: bool = False,
     resend_unknown: bool = False,
+    force: bool = False,
     progress: Callable[[EditionResult, int], None] | None = None,
 ) -> SendReport:
     """Build and send every variant of one newsletter slot, under the newsletter's lease.
+
+    Every new variant is checked as `digest check` checks it before anyone is queued: one
+    with an error is saved held (its audience frozen, nobody sent to) and the others go on.
+    A held edition is built and checked again by the next send of its slot, and goes once
+    clean; `force` sends it as it is, recording who did (the OS user).
 
     `--retry-failed` and `--resend-unknown` act only on editions already started: a slot
     that never started has nothing to retry, and building it anew would mail everyone.
@@ -330,15 +371,19 @@ def send_slot(
     renderer = renderer or Renderer(config.templates_dir)
     report = SendReport(newsletter.name, slot_at, timezone, dry_run=dry_run)
     existing_only = retry_failed or resend_unknown
+    who = os_user() if force else ""
     if dry_run:
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone, dry_run=True)
+        for _, result in new:
+            if not result.skipped:
+                result.edition = gate(db, config, result.edition, who)
         for result in started:
             result.waiting = waiting(result.counts, retry_failed, resend_unknown)
             if not result.already_sent:
                 result.note = f"would send to {result.waiting}"
         report.editions = started + [
             result
-            if result.skipped
+            if result.skipped or result.held
             else replace(result, note=f"would send to {result.audience}", waiting=result.audience)
             for _, result in new
         ]
@@ -353,8 +398,15 @@ def send_slot(
                 f"{f' in {timezone}' if timezone else ''} has started, so there is nothing to "
                 f"retry; `{digest_command()} status` lists the slots and the command for each."
             )
+        started = [
+            recheck_held(db, config, renderer, newsletter, result, who) if result.held else result
+            for result in started
+        ]
+        for _, result in new:
+            if not result.skipped:
+                result.edition = gate(db, config, result.edition, who)
         report.editions = started + freeze_new_editions(db, newsletter.name, timezone, new)
-        delivering = [result for result in report.editions if not result.skipped]
+        delivering = [r for r in report.editions if not r.skipped and not r.held]
         for result in delivering:
             if retry_failed:
                 requeue(db, result.edition.saved_id, DeliveryStatus.FAILED)
@@ -369,6 +421,42 @@ def send_slot(
             if result.counts[DeliveryStatus.SENDING]:
                 report.unknown_batches += list(unknown_batches(db, result.edition.saved_id))
     return report
+
+
+def gate(db: Database, config: Config, edition: Edition, forced_by: str) -> Edition:
+    """The edition held by its check errors, or (with `forced_by`) let through past them."""
+    reason = held_reason(edition_findings(db, config, edition))
+    if reason and forced_by:
+        return replace(edition, held="", forced_by=forced_by)
+    return replace(edition, held=reason, forced_by="")
+
+
+def recheck_held(
+    db: Database,
+    config: Config,
+    renderer: Renderer,
+    newsletter: NewsletterConfig,
+    result: EditionResult,
+    forced_by: str,
+) -> EditionResult:
+    """A held edition built and checked again (after a fix, or an edit): it goes once clean."""
+    saved = result.edition
+    rebuilt, story_count = build_edition(
+        db, config, renderer, newsletter, saved.slot_at, saved.topics, saved.timezone
+    )
+    rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at)
+    if too_few_stories(newsletter, story_count):
+        # Its readers are queued already: an edition emptied by edits stays held, never sent.
+        checked = replace(
+            rebuilt,
+            held=f"only {story_count} stories left (min_stories {max(newsletter.min_stories, 1)})"
+            "; restore a dropped story, or let the slot be missed",
+            forced_by="",
+        )
+    else:
+        checked = gate(db, config, rebuilt, forced_by)
+    update_held_edition(db, checked)
+    return replace(result, edition=checked)
 
 
 def waiting(counts: dict[str, int], retry_failed: bool, resend_unknown: bool) -> int:
@@ -390,9 +478,29 @@ def send_command(newsletter: str, timezone: str | None, slot_at: datetime, flag:
 
 
 def send_newsletter(
-    db: Database, config: Config, newsletter_name: str | None, now: datetime, **options: Any
+    db: Database,
+    config: Config,
+    newsletter_name: str | None,
+    now: datetime,
+    *,
+    command: str = "send",
+    **options: Any,
 ) -> SendReport:
-    """`digest send`: the newsletter's latest slot at or before `now`, to every active reader."""
+    """`digest send`: the newsletter's latest slot at or before `now`, to every active reader.
+
+    Refused while an editor holds it (`digest hold`). A real send is recorded among the runs
+    `digest status` lists, under `command`.
+    """
     newsletter = config.newsletter(newsletter_name)
-    slot_at = latest_slot(newsletter, now, options.get("timezone"))
-    return send_slot(db, config, newsletter, slot_at, **options)
+    timezone = options.get("timezone")
+    slot_at = latest_slot(newsletter, now, timezone)
+    if options.get("dry_run"):
+        return send_slot(db, config, newsletter, slot_at, **options)
+    check_not_held(db, newsletter.name, timezone, now)
+    started = utcnow()
+    report = send_slot(db, config, newsletter, slot_at, **options)
+    lines = [report.summary(), *report.attention()]
+    record_run(
+        db, now, started, len(report.editions), report.needs_attention, "; ".join(lines), command
+    )
+    return report

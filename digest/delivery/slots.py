@@ -1,4 +1,4 @@
-"""The run record: how each newsletter time-zone slot ended (sent, missed, skipped, failed).
+"""The run record: how each newsletter time-zone slot ended (sent, missed, skipped, failed, held).
 
 A slot is recorded once it is acted on, so a repeated run finds it done and does nothing;
 a `failed` slot is updated in place when a later run tries it again. Each run is recorded
@@ -7,7 +7,7 @@ too, so `digest status` can say when cron last ran.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +42,7 @@ class RunRecord:
     actions: int
     failed: bool
     summary: str
+    command: str = "run"
 
 
 def last_records(db: Database) -> dict[tuple[str, str], LastRecord]:
@@ -99,6 +100,24 @@ def record_slot(
     )
 
 
+def find_slot_record(db: Database, slot: Slot) -> SlotRecord | None:
+    """The record of one slot, or None when no run acted on it yet."""
+    rows = db.query(
+        "SELECT * FROM slots WHERE newsletter = ? AND timezone = ? AND slot_at = ?",
+        [slot.newsletter, slot.timezone, to_db(slot.at)],
+    )
+    records = _slot_records(rows)
+    return records[0] if records else None
+
+
+def slot_record(db: Database, slot: Slot) -> SlotRecord:
+    """The record of one slot (which must be recorded)."""
+    record = find_slot_record(db, slot)
+    if record is None:
+        raise ValueError(f"slot {slot} is not recorded")
+    return record
+
+
 def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRecord]:
     """The newsletter's latest recorded slots, newest first."""
     rows = db.query(
@@ -106,6 +125,10 @@ def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRec
            ORDER BY slot_at DESC, timezone LIMIT ?""",
         [newsletter, limit],
     )
+    return _slot_records(rows)
+
+
+def _slot_records(rows: Iterable[dict]) -> list[SlotRecord]:
     return [
         SlotRecord(
             slot=Slot(from_db(row["slot_at"]), row["newsletter"], row["timezone"]),
@@ -124,12 +147,19 @@ def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRec
 
 
 def record_run(
-    db: Database, run_at: datetime, started_at: datetime, actions: int, failed: bool, summary: str
+    db: Database,
+    run_at: datetime,
+    started_at: datetime,
+    actions: int,
+    failed: bool,
+    summary: str,
+    command: str = "run",
 ) -> None:
+    """Record one `digest run`, or a send by `digest send` or `digest demo` (`command`)."""
     db.execute(
-        """INSERT INTO runs (run_at, started_at, finished_at, actions, failed, summary)
-           VALUES (?, ?, ?, ?, ?, ?)""",
-        [to_db(run_at), to_db(started_at), to_db(utcnow()), actions, int(failed), summary],
+        """INSERT INTO runs (run_at, started_at, finished_at, actions, failed, summary, command)
+           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [to_db(run_at), to_db(started_at), to_db(utcnow()), actions, int(failed), summary, command],
     )
 
 
@@ -144,6 +174,7 @@ def recent_runs(db: Database, limit: int = 3) -> list[RunRecord]:
             actions=row["actions"],
             failed=bool(row["failed"]),
             summary=row["summary"],
+            command=row["command"],
         )
         for row in rows
     ]

@@ -14,6 +14,7 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from .edits import EditionEdits, current_edits, edition_date
 from .render import Renderer
 from .select import normalize_topics, select_digest, variant_key
 
@@ -36,6 +37,9 @@ class Edition:
     # When it was saved, which is when its audience was frozen.
     created_at: datetime | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # The check errors that hold it ("" when it may go), and who sent it out past them.
+    held: str = ""
+    forced_by: str = ""
 
     @property
     def saved_id(self) -> int:
@@ -91,12 +95,32 @@ def too_few_stories(newsletter: NewsletterConfig, story_count: int) -> bool:
 def edition_stories(
     db: Database, newsletter: NewsletterConfig, slot_at: datetime, variant: str
 ) -> tuple[list[Story], set[int]]:
-    """What a variant selects from: the stories of its look-back, and those already carried."""
+    """What a variant selects from: the stories of its look-back, and those already carried.
+
+    Stories an editor dropped from this edition are not among them.
+    """
     lookback = max(
         timedelta(hours=newsletter.window_hours), timedelta(days=newsletter.also_read_days)
     )
     stories = stories_published_between(db, slot_at - lookback, slot_at)
+    dropped = edition_edits(db, newsletter, slot_at, variant_zone(variant)).dropped
+    stories = [story for story in stories if story.id not in dropped]
     return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
+
+
+def variant_zone(variant: str) -> str | None:
+    """The time zone in a variant key (`variant_key`), or None for an all-zones variant."""
+    _, _, zone = variant.partition("|tz:")
+    return zone or None
+
+
+def edition_edits(
+    db: Database, newsletter: NewsletterConfig, slot_at: datetime, timezone: str | None
+) -> EditionEdits:
+    """The editors' edits of the edition this slot belongs to (its local date)."""
+    return current_edits(
+        db, newsletter.name, edition_date(slot_at, timezone or newsletter.timezone)
+    )
 
 
 def build_edition(
@@ -112,9 +136,19 @@ def build_edition(
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone)
     stories, carried = edition_stories(db, newsletter, slot_at, variant)
+    edits = edition_edits(db, newsletter, slot_at, timezone)
     selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
     local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
-    rendered = renderer.render_edition(newsletter, config.site, selection, local_time, topics)
+    rendered = renderer.render_edition(
+        newsletter,
+        config.site,
+        selection,
+        local_time,
+        topics,
+        subject=edits.subject,
+        preheader=edits.preheader,
+        note=edits.note,
+    )
     edition = Edition(
         newsletter=newsletter.name,
         slot_at=slot_at,
@@ -145,6 +179,8 @@ def _edition(row: dict) -> Edition:
         text=row["text"],
         story_ids=tuple(json.loads(row["story_ids"])),
         created_at=from_db(row["created_at"]),
+        held=row["held"],
+        forced_by=row["forced_by"],
     )
 
 
@@ -182,8 +218,8 @@ def save_edition(db: Database, edition: Edition) -> Edition:
     created_at = utcnow()
     cursor = db.execute(
         """INSERT INTO editions (newsletter, slot_at, variant, topics, timezone, subject,
-           preheader, html, text, story_ids, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+           preheader, html, text, story_ids, created_at, held, forced_by)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             edition.newsletter,
             to_db(edition.slot_at),
@@ -196,6 +232,29 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             edition.text,
             json.dumps(list(edition.story_ids)),
             to_db(created_at),
+            edition.held,
+            edition.forced_by,
         ],
     )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)
+
+
+def update_held_edition(db: Database, edition: Edition) -> None:
+    """Store a held edition's rebuilt content and whether it is still held or forced out.
+
+    Its audience was frozen when it was first saved: only what they will get changes.
+    """
+    db.execute(
+        """UPDATE editions SET subject = ?, preheader = ?, html = ?, text = ?, story_ids = ?,
+           held = ?, forced_by = ? WHERE id = ?""",
+        [
+            edition.subject,
+            edition.preheader,
+            edition.html,
+            edition.text,
+            json.dumps(list(edition.story_ids)),
+            edition.held,
+            edition.forced_by,
+            edition.saved_id,
+        ],
+    )

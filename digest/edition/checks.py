@@ -34,6 +34,55 @@ class Finding:
     level: str  # "error", "warning" or "ok"
     check: str
     message: str
+    # The headline of the story the finding is about, when it is about one.
+    story: str = ""
+
+    def line(self) -> str:
+        about = f" (story {self.story!r})" if self.story else ""
+        return f"{self.level}: {self.check}{about}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CheckSummary:
+    """The findings of many variants, each distinct one once with how many variants have it."""
+
+    variants: int
+    items: tuple[tuple[Finding, int], ...]
+
+    @property
+    def errors(self) -> int:
+        return sum(finding.level == "error" for finding, _ in self.items)
+
+    @property
+    def warnings(self) -> int:
+        return sum(finding.level == "warning" for finding, _ in self.items)
+
+    def headline(self) -> str:
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'s' if n != 1 else ''}"
+
+        return (
+            f"{plural(self.variants, 'variant')} checked: {plural(self.errors, 'error')}, "
+            f"{plural(self.warnings, 'warning')}"
+        )
+
+    def lines(self) -> list[str]:
+        return [
+            f"{finding.line()} [{count} of {self.variants} variants]"
+            for finding, count in self.items
+        ]
+
+
+def summarize(findings: Sequence[Sequence[Finding]]) -> CheckSummary:
+    """Errors then warnings across variants, each distinct finding once (ok ones left out)."""
+    counts: dict[Finding, int] = {}
+    for variant in findings:
+        for finding in dict.fromkeys(variant):
+            if finding.level != "ok":
+                counts[finding] = counts.get(finding, 0) + 1
+    order = {"error": 0, "warning": 1}
+    items = sorted(counts.items(), key=lambda item: order[item[0].level])
+    return CheckSummary(len(findings), tuple(items))
 
 
 @dataclass(frozen=True)
@@ -53,6 +102,8 @@ class CssRule:
     what: str
     clients: tuple[str, ...]
     fallback: str
+    # Ignored where unsupported with no harm (the email reads well without it): not a warning.
+    enhancement: bool = False
 
 
 @functools.cache
@@ -66,6 +117,7 @@ def css_rules(path: Path = CSS_TABLE) -> tuple[CssRule, ...]:
             rule["what"],
             tuple(rule["clients"]),
             rule["fallback"],
+            rule.get("enhancement", False),
         )
         for rule in table["rule"]
     )
@@ -77,6 +129,9 @@ class _EmailScan(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.links: list[str] = []
+        # Each link's text when it is a headline's link: which story a bad link belongs to.
+        self.headline_links: dict[str, str] = {}
+        self._anchor: tuple[str, list[str]] | None = None
         self.images: list[tuple[str | None, str | None, str]] = []
         self.styles: list[str] = []
         self.css: list[str] = []
@@ -90,6 +145,8 @@ class _EmailScan(HTMLParser):
             self.css.append(values["style"] or "")
         if tag == "a" and values.get("href") is not None:
             self.links.append(values["href"] or "")
+            if self._heading is not None:
+                self._anchor = (values["href"] or "", [])
         elif tag == "img":
             self.images.append((values.get("src"), values.get("alt"), self.last_heading))
         elif tag in ("h1", "h2", "h3", "h4"):
@@ -98,6 +155,10 @@ class _EmailScan(HTMLParser):
             self._in_style = True
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._anchor is not None:
+            href, text = self._anchor
+            self.headline_links.setdefault(href, " ".join("".join(text).split()))
+            self._anchor = None
         if tag in ("h1", "h2", "h3", "h4") and self._heading is not None:
             self.last_heading = " ".join("".join(self._heading).split())
             self._heading = None
@@ -105,6 +166,8 @@ class _EmailScan(HTMLParser):
             self._in_style = False
 
     def handle_data(self, data: str) -> None:
+        if self._anchor is not None:
+            self._anchor[1].append(data)
         if self._heading is not None:
             self._heading.append(data)
         if self._in_style:
@@ -176,6 +239,7 @@ def _links(scan: _EmailScan) -> list[Finding]:
         if not href.startswith("https://") and not href.lower().startswith(NON_WEB)
     ]
     if bad:
+        stories = [scan.headline_links[href] for href in bad if href in scan.headline_links]
         return [
             Finding(
                 "error",
@@ -183,6 +247,7 @@ def _links(scan: _EmailScan) -> list[Finding]:
                 f"{len(bad)} link(s) are not absolute https: {_short(bad)}. A mail client has "
                 "no page to resolve a relative link against, and http links get warnings; "
                 "fix the story's url or the template.",
+                _short(list(dict.fromkeys(stories))),
             )
         ]
     return [Finding("ok", "links", f"{len(scan.links)} links, all absolute https")]
@@ -213,6 +278,7 @@ def _images(scan: _EmailScan) -> list[Finding]:
                     "images",
                     f"Image {where} is not on https: clients block or warn about it; "
                     "serve it over https.",
+                    heading,
                 )
             )
         if alt is None:
@@ -223,6 +289,7 @@ def _images(scan: _EmailScan) -> list[Finding]:
                     f"Image {where} has no alt: with images off (the default in many "
                     "clients) readers see nothing, and screen readers read the file name. "
                     'Add alt text, or alt="" if it is decoration.',
+                    heading,
                 )
             )
         elif alt.strip() and heading and _words(alt) == _words(heading):
@@ -232,6 +299,7 @@ def _images(scan: _EmailScan) -> list[Finding]:
                     "images",
                     f"Image {where} has alt {alt!r}, the same as the headline next to it: "
                     'screen readers read it twice. Describe the picture, or use alt="".',
+                    heading,
                 )
             )
     if not found:
@@ -305,15 +373,14 @@ def _css(scan: _EmailScan) -> list[Finding]:
     found = []
     for rule in css_rules():
         uses = len(rule.pattern.findall(css))
-        if uses:
-            found.append(
-                Finding(
-                    "warning",
-                    "css",
-                    f"{rule.what} ({uses} use{'s' if uses > 1 else ''}) is ignored by "
-                    f"{', '.join(rule.clients)}; {rule.fallback}.",
-                )
-            )
+        if not uses:
+            continue
+        what = f"{rule.what} ({uses} use{'s' if uses > 1 else ''}) is ignored by "
+        if rule.enhancement:
+            message = f"{what}{', '.join(rule.clients)}, which show the email without it: fine"
+        else:
+            message = f"{what}{', '.join(rule.clients)}; {rule.fallback}."
+        found.append(Finding("ok" if rule.enhancement else "warning", "css", message))
     if not found:
         found.append(Finding("ok", "css", "no CSS that major clients ignore"))
     return found

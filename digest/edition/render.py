@@ -294,6 +294,7 @@ class Renderer:
         )
         self.env.filters["underline"] = underline
         self.env.filters["postal_line"] = postal_line
+        self.env.filters["wrap"] = wrap_text
         # Compiled once per source: every variant renders the same subject line template.
         self._string_templates: dict[str, jinja2.Template] = {}
 
@@ -363,8 +364,16 @@ class Renderer:
         selection: Selection,
         edition_time: datetime,
         topics: tuple[str, ...] = (),
+        *,
+        subject: str = "",
+        preheader: str = "",
+        note: str = "",
     ) -> RenderedEdition:
-        """HTML (inlined) and text of one edition variant, with per-reader placeholders."""
+        """HTML (inlined) and text of one edition variant, with per-reader placeholders.
+
+        A `subject` or `preheader` given (an editor's, for this edition) replaces the
+        newsletter's template; `note` is the editor's note at the top of the email.
+        """
         context: dict[str, Any] = {
             "newsletter": newsletter,
             "site": site,
@@ -375,15 +384,16 @@ class Renderer:
             ],
             "recent_posts": [_story_view(s, newsletter) for s in selection.recent_posts],
             "topics": list(topics),
+            "editor_note": note,
         }
         # Each on one line and cut at a word (story titles are long, the default preheader
         # joins them all), so no feed can make a subject a transport refuses.
         subject = cut_at_word(
-            one_line(self.render_string(newsletter.subject, context, "subject")),
+            one_line(subject or self.render_string(newsletter.subject, context, "subject")),
             SUBJECT_MAX_CHARS,
         )
         preheader = cut_at_word(
-            one_line(self.render_string(newsletter.preheader, context, "preheader")),
+            one_line(preheader or self.render_string(newsletter.preheader, context, "preheader")),
             PREHEADER_MAX_CHARS,
         )
         context |= {"subject": subject, "preheader": preheader}

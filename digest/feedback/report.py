@@ -109,15 +109,23 @@ def edition_report(
     ]
     total = dict(sum((Counter(numbers[i]) for i in ids), Counter()))
     total = {name: total.get(name, 0) for name in NUMBERS}
+    completeness = _completeness(db, ids, now)
+    if completeness["outbox_only"]:
+        # Files have no delivery events: 0% delivered would be a lie, not a measurement.
+        for variant in variants:
+            variant["rates"] = dict.fromkeys(variant["rates"])
     return {
         "newsletter": nl.name,
         "title": nl.title,
         "edition": day.isoformat(),
         "generated_at": to_db(now),
         "variants": variants,
-        "total": {"numbers": total, "rates": rates(total)},
+        "total": {
+            "numbers": total,
+            "rates": dict.fromkeys(rates(total)) if completeness["outbox_only"] else rates(total),
+        },
         "most_clicked": _most_clicked(db, ids),
-        "completeness": _completeness(db, ids, now),
+        "completeness": completeness,
     }
 
 
@@ -234,11 +242,22 @@ def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]
         f"SELECT MAX(sent_at) FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"
     ).fetchone()[0]
     events = db.execute(f"SELECT COUNT(*) FROM events WHERE edition_id IN ({in_ids})").fetchone()[0]
+    sent, to_outbox = db.execute(
+        f"""SELECT COUNT(*), COUNT(*) FILTER (WHERE provider_id LIKE 'outbox:%')
+            FROM deliveries WHERE edition_id IN ({in_ids}) AND status = 'sent'"""
+    ).fetchone()
+    outbox_only = bool(sent) and sent == to_outbox
     last_post = db.execute("SELECT MAX(received_at) FROM webhook_posts").fetchone()[0]
     pending, _ = waiting_posts(db)
     settles_at = to_db(from_db(last_sent) + OUTCOMES_SETTLE) if last_sent else None
     if not last_sent:
         note = "nothing of this edition was sent, so no events can come"
+    elif outbox_only:
+        note = (
+            f"the {sent} sent were written to the outbox as files, not sent through SendGrid: "
+            "outbox sends have no delivery events, so delivered, opened and clicked are "
+            "unknown (n/a), not 0"
+        )
     elif not events:
         note = (
             "no webhook events for this edition yet: delivery, opens and clicks are unknown "
@@ -257,6 +276,7 @@ def _completeness(db: Database, ids: list[int], now: datetime) -> dict[str, Any]
         "events": events,
         "last_post_received_at": last_post,
         "posts_waiting": pending,
+        "outbox_only": outbox_only,
         "note": note,
     }
 

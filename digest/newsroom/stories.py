@@ -170,6 +170,12 @@ def set_story_editorial(
     """Pin, unpin or score a story; the editor's choice then survives re-ingesting its feed."""
     if score is not None and not math.isfinite(score):
         raise DigestError(f"Score {score} is not a number; give one such as 7 or 2.5.")
+    if score is not None and score < 0:
+        raise DigestError(
+            f"Score {score:g} is below 0: ranking multiplies by 1 + score, so a negative score "
+            "would rank the story by age backwards. Give 0 (ranked by freshness alone) or "
+            "more; to leave a story out of one edition, drop it from that edition."
+        )
     story = find_story(db, ref)
     with db.atomic():
         if pinned is not None:

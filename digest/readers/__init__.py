@@ -2,4 +2,7 @@
 
 Beside delivery (a confirmation is sent through a transport): may import delivery, the edition,
 the newsroom and the core; never feedback or the shells.
+
+Modules: `subscribers`, `subscriptions`, `audit`, `suppression`, `signup`, `confirmation`,
+`preferences`, `privacy`.
 """

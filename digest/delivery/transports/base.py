@@ -47,6 +47,10 @@ class Transport(Protocol):
         """Send one complete message; returns the provider's id for it."""
         ...
 
+    def describe_single(self, provider_id: str) -> str:
+        """Where a message `send_single` sent went, for the one who sent it (a test send)."""
+        ...
+
 
 class BatchTransport:
     """A transport whose `send_batch` runs in a pool of `concurrency` threads."""
@@ -59,6 +63,9 @@ class BatchTransport:
 
     def send_single(self, message: EmailMessage, kind: Single) -> str:
         raise NotImplementedError
+
+    def describe_single(self, provider_id: str) -> str:
+        return f"handed to the transport, id {provider_id}"
 
     @contextmanager
     def sender(self) -> Iterator[Submit]:

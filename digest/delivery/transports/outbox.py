@@ -72,11 +72,15 @@ class OutboxTransport(BatchTransport):
     def send_single(self, message: EmailMessage, kind: Single) -> str:
         """One message on its own, under `outbox/confirmations/` or `outbox/tests/`."""
         folder = f"{kind}s"
-        write_eml(self.directory / folder, message["To"].addresses[0].addr_spec, message)
-        return f"outbox:{folder}"
+        path = write_eml(self.directory / folder, message["To"].addresses[0].addr_spec, message)
+        return f"outbox:{path}"
+
+    def describe_single(self, provider_id: str) -> str:
+        path = provider_id.removeprefix("outbox:")
+        return f"written to {path} (the outbox transport: nothing left this machine)"
 
 
-def write_eml(folder: Path, email: str, message: EmailMessage) -> None:
+def write_eml(folder: Path, email: str, message: EmailMessage) -> Path:
     """Write `<folder>/<address>.eml` atomically (temp file, then rename); a re-send replaces it."""
     path = folder / eml_file_name(email)
     partial = path.with_name(f".{path.name}.tmp")
@@ -89,3 +93,4 @@ def write_eml(folder: Path, email: str, message: EmailMessage) -> None:
             f"Cannot write to the outbox {folder}: {exc.strerror}. Check the folder "
             "(transport.outbox or DIGEST_OUTBOX) is writable."
         ) from None
+    return path

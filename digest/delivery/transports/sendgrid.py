@@ -439,6 +439,12 @@ class SendGridTransport(BatchTransport):
             json.dumps(single_message_payload(message, kind)), f"a single message ({kind})"
         )
 
+    def describe_single(self, provider_id: str) -> str:
+        return (
+            f"accepted by SendGrid: POST {self.host}/v3/mail/send answered 202, "
+            f"X-Message-Id {provider_id or 'not given'}"
+        )
+
     def _post_with_retries(self, text: str, what: str) -> str:
         body = text.encode("utf-8")
         # Only the bytes are kept while the request waits for its answer.

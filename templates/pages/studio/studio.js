@@ -114,8 +114,13 @@ document.addEventListener("change", (event) => {
   applyFrameState();
 });
 
+// A form the studio refused answers with the page it came from (at the form's address):
+// the page names its own address, which the address bar and each refresh then use.
+const here = document.body.dataset.here;
+if (here && here !== location.pathname + location.search) history.replaceState(null, "", here);
+
 async function refresh(version) {
-  const response = await fetch(location.href, { cache: "no-store" });
+  const response = await fetch(here || location.href, { cache: "no-store" });
   const page = new DOMParser().parseFromString(await response.text(), "text/html");
   const fresh = page.getElementById("live");
   if (!fresh) return;

@@ -48,6 +48,9 @@ format: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/send.py
 	$(BIN)/python benchmarks/events.py
+	$(BIN)/python benchmarks/lift.py
+	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) site demo outbox preview digest.db digest.db-wal digest.db-shm build dist digest.egg-info

@@ -61,6 +61,12 @@ def make_database(path: Path, readers: int) -> None:
                VALUES (1, 'daily', ?, '', 'Today', '', '', '[1, 2, 3]', ?)""",
             [stamp, stamp],
         )
+        # What the send writes beside it, so story clicks are summarised as in production.
+        db.execute(
+            """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+               VALUES (1, 'daily', ?, '[1, 2, 3]', 3)""",
+            [stamp],
+        )
         db.execute(
             """WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
                INSERT INTO subscribers (id, email, status, created_at, updated_at)

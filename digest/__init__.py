@@ -3,13 +3,14 @@
 The folders read as the pipeline, each importing only from the families below it (import-linter
 holds this direction; `make lint` checks it):
 
-- the core, at the top of `digest/`: `config`, `errors`, `models`, `clock`, `store`, `text`,
-  `addresses`, `zones`, `tokens`, `urls`, `schedule`, `invocation`;
+- the core, at the top of `digest/`: `config`, `errors`, `models`, `clock`, `store`,
+  `backups`, `text`, `addresses`, `zones`, `tokens`, `urls`, `schedule`, `invocation`;
 - `newsroom/`: stories in, and the story table;
 - `edition/`: select, render once, check, and keep the frozen edition;
 - `delivery/` and `readers/` beside it: the ledger, batches and transports; the readers' list,
   subscriptions, sign-up, preferences and privacy;
-- `feedback/`: the Event Webhook, the events it brings, the report;
+- `feedback/`: the Event Webhook, the events it brings, the report; `archive/` beside it:
+  recipient-free web copies, each newsletter's days, pages, feeds and the static export;
 - the shells last: `cli`, `web`, `wsgi`, `studio`, `run`, `preview`, `lineup`, `status`,
   `demo`, `scaffold`.
 """

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,6 +38,12 @@ class DigestGroup(click.Group):
         except DigestError as exc:
             raise click.ClickException(str(exc)) from None
         except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise click.ClickException(
+                    f"The disk holding the database is full ({exc}). What was being written was "
+                    "rolled back and the database is consistent; free some space and run the "
+                    "command again (`digest status` shows where a send stands)."
+                ) from None
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             raise click.ClickException(
@@ -393,6 +399,13 @@ def check(state: State, newsletter: str | None, now: str | None, verbose: bool) 
     is_flag=True,
     help="Allow a non-loopback --host: the studio shows readers' addresses and has no login.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_host_names",
+    multiple=True,
+    metavar="NAME",
+    help="With --allow-remote: a host name the studio is reached by (repeatable).",
+)
 @newsletter_option
 @moment_option
 @pass_state
@@ -401,18 +414,25 @@ def studio(
     host: str,
     port: int,
     allow_remote: bool,
+    allowed_host_names: tuple[str, ...],
     newsletter: str | None,
     now: str | None,
 ) -> None:
     """Run the editors' studio: every reader's next email, live, with checks and test sends."""
     from .delivery.transports import make_transport
-    from .studio import is_loopback, serve_studio
+    from .studio import allowed_hosts, is_loopback, serve_studio
 
     if not is_loopback(host) and not allow_remote:
         raise click.ClickException(
             f"--host {host} would open the studio to other machines: it shows readers' "
             "addresses, pins stories and sends test emails, with no login. Add --allow-remote "
             "if this network is trusted, or keep the default 127.0.0.1 (an SSH tunnel works)."
+        )
+    if allow_remote and not allowed_hosts(host, allowed_host_names):
+        raise click.ClickException(
+            f"--host {host} listens on every address, and the studio answers only to the "
+            "names it is told (no DNS rebinding): add --allowed-host NAME for each name or "
+            "address editors type in their browser, e.g. --allowed-host studio.newsroom.lan."
         )
     config = state.config
     if newsletter:
@@ -434,6 +454,7 @@ def studio(
         make_transport(config),
         host,
         port,
+        allowed_host_names=allowed_host_names,
         newsletter=newsletter,
         now=_now(now) if now else None,
     )
@@ -541,13 +562,30 @@ def release_command(state: State, newsletter: str, zone: str | None) -> None:
 @cli.command()
 @moment_option
 @click.option("--limit", default=10, show_default=True, help="Recent slots per newsletter.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the status as one self-contained HTML page, a day strip per newsletter.",
+)
 @pass_state
-def status(state: State, now: str | None, limit: int) -> None:
+def status(state: State, now: str | None, limit: int, html_file: Path | None) -> None:
     """Show the last runs, each newsletter's recent slots, what is due and what needs a hand."""
-    from .status import digest_status
+    from .status import digest_status, status_html
 
-    for line in digest_status(state.reading_db(), state.config, _now(now), limit).lines():
+    found = digest_status(state.reading_db(), state.config, _now(now), limit)
+    for line in found.lines():
         click.echo(line)
+    if html_file is not None:
+        _write_page(html_file, status_html(found), "the status")
+
+
+def _write_page(path: Path, page: str, what: str) -> None:
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {what} to {path}: {exc}") from None
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
@@ -555,9 +593,20 @@ def status(state: State, now: str | None, limit: int) -> None:
 @click.argument("edition", required=False, metavar="[EDITION | --last]")
 @click.option("--last", is_flag=True, help="The last edition sent (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the same numbers as JSON.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report with its charts as one self-contained HTML file (opens offline).",
+)
 @pass_state
 def report(
-    state: State, newsletter: str | None, edition: str | None, last: bool, as_json: bool
+    state: State,
+    newsletter: str | None,
+    edition: str | None,
+    last: bool,
+    as_json: bool,
+    html_file: Path | None,
 ) -> None:
     """What came of an edition (its local date, YYYY-MM-DD): delivered, bounced, opened, clicked.
 
@@ -568,8 +617,76 @@ def report(
 
     if edition and last:
         raise click.UsageError("Give EDITION or --last, not both.")
+    if as_json and html_file is not None:
+        raise click.UsageError("Give --json or --html FILE, not both.")
     data = edition_report(state.reading_db(), state.config, newsletter, edition)
+    if html_file is not None:
+        from .feedback.document import report_document
+
+        _write_page(html_file, report_document(state.db(), state.config, data).html, "the report")
+        return
     click.echo(report_json(data) if as_json else "\n".join(report_lines(data)))
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--daily",
+    is_flag=True,
+    help="Today's backup in [backup] dir unless there already, and old ones removed (cron).",
+)
+@pass_state
+def backup(state: State, file: Path | None, daily: bool) -> None:
+    """Copy the database to FILE, consistently while others write, then check the copy."""
+    from .backups import backup as take_backup
+    from .backups import daily_backup
+
+    if (file is None) == (not daily):
+        raise click.UsageError("Give FILE, or --daily (which uses [backup] dir), not both.")
+    config = state.config
+    if file is not None:
+        size = take_backup(config.db_path, file)
+        click.echo(f"backed up {config.db_path} to {file} ({size} bytes, integrity ok)")
+        return
+    if config.backup_dir is None:
+        return  # no [backup] dir: the daily backup is off
+    for line in daily_backup(config.db_path, config.backup_dir, config.backup.keep_days, utcnow()):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the database that exists (stop digest serve and cron first); it is kept.",
+)
+@pass_state
+def restore(state: State, file: Path, force: bool) -> None:
+    """Replace the database with the backup FILE, once it is checked whole and of a known schema."""
+    from .backups import restore as restore_backup
+
+    db_path = state.config.db_path
+    kept = restore_backup(file, db_path, force=force)
+    click.echo(
+        f"restored {file} into {db_path}" + (f"; the replaced one is {kept}" if kept else "")
+    )
+
+
+@cli.group(cls=DigestGroup)
+def webhook() -> None:
+    """SendGrid's Event Webhook posts stored here."""
+
+
+@webhook.command("discard")
+@click.argument("post_id", metavar="ID", type=int)
+@pass_state
+def webhook_discard(state: State, post_id: int) -> None:
+    """Give up on stored post ID that cannot be processed (`digest status` names it)."""
+    from .feedback.events import discard_post
+
+    note = discard_post(state.db(), post_id)
+    click.echo(terminal_text(f"discarded webhook post {post_id} ({note}); its body is gone"))
 
 
 @cli.command()
@@ -583,7 +700,7 @@ def report(
 )
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
-    """Run the readers' web app: sign-up, confirmation, unsubscribe and preferences pages.
+    """Run the readers' web app: sign-up, confirmation, unsubscribe, preferences, the archive.
 
     Refuses a placeholder or weak secret unless bound to 127.0.0.1 for an example site;
     behind a reverse proxy in production, see the README.
@@ -592,6 +709,60 @@ def serve(state: State, host: str, port: int) -> None:
 
     click.echo(f"digest: serving on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     serve_app(state.config, host, port)
+
+
+@cli.group(cls=DigestGroup)
+def archive() -> None:
+    """The public archive: write it as static files, withdraw an edition or bring it back."""
+
+
+@archive.command("build")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--newsletter", metavar="NAME", help="Only this newsletter (and the shared index).")
+@moment_option
+@pass_state
+def archive_build(state: State, directory: str, newsletter: str | None, now: str | None) -> None:
+    """Write the archive's pages, feeds and sitemap into DIRECTORY, as `digest serve` shows them.
+
+    Same paths (a folder's page is its index.html); only changed files are rewritten, and
+    the files of hidden editions are removed.
+    """
+    from .archive.static import build_static
+
+    built = build_static(state.db(), state.config, Path(directory), newsletter, _now(now))
+    click.echo(built.summary())
+
+
+def _set_shown(state: State, newsletter: str, day: str, hidden: bool) -> None:
+    from .archive.pages import Archive
+
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        raise click.BadParameter(f"{day!r} is not a date; write it as YYYY-MM-DD.") from None
+    Archive(state.db(), state.config).set_hidden(newsletter, when, hidden)
+    if hidden:
+        click.echo(f"{newsletter} {when}: hidden from the archive, its feeds and its sitemap")
+    else:
+        click.echo(f"{newsletter} {when}: shown in the archive again")
+
+
+@archive.command("hide")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_hide(state: State, newsletter: str, day: str) -> None:
+    """Withdraw an edition (DATE in the newsletter's home zone) from the archive: 410 Gone."""
+    _set_shown(state, newsletter, day, True)
+
+
+@archive.command("show")
+@click.argument("newsletter")
+@click.argument("day", metavar="DATE")
+@pass_state
+def archive_show(state: State, newsletter: str, day: str) -> None:
+    """Bring a hidden edition back into the archive."""
+    _set_shown(state, newsletter, day, False)
 
 
 @cli.group(cls=DigestGroup)
@@ -733,9 +904,12 @@ def subscribers_export_data(state: State, email: str) -> None:
 @pass_state
 def subscribers_forget(state: State, email: str) -> None:
     """Delete a reader's data and deliveries; keep a salted hash so they are never re-added."""
+    from .feedback.events import erase_address_from_posts
     from .readers.privacy import forget
 
-    click.echo(terminal_text(forget(state.db(), email, state.config.outbox_dir).summary()))
+    erasers = {"webhook posts": erase_address_from_posts}
+    report = forget(state.db(), email, state.config.outbox_dir, erasers)
+    click.echo(terminal_text(report.summary()))
 
 
 @cli.group(cls=DigestGroup)
@@ -745,15 +919,29 @@ def stories() -> None:
 
 @stories.command("list")
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+@newsletter_option
+@moment_option
 @pass_state
-def stories_list(state: State, limit: int) -> None:
-    """List stories: id, published time, score, pin, category, title, url."""
+def stories_list(state: State, limit: int, newsletter: str | None, now: str | None) -> None:
+    """List stories: id, published time, score, pin, category, title, url, and lift.
+
+    Lift is what the newsletter's readers made of the story in the last window's editions
+    (click-through over what its positions predict; see the ranking docs), with how many
+    readers it reached; "-" for a story no edition of the window carried.
+    """
+    from .edition.lift import story_lifts
     from .newsroom.stories import list_stories
 
-    for s in list_stories(state.reading_db(), limit):
+    db = state.reading_db()
+    lifts = story_lifts(db, state.config.newsletter(newsletter), _now(now))
+    for s in list_stories(db, limit):
         pin = "pinned" if s.pinned else "-"
         published = f"{s.published_at:%Y-%m-%d %H:%M}"
-        click.echo(terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url))
+        found = lifts.get(s.id)
+        lift = f"lift {found.lift:.2f} ({found.impressions} readers)" if found else "-"
+        click.echo(
+            terminal_text(s.id, published, f"{s.score:g}", pin, s.category, s.title, s.url, lift)
+        )
 
 
 def _editorial(state: State, ref: str, **change: Any) -> None:

@@ -38,6 +38,7 @@ TRANSPORTS = ("outbox", "sendgrid")
 # make an edition nobody can read. Any other number stops at MAX_NUMBER.
 MAX_NUMBER = 2**31 - 1
 NUMBER_LIMITS = {
+    "mail_hour": 23,
     "grace_hours": 8760,
     "window_hours": 8760,
     "half_life_hours": 8760,
@@ -51,6 +52,9 @@ NUMBER_LIMITS = {
     "max_backoff_seconds": 3600,
     "max_attempts": 100,
     "max_megabytes": 1024,
+    "weight": 10,
+    "exploration": 1,
+    "history_days": 365,
 }
 # Strings that go into mail headers (the subject and title through templates).
 ONE_LINE_KEYS = frozenset({"subject", "title", "from_name", "reply_to", "from_email", "name"})
@@ -73,12 +77,35 @@ class UtmSettings:
 
 
 @dataclass(frozen=True)
+class EngagementSettings:
+    """How readers' clicks move the next lineup (`edition.lift`; the formula in `select`).
+
+    `weight` 1 lets a story read twice as often as its position predicts rank as if its
+    editor's score were doubled (or as if it were one half-life younger); 0 turns it off.
+    """
+
+    weight: float = 1.0
+    """How much a story's lift moves its rank: `rank = editor_rank * lift ** weight` (0 to
+    10); 0 turns it off and the lineup is the editor's alone."""
+    min_impressions: int = 200
+    """Readers a story must have reached before its lift counts; before, it is unproven."""
+    exploration: float = 0.2
+    """The share of top-story places (0 to 1) kept for unproven stories, so new stories
+    still get seen."""
+    history_days: float = 28.0
+    """How many days back the click-through expected at each position is learned."""
+
+
+@dataclass(frozen=True)
 class NewsletterConfig:
     """One newsletter: what it selects, how it is titled, when it is due."""
 
     name: str
     title: str = "Daily Digest"
     """The newsletter's name in the email's header and its `List-Id`."""
+    description: str = ""
+    """What the newsletter carries, in a sentence: the sign-up page, the archive and its
+    feed show it."""
     subject: str = "{{ newsletter.title }}: {{ top_stories[0].title if top_stories else 'today' }}"
     """The subject line: a Jinja template over `newsletter`, `site`, `top_stories`,
     `recent_posts`, `edition_date`."""
@@ -113,8 +140,13 @@ class NewsletterConfig:
     """SendGrid categories every message of this newsletter carries."""
     asm_group_id: int | None = None
     """SendGrid's unsubscribe group (suppression group) id, if any."""
+    archive: bool = True
+    """Its editions' web copies, archive pages and feeds are public (false: they answer 404,
+    and its emails have no "View in your browser" link)."""
     utm: UtmSettings = field(default_factory=UtmSettings)
     """UTM parameters on story links: the `[newsletters.NAME.utm]` table."""
+    engagement: EngagementSettings = field(default_factory=EngagementSettings)
+    """How readers' clicks move the next lineup: the `[newsletters.NAME.engagement]` table."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +190,8 @@ class SendGridSettings:
     """Retry a request that got no answer (may duplicate its batch) instead of leaving it
     unknown."""
     sandbox_mode: bool = False
-    """SendGrid checks each request but delivers nothing."""
+    """SendGrid checks each request but delivers nothing; its 200 counts as sent (provider id
+    `sandbox`), so those readers are not mailed again by that edition."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +206,18 @@ class IngestSettings:
     @property
     def max_bytes(self) -> int:
         return int(self.max_megabytes * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report editors get by mail: to whom, and at what local hour the morning after."""
+
+    mail_to: tuple[str, ...] = ()
+    """Editors who get each edition's report by mail the morning after (`digest run` sends
+    it, once each, PNG charts inline); none: no report is mailed."""
+    mail_hour: int = 8
+    """From this hour (0 to 23), in each newsletter's time zone, on the day after an
+    edition, `digest run` mails its report."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +238,25 @@ class SignupSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """The public archive: where `digest run` writes its static copy ("" for none)."""
+
+    static_dir: str = ""
+    """A folder (relative to the config file) where `digest run` keeps a static copy of the
+    archive after each send; "" for none."""
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """The daily backup `cron/digest-run` takes (`digest backup --daily`): where, how long kept."""
+
+    dir: str = ""
+    """A folder (relative to digest.toml) for the daily backup; empty: no daily backup."""
+    keep_days: int = 14
+    """Daily backups older than this many days are removed."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a command needs to know, with paths already resolved."""
 
@@ -206,7 +270,26 @@ class Config:
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signup: SignupSettings = field(default_factory=SignupSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     source_path: Path | None = None
+    backup: BackupSettings = field(default_factory=BackupSettings)
+
+    @property
+    def backup_dir(self) -> Path | None:
+        """Where the daily backups go, or None when `[backup] dir` is not set."""
+        if not self.backup.dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.backup.dir
+
+    @property
+    def archive_dir(self) -> Path | None:
+        """The folder of the static archive `digest run` keeps up to date, if one is set."""
+        if not self.archive.static_dir:
+            return None
+        base = self.source_path.parent if self.source_path else Path.cwd()
+        return base / self.archive.static_dir
 
     def newsletter(self, name: str | None) -> NewsletterConfig:
         """The named newsletter, or the only/first one when no name is given."""
@@ -258,8 +341,12 @@ SECTIONS: dict[str, type | dict[str, PathKey]] = {
     "sendgrid": SendGridSettings,
     "ingest": IngestSettings,
     "signup": SignupSettings,
+    "archive": ArchiveSettings,
+    "report": ReportSettings,
+    "backup": BackupSettings,
     "newsletters.NAME": NewsletterConfig,
     "newsletters.NAME.utm": UtmSettings,
+    "newsletters.NAME.engagement": EngagementSettings,
 }
 
 
@@ -321,8 +408,17 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         )
     values = dict(values)
     utm = _build(UtmSettings, values.pop("utm", {}), f"newsletters.{name}.utm", path)
+    engagement = _build(
+        EngagementSettings, values.pop("engagement", {}), f"newsletters.{name}.engagement", path
+    )
     nl: NewsletterConfig = _build(
-        NewsletterConfig, values, f"newsletters.{name}", path, name=name, utm=utm
+        NewsletterConfig,
+        values,
+        f"newsletters.{name}",
+        path,
+        name=name,
+        utm=utm,
+        engagement=engagement,
     )
     if not is_place_timezone(nl.timezone):
         raise ConfigError(
@@ -351,6 +447,10 @@ def _newsletter(name: str, values: Mapping[str, Any], path: Path | None) -> News
         raise ConfigError(
             f"newsletters.{name} in {_where(path)}: top_stories, per_category and "
             "window_hours must be at least 1."
+        )
+    if engagement.history_days <= 0:
+        raise ConfigError(
+            f"newsletters.{name}.engagement.history_days in {_where(path)} must be > 0."
         )
     if nl.half_life_hours <= 0:
         raise ConfigError(f"newsletters.{name}.half_life_hours in {_where(path)} must be > 0.")
@@ -386,6 +486,13 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
     if sendgrid.max_attempts < 1:
         raise ConfigError(f"sendgrid.max_attempts in {_where(path)} must be at least 1.")
     signup = _build(SignupSettings, data.get("signup", {}), "signup", path)
+    archive = _build(ArchiveSettings, data.get("archive", {}), "archive", path)
+    report = _build(ReportSettings, data.get("report", {}), "report", path)
+    for address in report.mail_to:
+        _check_sender_address("report.mail_to", address, path)
+    backup = _build(BackupSettings, data.get("backup", {}), "backup", path)
+    if backup.keep_days < 1:
+        raise ConfigError(f"backup.keep_days in {_where(path)} must be at least 1.")
 
     ingest = _build(IngestSettings, data.get("ingest", {}), "ingest", path)
     if ingest.timeout_seconds <= 0 or ingest.max_megabytes <= 0:
@@ -434,7 +541,10 @@ def parse_config(data: Mapping[str, Any], path: Path | None, env: Mapping[str, s
         sendgrid=sendgrid,
         ingest=ingest,
         signup=signup,
+        archive=archive,
+        report=report,
         source_path=path,
+        backup=backup,
     )
 
 

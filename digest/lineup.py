@@ -8,13 +8,14 @@ is flagged, not silently moved to the recent posts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlite_utils import Database
 
 from .edition.build import edition_edits, edition_stories
-from .edition.select import candidates, rank_top_stories, select_digest
-from .models import Story
+from .edition.lift import story_lifts
+from .edition.select import NO_LIFTS, candidates, rank_top_stories, select_digest
+from .models import Story, StoryEngagement
 from .newsroom.stories import find_story
 from .preview import Target
 
@@ -29,10 +30,27 @@ class LineupRow:
     flag: str = ""
     # What else is worth knowing about its place (what a cap did), shown quietly.
     note: str = ""
+    # What its readers did with it in the last window's editions (None: no edition carried it).
+    engagement: StoryEngagement | None = None
+    # The rank without lift, the lift's factor, and the story's place in the ranking with
+    # lift and without (the editor's): what the lift did to its rank.
+    editor_rank: float = 0.0
+    factor: float = 1.0
+    order: int = 0
+    editor_order: int = 0
+    explored: bool = False
 
     @property
     def flagged(self) -> bool:
         return bool(self.flag)
+
+    @property
+    def moved(self) -> str:
+        """What the lift (and exploration) did to the story's place in the ranking."""
+        if not self.order or self.order == self.editor_order:
+            return "none"
+        way = "up" if self.order < self.editor_order else "down"
+        return f"{way} {abs(self.editor_order - self.order)} (editor's rank: {self.editor_order})"
 
     @property
     def dropped(self) -> bool:
@@ -76,12 +94,19 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
     settings = target.newsletter
     stories, carried = edition_stories(db, settings, target.slot_at, target.variant)
     _, in_window = candidates(stories, target.slot_at, settings, target.topics, carried)
-    selection = select_digest(stories, target.slot_at, settings, target.topics, carried)
+    shown = story_lifts(db, settings, target.slot_at)
+    lifts = shown if settings.engagement.weight > 0 else NO_LIFTS
+    selection = select_digest(stories, target.slot_at, settings, target.topics, carried, lifts)
+    editors = replace(settings, engagement=replace(settings.engagement, weight=0))
+    editor_order = {
+        r.story.id: n for n, r in enumerate(rank_top_stories(in_window, target.slot_at, editors), 1)
+    }
     top = {t.story.id: n for n, t in enumerate(selection.top_stories, 1)}
     recent = {s.id: n for n, s in enumerate(selection.recent_posts, 1)}
     also = {t.also_read.id: top[t.story.id] for t in selection.top_stories if t.also_read}
     rows = []
-    for ranked in rank_top_stories(in_window, target.slot_at, settings):
+    ranking = rank_top_stories(in_window, target.slot_at, settings, lifts)
+    for order, ranked in enumerate(ranking, 1):
         story = ranked.story
         if story.id in top:
             place = f"top {top[story.id]}"
@@ -99,12 +124,30 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
             note = _displaced(ranked.outcome, story, cap)
             if story.pinned:
                 flag, note = "pinned, but " + note, ""
-        rows.append(LineupRow(story, ranked.rank, place, flag, note))
+        if ranked.outcome == "exploration":
+            note = "displaced by exploration: its place went to a story too few readers have seen"
+        rows.append(
+            LineupRow(
+                story,
+                ranked.rank,
+                place,
+                flag,
+                note,
+                engagement=shown.get(story.id),
+                editor_rank=ranked.editor_rank,
+                factor=ranked.factor,
+                order=order,
+                editor_order=editor_order[story.id],
+                explored=ranked.explored,
+            )
+        )
     in_rows = {row.story.id for row in rows}
     for story_id, under in also.items():
         if story_id not in in_rows:
             story = next(s for s in stories if s.id == story_id)
-            rows.append(LineupRow(story, 0.0, f"also read (top {under})"))
+            rows.append(
+                LineupRow(story, 0.0, f"also read (top {under})", engagement=shown.get(story_id))
+            )
     rows.sort(key=_order)
     edits = edition_edits(db, settings, target.slot_at, target.timezone)
     rows += [
@@ -113,7 +156,13 @@ def lineup(db: Database, target: Target) -> list[LineupRow]:
     ]
     _, sent_before = candidates(stories, target.slot_at, settings, target.topics)
     rows += [
-        LineupRow(s, 0.0, "sent before", note="an earlier edition carried it to these readers")
+        LineupRow(
+            s,
+            0.0,
+            "sent before",
+            note="an earlier edition carried it to these readers",
+            engagement=shown.get(s.id),
+        )
         for s in sent_before
         if s.id in carried
     ]

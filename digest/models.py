@@ -23,6 +23,33 @@ class Story:
 
 
 @dataclass(frozen=True)
+class StoryEngagement:
+    """What a story's readers did with it over some editions, against what its positions predict.
+
+    `impressions`: readers it reached (delivered, or sent with no outcome reported yet);
+    clicks are unique readers; `expected_clicks` is the sum over its editions of readers
+    times the click-through expected at its position there; `lift` is the shrunk ratio of
+    clicks to expected clicks (1: as its positions predict; see `edition.lift`).
+    """
+
+    story_id: int
+    positions: tuple[int, ...] = ()
+    impressions: int = 0
+    human_clicks: int = 0
+    machine_clicks: int = 0
+    expected_clicks: float = 0.0
+    lift: float = 1.0
+
+    @property
+    def ctr(self) -> float | None:
+        return self.human_clicks / self.impressions if self.impressions else None
+
+    @property
+    def expected_ctr(self) -> float | None:
+        return self.expected_clicks / self.impressions if self.impressions else None
+
+
+@dataclass(frozen=True)
 class TopStory:
     story: Story
     rank: float

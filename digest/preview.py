@@ -27,6 +27,7 @@ from .delivery.transports import Single, Transport
 from .edition.build import (
     Edition,
     build_edition,
+    edition_lifts,
     edition_stories,
     latest_slot,
     slot_editions,
@@ -147,9 +148,8 @@ def variant_target(
 def variant_selection(db: Database, target: Target) -> Selection:
     """The selection `build_edition` makes for the target's variant, from the store as it is."""
     stories, carried = edition_stories(db, target.newsletter, target.slot_at, target.variant)
-    return select_digest(
-        stories, target.slot_at, target.newsletter, target.topics, already_sent=carried
-    )
+    lifts = edition_lifts(db, target.newsletter, target.slot_at)
+    return select_digest(stories, target.slot_at, target.newsletter, target.topics, carried, lifts)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .delivery.transports import Transport
 from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError, SlotHeldError
 from .feedback.events import process_pending
+from .feedback.mailing import mail_reports
 from .invocation import digest_command
 from .readers.signup import process_signups
 from .schedule import Schedule, Slot, SlotStatus, decide
@@ -144,6 +145,10 @@ def run_due(
             )
             report.lines.extend(f"  {result.line()}" for result in sent.held)
         _drain_signups(db, config, transport, report)
+        _mail_reports(db, config, transport, now, report)
+        _rebuild_archive(
+            db, config, now, report, sent_any=any(d.action == "send" for d in decisions)
+        )
         if not decisions:
             report.lines.append("nothing due")
         record_run(db, now, started, report.actions, report.failed, "; ".join(report.lines))
@@ -163,10 +168,39 @@ def _drain_signups(db: Database, config: Config, transport: Transport, report: R
         report.lines.append(f"sign-ups: {len(handled)} queued request(s) handled")
 
 
+def _mail_reports(
+    db: Database, config: Config, transport: Transport, now: datetime, report: RunReport
+) -> None:
+    """The editors' report of yesterday's edition, once, from the morning after."""
+    for line, failed in mail_reports(db, config, transport, now):
+        report.add(line, failed=failed)
+
+
+def _rebuild_archive(
+    db: Database, config: Config, now: datetime, report: RunReport, sent_any: bool
+) -> None:
+    """After a send: archive the days now due and bring the static copy up to date."""
+    if not sent_any:
+        return
+    # Only now: feedgen and the pages cost a run that sends nothing.
+    from .archive.pages import Archive
+    from .archive.static import build_static
+
+    folder = config.archive_dir
+    try:
+        Archive(db, config, now).freeze_all()
+        if folder is not None:
+            built = build_static(db, config, folder, now=now)
+            if built.written or built.removed:
+                report.lines.append(built.summary())
+    except (DigestError, OSError) as exc:
+        report.add(f"archive: FAILED: {exc}", failed=True)
+
+
 def _finish_events(db: Database, report: RunReport) -> None:
     """Process webhook posts stored but not processed (the web app stopped before it could)."""
     done = process_pending(db)
-    if done.posts or done.failed_posts:
+    if done.posts or done.failed_posts or done.unreadable_posts:
         report.add(done.summary(), failed=bool(done.failed_posts))
 
 

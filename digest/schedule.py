@@ -211,3 +211,46 @@ def _hours(span: timedelta) -> str:
     minutes = int(span.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}" if minutes else f"{hours}h"
+
+
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_DAY_NAMES = {name[:3].upper(): str(i) for i, name in enumerate(_DAYS)}
+
+
+def _days_phrase(field: str) -> str | None:
+    """The day-of-week field in words: 'every day', 'every weekday', 'every Monday and ...'."""
+    if field in ("*", "?"):
+        return "every day"
+    if field in ("1-5", "MON-FRI"):
+        return "every weekday"
+    days = []
+    for part in field.upper().split(","):
+        day = _DAY_NAMES.get(part, part)
+        if not day.isdigit() or int(day) > 7:
+            return None
+        days.append(_DAYS[int(day) % 7])
+    if len(days) == 1:
+        return f"every {days[0]}"
+    return "every " + ", ".join(days[:-1]) + " and " + days[-1]
+
+
+def describe_schedule(schedule: str) -> str:
+    """A schedule as a reader reads it: 'every day at 07:00', 'every Monday at 08:30'.
+
+    Schedules that words would not say simply (day-of-month or month fields, ranges of
+    hours) are given as they are written ('on the schedule 0 */6 1 * *').
+    """
+    minute, hour, day_of_month, month, day_of_week = schedule.split()
+    days = _days_phrase(day_of_week)
+    hours = hour.split(",")
+    if (
+        day_of_month != "*"
+        or month != "*"
+        or days is None
+        or not minute.isdigit()
+        or not all(h.isdigit() for h in hours)
+    ):
+        return f"on the schedule {schedule}"
+    times = [f"{int(h):02d}:{int(minute):02d}" for h in hours]
+    spoken = times[0] if len(times) == 1 else ", ".join(times[:-1]) + " and " + times[-1]
+    return f"{days} at {spoken}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -17,6 +18,7 @@ from .config import Config, NewsletterConfig
 from .delivery.holds import Hold, active_holds, hold_on
 from .delivery.ledger import (
     DeliveryStatus,
+    audience_filter,
     audience_variants,
     edition_counts,
     failed_by_edition,
@@ -32,14 +34,30 @@ from .delivery.slots import (
     recent_runs,
     recent_slots,
     slot_record,
+    slots_between,
 )
 from .edition.build import edition_slot, slot_edition_ids
 from .edition.checks import CheckSummary, summarize
+from .feedback import charts
+from .feedback.charts import Picture
+from .feedback.document import inline_svg, render_page
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .invocation import digest_command
 from .preview import VariantPlan
+from .readers.signup import unsent_confirmations
 from .run import reader_timezones, schedules, slot_label
-from .schedule import BACKFILL, Decision, Slot, SlotStatus, decide, next_slot_after
+from .schedule import (
+    BACKFILL,
+    Decision,
+    Slot,
+    SlotStatus,
+    decide,
+    next_slot_after,
+    slot_times,
+)
+
+# The day strip: the hours either side of now it shows, 24 in all.
+STRIP_HOURS = 12
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,8 @@ class NewsletterStatus:
     due: list[Decision]
     next_slots: list[Slot]
     attention: list[Attention]
+    # Each slot of the 24 hours around now, per zone (`day_strip`).
+    strip: list[dict[str, Any]] = field(default_factory=list)
     troubles: list[SlotTrouble] = field(default_factory=list)
     holds: list[Hold] = field(default_factory=list)
 
@@ -204,6 +224,8 @@ class Status:
     # Webhook posts stored but not processed, and why one of them failed, if one did.
     posts_waiting: int = 0
     posts_note: str | None = None
+    # Sign-ups whose confirmation email could not be sent yet, and the last reason.
+    confirmations_unsent: tuple[int, str | None] = (0, None)
 
     def lines(self) -> list[str]:
         lines = [f"status at {self.now:%Y-%m-%d %H:%M} UTC"]
@@ -220,6 +242,17 @@ class Status:
             lines.append(
                 f"webhook: {self.posts_waiting} post(s) stored but not processed{why}; "
                 f"`{digest_command()} run` processes them"
+                + (
+                    f", or `{digest_command()} webhook discard ID` gives one up"
+                    if self.posts_note
+                    else ""
+                )
+            )
+        unsent, reason = self.confirmations_unsent
+        if unsent:
+            lines.append(
+                f"sign-ups: {unsent} confirmation email(s) not sent yet ({reason}); "
+                f"`{digest_command()} run` tries again every few minutes"
             )
         for newsletter in self.newsletters:
             lines += ["", *newsletter.lines()]
@@ -241,11 +274,72 @@ def digest_status(db: Database, config: Config, now: datetime, limit: int = 10) 
                     Slot(next_slot_after(nl.schedule, zone, now), nl.name, zone) for zone in zones
                 ),
                 attention=failed_deliveries(db, nl.name, now) + unknown_deliveries(db, nl.name),
+                strip=day_strip(db, nl, now, due, zones),
                 troubles=slot_troubles(db, nl, now),
                 holds=active_holds(db, nl.name, now),
             )
         )
-    return Status(now, recent_runs(db), newsletters, *waiting_posts(db))
+    return Status(
+        now,
+        recent_runs(db),
+        newsletters,
+        *waiting_posts(db),
+        confirmations_unsent=unsent_confirmations(db),
+    )
+
+
+def day_strip(
+    db: Database,
+    nl: NewsletterConfig,
+    now: datetime,
+    due: list[Decision],
+    zones: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Each slot of the newsletter within STRIP_HOURS of now, per zone, with its state and
+    readers: as recorded (sent, failed, skipped, missed, held, with the ledger's count when it
+    ran), due (a run now sends it, or records it missed), held by an editor's hold, or to
+    come (the zone's readers now, for those not sent).
+    A past slot with no record came before the zone had readers: it is left out."""
+    start, end = now - timedelta(hours=STRIP_HOURS), now + timedelta(hours=STRIP_HOURS)
+    recorded = {(r.slot.timezone, r.slot.at): r for r in slots_between(db, nl.name, start, end)}
+    decided = {(d.slot.timezone, d.slot.at): d for d in due if d.slot.newsletter == nl.name}
+    rows = []
+    for zone in sorted({*zones, *(z for z, _ in recorded)}):
+        for at in slot_times(nl.schedule, zone, start, end):
+            record, decision = recorded.get((zone, at)), decided.get((zone, at))
+            hold = hold_on(db, nl.name, zone, max(at, now))
+            if record is not None:
+                state, note = str(record.status), record.note
+                readers = record.sent + record.failed + record.skipped + record.unknown
+                if record.status == SlotStatus.HELD:
+                    readers = _zone_readers(db, nl.name, zone)
+            elif decision is not None and decision.action == "missed":
+                state, readers, note = "missed", _zone_readers(db, nl.name, zone), decision.reason
+            elif (decision is not None or at > now) and hold is not None:
+                state, readers, note = "held", _zone_readers(db, nl.name, zone), hold.describe()
+            elif decision is not None:
+                state, readers, note = "due", _zone_readers(db, nl.name, zone), ""
+            elif at > now:
+                state, readers, note = "to come", _zone_readers(db, nl.name, zone), ""
+            else:
+                continue
+            rows.append(
+                {
+                    "zone": zone,
+                    "at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "local": f"{Slot(at, nl.name, zone).local:%H:%M}",
+                    "state": state,
+                    "readers": readers,
+                    "note": note,
+                }
+            )
+    return rows
+
+
+def _zone_readers(db: Database, newsletter: str, zone: str) -> int:
+    where, params = audience_filter(newsletter, zone)
+    count: int = db.execute(f"SELECT COUNT(*) FROM subscribers WHERE {where}", params).fetchone()[0]
+    return count
 
 
 def slot_counts(db: Database, slot: Slot) -> dict[str, int]:
@@ -297,6 +391,33 @@ def _outcome(record: SlotRecord, counts: dict[str, int]) -> str:
     if record.status == SlotStatus.FAILED:
         return f"{tally(counts)}; {record.note} (attempt {record.attempts})"
     return tally(counts)
+
+
+def newsletter_strip(
+    db: Database, config: Config, newsletter: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """The day strip of one newsletter (the studio's front page)."""
+    nl = config.newsletter(newsletter)
+    due = decide(schedules(db, config), now, last_records(db))
+    return day_strip(db, nl, now, due, reader_timezones(db, nl.name) or (nl.timezone,))
+
+
+def strip_picture(rows: list[dict[str, Any]], newsletter: str, now: datetime) -> Picture:
+    return charts.day_strip(f"strip-{newsletter}", rows, f"{now:%Y-%m-%dT%H:%M:%SZ}", STRIP_HOURS)
+
+
+def status_html(status: Status) -> str:
+    """`digest status --html`: one self-contained page, a day strip per newsletter."""
+    return render_page(
+        "status_file.html",
+        status=status,
+        strips=[
+            (n.newsletter, strip_picture(n.strip, n.newsletter.name, status.now))
+            for n in status.newsletters
+        ],
+        draw=inline_svg,
+        printed="\n".join(status.lines()),
+    )
 
 
 @dataclass(frozen=True)

@@ -478,6 +478,161 @@ def m011_editor_hand(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m009_guards(db: Database) -> None:
+    """Each webhook body is stored once (`body_sha256`: a replayed post is answered, not stored
+    again), and a post given up on (`failed_at`: unreadable, or discarded by hand) is no
+    longer pending. A sign-up whose confirmation email could not be sent stays queued with
+    its `error`, tried again, and shown by `digest status`."""
+    for statement in (
+        "ALTER TABLE signup_requests ADD COLUMN error TEXT",
+        "ALTER TABLE webhook_posts ADD COLUMN body_sha256 TEXT",
+        "ALTER TABLE webhook_posts ADD COLUMN failed_at TEXT",
+        "CREATE UNIQUE INDEX webhook_posts_body ON webhook_posts (body_sha256)",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m012_archive_days(db: Database) -> None:
+    """The public archive's editions: one per newsletter and day, frozen when first built.
+
+    `html` is the recipient-free web copy; `stories` a snapshot of what it carried (title,
+    link, teaser, topic), so a later edit of a story never rewrites an archived day; `leads`
+    the first three titles alone, all a list of days reads.
+    """
+    db.executescript(
+        """
+        CREATE TABLE archive_days (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            day TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            preheader TEXT NOT NULL DEFAULT '',
+            html TEXT NOT NULL,
+            stories TEXT NOT NULL,
+            leads TEXT NOT NULL DEFAULT '[]',
+            topics TEXT NOT NULL DEFAULT '',
+            built_at TEXT NOT NULL,
+            hidden INTEGER NOT NULL DEFAULT 0,
+            changed_at TEXT NOT NULL,
+            UNIQUE (newsletter, day)
+        );
+        CREATE INDEX archive_days_shown ON archive_days (newsletter, hidden, day);
+        -- Read on every page (validators, topic feeds) without walking the copies' pages.
+        CREATE INDEX archive_days_changed ON archive_days (newsletter, changed_at);
+        CREATE INDEX archive_days_topics ON archive_days (newsletter, hidden, topics);
+        """
+    )
+
+
+@migrations()
+def m013_story_clicks(db: Database) -> None:
+    """Summaries kept as mail is sent and events are applied, so a slot reads its stories'
+    impressions, clicks and lift from a few thousand rows, never a day's events or the
+    editions' HTML (benchmarks/lift.py).
+
+    `edition_lineups` (written with each edition) holds its newsletter, slot and stories in
+    order (and how many); `edition_sends` (the ledger) how many readers it was sent to. As
+    events are applied: `story_clicks` holds one row per reader and story clicked (the first
+    click, how many, and when it became known as a machine's, `feedback.machines`; NULL: a
+    person's);
+    `story_click_hours` adds those up per edition, story and hour as changes (a person's
+    click, then maybe its turn to a machine's), `position_click_hours` people's clicks per
+    newsletter, slot day, position and hour, and `reach_hours` the readers each edition did
+    not reach (deferred, dropped, blocked, bounced) by hour, so a count at any moment is a sum
+    of whole hours. `clicks_set_aside` counts the clicks left out and why;
+    `delivery_states.delivered_at` is when the email was delivered (the machine rule needs
+    it). Outcomes already reported are filled in; clicks kept before this migration stay in
+    `events`, not summarised.
+    """
+    for statement in (
+        "ALTER TABLE delivery_states ADD COLUMN delivered_at INTEGER",
+        """CREATE TABLE edition_lineups (
+            edition_id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            slot_at TEXT NOT NULL,
+            story_ids TEXT NOT NULL,
+            stories INTEGER NOT NULL
+        )""",
+        "CREATE INDEX edition_lineups_slot ON edition_lineups (newsletter, slot_at)",
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           SELECT id, newsletter, slot_at, story_ids, json_array_length(story_ids)
+           FROM editions""",
+        """CREATE TABLE edition_sends (
+            edition_id INTEGER PRIMARY KEY,
+            readers INTEGER NOT NULL
+        )""",
+        """INSERT INTO edition_sends (edition_id, readers)
+           SELECT edition_id, COUNT(*) FROM deliveries WHERE status = 'sent'
+           GROUP BY edition_id""",
+        """CREATE TABLE story_clicks (
+            delivery_id INTEGER NOT NULL,
+            story_id INTEGER NOT NULL,
+            edition_id INTEGER NOT NULL,
+            first_at INTEGER NOT NULL,
+            clicks INTEGER NOT NULL,
+            machine_at INTEGER,
+            PRIMARY KEY (delivery_id, story_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE story_click_hours (
+            edition_id INTEGER NOT NULL,
+            story_id INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            human INTEGER NOT NULL,
+            machine INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, story_id, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE position_click_hours (
+            newsletter TEXT NOT NULL,
+            slot_day INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            human INTEGER NOT NULL,
+            PRIMARY KEY (newsletter, slot_day, position, hour)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE reach_hours (
+            edition_id INTEGER NOT NULL,
+            hour INTEGER NOT NULL,
+            lost INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, hour)
+        ) WITHOUT ROWID""",
+        # The states the webhook already reported, each from its own hour.
+        """INSERT INTO reach_hours (edition_id, hour, lost)
+           SELECT edition_id, occurred_at / 3600, COUNT(*) FROM delivery_states
+           WHERE state IN ('deferred', 'dropped', 'blocked', 'bounced')
+           GROUP BY edition_id, occurred_at / 3600""",
+        """CREATE TABLE clicks_set_aside (
+            edition_id INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            clicks INTEGER NOT NULL,
+            PRIMARY KEY (edition_id, reason)
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
+@migrations()
+def m016_report_mails(db: Database) -> None:
+    """The report mailed to each editor the morning after an edition: one row per newsletter,
+    edition (its local date) and address, claimed before the send and settled after it."""
+    db.execute(
+        """CREATE TABLE report_mails (
+            id INTEGER PRIMARY KEY,
+            newsletter TEXT NOT NULL,
+            edition TEXT NOT NULL,
+            address TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+            provider_id TEXT,
+            error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (newsletter, edition, address)
+        )"""
+    )
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).
@@ -517,6 +672,11 @@ def open_db(path: str | Path) -> Database:
             "and that it is a SQLite file you can write."
         ) from None
     return db
+
+
+def known_schema() -> list[str]:
+    """The names of every migration this version of digest has, oldest first."""
+    return [m.name for m in migrations.pending(Database(memory=True))]
 
 
 def schema_version(db: Database) -> list[str]:

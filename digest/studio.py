@@ -3,7 +3,8 @@
 A thin Flask shell over `preview` (slots, variants, each reader's email), `lineup`, `checks`,
 `stories` (pins and scores) and `report` (what came of a sent edition). It reads readers'
 data and can send test emails, so it listens on loopback unless told otherwise, answers only
-to a loopback Host there (no DNS rebinding), and takes POSTs from its own pages only. Pages
+to a loopback Host (or a host name the editor listed: no DNS rebinding), and takes POSTs from
+its own pages only. Pages
 follow changes to the templates, the config and the store by polling `/live` for a
 fingerprint of them; everything, script included, is served by the app.
 """
@@ -11,10 +12,11 @@ fingerprint of them; everything, script included, is served by the app.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,10 +44,14 @@ from .delivery.holds import hold, hold_on, release
 from .delivery.transports import Transport
 from .edition.checks import as_json, has_errors
 from .edition.edits import current_edits, edit_trail, edition_date, record_edit
+from .edition.personalize import personalize, recipient_values
 from .edition.render import Renderer
 from .errors import ConfigError, DigestError, NotFoundError, TemplateError
-from .feedback.report import NUMBERS, edition_report, report_lines
+from .feedback import charts
+from .feedback.document import inline_svg, report_context
+from .feedback.figures import report_figures
 from .feedback.report import _percent as percent
+from .feedback.report import edition_report, link_clicks
 from .invocation import os_user
 from .lineup import lineup
 from .newsroom.stories import set_story_editorial
@@ -59,12 +65,14 @@ from .preview import (
     slot_variants,
     variant_target,
 )
-from .status import desk
+from .status import desk, newsletter_strip, strip_picture
 from .store import open_db
+from .urls import ReaderLinks
 from .zones import check_timezone
 
 STUDIO_PAGES = PROJECT_TEMPLATES / "pages" / "studio"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Addresses a listening socket takes every interface with: never a Host a browser sends.
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 TEST_SENDS_PER_MINUTE = 5
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; "
@@ -78,7 +86,22 @@ EMAIL_CSP = (
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK or host.startswith("127.")
+    """Whether `host` is `localhost` or a loopback IP address, exactly (not `127.evil.example`)."""
+    if host.casefold() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(listen_on: str, names: Iterable[str] = ()) -> frozenset[str]:
+    """The Host names the studio answers to beside loopback: those listed, and the address it
+    listens on when that is one address (a name a stranger's DNS points here is never one)."""
+    hosts = {name.strip().casefold() for name in names if name.strip()}
+    if listen_on not in ANY_ADDRESS and not is_loopback(listen_on):
+        hosts.add(listen_on.casefold())
+    return frozenset(hosts)
 
 
 class RateLimit:
@@ -106,7 +129,8 @@ class StudioState:
 
     load_config: Callable[[], Config]
     transport: Transport
-    loopback_only: bool = True
+    # Host names answered beside loopback (`--allowed-host`); empty: loopback only.
+    allowed_hosts: frozenset[str] = frozenset()
     default_newsletter: str | None = None
     default_now: datetime | None = None
     test_sends: RateLimit = field(default_factory=lambda: RateLimit(TEST_SENDS_PER_MINUTE, 60.0))
@@ -168,7 +192,7 @@ def create_studio(
     load_config: Callable[[], Config],
     transport: Transport,
     *,
-    loopback_only: bool = True,
+    allowed_hosts: frozenset[str] = frozenset(),
     newsletter: str | None = None,
     now: datetime | None = None,
     test_sends: RateLimit | None = None,
@@ -176,7 +200,7 @@ def create_studio(
     """The studio app; `load_config` is called again whenever the config file changes."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
-    state = StudioState(load_config, transport, loopback_only, newsletter, now)
+    state = StudioState(load_config, transport, allowed_hosts, newsletter, now)
     if test_sends is not None:
         state.test_sends = test_sends
     app.extensions["studio"] = state
@@ -190,6 +214,8 @@ def create_studio(
     app.add_url_rule("/checks.json", view_func=checks_json)
     app.add_url_rule("/report", view_func=report_page)
     app.add_url_rule("/report.json", view_func=report_json)
+    app.add_url_rule("/report/email", view_func=sent_email_page)
+    app.add_url_rule("/report/email.html", view_func=sent_email_html)
     app.add_url_rule("/live", view_func=live)
     app.add_url_rule("/studio.<any(js, css):kind>", view_func=asset)
     app.add_url_rule("/stories/<int:story_id>", view_func=editorial, methods=["POST"])
@@ -217,10 +243,17 @@ def _close_db(_error: BaseException | None) -> None:
 
 
 def _guard() -> None:
-    """Loopback Host only when on loopback; POSTs only from the studio's own pages."""
-    host = urlsplit(f"//{request.host}").hostname or ""
-    if _state().loopback_only and not is_loopback(host):
-        abort(403, "The studio answers only to a loopback address.")
+    """A loopback Host or a listed one only; POSTs only from the studio's own pages."""
+    try:
+        host = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:
+        host = ""
+    if not (is_loopback(host) or host in _state().allowed_hosts):
+        abort(
+            403,
+            "The studio answers only to a loopback address or a host name given with "
+            "--allowed-host.",
+        )
     if request.method == "POST":
         origin = request.headers.get("Origin")
         site = request.headers.get("Sec-Fetch-Site")
@@ -357,14 +390,25 @@ def _front(args: Any, problem: str = "") -> str:
             return _variant_page(query, problem)
         config = _state().config()
         plans = _plans(query)
+        newsletter = config.newsletter(query.newsletter)
+        strip = _state().cached(
+            ("strip", *query.key()),
+            lambda: strip_picture(
+                newsletter_strip(_db(), config, newsletter.name, query.now),
+                newsletter.name,
+                query.now,
+            ),
+        )
         return _page(
             "index.html",
             query,
             plans=plans,
             desk=desk(_db(), config, plans, query.newsletter, query.now),
-            newsletter=config.newsletter(query.newsletter),
+            newsletter=newsletter,
             database=config.db_path,
             problem=problem,
+            picture=strip,
+            draw=inline_svg,
         )
     except DigestError as exc:
         return _page("index.html", None, error=_error_details(exc))
@@ -470,13 +514,15 @@ def report_page() -> ResponseReturnValue:
         report = _report(query, request.args)
     except DigestError as exc:
         return _page("report.html", None, error=_error_details(exc)), _report_status(exc)
+    pictures = _state().cached(
+        ("pictures", *query.key(), report["edition"]),
+        lambda: charts.pictures(report_figures(_db(), _state().config(), report)),
+    )
     return _page(
         "report.html",
         query,
-        report=report,
-        numbers=NUMBERS,
-        printed="\n".join(report_lines(report)),
-        percent=percent,
+        **report_context(report, pictures, inline_svg),
+        clickmap_url=lambda edition_id: "/report/email?" + query.params(edition_id=str(edition_id)),
     )
 
 
@@ -488,6 +534,54 @@ def report_json() -> ResponseReturnValue:
         return jsonify({"error": _error_details(exc)}), _report_status(exc)
 
 
+def _sent_edition() -> dict[str, Any]:
+    """The sent edition `edition_id` names: its newsletter, subject, slot and email."""
+    try:
+        edition_id = int(request.args.get("edition_id", ""))
+    except ValueError:
+        raise DigestError("Give edition_id, the number of a sent edition.") from None
+    row = (
+        _db()
+        .execute(
+            """SELECT id, newsletter, slot_at, timezone, topics, subject, html FROM editions
+           WHERE id = ? AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = editions.id)""",
+            [edition_id],
+        )
+        .fetchone()
+    )
+    if row is None:
+        raise NotFoundError(f"No sent edition {edition_id}; the report lists the sent ones.")
+    keys = ("id", "newsletter", "slot_at", "timezone", "topics", "subject", "html")
+    return dict(zip(keys, row, strict=True))
+
+
+def sent_email_page() -> ResponseReturnValue:
+    """`GET /report/email?edition_id=N`: a sent edition's email, with its click map."""
+    try:
+        query = _query(request.args)
+        edition = _sent_edition()
+    except DigestError as exc:
+        return _page("sent_email.html", None, error=_error_details(exc)), _report_status(exc)
+    links = link_clicks(_db(), edition["id"])
+    shares = {link["url"]: link for link in links if link["url"]}
+    return _page(
+        "sent_email.html", query, edition=edition, links=links, shares=shares, percent=percent
+    )
+
+
+def sent_email_html() -> Response:
+    """`GET /report/email.html?edition_id=N`: the sent email's HTML, reader links inert."""
+    try:
+        edition = _sent_edition()
+    except DigestError as exc:
+        return Response(str(exc) + "\n", status=_report_status(exc), mimetype="text/plain")
+    config = _state().config()
+    inert = recipient_values("", ReaderLinks(config, edition["newsletter"]).preview_url())
+    response = Response(personalize(edition["html"], inert), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = EMAIL_CSP
+    return response
+
+
 def live() -> Response:
     """`GET /live`: the fingerprint of templates, config and store; pages poll it."""
     return jsonify({"version": _state().fingerprint()})
@@ -495,7 +589,10 @@ def live() -> Response:
 
 def _back(default: str = "/") -> str:
     target = request.form.get("next", "")
-    # Only a path on this app: never an open redirect.
+    # Only a path on this app: never an open redirect. Browsers drop tabs and newlines and
+    # read a backslash as `/`, so `/<tab>/evil.example` is `//evil.example`: no such characters.
+    if any(ch < " " or ch in "\\\x7f" for ch in target):
+        return default
     return target if target.startswith("/") and not target.startswith("//") else default
 
 
@@ -603,6 +700,7 @@ def serve_studio(
     host: str,
     port: int,
     *,
+    allowed_host_names: Iterable[str] = (),
     newsletter: str | None = None,
     now: datetime | None = None,
 ) -> None:
@@ -610,7 +708,7 @@ def serve_studio(
     app = create_studio(
         load_config,
         transport,
-        loopback_only=is_loopback(host),
+        allowed_hosts=allowed_hosts(host, allowed_host_names),
         newsletter=newsletter,
         now=now,
     )

@@ -1,4 +1,4 @@
-"""The readers' web app: sign-up, confirmation, the unsubscribe page, one-click and preferences.
+"""The readers' web app: sign-up, confirmation, unsubscribe, one-click, preferences, the archive.
 
 Pages are plain HTML forms (no JavaScript, no cookies). The routes are the `readers`
 blueprint, and `webhook`'s (SendGrid's Event Webhook) beside it; `create_app(config)`
@@ -16,14 +16,22 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import available_timezones
 
 from flask import Blueprint, Flask, Response, current_app, g, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlite_utils import Database
 
-from .config import PROJECT_TEMPLATES, Config, check_secret_for_serving, load_config
+from .archive.days import shown_days
+from .archive.pages import long_date
+from .archive.site import install_archive
+from .config import (
+    PROJECT_TEMPLATES,
+    Config,
+    NewsletterConfig,
+    check_secret_for_serving,
+    load_config,
+)
 from .delivery.message import ONE_CLICK
 from .delivery.transports import Transport, make_transport
 from .errors import ConfigError, SubscriberError
@@ -43,9 +51,12 @@ from .readers.signup import (
     process_signups,
     sign_up,
 )
+from .readers.welcome import send_welcome
+from .schedule import describe_schedule
 from .store import open_db
 from .tokens import BadTokenError
-from .urls import PREVIEW_PATH, ReaderLinks
+from .urls import ARCHIVE_PATH, PREVIEW_PATH, ReaderLinks, archive_day_path, site_link
+from .zones import offered_zones
 
 log = logging.getLogger(__name__)
 # RFC 8058's POST body, as mail providers send it: the List-Unsubscribe-Post header's value.
@@ -62,16 +73,13 @@ SECURITY_HEADERS = {
 }
 
 
-@functools.cache
-def _zone_names() -> tuple[str, ...]:
-    # Region/City names and UTC; the rest (GMT+0, localtime...) only clutter the list.
-    return tuple(sorted(z for z in available_timezones() if "/" in z or z == "UTC"))
-
-
-def time_zones(current: str) -> tuple[str, ...]:
-    """The time zones a form offers, with the reader's own kept even if it is an odd one."""
-    zones = _zone_names()
-    return zones if current in zones else (current, *zones)
+def time_zones(current: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The time zones a form offers, common ones first, with the reader's own kept even if it
+    is an odd one (an alias the list leaves out)."""
+    common, others = offered_zones()
+    return (
+        (common, others) if current in common or current in others else ((current, *common), others)
+    )
 
 
 def create_app(
@@ -95,6 +103,7 @@ def create_app(
     app.teardown_appcontext(_close_db)
     app.after_request(_security_headers)
     app.register_blueprint(readers)
+    install_archive(app, _db, _config)
     install_webhook(app, os.environ if env is None else env)
     return app
 
@@ -128,7 +137,9 @@ def _close_db(_error: BaseException | None) -> None:
 
 
 def _security_headers(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
+    # The archive sets its own cache and content policies (public pages, story pictures).
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     return response
 
 
@@ -147,12 +158,44 @@ def _title(newsletter: str) -> str:
     return known.title if known else newsletter
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What the sign-up page says of a newsletter: what it carries, when, its latest editions."""
+
+    newsletter: NewsletterConfig
+    when: str
+    latest: list[tuple[str, str, str]]
+    archive: str | None
+
+
+def _offers() -> list[Offer]:
+    db, config = _db(), _config()
+    offers = []
+    for newsletter in config.newsletters.values():
+        latest = []
+        archive = None
+        if newsletter.archive:
+            archive = site_link(config, f"{ARCHIVE_PATH}/{newsletter.name}/")
+            latest = [
+                (
+                    site_link(config, archive_day_path(newsletter.name, d.day)),
+                    long_date(d.day),
+                    d.subject,
+                )
+                for d in shown_days(db, newsletter.name, 0, 3)
+            ]
+        when = describe_schedule(newsletter.schedule) + " in your time zone"
+        offers.append(Offer(newsletter, when, latest, archive))
+    return offers
+
+
 def _subscribe_page(form: dict, error: str = "", status: int = 200) -> ResponseReturnValue:
     return (
         render_template(
             "subscribe.html",
             form=form,
             error=error,
+            offers=_offers(),
             topics=topic_choices(_db()),
             timezones=time_zones(form["timezone"]),
         ),
@@ -191,7 +234,9 @@ def _server_error(_error: Exception) -> ResponseReturnValue:
 @readers.get("/")
 @readers.get("/subscribe")
 def subscribe_form() -> ResponseReturnValue:
-    default = _config().newsletter(None)
+    config = _config()
+    # The archive's sign-up links name their newsletter; an unknown name falls back quietly.
+    default = config.newsletters.get(request.args.get("newsletter", "")) or config.newsletter(None)
     form = {
         "email": "",
         "name": "",
@@ -273,7 +318,25 @@ def confirm_page(token: str) -> ResponseReturnValue:
 @readers.post("/confirm/<token>")
 def confirm_link(token: str) -> ResponseReturnValue:
     config = _config()
-    return _confirmed_page(config, confirm(_db(), config, token))
+    found = confirm(_db(), config, token)
+    response = current_app.make_response(_confirmed_page(config, found))
+    if not found.already:
+        # Once the answer has gone, as with the confirmation email itself.
+        response.call_on_close(functools.partial(welcome_reader, _state(), found))
+    return response
+
+
+def welcome_reader(state: AppState, found: Confirmation) -> None:
+    """Send the welcome email of a confirmed reader (logged if it fails: no one to show it)."""
+    try:
+        send_welcome(
+            state.config,
+            state.transport,
+            found.subscriber,
+            state.config.newsletter(found.newsletter),
+        )
+    except Exception:
+        log.exception("sending the welcome email failed")
 
 
 @readers.route(PREVIEW_PATH, methods=["GET", "POST"])

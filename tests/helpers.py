@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,12 @@ import pytest
 
 from digest.config import PROJECT_TEMPLATES, Config, parse_config
 from digest.newsroom.stories import upsert_stories
+
+# The real-process helpers live in servers.py (the benchmarks use them without pytest).
+from servers import CLEAN_ENV as CLEAN_ENV
+from servers import digest_server as digest_server
+from servers import free_port as free_port
+from servers import start_digest_server as start_digest_server
 
 EDITION_TIME = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,6 +102,23 @@ def add_stories(db, *stories: dict) -> list[int]:
 
 
 @contextmanager
+def small_disk(folder: Path, size: str = "256k") -> Iterator[Path]:
+    """`folder` as a tmpfs of `size` (a disk that fills up), for root where mount works."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@contextmanager
 def served(app) -> Iterator[str]:
     """A WSGI app on a real, ephemeral port of 127.0.0.1, served from a thread: its base URL."""
     from werkzeug.serving import make_server
@@ -106,3 +131,23 @@ def served(app) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+def run_digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m digest ARGS` as a real process in `cwd`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        cwd=cwd,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+    )
+
+
+def sent_demo(folder: Path, now: str) -> Path:
+    """`digest demo` sent through the outbox in `folder/demo`, under a config whose secret
+    is not the placeholder; the demo's folder."""
+    write_config(folder)
+    result = run_digest("demo", "--dir", "demo", "--now", now, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "demo"

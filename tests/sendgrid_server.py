@@ -1068,6 +1068,13 @@ class SendGridTestServer:
         for predicate, fault in rules:
             if predicate(copy.deepcopy(body)):
                 return self._fault_answer(fault, method, path, headers, length, body, parsed)
+        settings = body.get("mail_settings") if isinstance(body, dict) else None
+        if (
+            isinstance(settings, dict)
+            and (settings.get("sandbox_mode") or {}).get("enable") is True
+        ):
+            # Sandbox mode: validated, delivered to no one, answered 200 with no body or id.
+            return _Answer(200, {})
         # SendGrid's ids are 22 URL-safe characters; uniqueness is what tests rely on.
         message_id = secrets.token_urlsafe(16)
         return _Answer(202, {"X-Message-Id": message_id}, message_id=message_id)

@@ -246,3 +246,32 @@ def test_a_reader_no_transport_can_deliver_to_fails_alone_and_the_send_goes_on(w
     assert "daily at 2026-11-26 07:00 UTC: sent 1, failed 1, skipped 0, unknown 0" in sent.output
     assert "Sending stopped" not in sent.output
     assert len(list((workdir / "outbox").rglob("*.eml"))) == 1
+
+
+def test_a_database_on_a_full_disk_is_one_clear_line_and_stays_consistent(workdir):
+    from helpers import small_disk
+
+    with small_disk(workdir / "small", "1m") as disk:
+        db_path = disk / "digest.db"
+        open_db(db_path).close()
+        # Fill the rest of the disk.
+        with open(disk / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"x" * 4096)
+            except OSError:
+                # Room to open the database (its -wal and -shm files), not to import a list.
+                filler.truncate(filler.tell() - 96 * 1024)
+        rows = "".join(f"reader{n:05d}@example.com,Reader {n},,UTC\n" for n in range(5000))
+        (workdir / "many.csv").write_text("email,name,topics,timezone\n" + rows)
+        result = CliRunner().invoke(
+            cli, ["--db", str(db_path), "subscribers", "import", "many.csv"]
+        )
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit)
+        assert result.output.startswith("Error: The disk holding the database is full")
+        assert result.output.count("\n") == 1
+        (disk / "filler").unlink()
+        db = open_db(db_path)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        db.close()

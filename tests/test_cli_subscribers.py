@@ -116,3 +116,62 @@ def test_add_refuses_a_non_ascii_local_part_in_one_line(workdir):
     assert "Error: invalid address 'josé@example.com': neither SendGrid nor the outbox" in (
         result.output
     )
+
+
+def test_export_data_of_a_reader_with_webhook_events_is_json(workdir):
+    from digest.clock import utcnow
+    from digest.feedback.events import process_pending, store_post
+
+    run("subscribers", "import", "readers.csv")
+    db = open_db(workdir / "digest.db")
+    body = json.dumps(
+        [{"email": "ana@example.com", "event": "spamreport", "timestamp": 1700000000}]
+    )
+    store_post(db, body.encode(), {}, utcnow())
+    process_pending(db)
+    db.close()
+    data = json.loads(run("subscribers", "export-data", "ana@example.com").output)
+    [event] = data["events"]
+    assert event["event"] == "spamreport" and len(event["natural_key"]) == 32
+
+
+def test_forget_erases_the_address_from_webhook_posts_not_processed_yet(workdir):
+    from digest.clock import utcnow
+    from digest.feedback.events import store_post
+
+    run("subscribers", "import", "readers.csv")
+    db = open_db(workdir / "digest.db")
+    items = [
+        {"email": "ANA@example.com", "event": "open", "timestamp": 1700000000},
+        {"email": "bo@example.com", "event": "open", "timestamp": 1700000000},
+    ]
+    store_post(db, json.dumps(items).encode(), {}, utcnow())
+    store_post(db, b'{"unreadable": "ana@example.com"', {}, utcnow())
+    out = run("subscribers", "forget", "ana@example.com").output
+    assert "webhook posts 2" in out
+    bodies = [row[0] for row in db.execute("SELECT body FROM webhook_posts ORDER BY id")]
+    assert bodies[1] is None and b"ana@" not in bodies[0].lower()
+    assert [item["email"] for item in json.loads(bodies[0])] == ["bo@example.com"]
+    db.close()
+
+
+def test_a_post_that_keeps_failing_is_discarded_by_its_id(workdir):
+    from digest.clock import utcnow
+    from digest.feedback.events import pending_posts, store_post
+
+    db = open_db(workdir / "digest.db")
+    post = store_post(db, b"[]", {}, utcnow())
+    # As the web app leaves a post whose processing raised: kept, with the reason.
+    db.execute("UPDATE webhook_posts SET note = 'processing failed: KeyError: x'")
+    status = run("status").output
+    assert f"(post {post}: processing failed: KeyError: x; the log has the rest)" in status
+    assert "`digest webhook discard ID` gives one up" in status
+    out = run("webhook", "discard", str(post)).output
+    assert (
+        out == f"discarded webhook post {post} (processing failed: KeyError: x); its body is gone\n"
+    )
+    assert pending_posts(db) == []
+    assert "webhook:" not in run("status").output
+    again = CliRunner().invoke(cli, ["webhook", "discard", str(post)])
+    assert again.exit_code == 1 and "already processed" in again.output
+    db.close()

@@ -157,3 +157,25 @@ def test_the_ingest_limits_are_read_from_the_config(tmp_path):
 
 def test_a_zero_ingest_limit_is_refused(tmp_path):
     assert "must be above 0" in refusal(tmp_path, ingest={"timeout_seconds": 0})
+
+
+@pytest.mark.parametrize(
+    ("engagement", "says"),
+    [
+        ({"weight": -1}, "newsletters.daily.engagement.weight in"),
+        ({"weight": 11}, "engagement.weight in"),
+        ({"exploration": 1.5}, "engagement.exploration in"),
+        ({"min_impressions": 2.5}, "must be a whole number"),
+        ({"history_days": 0}, "engagement.history_days in"),
+        ({"wieght": 1}, "Unknown key 'wieght' in [newsletters.daily.engagement]"),
+    ],
+)
+def test_bad_engagement_settings_are_refused_by_name(tmp_path, engagement, says):
+    assert says in refusal(tmp_path, {"engagement": engagement})
+
+
+def test_engagement_is_on_by_default_and_zero_turns_it_off(tmp_path):
+    default = parse_config(config_data(), tmp_path / "digest.toml", env={})
+    assert default.newsletter("daily").engagement.weight == 1.0
+    off = parse_config(config_data({"engagement": {"weight": 0}}), tmp_path / "d.toml", env={})
+    assert off.newsletter("daily").engagement.weight == 0

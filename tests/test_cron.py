@@ -242,3 +242,20 @@ def test_the_systemd_units_that_init_writes_pass_systemd_analyze_verify(tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_with_a_backup_dir_the_wrapper_keeps_one_backup_a_day_and_drops_old_ones(project):
+    config = project / "digest.toml"
+    config.write_text(config.read_text() + '\n[backup]\ndir = "backups"\nkeep_days = 3\n')
+    (project / "backups").mkdir()
+    old = project / "backups" / "digest-2020-01-01.db"
+    old.write_bytes(b"an old backup")
+    for _ in range(2):
+        assert wrapper(project, "--now", NOTHING_DUE).returncode == 0, log_of(project)
+    [today] = list((project / "backups").iterdir())
+    assert re.fullmatch(r"digest-\d{4}-\d\d-\d\d\.db", today.name)
+    assert "removed digest-2020-01-01.db (older than 3 days)" in log_of(project)
+    copy = open_db(today)
+    assert copy.execute("SELECT email FROM subscribers").fetchall() == [("ana@example.com",)]
+    copy.close()
+    assert today.stat().st_mode & 0o077 == 0

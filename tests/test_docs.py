@@ -130,6 +130,15 @@ TABLE_HOMES = {
     "engagement": {"feedback/events.py"},
     "holds": {"delivery/holds.py"},
     "edition_edits": {"edition/edits.py"},
+    "story_clicks": {"feedback/events.py"},
+    "story_click_hours": {"feedback/events.py"},
+    "clicks_set_aside": {"feedback/events.py"},
+    "position_click_hours": {"feedback/events.py"},
+    "reach_hours": {"feedback/events.py"},
+    "edition_lineups": {"edition/build.py"},
+    "edition_sends": {"delivery/ledger.py"},
+    "archive_days": {"archive/days.py"},
+    "report_mails": {"feedback/mailing.py"},
 }
 # SQL that writes a table, in any case and over line breaks, its name quoted or qualified or
 # not (not an upsert's `DO UPDATE SET`: its table is the INSERT's); and sqlite-utils' writes.

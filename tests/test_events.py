@@ -43,13 +43,18 @@ def no_proxy(monkeypatch):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-@pytest.fixture
-def config(tmp_path):
+def sendgrid_config(tmp_path, **sections):
     return make_config(
         tmp_path,
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
         sendgrid={"batch_size": 3, "timeout_seconds": 1.0},
+        **sections,
     )
+
+
+@pytest.fixture
+def config(tmp_path):
+    return sendgrid_config(tmp_path)
 
 
 @pytest.fixture
@@ -267,6 +272,63 @@ def test_an_event_naming_a_delivery_of_another_address_changes_nothing(
     assert db.execute("SELECT delivery_id FROM events").fetchall() == [(None,)]
 
 
+def test_a_hard_bounce_for_an_internationalized_address_marks_its_reader(
+    db, config, transport, sendgrid, webhook, readers
+):
+    add_subscriber(db, "ana@bücher.de", "Ana")
+    sendgrid.script_events("ana@xn--bcher-kva.de", "processed", "bounce")
+    send(db, config, transport)
+    # SendGrid reports the address as it was sent: the domain in its ASCII form.
+    assert "ana@xn--bcher-kva.de" in {e["email"] for e in sendgrid.pending_events()}
+    post_all(db, sendgrid)
+    assert address_status(db, "ana@bücher.de") == "bounced"
+    assert state_of(db, "ana@bücher.de") == "bounced"
+
+
+def test_a_complaint_about_mail_outside_our_batches_finds_an_internationalized_reader(
+    db, config, transport, sendgrid, webhook, readers
+):
+    add_subscriber(db, "ana@bücher.de", "Ana")
+    event = {
+        "email": "Ana@XN--BCHER-KVA.de",
+        "event": "spamreport",
+        "timestamp": int(time.time()),
+        "sg_event_id": "confirmation-complaint",
+    }
+    post_all(db, sendgrid, events=[event])
+    assert address_status(db, "ana@bücher.de") == "complained"
+
+
+def test_a_complaint_carrying_an_id_this_database_never_issued_changes_no_one(
+    db, config, transport, sendgrid, webhook, readers
+):
+    # A staging database on the same SendGrid account mailed the same address.
+    event = {
+        "email": READERS[0],
+        "event": "spamreport",
+        "timestamp": int(time.time()),
+        "sg_event_id": "staging-complaint",
+        "digest_delivery": "999999",
+        "digest_edition": "1",
+    }
+    post_all(db, sendgrid, events=[event])
+    assert address_status(db, READERS[0]) == "active"
+    assert db.execute("SELECT subscriber_id, detail FROM events").fetchall() == [
+        (None, "spamreport")
+    ]
+
+
+def test_an_unsubscribe_carrying_another_readers_delivery_id_unsubscribes_no_one(
+    db, config, transport, sendgrid, webhook, readers
+):
+    send(db, config, transport)
+    [other] = [e for e in sendgrid.pending_events() if e["email"] == READERS[1]][:1]
+    forged = dict(other, event="unsubscribe", email=READERS[0], sg_event_id="forged")
+    post_all(db, sendgrid, events=[forged])
+    assert subscriptions_of(db, readers[0])["daily"] == "active"
+    assert subscriptions_of(db, readers[1])["daily"] == "active"
+
+
 def test_a_bounce_of_mail_we_did_not_batch_still_marks_the_address(
     db, config, transport, sendgrid, webhook, readers
 ):
@@ -383,7 +445,7 @@ def test_the_report_counts_the_day_per_variant_with_rates_on_delivered(
     assert rates["delivered_of_sent"] == 0.5 and rates["bounced_of_sent"] == 0.25
 
 
-def test_most_clicked_stories_count_readers_by_the_story_id_on_the_link(
+def test_the_report_counts_story_clicks_by_readers_and_the_story_id_on_the_link(
     db, config, transport, sendgrid, webhook, readers
 ):
     script_the_day(sendgrid)
@@ -391,11 +453,9 @@ def test_most_clicked_stories_count_readers_by_the_story_id_on_the_link(
     post_all(db, sendgrid)
     # A story's URL changing since the send does not lose its clicks.
     db.execute("UPDATE stories SET url = url || '-moved'")
-    most = edition_report(db, config)["most_clicked"]
-    assert [(s["title"], s["readers"], s["clicks"]) for s in most] == [
-        ("Comet seen at noon", 2, 2),
-        ("Tram runs all night", 1, 2),
-    ]
+    stories = edition_report(db, config)["stories"]
+    clicked = {s["title"]: (s["human_clicks"], s["machine_clicks"]) for s in stories}
+    assert clicked == {"Comet seen at noon": (2, 0), "Tram runs all night": (1, 0)}
 
 
 def test_the_report_says_how_complete_it_is(db, config, transport, sendgrid, webhook, readers):
@@ -447,8 +507,9 @@ def test_status_tells_of_posts_stored_but_not_processed_and_why_one_failed(db, c
         "UPDATE webhook_posts SET note = 'processing failed: KeyError: x' WHERE id = ?", [post]
     )
     assert (
-        "webhook: 1 post(s) stored but not processed (processing failed: KeyError: x; the log "
-        "has the rest); `digest run` processes them"
+        f"webhook: 1 post(s) stored but not processed (post {post}: processing failed: KeyError: "
+        "x; the log has the rest); `digest run` processes them, or `digest webhook discard ID` "
+        "gives one up"
     ) in digest_status(db, config, NOW).lines()
     process_pending(db)
     assert not any(line.startswith("webhook:") for line in digest_status(db, config, NOW).lines())
@@ -491,3 +552,14 @@ def test_processing_posts_leaves_the_connections_cache_as_it_was(db):
     before = db.execute("PRAGMA cache_size").fetchone()[0]
     process_pending(db)
     assert db.execute("PRAGMA cache_size").fetchone()[0] == before
+
+
+def test_rates_never_pass_100_percent_and_the_report_says_which_were_capped():
+    from digest.feedback.report import over_base, rates
+
+    numbers = dict.fromkeys(
+        ["sent", "delivered", "bounced", "blocked", "opens", "human_opens", "clicks"], 0
+    ) | {"sent": 20, "delivered": 10, "unsubscribes": 12, "complaints": 1}
+    assert rates(numbers)["unsubscribed"] == 1.0
+    assert rates(numbers)["complained"] == 0.1
+    assert over_base(numbers) == ["unsubscribes (12) outnumber delivered (10)"]

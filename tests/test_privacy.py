@@ -85,6 +85,14 @@ def test_forget_deletes_the_readers_files_from_the_outbox(mailed, config):
     assert [p.name for p in config.outbox_dir.rglob("*.eml")] == ["bo@example.com.eml"]
 
 
+def test_forget_also_deletes_a_temp_file_a_full_disk_left_in_the_outbox(mailed, config):
+    [edition] = [p for p in config.outbox_dir.iterdir() if p.is_dir()]
+    (edition / ".ana@example.com.eml.tmp").write_bytes(b"To: ana@example.com\r\n")
+    report = forget(mailed, "ana@example.com", config.outbox_dir)
+    assert report.outbox_files == 2
+    assert sorted(p.name for p in edition.iterdir()) == ["bo@example.com.eml"]
+
+
 def test_forget_then_reimport_is_refused_and_reported(mailed, tmp_path):
     forget(mailed, "ana@example.com")
     path = tmp_path / "again.csv"
@@ -114,3 +122,21 @@ def test_forgetting_an_address_not_on_the_list_still_keeps_it_off(db):
     assert "was not on the list" in report.summary()
     with pytest.raises(SubscriberError, match="forgotten"):
         add_subscriber(db, "zed@example.com")
+
+
+def test_the_stories_a_reader_clicked_are_exported_and_forgotten_with_them(mailed):
+    ana = find_subscriber(mailed, "ana@example.com")
+    bo = find_subscriber(mailed, "bo@example.com")
+    for reader in (ana, bo):
+        delivery_id, edition_id = mailed.execute(
+            "SELECT id, edition_id FROM deliveries WHERE subscriber_id = ?", [reader.id]
+        ).fetchone()
+        mailed.execute(
+            "INSERT INTO story_clicks (delivery_id, story_id, edition_id, first_at, clicks) "
+            "VALUES (?, 1, ?, 0, 1)",
+            [delivery_id, edition_id],
+        )
+    assert len(export_data(mailed, "ana@example.com")["story_clicks"]) == 1
+    report = forget(mailed, "ana@example.com")
+    assert report.removed["story_clicks"] == 1
+    assert mailed.execute("SELECT COUNT(*) FROM story_clicks").fetchone()[0] == 1, "Bo's stays"

@@ -316,8 +316,12 @@ def fixture_context() -> dict:
         "reader": SimpleNamespace(greeting="Hello Ana,"),
         "unsubscribe_url": "https://news.test/u/T",
         "preferences_url": "https://news.test/u/T#preferences",
+        "web_url": "https://news.test/archive/daily/2026-11-26/0700.utc.world/",
         "confirm_url": "https://news.test/confirm/T",
         "already_subscribed": False,
+        "when": "every day at 07:00 in your time zone",
+        "first_edition": "Friday 27 November at 07:00 (UTC)",
+        "archive_url": "https://news.test/archive/daily/",
     }
 
 

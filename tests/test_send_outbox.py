@@ -229,3 +229,29 @@ def test_a_leaver_is_skipped_whatever_time_their_change_is_stamped_with(db, conf
     report = send_newsletter(db, config, None, NOW, transport=transport)
     assert (report.total("sent"), report.total("skipped")) == (19, 1)
     assert f"{emails[-1]}.eml" not in outbox_messages(config)
+
+
+def test_a_full_disk_fails_only_the_readers_without_a_file_and_leaves_no_temp_files(
+    db, config, tmp_path
+):
+    from digest.config import with_overrides
+
+    from helpers import small_disk
+
+    add_stories(db, story(1, title="Tram runs all night"), story(2, title="Otters return"))
+    for n in range(60):
+        add_subscriber(db, f"reader{n:02d}@example.com", f"Reader {n}")
+    with small_disk(tmp_path / "small", "160k") as outbox:
+        config = with_overrides(config, outbox_dir=outbox)
+        report = send_newsletter(
+            db, config, None, NOW, transport=OutboxTransport(config, batch_size=7)
+        )
+        files = {p.name for p in outbox.rglob("*") if p.is_file()}
+        rows = db.execute("SELECT email, status, error FROM deliveries").fetchall()
+    assert not [name for name in files if name.endswith(".tmp")]
+    sent = {f"{email}.eml" for email, status, _ in rows if status == "sent"}
+    failed = [error for _, status, error in rows if status == "failed"]
+    # The disk filled part way: what the ledger calls sent is exactly what is on disk.
+    assert sent == files and 0 < len(sent) < 60 and len(failed) == 60 - len(sent)
+    assert all("No space left on device" in error for error in failed)
+    assert report.total("failed") == len(failed)

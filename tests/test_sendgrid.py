@@ -596,3 +596,23 @@ def test_a_request_still_waiting_opens_the_window_before_its_answer_comes():
         clock.now += 0.21
         assert pace.window == 12
     assert pace.window == 2, "a request answered counts only through the latency it measured"
+
+
+def test_a_sandbox_send_answered_200_counts_as_sent_and_is_never_sent_again(
+    db, tmp_path, server, stories
+):
+    config = make_config(
+        tmp_path,
+        transport={"kind": "sendgrid", "secret_key": "test-secret"},
+        sendgrid={"batch_size": 2, "sandbox_mode": True},
+    )
+    env = {"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    transport = SendGridTransport(config, env=env, sleep=lambda _: None)
+    add_readers(db, tmp_path, 3)
+    report = send(db, config, transport)
+    assert [r.status for r in server.requests] == [200, 200]
+    counts = edition_counts(db, report.editions[0].edition.id)
+    assert (counts["sent"], counts["failed"]) == (3, 0)
+    assert {row[0] for row in db.execute("SELECT provider_id FROM deliveries")} == {"sandbox"}
+    send(db, config, transport, retry_failed=True)
+    assert len(server.requests) == 2

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from digest.store import open_db
 
-from helpers import write_config
-from servers import CLEAN_ENV, digest_server
+from helpers import run_digest, sent_demo, write_config
+from servers import digest_server
 
 # The quick tier leaves this module out: every test runs `digest serve` as a real process.
 pytestmark = pytest.mark.slow
@@ -23,23 +20,10 @@ pytestmark = pytest.mark.slow
 NOW = "2026-11-26T07:05:00Z"
 
 
-def digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "digest", *args],
-        cwd=cwd,
-        env=CLEAN_ENV,
-        capture_output=True,
-        text=True,
-    )
-
-
 @pytest.fixture
 def demo(tmp_path):
     """The demo sent through the outbox, with a config whose secret is not the placeholder."""
-    write_config(tmp_path)
-    result = digest("demo", "--dir", "demo", "--now", NOW, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    return tmp_path / "demo"
+    return sent_demo(tmp_path, NOW)
 
 
 @pytest.fixture
@@ -82,7 +66,7 @@ def test_one_click_over_real_http_with_the_url_from_an_eml_unsubscribes(demo, se
 
 def test_serve_refuses_the_placeholder_secret_off_loopback(tmp_path):
     (tmp_path / "digest.toml").write_text('[newsletters.daily]\ntitle = "Test Daily"\n')
-    result = digest("serve", "--host", "0.0.0.0", cwd=tmp_path)
+    result = run_digest("serve", "--host", "0.0.0.0", cwd=tmp_path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "DIGEST_SECRET_KEY" in result.stderr.strip().splitlines()[-1]

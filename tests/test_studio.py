@@ -320,6 +320,95 @@ def test_digest_studio_as_a_real_process_serves_and_its_hints_name_its_files(tmp
     assert f"`{sys.executable} -m digest {files} subscribers list`" in shown
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.evil.example",
+        "127.0.0.1.nip.io",
+        "127.0.0.1.evil.example:8026",
+        "localhost.evil.example",
+    ],
+)
+def test_a_host_that_only_starts_like_loopback_is_refused(studio, host):
+    answer = studio.get("/", headers={"Host": host}, query_string={"as": "ana@example.com"})
+    assert answer.status_code == 403
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8026", "localhost", "LOCALHOST:1", "[::1]:8026"])
+def test_the_loopback_addresses_and_localhost_are_answered(studio, host):
+    assert studio.get("/live", headers={"Host": host}).status_code == 200
+
+
+def test_a_rebound_test_send_is_refused_and_writes_nothing(studio, config):
+    answer = studio.post(
+        "/send-test",
+        headers={"Host": "127.evil.example"},
+        data={"to": "attacker@evil.example", "as": "ana@example.com", "now": NOW},
+    )
+    assert answer.status_code == 403
+    assert not (config.outbox_dir / "tests").exists()
+
+
+def test_a_remote_studio_answers_only_the_names_it_was_given(config):
+    from digest.studio import allowed_hosts
+
+    hosts = allowed_hosts("0.0.0.0", ["Studio.Newsroom.lan"])
+    client = create_studio(lambda: config, OutboxTransport(config), allowed_hosts=hosts)
+    client = client.test_client()
+    assert client.get("/live", headers={"Host": "studio.newsroom.lan:8026"}).status_code == 200
+    assert client.get("/live", headers={"Host": "evil.example"}).status_code == 403
+    assert client.get("/live", headers={"Host": "127.0.0.1"}).status_code == 200
+
+
+def test_a_remote_studio_on_every_address_needs_its_names(project_dir, monkeypatch):
+    write_config(project_dir)
+    served = []
+    monkeypatch.setattr("digest.studio.serve_studio", lambda *a, **k: served.append(a))
+    result = CliRunner().invoke(cli, ["studio", "--host", "0.0.0.0", "--allow-remote"])
+    assert result.exit_code == 1
+    assert "--allowed-host NAME" in result.output and not served
+
+
+@pytest.mark.parametrize("next_", ["/\t/evil.example/x", "/\n/evil.example", "/\\evil.example"])
+def test_a_way_back_with_a_tab_or_backslash_stays_in_the_studio(studio, next_):
+    answer = studio.post("/stories/1", data={"action": "pin", "next": next_})
+    assert answer.location == "/"
+
+
+def _get(port: int, host: str, path: str = "/live") -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", path, skip_host=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_a_real_studio_refuses_forged_hosts_and_answers_loopback(tmp_path):
+    write_config(tmp_path)
+    with digest_server("studio", cwd=tmp_path) as studio:
+        port = studio.port
+        forged = [f"127.evil.example:{port}", f"127.0.0.1.nip.io:{port}", "evil.example"]
+        assert [_get(port, host, "/?as=ana@example.com") for host in forged] == [403] * 3
+        assert _get(port, f"127.0.0.1:{port}") == 200
+        assert _get(port, f"localhost:{port}") == 200
+
+
+@pytest.mark.slow
+def test_a_real_remote_studio_answers_only_its_allowed_host(tmp_path):
+    write_config(tmp_path)
+    args = ["studio", "--allow-remote", "--allowed-host", "studio.newsroom.lan"]
+    with digest_server(*args, cwd=tmp_path) as studio:
+        port = studio.port
+        assert _get(port, f"studio.newsroom.lan:{port}") == 200
+        assert _get(port, f"127.0.0.1.nip.io:{port}") == 403
+
+
 @pytest.mark.parametrize("path", ["/hold", "/release", "/edition"])
 def test_holds_and_edits_are_taken_only_from_the_studios_own_pages(studio, db, path):
     answer = studio.post(

@@ -249,7 +249,8 @@ def test_a_confirmation_the_transport_could_not_send_may_be_asked_for_again(db, 
     blocked.write_text("")
     sign_up(db, config, "new@example.com")
     broken = OutboxTransport(with_overrides(config, outbox_dir=blocked))
-    assert process_signups(db, config, broken) == [NOT_SENT]
+    [outcome] = process_signups(db, config, broken)
+    assert outcome.startswith(NOT_SENT) and "Cannot write to the outbox" in outcome
     assert handle(db, config, "new@example.com") == [CONFIRMATION_SENT]
 
 
@@ -608,3 +609,21 @@ def test_pages_keep_their_token_out_of_referrers_and_caches(client, config, ana)
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+def test_a_confirmation_that_could_not_be_sent_is_kept_shown_and_sent_later(db, config, tmp_path):
+    from digest.status import digest_status
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    sign_up(db, config, "new@example.com")
+    broken = OutboxTransport(with_overrides(config, outbox_dir=blocked))
+    process_signups(db, config, broken)
+    status = "\n".join(digest_status(db, config, utcnow()).lines())
+    assert "sign-ups: 1 confirmation email(s) not sent yet (nothing sent:" in status
+    # Tried again once its claim is stale (a later `digest run`), through a working transport.
+    later = utcnow() + timedelta(minutes=11)
+    db.execute("UPDATE signup_requests SET claimed_at = '2000-01-01T00:00:00Z'")
+    assert process_signups(db, config, OutboxTransport(config), later) == [CONFIRMATION_SENT]
+    assert confirmation_mail(config, "new@example.com") is not None
+    assert "sign-ups:" not in "\n".join(digest_status(db, config, utcnow()).lines())

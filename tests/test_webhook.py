@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from digest.feedback.webhook import (
     KEYS_VARIABLE,
     MAX_POST_BYTES,
     SIGNATURE_HEADER,
+    STORED_HEADERS,
     TIMESTAMP_HEADER,
     load_public_keys,
     verify_signature,
@@ -137,7 +139,8 @@ def client(config, key_pair):
     return app.test_client()
 
 
-def signed(private, body: bytes, timestamp: str = "1700000000") -> dict:
+def signed(private, body: bytes, timestamp: str | None = None) -> dict:
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
     return {
         "data": body,
         "content_type": "application/json",
@@ -201,7 +204,7 @@ def test_a_signed_post_is_stored_with_its_headers_and_answered_2xx(client, db, k
     response = post(client, **signed(key_pair[0], body))
     assert response.status_code == 204
     row = db.execute("SELECT headers, size, received_at FROM webhook_posts").fetchone()
-    assert json.loads(row[0])[TIMESTAMP_HEADER] == "1700000000"
+    assert json.loads(row[0])[TIMESTAMP_HEADER].isdigit()
     assert row[1] == len(body)
 
 
@@ -262,13 +265,71 @@ def test_a_post_that_cannot_be_stored_is_never_answered_2xx(client, db, key_pair
     assert stored_posts(db) == 0
 
 
-def test_the_same_post_twice_is_stored_twice_and_counted_once(client, db, key_pair):
+def test_the_same_post_twice_is_answered_twice_stored_once_and_counted_once(client, db, key_pair):
     body = json.dumps([event(), event(event="open", sg_event_id="id-2")]).encode()
     for _ in range(2):
         assert post(client, **signed(key_pair[0], body)).status_code == 204
-    assert stored_posts(db) == 2
+    assert stored_posts(db) == 1
     assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 2
-    assert [r[0] for r in db.execute("SELECT new_events FROM webhook_posts ORDER BY id")] == [2, 0]
+    assert [r[0] for r in db.execute("SELECT new_events FROM webhook_posts ORDER BY id")] == [2]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        lambda now: "abc",
+        lambda now: "-1",
+        lambda now: "1e9",
+        lambda now: str(now - 5 * 86400),  # a replay re-signed five days later
+        lambda now: str(now + 3600),
+    ],
+)
+def test_a_post_whose_timestamp_is_not_recent_unix_seconds_is_refused(client, db, key_pair, moment):
+    # Each properly signed over its own timestamp.
+    moment = moment(int(time.time()))
+    body = json.dumps([event()]).encode()
+    assert post(client, **signed(key_pair[0], body, moment)).status_code == 403
+    assert stored_posts(db) == 0
+
+
+def test_a_post_signed_a_day_ago_is_still_taken(client, db, key_pair):
+    # SendGrid retries a post for 24 hours.
+    moment = str(int(time.time()) - 86400)
+    assert post(client, **signed(key_pair[0], b"[]", moment)).status_code == 204
+
+
+def test_only_the_needed_headers_are_stored_with_a_post(client, db, key_pair):
+    request = signed(key_pair[0], b"[]")
+    request["headers"] |= {"Authorization": "Bearer secret", "Cookie": "session=secret"}
+    assert post(client, **request).status_code == 204
+    headers = json.loads(db.execute("SELECT headers FROM webhook_posts").fetchone()[0])
+    assert "secret" not in json.dumps(headers)
+    assert {SIGNATURE_HEADER, TIMESTAMP_HEADER} <= set(headers) <= set(STORED_HEADERS)
+
+
+def test_a_signed_body_nested_too_deep_is_given_up_at_once_not_retried(client, db, key_pair):
+    assert post(client, **signed(key_pair[0], b"[" * 200_000)).status_code == 204
+    assert pending_posts(db) == []
+    note, failed, body = db.execute(
+        "SELECT note, failed_at IS NOT NULL, body FROM webhook_posts"
+    ).fetchone()
+    assert note.startswith("not JSON (RecursionError") and failed and body is None
+    assert process_pending(db).failed_posts == []
+
+
+def test_an_unsigned_large_post_is_refused_without_being_held_in_memory(client, db):
+    import tracemalloc
+
+    body = b"[" + b" " * (MAX_POST_BYTES - 2) + b"]"
+    headers = {SIGNATURE_HEADER: "bm90IGEgc2lnbmF0dXJl", TIMESTAMP_HEADER: str(int(time.time()))}
+    tracemalloc.start()
+    try:
+        response = post(client, data=body, content_type="application/json", headers=headers)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 403
+    assert peak < 4 * 1024 * 1024, f"{peak} bytes held for an unsigned post"
 
 
 def test_processing_is_idempotent_when_asked_again(client, db, key_pair):

@@ -176,3 +176,27 @@ def test_killed_mid_stream_then_retried_and_redelivered_counts_every_event_once(
     wait_processed(db)
     process_pending(db)
     assert totals(db) == (len(stream), len(READERS) + 12_000, len(READERS))
+
+
+def test_a_signed_poison_post_to_a_real_app_is_given_up_and_the_next_run_is_clean(
+    project, app, key_pair, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    from sendgrid_server import post_event_body
+
+    config, db = project
+    # Validly signed, answered 2xx (SendGrid would retry anything else for a day), but
+    # nested too deep for any JSON parser: it must not stay pending for ever.
+    assert post_event_body(app.url, key_pair[0], b"[" * 200_000) == 204
+    # The same post again (a replay, or SendGrid's retry) is answered and not stored twice.
+    assert post_event_body(app.url, key_pair[0], b"[" * 200_000) == 204
+    wait_processed(db)
+    rows = db.execute("SELECT note, failed_at IS NOT NULL FROM webhook_posts").fetchall()
+    assert len(rows) == 1 and rows[0][0].startswith("not JSON (RecursionError") and rows[0][1]
+    monkeypatch.chdir(config.db_path.parent)
+    run = CliRunner().invoke(cli, ["run", "--now", "2026-11-26T05:00:00Z"])
+    assert run.exit_code == 0, run.output
+    assert "webhook:" not in CliRunner().invoke(cli, ["status"]).output

@@ -212,9 +212,9 @@ def skip_leavers(db: Database, delivery_ids: list[int], now: str) -> None:
         )
 
 
-def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> None:
+def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> int:
     """Change the rows of one batch that are still `sending` (found by id range, then key)."""
-    db.execute(
+    cursor = db.execute(
         f"""UPDATE deliveries SET {assignments}, updated_at = :now
             WHERE id BETWEEN :first AND :last AND batch_key = :key AND status = 'sending'""",
         {
@@ -225,15 +225,27 @@ def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) ->
             "key": batch.key,
         },
     )
+    return cursor.rowcount
+
+
+def _count_sends(db: Database, edition_id: int, readers: int) -> None:
+    """Add readers to the edition's send tally (what a slot's lift counts impressions from)."""
+    if readers:
+        db.execute(
+            """INSERT INTO edition_sends (edition_id, readers) VALUES (?, ?)
+               ON CONFLICT (edition_id) DO UPDATE SET readers = readers + excluded.readers""",
+            [edition_id, readers],
+        )
 
 
 def mark_batch_sent(db: Database, batch: Batch, provider_id: str | None) -> None:
-    _update_batch(
+    readers = _update_batch(
         db,
         batch,
         "status = 'sent', provider_id = :provider, error = NULL, sent_at = :sent",
         {"provider": provider_id, "sent": to_db(utcnow())},
     )
+    _count_sends(db, batch.edition_id, readers)
 
 
 def mark_batch_failed(db: Database, batch: Batch, error: str) -> None:
@@ -344,12 +356,13 @@ def settle_batch(
     settling them keeps all three from being mailed twice. `sent_at` is when the batch was
     claimed. Returns how many readers changed.
     """
+    settling = """FROM deliveries WHERE edition_id = :edition AND batch_key = :key
+                  AND status IN ('sending', 'queued', 'failed')"""
     cursor = db.execute(
-        """UPDATE deliveries SET status = 'sent', sent_at = COALESCE(sent_at, updated_at),
+        f"""UPDATE deliveries SET status = 'sent', sent_at = COALESCE(sent_at, updated_at),
                provider_id = COALESCE(provider_id, :provider), updated_at = :now,
                error = 'settled by event (' || :event || ')'
-           WHERE edition_id = :edition AND batch_key = :key
-             AND status IN ('sending', 'queued', 'failed')""",
+           WHERE rowid IN (SELECT rowid {settling})""",
         {
             "provider": provider_id,
             "now": to_db(utcnow()),
@@ -358,4 +371,5 @@ def settle_batch(
             "key": batch_key,
         },
     )
+    _count_sends(db, edition_id, cursor.rowcount)
     return cursor.rowcount

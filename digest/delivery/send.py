@@ -21,6 +21,7 @@ from ..config import Config, NewsletterConfig
 from ..edition.build import (
     Edition,
     build_edition,
+    edition_lifts,
     latest_slot,
     save_edition,
     slot_editions,
@@ -311,10 +312,11 @@ def plan_slot(
     else:
         variants = [(t, 0) for t in audience_values(db, newsletter.name, "topics", timezone)]
     new = []
+    lifts = edition_lifts(db, newsletter, slot_at)
     for topics, readers in variants:
         topic_tuple = tuple(t for t in topics.split(";") if t)
         edition, story_count = build_edition(
-            db, config, renderer, newsletter, slot_at, topic_tuple, timezone
+            db, config, renderer, newsletter, slot_at, topic_tuple, timezone, lifts
         )
         reason = "no new stories" if too_few_stories(newsletter, story_count) else ""
         note = f"skipped: {reason}" if reason else ""

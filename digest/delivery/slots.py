@@ -128,6 +128,18 @@ def recent_slots(db: Database, newsletter: str, limit: int = 10) -> list[SlotRec
     return _slot_records(rows)
 
 
+def slots_between(
+    db: Database, newsletter: str, start: datetime, end: datetime
+) -> list[SlotRecord]:
+    """The newsletter's recorded slots with start <= slot time <= end, oldest first."""
+    rows = db.query(
+        """SELECT * FROM slots WHERE newsletter = ? AND slot_at >= ? AND slot_at <= ?
+           ORDER BY slot_at, timezone""",
+        [newsletter, to_db(start), to_db(end)],
+    )
+    return _slot_records(rows)
+
+
 def _slot_records(rows: Iterable[dict]) -> list[SlotRecord]:
     return [
         SlotRecord(

@@ -14,9 +14,11 @@ from ..config import Config, NewsletterConfig
 from ..models import Story
 from ..newsroom.stories import stories_published_between
 from ..schedule import latest_slot_at, next_slot_after
+from ..urls import site_link, variant_copy_path
 from .edits import EditionEdits, current_edits, edition_date
+from .lift import story_lifts
 from .render import Renderer
-from .select import normalize_topics, select_digest, variant_key
+from .select import NO_LIFTS, Lifts, normalize_topics, select_digest, variant_key
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,13 @@ def edition_stories(
     return stories, carried_story_ids(db, newsletter.name, variant, slot_at)
 
 
+def edition_lifts(db: Database, newsletter: NewsletterConfig, slot_at: datetime) -> Lifts:
+    """The stories' engagement a selection at `slot_at` ranks with; none when `weight` is 0."""
+    if newsletter.engagement.weight == 0:
+        return NO_LIFTS
+    return story_lifts(db, newsletter, slot_at)
+
+
 def variant_zone(variant: str) -> str | None:
     """The time zone in a variant key (`variant_key`), or None for an all-zones variant."""
     _, _, zone = variant.partition("|tz:")
@@ -131,20 +140,33 @@ def build_edition(
     slot_at: datetime,
     topics: tuple[str, ...] = (),
     timezone: str | None = None,
+    lifts: Lifts | None = None,
 ) -> tuple[Edition, int]:
-    """Select and render one variant; returns the edition (not yet saved) and its story count."""
+    """Select and render one variant; returns the edition (not yet saved) and its story count.
+
+    `lifts` (`edition_lifts` at `slot_at`, read once for a slot's variants) else read here.
+    """
     topics = normalize_topics(topics)
     variant = variant_key(topics, timezone)
     stories, carried = edition_stories(db, newsletter, slot_at, variant)
     edits = edition_edits(db, newsletter, slot_at, timezone)
-    selection = select_digest(stories, slot_at, newsletter, topics, already_sent=carried)
-    local_time = slot_at.astimezone(ZoneInfo(timezone or newsletter.timezone))
+    if lifts is None:
+        lifts = edition_lifts(db, newsletter, slot_at)
+    selection = select_digest(stories, slot_at, newsletter, topics, carried, lifts)
+    zone = timezone or newsletter.timezone
+    local_time = slot_at.astimezone(ZoneInfo(zone))
+    web_url = (
+        site_link(config, variant_copy_path(newsletter.name, local_time, topics, zone))
+        if newsletter.archive
+        else ""
+    )
     rendered = renderer.render_edition(
         newsletter,
         config.site,
         selection,
         local_time,
         topics,
+        web_url=web_url,
         subject=edits.subject,
         preheader=edits.preheader,
         note=edits.note,
@@ -234,6 +256,18 @@ def save_edition(db: Database, edition: Edition) -> Edition:
             to_db(created_at),
             edition.held,
             edition.forced_by,
+        ],
+    )
+    # What lift reads of an edition, without reading past its HTML (`edition.lift`).
+    db.execute(
+        """INSERT INTO edition_lineups (edition_id, newsletter, slot_at, story_ids, stories)
+           VALUES (?, ?, ?, ?, ?)""",
+        [
+            cursor.lastrowid,
+            edition.newsletter,
+            to_db(edition.slot_at),
+            json.dumps(list(edition.story_ids)),
+            len(edition.story_ids),
         ],
     )
     return replace(edition, id=cursor.lastrowid, created_at=created_at)

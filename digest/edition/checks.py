@@ -94,6 +94,8 @@ class EmailParts:
     html: str
     text: str
     story_links: Sequence[str] = field(default_factory=tuple)
+    # Content-IDs of the images the message itself carries (the editors' report's charts).
+    inline_images: Sequence[str] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ def run_checks(parts: EmailParts) -> list[Finding]:
         _size(parts.html, scan)
         + _links(scan)
         + _leftovers(parts)
-        + _images(scan)
+        + _images(scan, parts.inline_images)
         + _subject(parts)
         + _text_part(parts)
         + _css(scan)
@@ -267,11 +269,12 @@ def _leftovers(parts: EmailParts) -> list[Finding]:
     return [Finding("ok", "placeholders", "no %%placeholder%% left")]
 
 
-def _images(scan: _EmailScan) -> list[Finding]:
+def _images(scan: _EmailScan, inline: Sequence[str] = ()) -> list[Finding]:
     found = []
+    carried = {f"cid:{cid}" for cid in inline}
     for src, alt, heading in scan.images:
         where = src or "an image without src"
-        if not (src or "").startswith("https://"):
+        if src not in carried and not (src or "").startswith("https://"):
             found.append(
                 Finding(
                     "error",

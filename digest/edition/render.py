@@ -365,13 +365,15 @@ class Renderer:
         edition_time: datetime,
         topics: tuple[str, ...] = (),
         *,
+        web_url: str = "",
         subject: str = "",
         preheader: str = "",
         note: str = "",
     ) -> RenderedEdition:
         """HTML (inlined) and text of one edition variant, with per-reader placeholders.
 
-        A `subject` or `preheader` given (an editor's, for this edition) replaces the
+        `web_url` is the variant's web copy ("View in your browser"); none when empty. A
+        `subject` or `preheader` given (an editor's, for this edition) replaces the
         newsletter's template; `note` is the editor's note at the top of the email.
         """
         context: dict[str, Any] = {
@@ -384,6 +386,7 @@ class Renderer:
             ],
             "recent_posts": [_story_view(s, newsletter) for s in selection.recent_posts],
             "topics": list(topics),
+            "web_url": _inert_url(web_url),
             "editor_note": note,
         }
         # Each on one line and cut at a word (story titles are long, the default preheader

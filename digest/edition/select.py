@@ -1,23 +1,37 @@
 """Choose an edition's top stories and recent posts: a pure function of stories, readers and a time.
 
-Ranking (also in the README):
+Ranking (also in docs/how-it-works/ranking.md):
 
-    rank = (1 + score) * 0.5 ** (age_hours / half_life_hours)
+    editor_rank = (1 + score) * 0.5 ** (age_hours / half_life_hours)
+    rank        = editor_rank * lift ** weight
 
-so a story loses half its weight every `half_life_hours` [12]. Top stories are the
-pinned ones first, then by rank, ties newest first, then lowest id, with at most
-`per_category` [2] stories from one category. Nothing here reads a clock or a database.
+so a story loses half its weight every `half_life_hours` [12], and a story its readers
+clicked more (or less) than its positions predicted moves up (or down). `lift` is the
+story's position-corrected, shrunk click-through ratio from the editions of the last
+window, counting only events at or before the selection's time (`edition.lift`, passed in
+as `lifts`); it is 1 for a story fewer than `engagement.min_impressions` [200] readers got
+(unproven), and `engagement.weight` [1] 0 turns it off. A negative editor_rank is divided
+by the factor instead, so a lift above 1 always raises a story.
+
+Top stories are the pinned ones first, then by rank, ties newest first, then lowest id, with
+at most `per_category` [2] stories from one category. Then exploration: when lift is on,
+`round(engagement.exploration * top_stories)` [1 of 5] places go to unproven stories: the
+best-ranked unproven ones left out take the places of the lowest-ranked proven, unpinned
+chosen ones (within `per_category`). Nothing here reads a clock or a database.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..config import NewsletterConfig
-from ..models import Selection, Story, TopStory
+from ..config import EngagementSettings, NewsletterConfig
+from ..models import Selection, Story, StoryEngagement, TopStory
+
+Lifts = Mapping[int, StoryEngagement]
+NO_LIFTS: Lifts = {}
 
 
 def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:
@@ -32,8 +46,25 @@ def variant_key(topics: Iterable[str], timezone: str | None = None) -> str:
 
 
 def story_rank(story: Story, now: datetime, half_life_hours: float) -> float:
+    """The editor's rank: score decayed by age."""
     age_hours = max(0.0, (now - story.published_at).total_seconds() / 3600)
     return (1 + story.score) * 0.5 ** (age_hours / half_life_hours)
+
+
+def proven(engagement: StoryEngagement | None, settings: EngagementSettings) -> bool:
+    """Whether enough readers got the story for its lift to count."""
+    return engagement is not None and engagement.impressions >= settings.min_impressions
+
+
+def lift_factor(engagement: StoryEngagement | None, settings: EngagementSettings) -> float:
+    """What a story's lift multiplies its rank by: 1 when off or unproven."""
+    if settings.weight == 0 or engagement is None or not proven(engagement, settings):
+        return 1.0
+    return float(engagement.lift**settings.weight)
+
+
+def lifted(rank: float, factor: float) -> float:
+    return rank * factor if rank >= 0 else rank / factor
 
 
 def _in_topics(story: Story, topics: tuple[str, ...]) -> bool:
@@ -50,27 +81,40 @@ class RankedStory:
 
     story: Story
     rank: float
-    # "top", or why not: "per_category" (its category was full) or "top_stories" (no room).
+    # "top", or why not: "per_category" (its category was full), "top_stories" (no room) or
+    # "exploration" (its place went to an unproven story).
     outcome: str
+    # The rank without lift, and the lift's factor (1: none).
+    editor_rank: float = 0.0
+    factor: float = 1.0
+    # Chosen in an exploration place: unproven, and lift ranking alone left it out.
+    explored: bool = False
+
+
+def _category(story: Story) -> str:
+    return story.category.strip().lower()
 
 
 def rank_top_stories(
-    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig
+    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig, lifts: Lifts = NO_LIFTS
 ) -> list[RankedStory]:
     """Every candidate in rank order (pinned first), each marked chosen or displaced and by what.
 
     The one ranking pass: `select_top_stories` keeps the chosen ones, and the studio's lineup
     shows the rest, so a pinned story pushed out by `per_category` is seen, not lost.
     """
-    ranked = sorted(
-        ((story, story_rank(story, now, settings.half_life_hours)) for story in candidates),
-        key=lambda pair: (not pair[0].pinned, -pair[1], *_newest_first(pair[0])),
-    )
+    engagement = settings.engagement
+    scored = []
+    for story in candidates:
+        editor_rank = story_rank(story, now, settings.half_life_hours)
+        factor = lift_factor(lifts.get(story.id), engagement)
+        scored.append((story, lifted(editor_rank, factor), editor_rank, factor))
+    scored.sort(key=lambda item: (not item[0].pinned, -item[1], *_newest_first(item[0])))
     per_category: Counter[str] = Counter()
     chosen = 0
     result: list[RankedStory] = []
-    for story, rank in ranked:
-        category = story.category.strip().lower()
+    for story, rank, editor_rank, factor in scored:
+        category = _category(story)
         if chosen == settings.top_stories:
             outcome = "top_stories"
         elif per_category[category] >= settings.per_category:
@@ -79,17 +123,60 @@ def rank_top_stories(
             per_category[category] += 1
             chosen += 1
             outcome = "top"
-        result.append(RankedStory(story, rank, outcome))
+        result.append(RankedStory(story, rank, outcome, editor_rank, factor))
+    if engagement.weight > 0:
+        _explore(result, settings, lifts, per_category)
     return result
 
 
+def exploration_places(settings: NewsletterConfig) -> int:
+    return int(settings.engagement.exploration * settings.top_stories + 0.5)
+
+
+def _explore(
+    ranked: list[RankedStory], settings: NewsletterConfig, lifts: Lifts, per_category: Counter
+) -> None:
+    """Give unproven stories their exploration places, taken from the lowest-ranked proven,
+    unpinned chosen stories (in place: `ranked` keeps its order)."""
+
+    def unproven(item: RankedStory) -> bool:
+        return not proven(lifts.get(item.story.id), settings.engagement)
+
+    wanted = exploration_places(settings) - sum(
+        1 for r in ranked if r.outcome == "top" and unproven(r)
+    )
+    for n, item in enumerate(ranked):
+        if wanted <= 0:
+            return
+        if item.outcome == "top" or not unproven(item):
+            continue
+        category = _category(item.story)
+        for m in range(len(ranked) - 1, -1, -1):
+            victim = ranked[m]
+            if victim.outcome != "top" or victim.story.pinned or unproven(victim):
+                continue
+            same = _category(victim.story) == category
+            if not same and per_category[category] >= settings.per_category:
+                continue
+            ranked[m] = RankedStory(
+                victim.story, victim.rank, "exploration", victim.editor_rank, victim.factor
+            )
+            ranked[n] = RankedStory(
+                item.story, item.rank, "top", item.editor_rank, item.factor, explored=True
+            )
+            per_category[_category(victim.story)] -= 1
+            per_category[category] += 1
+            wanted -= 1
+            break
+
+
 def select_top_stories(
-    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig
+    candidates: Iterable[Story], now: datetime, settings: NewsletterConfig, lifts: Lifts = NO_LIFTS
 ) -> list[TopStory]:
-    """Pinned first, then by decayed score (ties newest first), capped per category."""
+    """Pinned first, then by rank (ties newest first), capped per category, with exploration."""
     return [
         TopStory(story=r.story, rank=r.rank)
-        for r in rank_top_stories(candidates, now, settings)
+        for r in rank_top_stories(candidates, now, settings, lifts)
         if r.outcome == "top"
     ]
 
@@ -160,15 +247,17 @@ def select_digest(
     settings: NewsletterConfig,
     topics: Iterable[str] = (),
     already_sent: Collection[int] = frozenset(),
+    lifts: Lifts = NO_LIFTS,
 ) -> Selection:
     """The whole selection for one edition variant at `now`.
 
     `stories` may reach further back than the window (also-read links may come from
     the last `also_read_days`); stories published after `now`, outside the reader's
     topics, or carried by an earlier edition to the same readers are never chosen.
+    `lifts` are the stories' engagement as of `now` (`edition.lift.story_lifts`).
     """
     eligible, in_window = candidates(stories, now, settings, topics, already_sent)
-    top = select_top_stories(in_window, now, settings)
+    top = select_top_stories(in_window, now, settings, lifts)
     top_ids = {t.story.id for t in top}
     recent = select_recent_posts(in_window, top_ids, settings.recent_posts)
     if settings.also_read:

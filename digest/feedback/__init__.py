@@ -2,6 +2,9 @@
 
 May import delivery, readers, the edition, the newsroom and the core; never the shells.
 
-Modules: `webhook` (the receiver), `events` (posts stored, then processed), `report`
-(`digest report`).
+Modules: `webhook` (the receiver), `events` (posts stored, then processed, with per-story click
+summaries), `machines` (the one rule of which clicks are a link scanner's), `report`
+(`digest report`), `figures` (the numbers behind the report's pictures), `charts` (those
+pictures, drawn on the server), `document` (the report or the status as one HTML page),
+`mailing` (the report mailed to the editors the morning after each edition).
 """

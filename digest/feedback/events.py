@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,14 +25,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlite_utils import Database
 
-from ..clock import to_db, utcnow
+from ..addresses import lookup_form
+from ..clock import from_db, to_db, utcnow
 from ..delivery.lease import Lease
 from ..delivery.ledger import DeliveryStatus, settle_batch
+from ..edition.lift import NOT_REACHED
 from ..edition.render import STORY_PARAMETER
-from ..errors import LeaseHeldError
+from ..errors import DigestError, LeaseHeldError, NotFoundError
+from ..invocation import digest_command
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
+from .machines import machine_times
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +57,22 @@ DROPPED_LISTS = {
     "Spam Reporting Address": "complained",
     "Unsubscribed Address": "unsubscribed",
 }
+CUSTOM_ARG_PREFIX = "digest_"
 EVENTS_LEASE = "events"
 # Longer than any one post takes; renewed after every post.
 EVENTS_LEASE_SECONDS = 120
 MAX_TEXT = 300
 PROCESSING_CACHE_KB = 16 * 1024
+# A click timestamped this long after its post was received, or before its edition's slot, is
+# set aside: clocks drift by seconds, not minutes.
+FUTURE_SLACK_SECONDS = 300
+BEFORE_SEND_SLACK_SECONDS = 600
+FUTURE_CLICK = "timestamped after its post was received"
+EARLY_CLICK = "timestamped before its edition's slot"
+CHUNK = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# How an internationalized domain's labels begin in the ASCII form SendGrid reports.
+ASCII_LABEL = "xn--"
 
 
 class Event(NamedTuple):
@@ -79,6 +94,8 @@ class Event(NamedTuple):
     reason: str
     classification: str
     smtp_status: str
+    # It carried `digest_*` custom args: mail from a batch of ours, or of another database's.
+    tagged: bool = False
 
     @property
     def state(self) -> str | None:
@@ -163,6 +180,7 @@ def parse_event(item: Any) -> Event | None:
         reason=_text(item.get("reason") or item.get("response")),
         classification=_text(item.get("bounce_classification"), 60),
         smtp_status=_text(item.get("status"), 20),
+        tagged=any(isinstance(k, str) and k.startswith(CUSTOM_ARG_PREFIX) for k in item),
     )
     # JSON may carry lone surrogates ("\ud800"), which no UTF-8 column can hold.
     try:
@@ -170,6 +188,16 @@ def parse_event(item: Any) -> Event | None:
     except UnicodeEncodeError:
         return None
     return event
+
+
+def link_key(url: str) -> str:
+    """A link without its scheme, query and fragment: what a story's URL and a click share
+    when the click's query string was changed on the way (tracking parameters, a lost id)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.strip()[:MAX_TEXT]
+    return f"{(parts.hostname or '').lower()}{parts.path.rstrip('/') or '/'}"
 
 
 def story_of(url: str | None) -> int | None:
@@ -185,15 +213,26 @@ def story_of(url: str | None) -> int | None:
 
 
 def store_post(db: Database, body: bytes, headers: Mapping[str, str], received_at: datetime) -> int:
-    """Keep one verified post as received, committed (and synced) before it is answered."""
+    """Keep one verified post as received, committed (and synced) before it is answered.
+
+    A body already stored (a replay, or SendGrid sending the same post again) is not stored
+    twice: its events count once anyway, and each copy would cost a synced write.
+    """
+    digest = hashlib.sha256(body).hexdigest()
     # Synced to disk at commit, not only at the next checkpoint: SendGrid forgets a post
     # once it has our 2xx, so a power cut must not lose it either.
     db.execute("PRAGMA synchronous = FULL")
     try:
         with write_transaction(db):
+            known = db.execute(
+                "SELECT id FROM webhook_posts WHERE body_sha256 = ?", [digest]
+            ).fetchone()
+            if known is not None:
+                return int(known[0])
             cursor = db.execute(
-                "INSERT INTO webhook_posts (received_at, headers, body, size) VALUES (?, ?, ?, ?)",
-                [to_db(received_at), json.dumps(dict(headers)), body, len(body)],
+                """INSERT INTO webhook_posts (received_at, headers, body, size, body_sha256)
+                   VALUES (?, ?, ?, ?, ?)""",
+                [to_db(received_at), json.dumps(dict(headers)), body, len(body), digest],
             )
     finally:
         db.execute("PRAGMA synchronous = NORMAL")
@@ -210,6 +249,8 @@ class ProcessReport:
     new_events: int = 0
     settled_batches: list[str] = field(default_factory=list)
     failed_posts: list[int] = field(default_factory=list)
+    # Posts whose body is no JSON array of events (however hostile): marked failed, never retried.
+    unreadable_posts: list[int] = field(default_factory=list)
     # Another process held the lease: it processes what is pending.
     busy: bool = False
 
@@ -218,6 +259,11 @@ class ProcessReport:
             f"events: {self.posts} webhook post(s), {self.events} events, "
             f"{self.new_events} new, {self.events - self.new_events} duplicate or unusable"
         )
+        if self.unreadable_posts:
+            text += (
+                f"; {len(self.unreadable_posts)} post(s) unreadable, given up "
+                f"(ids {', '.join(map(str, self.unreadable_posts))})"
+            )
         if self.settled_batches:
             text += f"; settled {len(self.settled_batches)} unknown batch(es) by event"
         if self.failed_posts:
@@ -233,11 +279,81 @@ def pending_posts(db: Database, limit: int = 100) -> list[int]:
 
 
 def waiting_posts(db: Database) -> tuple[int, str | None]:
-    """How many stored posts are not processed yet, and why one of them failed, if one did."""
+    """How many stored posts are not processed yet, and why one of them failed, if one did
+    (naming that post, which `discard_post` gives up on)."""
     count, note = db.execute(
         "SELECT COUNT(*), MAX(note) FROM webhook_posts WHERE processed_at IS NULL"
     ).fetchone()
+    if note:
+        failing = db.execute(
+            "SELECT id FROM webhook_posts WHERE processed_at IS NULL AND note = ?", [note]
+        ).fetchone()[0]
+        note = f"post {failing}: {note}"
     return count, note
+
+
+def discard_post(db: Database, post_id: int) -> str:
+    """Give up on one stored post that cannot be processed: its body is dropped, it is no
+    longer pending, and its note says so. Returns what it was."""
+    with write_transaction(db):
+        row = db.execute(
+            "SELECT processed_at, note FROM webhook_posts WHERE id = ?", [post_id]
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"No webhook post {post_id}; `{digest_command()} status` names those waiting."
+            )
+        if row[0] is not None:
+            raise DigestError(f"Webhook post {post_id} was already processed ({row[1] or 'ok'}).")
+        now = to_db(utcnow())
+        db.execute(
+            """UPDATE webhook_posts SET processed_at = ?, failed_at = ?, body = NULL, note = ?
+               WHERE id = ?""",
+            [now, now, f"discarded by hand: {row[1] or 'not processed'}"[:MAX_TEXT], post_id],
+        )
+    return row[1] or "not processed"
+
+
+def erase_address_from_posts(db: Database, addresses: Iterable[str]) -> int:
+    """Remove a reader's events from the bodies of posts not processed yet (`forget`).
+
+    Items about the address (as stored or as sent) are dropped from each body holding it; a
+    body that cannot be read but holds the address is dropped whole and the post given up.
+    Returns how many posts were changed.
+    """
+    forms = {a.casefold() for a in addresses}
+    changed = 0
+    rows = db.execute(
+        "SELECT id, body FROM webhook_posts WHERE processed_at IS NULL AND body IS NOT NULL"
+    ).fetchall()
+    for post_id, body in rows:
+        items, note = decode_body(body)
+        if note:
+            text = body.decode("utf-8", "replace").casefold()
+            if any(form in text or json.dumps(form) in text for form in forms):
+                now = to_db(utcnow())
+                db.execute(
+                    """UPDATE webhook_posts SET body = NULL, processed_at = ?, failed_at = ?,
+                       note = ? WHERE id = ?""",
+                    [now, now, f"erased by forget: {note}"[:MAX_TEXT], post_id],
+                )
+                changed += 1
+            continue
+        kept = [item for item in items if not _names(item, forms)]
+        if len(kept) != len(items):
+            db.execute(
+                "UPDATE webhook_posts SET body = ? WHERE id = ?",
+                [json.dumps(kept).encode(), post_id],
+            )
+            changed += 1
+    return changed
+
+
+def _names(item: Any, forms: set[str]) -> bool:
+    email = item.get("email") if isinstance(item, dict) else None
+    return isinstance(email, str) and (
+        email.casefold() in forms or lookup_form(email).casefold() in forms
+    )
 
 
 def process_pending(db: Database) -> ProcessReport:
@@ -299,8 +415,9 @@ def decode_body(body: bytes) -> tuple[list[Any], str]:
     """The items of a post body (a JSON array), and a note when it is not one."""
     try:
         items = json.loads(body)
-    except ValueError as exc:
-        return [], f"not JSON ({exc})"[:MAX_TEXT]
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: 200,000 nested `[` are signed JSON's poison, not a bug to retry.
+        return [], f"not JSON ({type(exc).__name__}: {exc})"[:MAX_TEXT]
     if not isinstance(items, list):
         return [], "not a JSON array"
     return items, ""
@@ -311,12 +428,22 @@ def process_post(db: Database, post_id: int, report: ProcessReport | None = None
     report = report if report is not None else ProcessReport()
     with write_transaction(db):
         row = db.execute(
-            "SELECT body, processed_at FROM webhook_posts WHERE id = ?", [post_id]
+            "SELECT body, processed_at, received_at FROM webhook_posts WHERE id = ?", [post_id]
         ).fetchone()
         if row is None or row[1] is not None:
             return
         items, note = decode_body(row[0] or b"")
-        applier = EventApplier(db, post_id)
+        if note:
+            # Unreadable for good: given up now, never retried.
+            now = to_db(utcnow())
+            db.execute(
+                """UPDATE webhook_posts SET processed_at = ?, failed_at = ?, body = NULL,
+                   note = ? WHERE id = ?""",
+                [now, now, note, post_id],
+            )
+            report.unreadable_posts.append(post_id)
+            return
+        applier = EventApplier(db, post_id, int(from_db(row[2]).timestamp()))
         unusable = 0
         for item in items:
             event = parse_event(item)
@@ -347,30 +474,57 @@ class Delivery(NamedTuple):
     batch_key: str | None
 
 
+class EditionStories(NamedTuple):
+    """What the events of one edition are matched against: its newsletter and stories."""
+
+    newsletter: str
+    # Unix time of its slot: nothing of it left before then.
+    slot_at: int
+    # Each story's position in the edition (1 first), and how many story links it has.
+    positions: dict[int, int]
+    links: int
+    # link_key of each story's URL (stories deleted since are not here).
+    by_link: dict[str, int]
+
+    def story(self, url: str | None) -> int | None:
+        """The story a click is for: the id on its link, else its URL without the query."""
+        story_id = story_of(url)
+        if story_id is not None:
+            return story_id if story_id in self.positions else None
+        return self.by_link.get(link_key(url)) if url else None
+
+
 class EventApplier:
     """Applies the events of one post inside its transaction, remembering what it looked up."""
 
-    def __init__(self, db: Database, post_id: int):
+    def __init__(self, db: Database, post_id: int, received_at: int | None = None):
         self.db = db
         self.post_id = post_id
+        self.received_at = received_at
         self.new_events = 0
         self.settled: list[str] = []
         self._deliveries: dict[tuple, tuple[Delivery, str] | None] = {}
-        self._editions: dict[int, tuple[str, frozenset[int]] | None] = {}
+        self._editions: dict[int, EditionStories | None] = {}
         self._states: dict[int, tuple[Delivery, str, int, int]] = {}
         self._engagement: dict[int, list] = {}
+        self._delivered: dict[int, tuple[Delivery, int]] = {}
+        # Per delivery, per story: the first click's time and how many clicks.
+        self._clicks: dict[int, tuple[Delivery, dict[int, tuple[int, int]]]] = {}
+        self._set_aside: Counter[tuple[int, str]] = Counter()
 
     def apply(self, event: Event) -> bool:
         """Keep and act on one event; False when it was already kept (a duplicate)."""
         delivery = self.delivery(event)
         edition = self.edition(delivery.edition_id) if delivery else None
-        # Mail outside our batches (a confirmation) is tied to its reader by address. An
-        # event about no reader keeps no text that could hold an address: nothing would
-        # ever remove it.
-        reader = delivery.subscriber_id if delivery else self._subscriber(event.email)
-        story_id = story_of(event.url)
-        if story_id is not None and (edition is None or story_id not in edition[1]):
-            story_id = None
+        # Mail outside our batches (a confirmation, which carries no `digest_*` args) is tied
+        # to its reader by address; mail with ids this database never issued (a staging copy
+        # on the same SendGrid account) is tied to no one. An event about no reader keeps no
+        # text that could hold an address: nothing would ever remove it.
+        if delivery is not None:
+            reader: int | None = delivery.subscriber_id
+        else:
+            reader = None if event.tagged else self._subscriber(event.email)
+        story_id = edition.story(event.url) if edition and event.name == "click" else None
         cursor = self.db.conn.execute(
             """INSERT OR IGNORE INTO events (post_id, sg_event_id, natural_key, event,
                bounce_type, occurred_at, edition_id, delivery_id, subscriber_id, batch_key,
@@ -400,8 +554,9 @@ class EventApplier:
         if delivery is not None:
             self._settle(event, delivery)
             self._advance(event, delivery)
+            self._note_story_click(event, delivery, story_id)
         if reader is not None:
-            self._change_reader(event, reader, edition[0] if edition else None)
+            self._change_reader(event, reader, edition.newsletter if edition else None)
         return True
 
     def delivery(self, event: Event) -> Delivery | None:
@@ -433,19 +588,39 @@ class EventApplier:
         delivery, address = found
         # Another database's ids (a staging copy on the same SendGrid account) never match
         # both the address and the edition.
-        if address.casefold() != event.email.casefold():
+        if not same_mailbox(address, event.email):
             return None
         if event.edition_id is not None and event.edition_id != delivery.edition_id:
             return None
         return delivery
 
-    def edition(self, edition_id: int) -> tuple[str, frozenset[int]] | None:
+    def edition(self, edition_id: int) -> EditionStories | None:
         """The edition's newsletter and the stories it carried."""
         if edition_id not in self._editions:
             row = self.db.execute(
-                "SELECT newsletter, story_ids FROM editions WHERE id = ?", [edition_id]
+                """SELECT newsletter, story_ids, slot_at FROM edition_lineups
+                   WHERE edition_id = ?""",
+                [edition_id],
             ).fetchone()
-            self._editions[edition_id] = (row[0], frozenset(json.loads(row[1]))) if row else None
+            found = None
+            if row:
+                ids = json.loads(row[1])
+                marks = ",".join("?" * len(ids))
+                urls = (
+                    self.db.execute(
+                        f"SELECT id, url FROM stories WHERE id IN ({marks})", ids
+                    ).fetchall()
+                    if ids
+                    else []
+                )
+                found = EditionStories(
+                    row[0],
+                    int(from_db(row[2]).timestamp()),
+                    {story: n for n, story in reversed(list(enumerate(ids, 1)))},
+                    len(ids),
+                    {link_key(url): i for i, url in urls},
+                )
+            self._editions[edition_id] = found
         return self._editions[edition_id]
 
     def _settle(self, event: Event, delivery: Delivery) -> None:
@@ -470,6 +645,9 @@ class EventApplier:
             known = self._states.get(delivery.id)
             if known is None or rank > known[3]:
                 self._states[delivery.id] = (delivery, state, event.occurred_at, rank)
+        if event.name == "delivered":
+            known_at = self._delivered.get(delivery.id, (delivery, event.occurred_at))[1]
+            self._delivered[delivery.id] = (delivery, min(known_at, event.occurred_at))
         if event.name not in ("open", "click"):
             return
         tally = self._engagement.setdefault(delivery.id, [delivery, 0, 0, 0, None, None])
@@ -480,20 +658,47 @@ class EventApplier:
         tally[2 if event.name == "open" and event.machine_open else 1] += 1
         tally[4] = min(tally[4] or event.occurred_at, event.occurred_at)
 
+    def _note_story_click(self, event: Event, delivery: Delivery, story_id: int | None) -> None:
+        """Remember a reader's click on a story, or set it aside when its time cannot be."""
+        if event.name != "click" or story_id is None:
+            return
+        reason = None
+        if self.received_at is not None and event.occurred_at > (
+            self.received_at + FUTURE_SLACK_SECONDS
+        ):
+            reason = FUTURE_CLICK
+        elif (edition := self.edition(delivery.edition_id)) and event.occurred_at < (
+            edition.slot_at - BEFORE_SEND_SLACK_SECONDS
+        ):
+            reason = EARLY_CLICK
+        if reason:
+            self._set_aside[(delivery.edition_id, reason)] += 1
+            return
+        stories = self._clicks.setdefault(delivery.id, (delivery, {}))[1]
+        first, clicks = stories.get(story_id, (event.occurred_at, 0))
+        stories[story_id] = (min(first, event.occurred_at), clicks + 1)
+
     def flush(self) -> None:
         """Write the post's states (only ever up the ladder) and engagement (added up)."""
+        self._flush_reach()
         self.db.conn.executemany(
             """INSERT INTO delivery_states
-               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state,
-               rank = excluded.rank, occurred_at = excluded.occurred_at
-               WHERE excluded.rank > delivery_states.rank""",
+               (delivery_id, edition_id, subscriber_id, state, rank, occurred_at, delivered_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET
+               state = CASE WHEN excluded.rank > rank THEN excluded.state ELSE state END,
+               occurred_at = CASE WHEN excluded.rank > rank THEN excluded.occurred_at
+                             ELSE occurred_at END,
+               rank = MAX(rank, excluded.rank),
+               delivered_at = MIN(COALESCE(delivered_at, excluded.delivered_at),
+                                  COALESCE(excluded.delivered_at, delivered_at))
+               WHERE excluded.rank > rank OR excluded.delivered_at IS NOT NULL""",
             [
-                (d.id, d.edition_id, d.subscriber_id, state, rank, at)
+                (d.id, d.edition_id, d.subscriber_id, state, rank, at, self._delivered_at(d.id))
                 for d, state, at, rank in self._states.values()
             ],
         )
+        self._flush_story_clicks()
         self.db.conn.executemany(
             """INSERT INTO engagement (delivery_id, edition_id, subscriber_id, human_opens,
                    machine_opens, clicks, first_open_at, first_click_at)
@@ -510,6 +715,132 @@ class EventApplier:
                 (d.id, d.edition_id, d.subscriber_id, human, machine, clicks, opened, clicked)
                 for d, human, machine, clicks, opened, clicked in self._engagement.values()
             ],
+        )
+
+    def _flush_reach(self) -> None:
+        """Note, by hour, each delivery of the post that stops or starts being one that did not
+        reach its reader (`reach_hours`), from the state it had to the state it moves up to."""
+        ids = list(self._states)
+        before: dict[int, tuple[str, int, int]] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            for delivery_id, state, at, rank in self.db.conn.execute(
+                f"""SELECT delivery_id, state, occurred_at, rank FROM delivery_states
+                    WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                chunk,
+            ):
+                before[delivery_id] = (state, at, rank)
+        lost: Counter[tuple[int, int]] = Counter()
+        for delivery, state, at, rank in self._states.values():
+            old_state, old_at, old_rank = before.get(delivery.id, ("", at, 0))
+            if rank <= old_rank:
+                continue
+            hour = max(at, old_at) // 3600
+            lost[(delivery.edition_id, hour)] += (state in NOT_REACHED) - (old_state in NOT_REACHED)
+        self.db.conn.executemany(
+            """INSERT INTO reach_hours (edition_id, hour, lost) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, hour) DO UPDATE SET lost = lost + excluded.lost""",
+            [(edition_id, hour, n) for (edition_id, hour), n in lost.items() if n],
+        )
+
+    def _delivered_at(self, delivery_id: int) -> int | None:
+        found = self._delivered.get(delivery_id)
+        return found[1] if found else None
+
+    def _flush_story_clicks(self) -> None:
+        """Bring each touched reader's story clicks up to date, and their hourly sums with them.
+
+        A delivery is touched by a click on a story or by its `delivered` event (which may come
+        after the clicks): its stories are judged again by `machines.machine_times`, and each
+        change is written with what it changes in `story_click_hours`.
+        """
+        deliveries = {d.id: d for d, _ in self._delivered.values()}
+        deliveries |= {d.id: d for d, _ in self._clicks.values()}
+        stored: dict[int, dict[int, tuple[int, int, int | None]]] = {}
+        delivered: dict[int, int | None] = {}
+        ids = list(deliveries)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for delivery_id, story_id, first, clicks, machine in self.db.conn.execute(
+                f"""SELECT delivery_id, story_id, first_at, clicks, machine_at FROM story_clicks
+                    WHERE delivery_id IN ({marks})""",
+                chunk,
+            ):
+                stored.setdefault(delivery_id, {})[story_id] = (first, clicks, machine)
+        judged = [i for i in ids if i in stored or i in self._clicks]
+        for start in range(0, len(judged), CHUNK):
+            chunk = judged[start : start + CHUNK]
+            delivered |= dict(
+                self.db.conn.execute(
+                    f"""SELECT delivery_id, delivered_at FROM delivery_states
+                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        rows = []
+        hours: Counter[tuple[int, int, int, str]] = Counter()
+        positions: Counter[tuple[str, int, int, int]] = Counter()
+        for delivery_id in judged:
+            delivery = deliveries[delivery_id]
+            old = stored.get(delivery_id, {})
+            merged = {story: (first, clicks) for story, (first, clicks, _) in old.items()}
+            for story, (first, clicks) in self._clicks.get(delivery_id, (delivery, {}))[1].items():
+                was_first, was_clicks = merged.get(story, (first, 0))
+                merged[story] = (min(was_first, first), was_clicks + clicks)
+            edition = self.edition(delivery.edition_id)
+            machine = machine_times(
+                {story: first for story, (first, _) in merged.items()},
+                delivered.get(delivery_id),
+                edition.links if edition else len(merged),
+            )
+            for story, (first, clicks) in merged.items():
+                new = (first, clicks, machine[story])
+                if old.get(story) == new:
+                    continue
+                rows.append((delivery_id, story, delivery.edition_id, *new))
+                key = (delivery.edition_id, story)
+                delta = Counter[tuple[int, int, int, str]]()
+                if story in old:
+                    _hour_changes(delta, key, old[story][0], old[story][2], -1)
+                _hour_changes(delta, key, first, machine[story], 1)
+                hours.update(delta)
+                if edition is not None:
+                    where = (edition.newsletter, edition.slot_at // 86400, edition.positions[story])
+                    for (_, _, hour, kind), n in delta.items():
+                        if kind == "human":
+                            positions[(*where, hour)] += n
+        self.db.conn.executemany(
+            """INSERT OR REPLACE INTO story_clicks
+               (delivery_id, story_id, edition_id, first_at, clicks, machine_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            rows,
+        )
+        changes: dict[tuple[int, int, int], list[int]] = {}
+        for (edition_id, story, hour, kind), n in hours.items():
+            changes.setdefault((edition_id, story, hour), [0, 0])[kind == "machine"] += n
+        self.db.conn.executemany(
+            """INSERT INTO story_click_hours (edition_id, story_id, hour, human, machine)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (edition_id, story_id, hour) DO UPDATE SET
+               human = human + excluded.human, machine = machine + excluded.machine""",
+            [
+                (*key, human, machine)
+                for key, (human, machine) in changes.items()
+                if human or machine
+            ],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO position_click_hours (newsletter, slot_day, position, hour, human)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (newsletter, slot_day, position, hour) DO UPDATE SET
+               human = human + excluded.human""",
+            [(*key, n) for key, n in positions.items() if n],
+        )
+        self.db.conn.executemany(
+            """INSERT INTO clicks_set_aside (edition_id, reason, clicks) VALUES (?, ?, ?)
+               ON CONFLICT (edition_id, reason) DO UPDATE SET clicks = clicks + excluded.clicks""",
+            [(edition_id, reason, n) for (edition_id, reason), n in self._set_aside.items()],
         )
 
     def _change_reader(self, event: Event, subscriber_id: int, newsletter: str | None) -> None:
@@ -560,7 +891,36 @@ class EventApplier:
 
     def _subscriber(self, email: str) -> int | None:
         row = self.db.conn.execute("SELECT id FROM subscribers WHERE email = ?", [email]).fetchone()
+        if row is None and ASCII_LABEL in email.casefold():
+            # Sent to `ana@xn--bcher-kva.de`, stored as `ana@bücher.de`.
+            row = self.db.conn.execute(
+                "SELECT id FROM subscribers WHERE email = ?", [lookup_form(email)]
+            ).fetchone()
         return row[0] if row else None
+
+
+def same_mailbox(stored: str, reported: str) -> bool:
+    """Whether an event's address is a stored one: as stored, or as sent (an IDN's ASCII form)."""
+    if stored.casefold() == reported.casefold():
+        return True
+    return ASCII_LABEL in reported.casefold() and (
+        lookup_form(reported).casefold() == stored.casefold()
+    )
+
+
+def _hour_changes(
+    hours: Counter[tuple[int, int, int, str]],
+    key: tuple[int, int],
+    first_at: int,
+    machine_at: int | None,
+    sign: int,
+) -> None:
+    """What one reader's click on a story adds to the hourly sums (`sign` -1 takes it back):
+    a person's click in the hour of the first click, turned a machine's in the hour it was."""
+    hours[(*key, first_at // 3600, "human")] += sign
+    if machine_at is not None:
+        hours[(*key, machine_at // 3600, "human")] -= sign
+        hours[(*key, machine_at // 3600, "machine")] += sign
 
 
 def _reader_change(event: Event) -> str | None:

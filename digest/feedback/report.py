@@ -6,29 +6,35 @@ complaints from each delivery's furthest state (`events.LADDER`); opens and clic
 engagement kept apart, unique per reader; unsubscribes from the audit trail (a reader who
 left the newsletter after this edition reached them and before the next one did, by any
 route: one-click, the page, the webhook). Rates of engagement are on delivered (as SendGrid's
-and Mailchimp's are), delivery rates on sent. `edition_report` returns plain data (for the
-CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
+and Mailchimp's are), delivery rates on sent. Every story of the edition is listed with its
+positions, impressions, unique human and machine clicks, click-through, the click-through
+expected at its positions and its lift (`edition.lift`), most read for their position first;
+clicks on links that are no story (the footer, the archive) are counted under their link,
+and clicks set aside (impossible timestamps) under their reason. `edition_report` returns
+plain data (for the CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
 from ..clock import from_db, to_db, utcnow
-from ..config import Config
+from ..config import Config, NewsletterConfig
+from ..edition.lift import editions_engagement
 from ..errors import DigestError, NotFoundError
 from ..invocation import digest_command
-from .events import waiting_posts
+from .events import link_key, story_of, waiting_posts
 
 # SendGrid retries deferred mail for up to 72 hours, and a webhook post for 24 more.
 OUTCOMES_SETTLE = timedelta(hours=72 + 24)
-MOST_CLICKED = 10
+EVERY_EVENT = datetime(9999, 1, 1, tzinfo=UTC)
 NUMBERS = (
     "sent",
     "delivered",
@@ -64,6 +70,20 @@ def _parse_date(text: str) -> date:
         ) from None
 
 
+def editions_by_day(db: Database, newsletter: str, zone: str) -> dict[date, list[dict]]:
+    """The newsletter's editions with readers, by local date (their zone's, else `zone`)."""
+    by_day: dict[date, list[dict]] = {}
+    for row in db.query(
+        """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
+           FROM editions e WHERE e.newsletter = ?
+           AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
+           ORDER BY e.slot_at, e.id""",
+        [newsletter],
+    ):
+        by_day.setdefault(_local_date(row, zone), []).append(row)
+    return by_day
+
+
 def edition_report(
     db: Database,
     config: Config,
@@ -74,27 +94,16 @@ def edition_report(
     """The report on one edition (its local date `YYYY-MM-DD`; None: the last one sent)."""
     nl = config.newsletter(newsletter)
     now = now or utcnow()
-    rows = list(
-        db.query(
-            """SELECT e.id, e.slot_at, e.timezone, e.topics, e.subject, e.variant
-               FROM editions e WHERE e.newsletter = ?
-               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)
-               ORDER BY e.slot_at, e.id""",
-            [nl.name],
-        )
-    )
-    if not rows:
+    by_day = editions_by_day(db, nl.name, nl.timezone)
+    if not by_day:
         raise NotFoundError(f"{nl.name} has no edition with readers yet; nothing to report.")
-    by_day: dict[date, list[dict]] = {}
-    for row in rows:
-        by_day.setdefault(_local_date(row, nl.timezone), []).append(row)
     day = _parse_date(edition) if edition else max(by_day)
     if day not in by_day:
         recent = ", ".join(str(d) for d in sorted(by_day)[-5:])
         raise NotFoundError(f"{nl.name} has no edition on {day}; the last ones: {recent}.")
     chosen = by_day[day]
     ids = [row["id"] for row in chosen]
-    numbers = _numbers(db, nl.name, ids)
+    numbers = edition_numbers(db, nl.name, ids)
     variants = [
         {
             "edition_id": row["id"],
@@ -104,6 +113,7 @@ def edition_report(
             "subject": row["subject"],
             "numbers": numbers[row["id"]],
             "rates": rates(numbers[row["id"]]),
+            "links": link_clicks(db, row["id"]),
         }
         for row in chosen
     ]
@@ -124,12 +134,17 @@ def edition_report(
             "numbers": total,
             "rates": dict.fromkeys(rates(total)) if completeness["outbox_only"] else rates(total),
         },
-        "most_clicked": _most_clicked(db, ids),
+        "stories": _stories(
+            db, nl, ids, now, unknown=completeness["outbox_only"] and not completeness["events"]
+        ),
+        "links": _links(db, ids),
+        "set_aside": _set_aside(db, ids),
         "completeness": completeness,
     }
 
 
-def _numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+def edition_numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per edition id, the report's numbers (`NUMBERS`)."""
     numbers = {i: dict.fromkeys(NUMBERS, 0) for i in ids}
     in_ids = _ids_sql(ids)
     for edition_id, n in db.execute(
@@ -201,38 +216,174 @@ def _unsubscribes(db: Database, newsletter: str, ids: list[int]) -> list[tuple[i
     ).fetchall()
 
 
+# Each rate: its part and its base. Engagement and complaints on delivered, delivery on sent.
+RATES = {
+    "delivered_of_sent": ("delivered", "sent"),
+    "bounced_of_sent": ("bounced", "sent"),
+    "blocked_of_sent": ("blocked", "sent"),
+    "opened": ("opens", "delivered"),
+    "opened_by_people": ("human_opens", "delivered"),
+    "clicked": ("clicks", "delivered"),
+    "complained": ("complaints", "delivered"),
+    "unsubscribed": ("unsubscribes", "delivered"),
+}
+
+
 def rates(numbers: dict[str, int]) -> dict[str, float | None]:
-    """Engagement and complaints on delivered, delivery and bounces on sent (None: no base)."""
-
-    def share(part: str, base: str) -> float | None:
-        return round(numbers[part] / numbers[base], 4) if numbers[base] else None
-
+    """Each of RATES (None: no base), at most 100%: readers can leave, open or complain about
+    mail whose delivery SendGrid has not reported, and more than all is no rate."""
     return {
-        "delivered_of_sent": share("delivered", "sent"),
-        "bounced_of_sent": share("bounced", "sent"),
-        "blocked_of_sent": share("blocked", "sent"),
-        "opened": share("opens", "delivered"),
-        "opened_by_people": share("human_opens", "delivered"),
-        "clicked": share("clicks", "delivered"),
-        "complained": share("complaints", "delivered"),
-        "unsubscribed": share("unsubscribes", "delivered"),
+        name: round(min(numbers[part] / numbers[base], 1.0), 4) if numbers[base] else None
+        for name, (part, base) in RATES.items()
     }
 
 
-def _most_clicked(db: Database, ids: list[int]) -> list[dict[str, Any]]:
-    """Stories by how many readers clicked them (the story id on the link, whatever its URL)."""
-    rows = db.execute(
-        f"""SELECT c.story_id, c.readers, c.clicks, s.title, s.url FROM (
-                SELECT story_id, COUNT(DISTINCT delivery_id) AS readers, COUNT(*) AS clicks
-                FROM events WHERE edition_id IN ({_ids_sql(ids)}) AND event = 'click'
-                  AND story_id IS NOT NULL GROUP BY story_id) c
-            LEFT JOIN stories s ON s.id = c.story_id
-            ORDER BY c.readers DESC, c.clicks DESC, c.story_id LIMIT ?""",
-        [MOST_CLICKED],
-    )
+def over_base(numbers: dict[str, int]) -> list[str]:
+    """The counts that outnumber their rate's base (whose rate is therefore capped), said so."""
     return [
-        {"story_id": sid, "readers": readers, "clicks": clicks, "title": title, "url": url}
-        for sid, readers, clicks, title, url in rows
+        f"{part} ({numbers[part]}) outnumber {base} ({numbers[base]})"
+        for part, base in RATES.values()
+        if numbers[base] and numbers[part] > numbers[base]
+    ]
+
+
+def _stories(
+    db: Database, nl: NewsletterConfig, ids: list[int], now: datetime, *, unknown: bool = False
+) -> list[dict[str, Any]]:
+    """Every story of the editions, most read for their position (highest lift) first.
+
+    `unknown`: the mail went to the outbox and no event came: clicks are None, not 0.
+    """
+    # Whatever was kept counts, as for the report's other numbers.
+    found = editions_engagement(db, nl, ids, now, events_until=EVERY_EVENT)
+    stored = (
+        {
+            sid: (title, url)
+            for sid, title, url in db.execute(
+                f"SELECT id, title, url FROM stories WHERE id IN ({_ids_sql(list(found))})"
+            )
+        }
+        if found
+        else {}
+    )
+    rows = []
+    for e in found.values():
+        title, url = stored.get(e.story_id, (None, None))
+        rows.append(
+            {
+                "story_id": e.story_id,
+                "title": title,
+                "url": url,
+                "positions": list(e.positions),
+                "impressions": e.impressions,
+                "human_clicks": e.human_clicks,
+                "machine_clicks": e.machine_clicks,
+                "ctr": _round(e.ctr),
+                "expected_ctr": _round(e.expected_ctr),
+                "lift": round(e.lift, 4),
+            }
+        )
+    rows.sort(key=lambda r: (-r["lift"], -r["human_clicks"], r["story_id"]))
+    if unknown:
+        for row in rows:
+            row |= dict.fromkeys(("human_clicks", "machine_clicks", "ctr", "expected_ctr", "lift"))
+    return rows
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _links(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Clicks on links that are no story of the edition, counted under the link (no query)."""
+    readers: dict[str, set[int]] = {}
+    clicks: Counter[str] = Counter()
+    for url, delivery_id in db.execute(
+        f"""SELECT url, delivery_id FROM events WHERE edition_id IN ({_ids_sql(ids)})
+            AND event = 'click' AND story_id IS NULL"""
+    ):
+        link = link_key(url or "")
+        readers.setdefault(link, set()).add(delivery_id)
+        clicks[link] += 1
+    return sorted(
+        ({"link": link, "readers": len(readers[link]), "clicks": clicks[link]} for link in clicks),
+        key=lambda r: (-r["readers"], r["link"]),
+    )
+
+
+def _set_aside(db: Database, ids: list[int]) -> list[dict[str, Any]]:
+    """Story clicks left out of every count, and why."""
+    rows = db.execute(
+        f"""SELECT reason, SUM(clicks) FROM clicks_set_aside
+            WHERE edition_id IN ({_ids_sql(ids)}) GROUP BY reason ORDER BY reason"""
+    )
+    return [{"reason": reason, "clicks": n} for reason, n in rows]
+
+
+class _Links(HTMLParser):
+    """The distinct link targets of an email, in the order they first appear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: dict[str, None] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href") if tag == "a" else None
+        if href and href.startswith(("http://", "https://")) and "%%" not in href:
+            self.hrefs.setdefault(href, None)
+
+
+# A click event that no machine made: its reader's click on that story (or, on a link that is
+# no story, any of their story clicks) was not judged a scanner's.
+_BY_PEOPLE = """NOT EXISTS (SELECT 1 FROM story_clicks sc
+    WHERE sc.delivery_id = events.delivery_id AND sc.machine_at IS NOT NULL
+      AND (events.story_id IS NULL OR sc.story_id = events.story_id))"""
+
+
+def link_clicks(db: Database, edition_id: int) -> list[dict[str, Any]]:
+    """Each link of the edition's email with its clicks and share of the edition's clicks.
+
+    Links made for each reader (unsubscribe, preferences) are one row, `url` None. A share
+    is the link's clicks over all the edition's clicks by people (None before the first):
+    a click `feedback.machines` judged a scanner's is left out, and so is every other link a
+    scanned delivery clicked (a scanner follows them all).
+    """
+    parser = _Links()
+    parser.feed(db.execute("SELECT html FROM editions WHERE id = ?", [edition_id]).fetchone()[0])
+    counts = {
+        url: (readers, clicks)
+        for url, readers, clicks in db.execute(
+            f"""SELECT url, COUNT(DISTINCT delivery_id), COUNT(*) FROM events
+               WHERE edition_id = ? AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+               GROUP BY url""",
+            [edition_id],
+        )
+    }
+    total = sum(clicks for _, clicks in counts.values())
+    rows: list[tuple[str | None, int, int]] = [
+        (href, *counts.pop(href, (0, 0))) for href in parser.hrefs
+    ]
+    if counts:
+        readers = db.execute(
+            f"""SELECT COUNT(DISTINCT delivery_id) FROM events WHERE edition_id = ?
+                AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+                AND url NOT IN ({",".join("?" * len(parser.hrefs))})""",
+            [edition_id, *parser.hrefs],
+        ).fetchone()[0]
+        rows.append((None, readers, sum(clicks for _, clicks in counts.values())))
+    return [
+        {
+            "url": url,
+            "story_id": story_of(url),
+            "readers": readers,
+            "clicks": clicks,
+            "share": round(clicks / total, 4) if total else None,
+        }
+        for url, readers, clicks in rows
     ]
 
 
@@ -318,13 +469,34 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"  on sent ({total['sent']}): delivered {_percent(r['delivered_of_sent'])}, bounced "
         f"{_percent(r['bounced_of_sent'])}, blocked {_percent(r['blocked_of_sent'])}"
     )
-    if report["most_clicked"]:
-        lines.append("  most clicked stories (readers who clicked):")
-        for n, story in enumerate(report["most_clicked"], start=1):
-            title = story["title"] or "(story no longer in the store)"
-            lines.append(f"    {n}. {title} [story {story['story_id']}]: {story['readers']}")
-    else:
-        lines.append("  most clicked stories: no story clicks recorded")
+    if over := over_base(total):
+        lines.append(
+            f"  capped at 100%: {'; '.join(over)}, because not every delivery has been "
+            "reported by the webhook yet"
+        )
+    lines.append(
+        "  most read for their position (lift: click-through against what the position "
+        "predicts, shrunk while few readers had it; clicks are unique readers):"
+    )
+    for n, story in enumerate(report["stories"], start=1):
+        title = story["title"] or "(story no longer in the store)"
+        positions = ", ".join(str(p) for p in story["positions"])
+        lines.append(
+            f"    {n}. {title} [story {story['story_id']}] {story['url'] or ''}: position "
+            f"{positions}, {story['impressions']} readers, clicked by "
+            f"{_count(story['human_clicks'])} (+ {_count(story['machine_clicks'])} machines), "
+            f"CTR {_percent(story['ctr'])}, expected {_percent(story['expected_ctr'])}, lift "
+            f"{'n/a' if story['lift'] is None else format(story['lift'], '.2f')}"
+        )
+    if not report["stories"]:
+        lines.append("    (no stories)")
+    for link in report["links"]:
+        lines.append(
+            f"  other link {link['link']}: clicked by {link['readers']} reader(s), "
+            f"{link['clicks']} click(s)"
+        )
+    for aside in report["set_aside"]:
+        lines.append(f"  set aside: {aside['clicks']} story click(s) {aside['reason']}")
     lines.append(f"  completeness: {report['completeness']['note']}")
     if report["completeness"]["posts_waiting"]:
         lines.append(

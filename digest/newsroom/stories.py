@@ -189,3 +189,19 @@ def set_story_editorial(
                 [float(score), to_db(utcnow()), story.id],
             )
     return find_story(db, str(story.id))
+
+
+def stories_by_ids(db: Database, ids: Iterable[int]) -> list[Story]:
+    """The stories with these ids, in the order given (ids no longer stored are left out)."""
+    wanted = list(ids)
+    found = (
+        {
+            row["id"]: _story(row)
+            for row in db.query(
+                f"SELECT * FROM stories WHERE id IN ({', '.join('?' * len(wanted))})", wanted
+            )
+        }
+        if wanted
+        else {}
+    )
+    return [found[i] for i in wanted if i in found]

@@ -4,5 +4,5 @@ Beside delivery (a confirmation is sent through a transport): may import deliver
 the newsroom and the core; never feedback or the shells.
 
 Modules: `subscribers`, `subscriptions`, `audit`, `suppression`, `signup`, `confirmation`,
-`preferences`, `privacy`.
+`welcome` (the email after a confirmation), `preferences`, `privacy`.
 """

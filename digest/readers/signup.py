@@ -214,15 +214,32 @@ def process_signups(
         request = SignUpRequest(
             email, name, tuple(t for t in topics.split(";") if t), timezone, newsletter
         )
+        error = None
         try:
-            done.append(_handle(db, config, transport, request, now))
+            outcome = _handle(db, config, transport, request, now)
+            if outcome.startswith(NOT_SENT):
+                error = outcome
         except DigestError as exc:
             # One request that cannot be handled (a broken confirmation template, say)
-            # never holds up the others; the reader may sign up again.
+            # never holds up the others.
             log.error("sign-up request %s not handled: %s", request_id, exc)
-            done.append(f"{FAILED}: {exc}")
-        finally:
+            outcome = error = f"{FAILED}: {exc}"
+        done.append(outcome)
+        if error is None:
             db.execute("DELETE FROM signup_requests WHERE id = ?", [request_id])
+        else:
+            # Kept, claimed: tried again once the claim is stale; `digest status` shows it.
+            db.execute(
+                "UPDATE signup_requests SET error = ? WHERE id = ?", [error[:300], request_id]
+            )
+
+
+def unsent_confirmations(db: Database) -> tuple[int, str | None]:
+    """Sign-ups whose confirmation email could not be sent yet, and the last reason."""
+    count, error = db.execute(
+        "SELECT COUNT(*), MAX(error) FROM signup_requests WHERE error IS NOT NULL"
+    ).fetchone()
+    return count, error
 
 
 def _handle(
@@ -272,7 +289,7 @@ def _handle(
         # link that still works back, so the reader may try again.
         restore_confirmation_state(db, subscriber_id, chosen.name, previous)
         log.error("confirmation email to subscriber %s not sent: %s", subscriber_id, exc)
-        return NOT_SENT
+        return f"{NOT_SENT} ({exc})"
     return ALREADY_SUBSCRIBED_SENT if already else CONFIRMATION_SENT
 
 

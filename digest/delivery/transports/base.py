@@ -28,7 +28,9 @@ class Single(StrEnum):
     folder (the value with an s), so an editor's tests never count as readers' confirmations."""
 
     CONFIRMATION = "confirmation"
+    WELCOME = "welcome"
     TEST = "test"
+    REPORT = "report"
 
 
 class Transport(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from email.message import EmailMessage
@@ -55,18 +56,25 @@ class OutboxTransport(BatchTransport):
         return self.directory / file_safe(edition.slug)
 
     def send_batch(self, edition: Edition, batch: Batch) -> str:
+        """All of the batch's files, or none: the ledger fails a batch whole (a full disk)."""
         folder = self.edition_dir(edition)
         links = ReaderLinks(self.config, edition.newsletter)
         sent_at = utcnow()
-        for recipient in batch.recipients:
-            message = build_message(
-                self.config,
-                edition,
-                recipient,
-                links.unsubscribe_url(recipient.subscriber_id, recipient.link_nonce),
-                sent_at,
-            )
-            write_eml(folder, recipient.email, message)
+        written: list[Path] = []
+        try:
+            for recipient in batch.recipients:
+                message = build_message(
+                    self.config,
+                    edition,
+                    recipient,
+                    links.unsubscribe_url(recipient.subscriber_id, recipient.link_nonce),
+                    sent_at,
+                )
+                written.append(write_eml(folder, recipient.email, message))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         return f"outbox:{edition.slug}"
 
     def send_single(self, message: EmailMessage, kind: Single) -> str:
@@ -88,7 +96,10 @@ def write_eml(folder: Path, email: str, message: EmailMessage) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(message.as_bytes(policy=EML_POLICY))
         os.replace(partial, path)
+        return path
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise TransportError(
             f"Cannot write to the outbox {folder}: {exc.strerror}. Check the folder "
             "(transport.outbox or DIGEST_OUTBOX) is writable."

@@ -5,6 +5,8 @@ library's `Mail` helper, which inserts personalizations and categories at index 
 reverse our order. Answers map to our own errors, each carrying SendGrid's message:
 
 - 202: accepted; the `X-Message-Id` is recorded for the batch.
+- 200 with `sendgrid.sandbox_mode` on: SendGrid validated the request and delivers nothing;
+  it counts as sent (provider id `sandbox`), so a sandbox run is never retried as failed.
 - 400, 413: `SendRejectedError` (the batch is failed, the edition goes on; not retried).
 - 401, 403: `TransportAuthError` (the run stops; the batch goes back to the queue).
 - 429, 5xx and errors before the request was sent (refused connection, connect timeout):
@@ -22,6 +24,7 @@ are under way at once follows the answers' latency (`Pace`).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -89,6 +92,10 @@ RESERVED_HEADERS = frozenset(
         "message-id",
     }
 )
+
+
+# The provider id of a batch SendGrid's sandbox validated (it answers 200, delivers nothing).
+SANDBOX_ID = "sandbox"
 
 
 class RetryableError(TransportError):
@@ -204,6 +211,20 @@ def single_message_payload(message: EmailMessage, kind: Single) -> dict[str, Any
         body["reply_to"] = _address(message["Reply-To"].addresses[0])
     if headers:
         body["headers"] = headers
+    # Images the HTML shows by Content-ID (the editors' report's charts).
+    inline = [
+        {
+            "content": base64.b64encode(bytes(part.get_content())).decode("ascii"),
+            "type": part.get_content_type(),
+            "filename": part.get_filename() or "image",
+            "disposition": "inline",
+            "content_id": str(part["Content-ID"]).strip("<>"),
+        }
+        for part in message.walk()
+        if part["Content-ID"] and not part.is_multipart()
+    ]
+    if inline:
+        body["attachments"] = inline
     return body
 
 
@@ -511,6 +532,9 @@ class SendGridTransport(BatchTransport):
                 f"SendGrid rejected {what} ({status}): {sendgrid_error_text(response.data)}",
                 rejected_readers(response.data),
             )
+        if status == 200 and self.settings.sandbox_mode:
+            self.pace.answered(time.perf_counter() - sent)
+            return SANDBOX_ID
         if status != 202:
             raise SendRejectedError(f"SendGrid answered {status} to {what}: {response.data!r:.300}")
         # The last request SendGrid takes before its limit resets: wait for the reset.

@@ -79,7 +79,42 @@ function applyFrameState() {
       delete img.dataset.studioSrc;
     }
   }
+  applyClickMap(doc);
 }
+
+// The click map: each link of a sent email labelled with its share of the edition's clicks,
+// read from the page's own table of clicks per link (the report's numbers).
+const CLICKMAP_STYLE =
+  ".studio-clickmap { display: inline-block; margin: 0 .25em; padding: 0 .35em; " +
+  "font: 700 13px/1.5 sans-serif; background: #1c1c1c; color: #fff; border-radius: 3px; " +
+  "text-decoration: none; } .studio-clickmap-link { outline: 2px dashed #1c1c1c; }";
+
+function applyClickMap(doc) {
+  for (const old of doc.querySelectorAll(".studio-clickmap, #studio-clickmap-style")) old.remove();
+  for (const link of doc.querySelectorAll(".studio-clickmap-link")) {
+    link.classList.remove("studio-clickmap-link");
+  }
+  if (document.body.dataset.clickmap !== "on") return;
+  const shares = new Map();
+  for (const row of document.querySelectorAll("table.link-clicks tr[data-url]")) {
+    shares.set(row.dataset.url, row.dataset.share);
+  }
+  const style = doc.createElement("style");
+  style.id = "studio-clickmap-style";
+  style.textContent = CLICKMAP_STYLE;
+  (doc.head || doc.documentElement).appendChild(style);
+  for (const link of doc.querySelectorAll("a[href]")) {
+    const share = shares.get(link.getAttribute("href"));
+    if (share === undefined) continue;
+    const badge = doc.createElement("span");
+    badge.className = "studio-clickmap";
+    badge.textContent = share;
+    link.classList.add("studio-clickmap-link");
+    link.insertAdjacentElement("afterend", badge);
+  }
+}
+
+const TOGGLES = { dark: "dark", "images-off": "imagesOff", clickmap: "clickmap" };
 
 function syncControls() {
   const body = document.body;
@@ -90,8 +125,7 @@ function syncControls() {
     button.setAttribute("aria-pressed", String(button.dataset.setTab === body.dataset.tab));
   }
   for (const box of document.querySelectorAll("[data-toggle]")) {
-    const key = box.dataset.toggle === "dark" ? "dark" : "imagesOff";
-    box.checked = body.dataset[key] === "on";
+    box.checked = body.dataset[TOGGLES[box.dataset.toggle]] === "on";
   }
   const frame = document.getElementById("email");
   if (frame) frame.addEventListener("load", applyFrameState);
@@ -109,8 +143,7 @@ document.addEventListener("click", (event) => {
 document.addEventListener("change", (event) => {
   const box = event.target.closest("[data-toggle]");
   if (!box) return;
-  const key = box.dataset.toggle === "dark" ? "dark" : "imagesOff";
-  document.body.dataset[key] = box.checked ? "on" : "off";
+  document.body.dataset[TOGGLES[box.dataset.toggle]] = box.checked ? "on" : "off";
   applyFrameState();
 });
 

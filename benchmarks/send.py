@@ -2,6 +2,7 @@
 
     python benchmarks/send.py                      # 100,000 readers
     python benchmarks/send.py --subscribers 1000000
+    python benchmarks/send.py --subscribers 200000 --rtt-ms 100 --server-ms 100
 
 Makes two databases in a temporary folder, each of N readers over 20 topic sets, subscribed
 to `daily`, with a day of stories and a day of history (half the readers received yesterday's
@@ -17,10 +18,22 @@ only) in another process:
 - on the four-zone database, the floor for all four zones, then `digest run` (four slots,
   N readers, 80 variants).
 
-For each: the wall time from start to exit, and the peak memory of all its processes
-together (the sum of each process's peak RSS: the contender, any process it starts, and
-its test server). The ratios to the floor measured in the same invocation are what
-compares across machines. Run by hand; nothing here is a test.
+Beside `digest send`, two more contenders, each compared with that send:
+
+- `digest send` right after a bulk change: every reader and subscription stamped changed
+  just before the send (a list imported at 06:59, a night of bounces applied);
+- with `--rtt-ms` / `--server-ms`, `digest send` against a test server that costs what a far
+  SendGrid costs (`NetworkModel`: a new connection 2 round trips, its first request one more
+  per doubling of a 14.6 KB window until the body fits, every request 1 round trip and the
+  server's time).
+
+For each: the wall time from start to exit, the peak memory of all its processes together
+(the sum of each process's peak RSS: the contender, any process it starts, and its test
+server), and the connections and requests its server saw. The ratios to the floor (or to
+`digest send`) measured in the same invocation are what compares across machines. Every
+DIGEST_* and SENDGRID_* variable of the caller's shell is cleared first: the contenders
+read only the benchmark's own digest.toml and test server. Run by hand; nothing here is a
+test.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -223,18 +237,45 @@ class Measurement:
     wall: float
     # Peak RSS in MB of each process: the contender, what it started, its test server.
     peaks: dict[str, float]
+    # What its test server saw: connections opened, requests made.
+    connections: int
+    requests: int
 
     @property
     def memory(self) -> float:
         return sum(self.peaks.values())
 
 
-def measure(name: str, command: list[str], folder: Path, base: Path, expected: int) -> Measurement:
-    """Run one contender on a fresh copy of the database against a fresh test server."""
+def touch_everyone(path: Path, age: timedelta) -> None:
+    """Stamp every reader and subscription changed `age` ago: a bulk change before the send."""
+    now = (datetime.now(UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE subscribers SET updated_at = ?", [now])
+        db.execute("UPDATE subscriptions SET updated_at = ?", [now])
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def measure(
+    name: str,
+    command: list[str],
+    folder: Path,
+    base: Path,
+    expected: int,
+    *,
+    network: tuple[float, float] = (0.0, 0.0),
+    bulk_change: timedelta | None = None,
+) -> Measurement:
+    """Run one contender on a fresh copy of the database against a fresh test server
+    (`network`: its round trip and server time in ms)."""
     work = folder / "digest.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{work}{suffix}").unlink(missing_ok=True)
     shutil.copy(base, work)
+    if bulk_change is not None:
+        touch_everyone(work, bulk_change)
+    rtt, server_ms = network
     server = subprocess.Popen(
         [
             sys.executable,
@@ -244,6 +285,10 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
             "--no-schema",
             "--no-bodies",
             "--no-checks",
+            "--rtt-ms",
+            str(rtt),
+            "--server-ms",
+            str(server_ms),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -285,7 +330,8 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
         for number, peak in enumerate(helpers.values(), 1):
             peaks[f"process {number}"] = peak / 1024
         with urllib.request.urlopen(f"{url}/_stats") as answer:
-            accepted = json.load(answer)["recipients"]
+            stats = json.load(answer)
+        accepted = stats["recipients"]
     finally:
         server.terminate()
         server.wait()
@@ -294,7 +340,7 @@ def measure(name: str, command: list[str], folder: Path, base: Path, expected: i
             f"{name}: exit {child.returncode}, the server accepted {accepted} of {expected}:\n"
             f"{output}"
         )
-    return Measurement(name, expected, wall, peaks)
+    return Measurement(name, expected, wall, peaks, stats["connections"], stats["requests"])
 
 
 def render_seconds(folder: Path, base: Path) -> list[float]:
@@ -370,8 +416,16 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="sendgrid.concurrency (default: config's)"
     )
+    parser.add_argument(
+        "--rtt-ms", type=float, default=0.0, help="round trip to a far test server (ms)"
+    )
+    parser.add_argument(
+        "--server-ms", type=float, default=0.0, help="the far server's time per request (ms)"
+    )
     parser.add_argument("--prepare", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name in [n for n in os.environ if n.startswith(("DIGEST_", "SENDGRID_"))]:
+        del os.environ[name]
     if args.prepare:
         prepare(Path(args.prepare[0]), int(args.prepare[1]))
         return
@@ -395,47 +449,43 @@ def main() -> None:
         )
         print(prepared.stdout, end="")
         slot, zones = folder / "slot.db", folder / "zones.db"
-        pairs = [
-            (
-                measure(
-                    "floor, one slot",
-                    [*floor, "--timezone", SLOT_ZONE],
-                    folder,
-                    slot,
-                    args.subscribers,
-                ),
-                measure(
-                    f"digest send --timezone {SLOT_ZONE}",
-                    [*digest, "send", "--timezone", SLOT_ZONE, "--now", now],
-                    folder,
-                    slot,
-                    args.subscribers,
-                ),
-            ),
-            (
-                measure(
-                    "floor, four slots",
-                    [*floor, *(arg for zone in ZONES for arg in ("--timezone", zone))],
-                    folder,
-                    zones,
-                    args.subscribers,
-                ),
-                measure(
-                    "digest run", [*digest, "run", "--now", now], folder, zones, args.subscribers
-                ),
-            ),
-        ]
-    print(f"{'':28} {'readers':>10} {'wall s':>7} {'ratio':>6} {'peak MB':>8} {'ratio':>6}")
-    for floor_run, digest_run in pairs:
-        for run in (floor_run, digest_run):
-            ratios = run is digest_run
-            print(
-                f"{run.name:28} {run.readers:>10,} {run.wall:>7.1f} "
-                f"{f'{run.wall / floor_run.wall:.2f}x' if ratios else '':>6} "
-                f"{run.memory:>8.0f} "
-                f"{f'{run.memory / floor_run.memory:.2f}x' if ratios else '':>6}  "
-                + ", ".join(f"{who} {peak:.0f}" for who, peak in run.peaks.items())
-            )
+        send = [*digest, "send", "--timezone", SLOT_ZONE, "--now", now]
+        n = args.subscribers
+        floor_slot = measure("floor, one slot", [*floor, "--timezone", SLOT_ZONE], folder, slot, n)
+        digest_send = measure(f"digest send --timezone {SLOT_ZONE}", send, folder, slot, n)
+        # (contender, what its ratios are to)
+        rows = [(floor_slot, None), (digest_send, floor_slot)]
+        # The same file either way: only how long ago everyone changed differs.
+        settled = measure(
+            "  an hour after a bulk change", send, folder, slot, n, bulk_change=timedelta(hours=1)
+        )
+        just = measure("  just after it", send, folder, slot, n, bulk_change=timedelta(0))
+        rows += [(settled, digest_send), (just, settled)]
+        if args.rtt_ms or args.server_ms:
+            far = f"  {args.rtt_ms:g} ms RTT + {args.server_ms:g} ms server"
+            network = (args.rtt_ms, args.server_ms)
+            rows.append((measure(far, send, folder, slot, n, network=network), digest_send))
+        zones_floor = [*floor, *(arg for zone in ZONES for arg in ("--timezone", zone))]
+        floor_zones = measure("floor, four slots", zones_floor, folder, zones, n)
+        run = measure("digest run", [*digest, "run", "--now", now], folder, zones, n)
+        rows += [(floor_zones, None), (run, floor_zones)]
+    print(
+        f"{'':34} {'readers':>10} {'wall s':>7} {'ratio':>6} {'peak MB':>8} {'ratio':>6} "
+        f"{'conns':>6} {'requests':>8}"
+    )
+    for contender, to in rows:
+        print(
+            f"{contender.name:34} {contender.readers:>10,} {contender.wall:>7.1f} "
+            f"{f'{contender.wall / to.wall:.2f}x' if to else '':>6} "
+            f"{contender.memory:>8.0f} "
+            f"{f'{contender.memory / to.memory:.2f}x' if to else '':>6} "
+            f"{contender.connections:>6} {contender.requests:>8}  "
+            + ", ".join(f"{who} {peak:.0f}" for who, peak in contender.peaks.items())
+        )
+    print(
+        "ratios: to the floor above; indented rows to `digest send --timezone UTC` with no "
+        "delay, measured in the same run, but `just after it` to `an hour after a bulk change`"
+    )
 
 
 if __name__ == "__main__":

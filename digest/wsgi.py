@@ -8,7 +8,9 @@ under the command line and cron.
 
 import os
 
-from .web import production_app
+from .web import few_malloc_arenas, production_app
 
 os.umask(0o077)
+# Gunicorn's threaded workers grow as `digest serve` did (see few_malloc_arenas).
+few_malloc_arenas()
 app = production_app()

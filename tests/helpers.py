@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -20,6 +16,12 @@ import pytest
 
 from digest.config import PROJECT_TEMPLATES, Config, parse_config
 from digest.newsroom.stories import upsert_stories
+
+# The real-process helpers live in servers.py (the benchmarks use them without pytest).
+from servers import CLEAN_ENV as CLEAN_ENV
+from servers import digest_server as digest_server
+from servers import free_port as free_port
+from servers import start_digest_server as start_digest_server
 
 EDITION_TIME = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,8 +37,6 @@ CHROMIUM_ARGS = [
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"
 )
-# Processes started by tests read digest.toml from their folder, whatever the outer shell has set.
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
 _serial = count(1)
 
 
@@ -133,47 +133,6 @@ def served(app) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_listening(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            errors = process.stderr.read() if process.stderr else ""
-            raise AssertionError(f"{process.args} exited: {errors}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{process.args} did not start listening")
-
-
-def start_digest_server(
-    args: list[str], port: int, cwd: Path | str, env: Mapping[str, str] = CLEAN_ENV
-) -> subprocess.Popen:
-    """`python -m digest ARGS --port PORT` (serve, studio) as a real process, once it listens."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "digest", *args, "--port", str(port)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_until_listening(port, process)
-    except BaseException:
-        process.kill()
-        process.communicate(timeout=10)
-        raise
-    return process
-
-
 def run_digest(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m digest ARGS` as a real process in `cwd`, its output captured."""
     return subprocess.run(
@@ -192,27 +151,3 @@ def sent_demo(folder: Path, now: str) -> Path:
     result = run_digest("demo", "--dir", "demo", "--now", now, cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder / "demo"
-
-
-@dataclass
-class DigestServer:
-    """A `digest` server running on `port`; what it printed is here once it has stopped."""
-
-    port: int
-    process: subprocess.Popen
-    stdout: str = ""
-    stderr: str = ""
-
-
-@contextmanager
-def digest_server(
-    *args: str, cwd: Path | str, env: Mapping[str, str] = CLEAN_ENV
-) -> Iterator[DigestServer]:
-    """`start_digest_server` on a free port, stopped (and its output read) when the block ends."""
-    port = free_port()
-    server = DigestServer(port, start_digest_server(list(args), port, cwd, env))
-    try:
-        yield server
-    finally:
-        server.process.terminate()
-        server.stdout, server.stderr = server.process.communicate(timeout=30)

@@ -67,6 +67,10 @@ RESERVED_HEADERS = frozenset(
     }
 )
 
+# TCP's initial congestion window (10 segments of 1460 bytes): a new connection's first
+# request sends this much in its first round trip, then twice as much in each next one.
+INITIAL_WINDOW_BYTES = 14_600
+
 _HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 AUTH_ERROR = "The provided authorization grant is invalid, expired, or revoked"
 _FAULT_MESSAGES = {
@@ -107,6 +111,29 @@ class Fault:
             )
         if self.delay < 0:
             raise ValueError("Fault delay must not be negative")
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """What a far SendGrid costs, in seconds added to each Mail Send answer.
+
+    A new connection: 2 round trips (TCP, then TLS). Its first request: one more round trip
+    per doubling of a 14.6 KB window until the body fits (TCP slow start). Every request:
+    one round trip and the server's own time.
+    """
+
+    rtt: float = 0.0
+    server: float = 0.0
+
+    def cost(self, body_bytes: int, first_on_connection: bool) -> float:
+        trips = 1
+        if first_on_connection:
+            trips += 2
+            window = INITIAL_WINDOW_BYTES
+            while window < body_bytes:
+                window *= 2
+                trips += 1
+        return trips * self.rtt + self.server
 
 
 @dataclass(frozen=True)
@@ -637,6 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     # HTTP/1.1 so keep-alive clients behave as against SendGrid; every answer sets Content-Length.
     protocol_version = "HTTP/1.1"
+    # Mail Send requests answered on this connection so far.
+    requests_on_connection = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         # Tests want a quiet stderr; the recorded requests are the log.
@@ -685,8 +714,13 @@ class SendGridTestServer:
         keep_bodies: bool = True,
         check_limits: bool = True,
         port: int = 0,
+        network: NetworkModel | None = None,
     ) -> None:
         self.api_key = api_key
+        # Latency and slow start as a far server has them (None: answers at once).
+        self.network = network
+        # Connections that carried at least one request (not counting /_stats).
+        self.connections = 0
         # The benchmark sends a million readers: it keeps counts, not a gigabyte of bodies.
         self.keep_bodies = keep_bodies
         self.check_limits = check_limits
@@ -894,6 +928,12 @@ class SendGridTestServer:
             length = int(headers.get("content-length", "0"))
         except ValueError:
             length = -1
+        first_on_connection = handler.requests_on_connection == 0
+        handler.requests_on_connection += 1
+        if first_on_connection:
+            with self._lock:
+                self.connections += 1
+        far = self.network.cost(max(length, 0), first_on_connection) if self.network else 0.0
         if length < 0:
             handler.close_connection = True
             raw = b""
@@ -948,14 +988,15 @@ class SendGridTestServer:
             self._requests.append(record)
         if answer.status == 202 and answer.message_id:
             self._queue_events(body, answer.message_id)
-        if answer.delay:
-            self._stopping.wait(answer.delay)
+        if answer.delay or far:
+            self._stopping.wait(answer.delay + far)
         self._send(handler, answer)
 
     def _stats_answer(self) -> _Answer:
         with self._lock:
             stats = {
                 "requests": len(self._requests),
+                "connections": self.connections,
                 "accepted": sum(1 for r in self._requests if r.status == 202),
                 "recipients": self.accepted_recipients,
             }
@@ -1085,6 +1126,8 @@ def main() -> None:
         action="store_true",
         help="skip the limit checks; with --no-bodies, count readers without parsing JSON",
     )
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="round trip (NetworkModel)")
+    parser.add_argument("--server-ms", type=float, default=0.0, help="server time per request")
     args = parser.parse_args()
     server = SendGridTestServer(
         args.api_key,
@@ -1092,6 +1135,9 @@ def main() -> None:
         keep_bodies=not args.no_bodies,
         check_limits=not args.no_checks,
         port=args.port,
+        network=NetworkModel(args.rtt_ms / 1000, args.server_ms / 1000)
+        if args.rtt_ms or args.server_ms
+        else None,
     )
     with server:
         print(server.url, flush=True)

@@ -272,11 +272,12 @@ def _documented_invocations() -> list[str]:
         text = path.read_text(encoding="utf-8")
         spans = re.findall(r"`(digest [^`]+)`", text)
         blocks = re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S)
+        # A line of a block that runs digest (by any path), not digest named in prose or output.
         lines = [
-            line.split("#")[0]
+            line.split("#")[0].strip()
             for block in blocks
             for line in block.splitlines()
-            if "digest " in line
+            if re.match(r"\s*(?:\S*/)?digest ", line)
         ]
         for chunk in [*spans, *lines]:
             found += ["digest" + m.group(1) for m in DOC_COMMAND.finditer(chunk)]

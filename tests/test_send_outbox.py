@@ -10,12 +10,13 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from digest.clock import utcnow
+from digest.clock import to_db, utcnow
 from digest.config import parse_config
 from digest.delivery.ledger import edition_counts
 from digest.delivery.send import send_newsletter
 from digest.delivery.transports.outbox import OutboxTransport
-from digest.readers.subscribers import add_subscriber, unsubscribe
+from digest.readers.subscribers import add_subscriber, import_csv, unsubscribe
+from digest.store import open_db
 from digest.tokens import TokenSigner
 
 from helpers import EDITION_TIME, add_stories, make_config, story
@@ -179,6 +180,57 @@ def test_every_transport_kind_the_config_accepts_has_a_transport():
     from digest.delivery.transports import TRANSPORT_CLASSES
 
     assert set(TRANSPORT_CLASSES) == set(TRANSPORTS)
+
+
+class LeaverAfterFirstBatch(OutboxTransport):
+    """Unsubscribes a reader (as the web app would, from another connection) once the first
+    batch has gone, optionally stamping the change as if made long before it committed."""
+
+    def __init__(self, config, leaver: str, stamp: str | None = None):
+        super().__init__(config, batch_size=5)
+        self.leaver, self.stamp = leaver, stamp
+
+    def send_batch(self, edition, batch):
+        provider_id = super().send_batch(edition, batch)
+        if self.leaver:
+            other = open_db(self.config.db_path)
+            unsubscribe(other, self.leaver)
+            if self.stamp:
+                other.execute("UPDATE subscribers SET updated_at = ?", [self.stamp])
+                other.execute("UPDATE subscriptions SET updated_at = ?", [self.stamp])
+            other.close()
+            self.leaver = ""
+        return provider_id
+
+
+def bulk_import(db, tmp_path, count: int) -> list[str]:
+    emails = [f"reader{n:03d}@example.com" for n in range(count)]
+    path = tmp_path / "bulk.csv"
+    path.write_text("email,name\n" + "".join(f"{e},Reader {n}\n" for n, e in enumerate(emails)))
+    import_csv(db, path)
+    return emails
+
+
+def test_a_reader_who_leaves_during_a_send_after_a_bulk_import_is_skipped(db, config, tmp_path):
+    add_stories(db, story(1, title="Tram runs all night"))
+    emails = bulk_import(db, tmp_path, 20)
+    report = send_newsletter(
+        db, config, None, NOW, transport=LeaverAfterFirstBatch(config, emails[-1])
+    )
+    assert (report.total("sent"), report.total("skipped")) == (19, 1)
+    assert f"{emails[-1]}.eml" not in outbox_messages(config)
+
+
+def test_a_leaver_is_skipped_whatever_time_their_change_is_stamped_with(db, config, tmp_path):
+    # A change stamped long before the freeze but committed during the send (a slow
+    # transaction, a clock behind): the check reads the reader as they are, not the stamp.
+    add_stories(db, story(1, title="Tram runs all night"))
+    emails = bulk_import(db, tmp_path, 20)
+    stamp = to_db(NOW - timedelta(days=2))
+    transport = LeaverAfterFirstBatch(config, emails[-1], stamp)
+    report = send_newsletter(db, config, None, NOW, transport=transport)
+    assert (report.total("sent"), report.total("skipped")) == (19, 1)
+    assert f"{emails[-1]}.eml" not in outbox_messages(config)
 
 
 def test_a_full_disk_fails_only_the_readers_without_a_file_and_leaves_no_temp_files(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 
 import pytest
 
 from digest.delivery.ledger import edition_counts
 from digest.delivery.send import send_newsletter
-from digest.delivery.transports.sendgrid import SendGridTransport, retry_after_seconds
+from digest.delivery.transports.sendgrid import Pace, SendGridTransport, retry_after_seconds
 from digest.edition.personalize import personalize
 from digest.errors import ConfigError, TransportAuthError
 from digest.readers.subscribers import import_csv, unsubscribe
@@ -18,7 +19,7 @@ from digest.store import open_db
 from digest.tokens import TokenSigner
 
 from helpers import EDITION_TIME, add_stories, make_config, story
-from sendgrid_server import Fault, SendGridTestServer
+from sendgrid_server import Fault, NetworkModel, SendGridTestServer
 
 NOW = EDITION_TIME + timedelta(minutes=2)
 API_KEY = "SG.test-key"
@@ -176,15 +177,15 @@ def test_a_batch_body_is_the_very_text_json_dumps_makes_of_it(
     assert names == ["Ana Lima", None, '"Mehta, Rohan \\"Ro\\""', "Zoë <b>Ørsted</b> 🎉"]
 
 
-def test_the_librarys_debug_log_gives_a_batch_by_its_size_never_its_readers(
+def test_the_http_clients_debug_log_names_the_request_never_its_readers_or_key(
     db, config, transport, server, stories, tmp_path, caplog
 ):
     add_readers(db, tmp_path, 3)
-    caplog.set_level(logging.DEBUG, logger="python_http_client")
+    caplog.set_level(logging.DEBUG, logger="urllib3")
     send(db, config, transport)
-    [request] = server.requests
-    assert f"PAYLOAD: <{len(request.raw_body)} bytes>" in caplog.messages
+    assert '"POST /v3/mail/send HTTP/1.1" 202' in caplog.text
     assert "@example.com" not in caplog.text
+    assert API_KEY not in caplog.text
 
 
 def test_every_request_validates_against_sendgrids_published_schema(
@@ -450,6 +451,151 @@ def test_a_400_naming_one_reader_fails_only_that_reader(db, server, stories, tmp
     failed = db.execute("SELECT email, error FROM deliveries WHERE status = 'failed'").fetchall()
     assert failed[0][0] == emails[3]
     assert "personalizations.3.to.0.email: Does not contain a valid address." in failed[0][1]
+
+
+def sendgrid_config(tmp_path, **sendgrid):
+    return make_config(
+        tmp_path, transport={"kind": "sendgrid", "secret_key": "test-secret"}, sendgrid=sendgrid
+    )
+
+
+def test_a_send_keeps_its_connections_alive_across_batches(db, server, stories, tmp_path):
+    config = sendgrid_config(tmp_path, batch_size=10, concurrency=4)
+    add_readers(db, tmp_path, 100)
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    report = send(db, config, transport)
+    assert report.total("sent") == 100
+    assert len(server.requests) == 10
+    assert server.connections <= 4, "one connection per batch under way, not per request"
+
+
+def test_single_messages_reuse_the_transports_connection(db, server, tmp_path):
+    from digest.readers.signup import process_signups, sign_up
+
+    config = sendgrid_config(tmp_path)
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    )
+    for address in ("one@example.com", "two@example.com", "three@example.com"):
+        sign_up(db, config, address)
+    process_signups(db, config, transport)
+    assert [r.status for r in server.requests] == [202, 202, 202]
+    assert server.connections == 1
+
+
+def test_batches_under_way_grow_with_the_answers_latency_up_to_the_ceiling(db, stories, tmp_path):
+    config = sendgrid_config(tmp_path, batch_size=10, concurrency=4)
+    add_readers(db, tmp_path, 100)
+    with SendGridTestServer(api_key=API_KEY, network=NetworkModel(0.02, 0.02)) as far:
+        transport = SendGridTransport(
+            config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": far.url}
+        )
+        assert transport.concurrency == 2
+        report = send(db, config, transport)
+        assert report.total("sent") == 100
+        assert transport.concurrency == 4
+        assert far.connections <= 4
+
+
+def test_a_202_that_leaves_no_request_holds_the_next_until_the_reset(
+    db, server, stories, tmp_path, sleeps
+):
+    config = sendgrid_config(tmp_path, batch_size=2, concurrency=1)
+    add_readers(db, tmp_path, 4)
+    transport = SendGridTransport(
+        config,
+        env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url},
+        sleep=sleeps.append,
+    )
+    reset = time.time() + 30
+    limit = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{reset:.0f}"}
+    server.script(Fault("slow", headers=limit))
+    report = send(db, config, transport)
+    assert report.total("sent") == 4
+    [slept] = sleeps
+    assert 25 < slept <= 31
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_pace_keeps_enough_batches_under_way_to_cover_the_latency():
+    pace = Pace(ceiling=16)
+    assert pace.window == 2
+    pace.made(0.02)
+    pace.answered(0.005)
+    assert pace.window == 2, "a server next door needs no more than before"
+    pace = Pace(ceiling=16)
+    pace.made(0.02)
+    pace.answered(0.2)
+    assert pace.window == 11
+    pace.answered(1.0)
+    assert pace.window == 16
+
+
+def test_a_refusal_halves_the_pace_and_holds_every_request_back():
+    clock = FakeClock()
+    pace = Pace(ceiling=16, sleep=clock.sleep, clock=clock)
+    pace.made(0.02)
+    pace.answered(0.3)
+    assert pace.window == 16
+    pace.refused(7.0)
+    assert pace.window == 8
+    # Another worker's next request waits out the pause; the refused one already has.
+    pace.wait_turn()
+    assert clock.slept == [7.0]
+    pace.wait_turn(slept_until=clock.now)
+    assert clock.slept == [7.0]
+    pace.answered(0.3)
+    assert pace.window == 9, "it grows back by one per answer"
+
+
+def test_a_connection_dropped_after_the_request_leaves_its_batch_unknown(
+    db, config, transport, server, stories, tmp_path
+):
+    add_readers(db, tmp_path, 3)
+    server.script(Fault("drop"))
+    report = send(db, config, transport)
+    assert (report.total("sent"), report.total("sending")) == (0, 3)
+    assert len(server.requests) == 1, "never re-sent blindly"
+
+
+def test_a_refused_connection_is_retried_as_nothing_left(db, config, stories, tmp_path, sleeps):
+    from servers import free_port
+
+    add_readers(db, tmp_path, 2)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    transport = SendGridTransport(
+        config, env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": nobody}, sleep=sleeps.append
+    )
+    report = send(db, config, transport)
+    assert report.total("failed") == 2
+    assert len(sleeps) == config.sendgrid.max_attempts - 1
+    [error] = {row[0] for row in db.execute("SELECT error FROM deliveries")}
+    assert "could not reach" in error
+
+
+def test_a_request_still_waiting_opens_the_window_before_its_answer_comes():
+    clock = FakeClock()
+    pace = Pace(ceiling=16, clock=clock)
+    pace.made(0.02)
+    with pace.waiting():
+        assert pace.window == 2
+        clock.now += 0.21
+        assert pace.window == 12
+    assert pace.window == 2, "a request answered counts only through the latency it measured"
 
 
 def test_a_sandbox_send_answered_200_counts_as_sent_and_is_never_sent_again(

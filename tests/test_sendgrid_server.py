@@ -29,7 +29,7 @@ from python_http_client.exceptions import (
 )
 from sendgrid.helpers.mail import Category, CustomArg, Header, Mail
 
-from sendgrid_server import AUTH_ERROR, Fault, SendGridTestServer
+from sendgrid_server import AUTH_ERROR, Fault, NetworkModel, SendGridTestServer
 
 API_KEY = "SG.test"
 
@@ -474,3 +474,24 @@ def test_server_writes_nothing_to_stderr(
     post(client, message())
 
     assert capfd.readouterr().err == ""
+
+
+def test_the_network_model_charges_handshakes_and_slow_start_to_a_connections_first_request():
+    far = NetworkModel(rtt=0.1, server=0.1)
+    # 300 KB: 14.6 -> 29.2 -> 58.4 -> 116.8 -> 233.6 -> 467.2 KB, five doublings.
+    assert far.cost(300_000, first_on_connection=True) == pytest.approx(8 * 0.1 + 0.1)
+    assert far.cost(10_000, first_on_connection=True) == pytest.approx(3 * 0.1 + 0.1)
+    assert far.cost(300_000, first_on_connection=False) == pytest.approx(0.1 + 0.1)
+
+
+def test_a_far_server_delays_answers_and_counts_connections_apart_from_requests():
+    far = NetworkModel(rtt=0.05, server=0.05)
+    with SendGridTestServer(api_key=API_KEY, network=far) as running:
+        started = time.perf_counter()
+        assert post(client_for(running), message()).status_code == 202
+        # python_http_client opens a connection per request: every request is a first one.
+        assert time.perf_counter() - started >= far.cost(1000, first_on_connection=True)
+        post(client_for(running), message())
+        with urllib.request.urlopen(f"{running.url}/_stats") as answer:
+            stats = json.load(answer)
+    assert (stats["requests"], stats["connections"]) == (2, 2)

@@ -11,7 +11,8 @@ import pytest
 
 from digest.store import open_db
 
-from helpers import digest_server, run_digest, sent_demo, write_config
+from helpers import run_digest, sent_demo, write_config
+from servers import digest_server
 
 # The quick tier leaves this module out: every test runs `digest serve` as a real process.
 pytestmark = pytest.mark.slow

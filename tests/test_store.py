@@ -74,6 +74,6 @@ def test_readers_queued_before_the_ledger_kept_names_are_still_greeted_by_name(d
     # As a send begun before migration m006 left its queued rows.
     db.execute("UPDATE deliveries SET name = NULL")
 
-    batch = claim_batch(db, edition.id, "daily", 10, edition.created_at)
+    batch = claim_batch(db, edition.id, "daily", 10)
 
     assert [(r.email, r.name) for r in batch.recipients] == [("ana@example.com", "Ana")]

@@ -17,7 +17,8 @@ from digest.delivery.transports.outbox import OutboxTransport
 from digest.readers.subscribers import add_subscriber
 from digest.studio import RateLimit, create_studio
 
-from helpers import add_stories, digest_server, make_config, story, write_config
+from helpers import add_stories, make_config, story, write_config
+from servers import digest_server
 
 NOW = "2026-11-26T06:00:00Z"
 

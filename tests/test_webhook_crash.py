@@ -19,17 +19,9 @@ from digest.feedback.webhook import KEYS_VARIABLE
 from digest.readers.subscribers import add_subscriber
 from digest.store import open_db
 
-from helpers import (
-    CLEAN_ENV,
-    EDITION_TIME,
-    add_stories,
-    free_port,
-    make_config,
-    start_digest_server,
-    story,
-    write_config,
-)
+from helpers import EDITION_TIME, add_stories, make_config, story, write_config
 from sendgrid_server import SendGridTestServer, event_bodies, make_webhook_key
+from servers import CLEAN_ENV, free_port, start_digest_server
 
 # The quick tier leaves this module out: every test kills a real `digest serve`.
 pytestmark = pytest.mark.slow

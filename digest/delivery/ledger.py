@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal, NamedTuple
 
@@ -232,33 +232,36 @@ def queue_audience(
     return db.execute(query, values).rowcount
 
 
-def claim_batch(
-    db: Database, edition_id: int, newsletter: str, size: int, frozen_at: datetime
-) -> Batch | None:
+def claim_batch(db: Database, edition_id: int, newsletter: str, size: int) -> Batch | None:
     """Mark the next queued recipients `sending` under one batch key, in one transaction.
 
-    Readers who left the newsletter after the audience was frozen (`frozen_at`) are marked
-    `skipped` first, and readers no message can be made for are `failed` alone, with the
-    reason (`fail_unsendable`). None when nothing is queued.
+    Readers of the batch who are no longer in the newsletter's audience are marked `skipped`
+    first, and readers no message can be made for are `failed` alone, with the reason
+    (`fail_unsendable`). None when nothing is queued.
     """
     now = to_db(utcnow())
+    where, params = audience_filter(newsletter)
     with write_transaction(db):
-        skip_leavers(db, edition_id, newsletter, frozen_at, now)
         recipients: list[Recipient] = []
         while not recipients:
-            # A name or nonce missing (NULL) was queued before the ledger kept them.
+            # Each row's reader is checked against their status now, inside the transaction
+            # that claims them: whoever left in a commit before this one is skipped, however
+            # many readers changed, at the cost of the batch alone. A name or nonce missing
+            # (NULL) was queued before the ledger kept them.
             rows = db.execute(
-                """SELECT id, subscriber_id, email, COALESCE(name, (SELECT name FROM subscribers
-                       WHERE subscribers.id = deliveries.subscriber_id), ''),
-                       COALESCE(link_nonce, (SELECT link_nonce FROM subscribers
-                       WHERE subscribers.id = deliveries.subscriber_id), '')
-                   FROM deliveries
-                   WHERE edition_id = ? AND status = 'queued' ORDER BY id LIMIT ?""",
-                [edition_id, size],
+                f"""SELECT deliveries.id, subscriber_id, deliveries.email,
+                       COALESCE(deliveries.name, subscribers.name, ''),
+                       COALESCE(deliveries.link_nonce, subscribers.link_nonce, ''),
+                       subscribers.id IS NOT NULL AND {where}
+                   FROM deliveries LEFT JOIN subscribers ON subscribers.id = subscriber_id
+                   WHERE edition_id = :edition AND deliveries.status = 'queued'
+                   ORDER BY deliveries.id LIMIT :size""",
+                {**params, "edition": edition_id, "size": size},
             ).fetchall()
             if not rows:
                 return None
-            recipients = fail_unsendable(db, rows, now)
+            skip_leavers(db, [row[0] for row in rows if not row[5]], now)
+            recipients = fail_unsendable(db, [row[:5] for row in rows if row[5]], now)
         key = f"{edition_id}-{uuid.uuid4().hex[:12]}"
         first, last = recipients[0].delivery_id, recipients[-1].delivery_id
         # Every queued row of the edition in [first, last] is one of `rows`: they are the
@@ -296,27 +299,14 @@ def fail_unsendable(db: Database, rows: list[tuple], now: str) -> list[Recipient
     return recipients
 
 
-def skip_leavers(
-    db: Database, edition_id: int, newsletter: str, frozen_at: datetime, now: str
-) -> None:
-    """Mark `skipped` the queued readers who are no longer in the newsletter's audience.
-
-    Only readers changed since the freeze can have left, so only they are checked: a
-    full check of every row would cost more than the rest of the send. A minute of
-    margin covers a change stamped just before the freeze but committed just after it.
-    """
-    where, params = audience_filter(newsletter)
-    since = to_db(frozen_at - timedelta(minutes=1))
-    db.execute(
-        f"""UPDATE deliveries SET status = 'skipped', error = 'left before their batch was sent',
-               updated_at = :now
-           WHERE edition_id = :edition AND status = 'queued' AND subscriber_id IN (
-               SELECT id FROM subscribers WHERE updated_at >= :since
-               UNION SELECT subscriber_id FROM subscriptions WHERE updated_at >= :since)
-           AND NOT EXISTS (SELECT 1 FROM subscribers
-                           WHERE subscribers.id = deliveries.subscriber_id AND {where})""",
-        {**params, "edition": edition_id, "since": since, "now": now},
-    )
+def skip_leavers(db: Database, delivery_ids: list[int], now: str) -> None:
+    """Mark `skipped` the queued deliveries of readers who left before their batch went."""
+    if delivery_ids:
+        db.conn.executemany(
+            """UPDATE deliveries SET status = 'skipped', error = 'left before their batch was sent',
+                   updated_at = ? WHERE id = ?""",
+            [(now, delivery_id) for delivery_id in delivery_ids],
+        )
 
 
 def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> int:

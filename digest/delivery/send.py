@@ -7,6 +7,7 @@ is still queued.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,9 @@ from .slots import record_run
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
+# How often a send waiting for answers asks the transport again how many batches may be
+# under way (it allows more while answers are slow to come).
+PACE_CHECK_SECONDS = 0.05
 ALREADY_SENT = "already sent: nothing to do"
 
 
@@ -210,15 +214,14 @@ def deliver_editions(
     pending = list(results)
     in_flight: dict[Future, tuple[Batch, EditionResult]] = {}
     stop: DigestError | None = None
+    renewed = time.monotonic()
     with transport.sender() as submit:
         while True:
             if pending and not stop and len(in_flight) < transport.concurrency:
                 result = pending[0]
                 edition = result.edition
-                assert edition.id is not None and edition.created_at is not None
-                batch = claim_batch(
-                    db, edition.id, edition.newsletter, transport.batch_size, edition.created_at
-                )
+                assert edition.id is not None
+                batch = claim_batch(db, edition.id, edition.newsletter, transport.batch_size)
                 if batch is None:
                     pending.pop(0)
                 else:
@@ -226,8 +229,7 @@ def deliver_editions(
                 continue
             if not in_flight:
                 break
-            # Wake at least every LEASE_RENEW_SECONDS: one batch's retries can outlast a lease.
-            done, _ = wait(in_flight, timeout=LEASE_RENEW_SECONDS, return_when=FIRST_COMPLETED)
+            done, _ = wait(in_flight, timeout=PACE_CHECK_SECONDS, return_when=FIRST_COMPLETED)
             for future in done:
                 batch, result = in_flight.pop(future)
                 try:
@@ -246,7 +248,10 @@ def deliver_editions(
                     )
                 if progress:
                     progress(result, len(batch.recipients))
-            if lease and not stop:
+            # After each answer, and every LEASE_RENEW_SECONDS while none comes: one batch's
+            # retries can outlast a lease.
+            if lease and not stop and (done or time.monotonic() - renewed >= LEASE_RENEW_SECONDS):
+                renewed = time.monotonic()
                 try:
                     lease.renew()
                 except LeaseHeldError as exc:

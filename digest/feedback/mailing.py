@@ -26,7 +26,6 @@ from ..delivery.transports import Single, Transport
 from ..edition.checks import EmailParts, has_errors, run_checks
 from ..errors import DigestError
 from ..store import write_transaction
-from .document import report_document
 from .report import edition_report, editions_by_day, report_lines
 
 log = logging.getLogger(__name__)
@@ -128,6 +127,10 @@ def build_report_mails(
 ) -> list[tuple[str, EmailMessage]]:
     """One message per editor: the report page with PNG charts inline and its text part,
     refused (a DigestError) when the checks every digest passes find an error."""
+    # Here, not at the top: the charts' libraries weigh some 25 MB, and `digest run` imports
+    # this module on every tick whether or not a report is due.
+    from .document import report_document
+
     report = edition_report(db, config, newsletter.name, day.isoformat(), now)
     document = report_document(db, config, report, png=True)
     text = "\n".join(report_lines(report))

@@ -37,8 +37,11 @@ class Single(StrEnum):
 
 class Transport(Protocol):
     batch_size: int
-    # How many batches may be under way at once.
-    concurrency: int
+
+    @property
+    def concurrency(self) -> int:
+        """How many batches may be under way at once; asked again before each is claimed."""
+        ...
 
     def sender(self) -> AbstractContextManager[Submit]:
         """A context in which `submit(edition, batch)` starts sending one batch."""

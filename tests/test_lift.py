@@ -19,6 +19,7 @@ from digest.edition.build import slot_editions
 from digest.edition.lift import story_lifts
 from digest.edition.render import add_story_id
 from digest.feedback.events import pending_posts, process_pending
+from digest.feedback.figures import story_positions
 from digest.feedback.report import edition_report, link_clicks
 from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.lineup import lineup
@@ -470,7 +471,19 @@ def test_a_database_upgraded_to_the_click_summaries_keeps_its_sends_and_outcomes
 def test_the_click_map_leaves_out_the_scanners_clicks(tmp_path, db, keys, newsroom):
     config = make(tmp_path)
 
-    def people_and_scanners(readers, edition_id):
+    tokyo_day(db, config, keys, newsroom, people_and_scanners_of(db, newsroom))
+    edition_id = db.execute(
+        "SELECT id FROM editions WHERE timezone = 'Asia/Tokyo' ORDER BY id DESC LIMIT 1"
+    ).fetchone()[0]
+    shares = {row["story_id"]: row for row in link_clicks(db, edition_id) if row["clicks"]}
+    assert list(shares) == [newsroom["A"]]
+    assert (shares[newsroom["A"]]["readers"], shares[newsroom["A"]]["share"]) == (1, 1.0)
+
+
+def people_and_scanners_of(db, newsroom):
+    """Four readers behind a scanner click A and D a second after delivery; one person, A."""
+
+    def clicks(readers, edition_id):
         delivered = TOKYO + timedelta(minutes=2)
         scanned = [
             event(d, edition_id, "click", delivered + timedelta(seconds=1), url=link(db, sid))
@@ -486,10 +499,16 @@ def test_the_click_map_leaves_out_the_scanners_clicks(tmp_path, db, keys, newsro
         )
         return [*scanned, person]
 
-    tokyo_day(db, config, keys, newsroom, people_and_scanners)
-    edition_id = db.execute(
-        "SELECT id FROM editions WHERE timezone = 'Asia/Tokyo' ORDER BY id DESC LIMIT 1"
-    ).fetchone()[0]
-    shares = {row["story_id"]: row for row in link_clicks(db, edition_id) if row["clicks"]}
-    assert list(shares) == [newsroom["A"]]
-    assert (shares[newsroom["A"]]["readers"], shares[newsroom["A"]]["share"]) == (1, 1.0)
+    return clicks
+
+
+def tokyo_report(db, config):
+    return edition_report(db, config, "daily", "2026-11-26", TOKYO + timedelta(hours=3))
+
+
+def test_the_stories_chart_counts_peoples_clicks_not_the_scanners(tmp_path, db, keys, newsroom):
+    config = make(tmp_path)
+    tokyo_day(db, config, keys, newsroom, people_and_scanners_of(db, newsroom))
+    stories, _ = story_positions(tokyo_report(db, config))
+    clicked = {s["story_id"]: s["human_clicks"] for s in stories}
+    assert (clicked[newsroom["A"]], clicked[newsroom["D"]]) == (1, 0)

@@ -15,7 +15,6 @@ from digest.cli import cli
 from digest.feedback import charts
 from digest.feedback.figures import (
     edition_rates,
-    email_order,
     list_health,
     report_figures,
     story_positions,
@@ -62,24 +61,26 @@ def test_the_funnel_per_zone_is_the_reports_numbers_with_blocks_among_the_bounce
     assert (rows["Sent"], rows["Delivered"], rows["Bounced"]) == (8, 4, 3)
 
 
-def test_each_story_has_its_place_and_click_through_on_delivered(db, the_day):
-    stories, expected = story_positions(db, the_day, "daily")
-    comet = next(s for s in stories if s["title"] == "Comet seen at noon")
-    assert (comet["readers"], comet["delivered"], comet["ctr"]) == (2, 4, 0.5)
-    # One edition so far: each place's expected click-through is its own story's.
-    assert {e["position"]: e["ctr"] for e in expected} == {s["position"]: s["ctr"] for s in stories}
-
-
-def test_a_storys_place_is_where_a_reader_meets_it_also_read_after_its_top_story():
-    html = (
-        '<a href="https://news.test/a?digest_story=7">A</a>'
-        '<a href="https://news.test/a?utm_source=x&amp;digest_story=7">A again</a>'
-        '<a href="https://news.test/also?digest_story=3">Also read</a>'
-        '<a href="https://news.test/b?digest_story=12">B</a>'
-        '<a href="https://news.test/u/%%unsubscribe_url%%">Leave</a>'
-        '<a href="https://news.test/recent?utm_source=x&amp;digest_story=5">Recent</a>'
-    )
-    assert email_order(html) == [7, 3, 12, 5]
+def test_the_stories_chart_draws_the_reports_per_story_rows(db, the_day):
+    stories, expected = story_positions(the_day)
+    rows = {row["story_id"]: row for row in the_day["stories"]}
+    assert {s["story_id"] for s in stories} == set(rows)
+    for s in stories:
+        row = rows[s["story_id"]]
+        assert s["position"] in row["positions"]
+        assert (s["human_clicks"], s["impressions"], s["ctr"], s["expected_ctr"]) == (
+            row["human_clicks"],
+            row["impressions"],
+            row["ctr"],
+            row["expected_ctr"],
+        )
+        assert (s["against_slot"] == "above its place") == (row["lift"] > 1)
+    # The curve is the one the report's expected click-through reads at each position.
+    curve = {e["position"]: e["expected_ctr"] for e in expected}
+    assert curve == {e["position"]: e["expected_ctr"] for e in the_day["expected_ctr_by_position"]}
+    for s in stories:
+        if len(rows[s["story_id"]]["positions"]) == 1:
+            assert curve[s["position"]] == s["expected_ctr"]
 
 
 def test_a_story_that_beats_the_usual_click_through_of_its_place_stands_out():
@@ -88,26 +89,26 @@ def test_a_story_that_beats_the_usual_click_through_of_its_place_stands_out():
             "story_id": 1,
             "title": "Lead",
             "position": 1,
-            "readers": 10,
-            "delivered": 100,
+            "human_clicks": 10,
+            "impressions": 100,
             "ctr": 0.1,
-            "expected": 0.2,
+            "expected_ctr": 0.2,
             "against_slot": "at or below its place",
         },
         {
             "story_id": 2,
             "title": "Sleeper hit",
             "position": 5,
-            "readers": 30,
-            "delivered": 100,
+            "human_clicks": 30,
+            "impressions": 100,
             "ctr": 0.3,
-            "expected": 0.05,
+            "expected_ctr": 0.05,
             "against_slot": "above its place",
         },
     ]
     expected = [
-        {"position": 1, "ctr": 0.2, "delivered": 500},
-        {"position": 5, "ctr": 0.05, "delivered": 500},
+        {"position": 1, "expected_ctr": 0.2},
+        {"position": 5, "expected_ctr": 0.05},
     ]
     picture = charts.stories(stories, expected)
     assert "1 beat their place: Sleeper hit (30.0% at place 5, expected 5.0%)" in picture.alt

@@ -110,6 +110,23 @@ def editions_engagement(
     return _engagement(db, lineups, _position_totals(db, newsletter, now, hour), hour)
 
 
+def expected_by_position(
+    db: Database,
+    newsletter: NewsletterConfig,
+    now: datetime,
+    *,
+    events_until: datetime | None = None,
+) -> list[dict[str, float | int]]:
+    """The click-through the newsletter's history at `now` expects at each position (the one
+    `editions_engagement` measures stories against), with the impressions it learned from."""
+    hour = int((events_until or now).timestamp()) // HOUR
+    totals = _position_totals(db, newsletter, now, hour)
+    return [
+        {"position": k, "impressions": totals[k][0], "expected_ctr": expected_ctr(totals, k)}
+        for k in sorted(totals)
+    ]
+
+
 def _engagement(
     db: Database, lineups: Lineups, totals: dict[int, tuple[int, int]], hour: int
 ) -> dict[int, StoryEngagement]:

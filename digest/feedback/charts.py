@@ -18,7 +18,7 @@ from typing import Any
 import altair as alt
 import vl_convert
 
-from .figures import BESIDE, FUNNEL, HEALTH_DAYS, HOURS, RATE_SERIES
+from .figures import BESIDE, FUNNEL, HOURS, RATE_SERIES
 
 PAGE_INK = "currentColor"
 PRINT_INK = "#1c1c1c"
@@ -226,7 +226,8 @@ def _hour_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
 def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Picture:
     """Each story's click-through against its place in the email, on the expected curve."""
     x = alt.X("position:Q", title="Place in the email", axis=alt.Axis(tickMinStep=1, format="d"))
-    y = alt.Y("ctr:Q", title="Click-through on delivered", axis=alt.Axis(format="%"))
+    y = alt.Y("ctr:Q", title="Click-through by people", axis=alt.Axis(format="%"))
+    curve_y = alt.Y("expected_ctr:Q", title="Click-through by people", axis=alt.Axis(format="%"))
     curve = (
         alt.Chart(alt.Data(values=[e | {"series": "Expected for the place"} for e in expected]))
         .mark_line(
@@ -235,7 +236,7 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
             color=PALETTE[4],
             point=alt.OverlayMarkDef(shape="diamond", color=PALETTE[4], size=30),
         )
-        .encode(x=x, y=y)
+        .encode(x=x, y=curve_y)
     )
     domain = ["above its place", "at or below its place"]
     points = (
@@ -254,7 +255,12 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
                 scale=alt.Scale(domain=domain, range=[PALETTE[1], PALETTE[0]]),
                 legend=alt.Legend(title=None, orient="top"),
             ),
-            tooltip=["title:N", "readers:Q", "delivered:Q", alt.Tooltip("ctr:Q", format=".1%")],
+            tooltip=[
+                "title:N",
+                "human_clicks:Q",
+                "impressions:Q",
+                alt.Tooltip("ctr:Q", format=".1%"),
+            ],
         )
     )
     # Only the stories that beat their place are named on the chart; the table names all.
@@ -277,7 +283,7 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
             ": "
             + ", ".join(
                 f"{s['title']} ({_percent(s['ctr'])} at place {s['position']}, "
-                f"expected {_percent(s['expected'])})"
+                f"expected {_percent(s['expected_ctr'])})"
                 for s in above[:5]
             )
             if above
@@ -287,17 +293,17 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
     return Picture(
         key="stories",
         title="Stories against their place",
-        caption="Each story's click-through (readers who clicked it over readers it was "
-        "delivered to) at its place in the email; the dashed line is the click-through each "
-        "place has had in this newsletter's editions of the last "
-        f"{HEALTH_DAYS} days, so a story above it beat its slot.",
+        caption="Each story's click-through (people who clicked it, not link scanners, over "
+        "the readers it reached) at its place in the edition; the dashed line is the "
+        "click-through expected at each place, learned from this newsletter's recent editions "
+        "(the report's expected CTR), so a story above it beat its slot (lift above 1).",
         alt=alt_text + ".",
         spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=[
             "Place",
             "Story",
-            "Readers who clicked",
-            "Delivered",
+            "People who clicked",
+            "Readers reached",
             "Click-through",
             "Expected for the place",
         ],
@@ -305,14 +311,14 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
             [
                 s["position"],
                 s["title"],
-                s["readers"],
-                s["delivered"],
+                s["human_clicks"],
+                s["impressions"],
                 _percent(s["ctr"]),
-                _percent(s["expected"]),
+                _percent(s["expected_ctr"]),
             ]
             for s in stories
         ],
-        empty="No story of this edition has a delivered reader yet.",
+        empty="No story of this edition has reached a reader yet.",
     )
 
 

@@ -10,7 +10,6 @@ the last editions.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -20,12 +19,9 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db
 from ..config import Config
-from ..edition.render import STORY_PARAMETER
 from .report import NUMBERS, edition_numbers, editions_by_day, rates
 
 HOURS = 48
-# A story link's parameter in an href, as the renderer writes it (`&` escaped or not).
-_STORY_LINK = re.compile(rf"href=\"[^\"]*[?&;]{STORY_PARAMETER}=(\d+)")
 HEALTH_DAYS = 90
 RATE_EDITIONS = 30
 # The stages of the funnel, and the outcomes shown beside it, with the report's number names.
@@ -114,111 +110,34 @@ def hours_since_send(db: Database, report: dict[str, Any]) -> list[dict[str, Any
     return rows
 
 
-def _delivered(db: Database, ids: list[int]) -> dict[int, int]:
-    """Per edition, its deliveries known delivered (a complaint was delivered too)."""
-    if not ids:
-        return {}
-    return dict(
-        db.execute(
-            f"""SELECT edition_id, COUNT(*) FROM delivery_states
-                WHERE edition_id IN ({_ids_sql(ids)}) AND state IN ('delivered', 'complained')
-                GROUP BY edition_id"""
-        ).fetchall()
-    )
-
-
-def _story_readers(db: Database, ids: list[int]) -> dict[tuple[int, int], int]:
-    """Per (edition, story), how many of its readers clicked the story."""
-    if not ids:
-        return {}
-    return {
-        (edition_id, story_id): n
-        for edition_id, story_id, n in db.execute(
-            f"""SELECT edition_id, story_id, COUNT(DISTINCT delivery_id) FROM events
-                WHERE edition_id IN ({_ids_sql(ids)}) AND event = 'click'
-                  AND story_id IS NOT NULL GROUP BY edition_id, story_id"""
-        )
-    }
-
-
-def email_order(html: str) -> list[int]:
-    """The stories an email links to, in the order a reader meets them (each story's first
-    link): its places. An also-read link comes right after its top story."""
-    return list(dict.fromkeys(int(n) for n in _STORY_LINK.findall(html)))
-
-
-def story_positions(
-    db: Database, report: dict[str, Any], newsletter: str, days: int = HEALTH_DAYS
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each story of the edition: its place in the email, readers who clicked it, and its
-    click-through on delivered; and the expected click-through of each place, from the
-    newsletter's editions of the last `days` days (the edition's own included)."""
-    last = max(from_db(v["slot_at"]) for v in report["variants"])
-    editions = list(
-        db.execute(
-            """SELECT e.id, e.html FROM editions e WHERE e.newsletter = ?
-               AND e.slot_at > ? AND e.slot_at <= ?
-               AND EXISTS (SELECT 1 FROM deliveries d WHERE d.edition_id = e.id)""",
-            [newsletter, to_db(last - timedelta(days=days)), to_db(last)],
-        )
-    )
-    ids = [edition_id for edition_id, _ in editions]
-    delivered, clicked = _delivered(db, ids), _story_readers(db, ids)
-    story_ids_of = {edition_id: email_order(html) for edition_id, html in editions}
-    by_place: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for edition_id, story_ids in story_ids_of.items():
-        for place, story_id in enumerate(story_ids, start=1):
-            base = delivered.get(edition_id, 0)
-            by_place[place][0] += clicked.get((edition_id, story_id), 0)
-            by_place[place][1] += base
+def story_positions(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each story of the edition at its place, with the report's own per-story figures
+    (impressions, people's clicks, click-through and the click-through expected at its
+    positions, from `edition.lift`), and the expected click-through of each place: the
+    report's numbers drawn, not counted again."""
     expected = [
-        {"position": place, "ctr": round(hits / base, 4), "delivered": base}
-        for place, (hits, base) in sorted(by_place.items())
-        if base
+        {"position": e["position"], "expected_ctr": e["expected_ctr"]}
+        for e in report["expected_ctr_by_position"]
     ]
-    mine: dict[int, dict[str, Any]] = {}
-    chosen = [v["edition_id"] for v in report["variants"]]
-    for edition_id in chosen:
-        for place, story_id in enumerate(story_ids_of.get(edition_id, []), start=1):
-            row = mine.setdefault(
-                story_id, {"story_id": story_id, "positions": [], "readers": 0, "delivered": 0}
-            )
-            row["positions"].append(place)
-            row["readers"] += clicked.get((edition_id, story_id), 0)
-            row["delivered"] += delivered.get(edition_id, 0)
-    titles = _titles(db, list(mine))
     stories = []
-    for story_id, row in mine.items():
-        if not row["delivered"]:
+    for row in report["stories"]:
+        if not row["impressions"] or row["ctr"] is None:
             continue
-        # A story at different places in different variants is drawn at its usual place.
-        position = Counter(row["positions"]).most_common(1)[0][0]
-        ctr = round(row["readers"] / row["delivered"], 4)
-        usual = next((e["ctr"] for e in expected if e["position"] == position), None)
+        # A story at different places in different variants is drawn at its first place.
         stories.append(
             {
-                "story_id": story_id,
-                "title": titles.get(story_id, f"story {story_id}"),
-                "position": position,
-                "readers": row["readers"],
-                "delivered": row["delivered"],
-                "ctr": ctr,
-                "expected": usual,
-                "against_slot": "above its place"
-                if usual is not None and ctr > usual
-                else "at or below its place",
+                "story_id": row["story_id"],
+                "title": row["title"] or f"story {row['story_id']}",
+                "position": row["positions"][0],
+                "human_clicks": row["human_clicks"],
+                "impressions": row["impressions"],
+                "ctr": row["ctr"],
+                "expected_ctr": row["expected_ctr"],
+                "against_slot": "above its place" if row["lift"] > 1 else "at or below its place",
             }
         )
     stories.sort(key=lambda s: (s["position"], s["story_id"]))
     return stories, expected
-
-
-def _titles(db: Database, story_ids: list[int]) -> dict[int, str]:
-    if not story_ids:
-        return {}
-    return dict(
-        db.execute(f"SELECT id, title FROM stories WHERE id IN ({_ids_sql(story_ids)})").fetchall()
-    )
 
 
 def list_health(
@@ -306,7 +225,7 @@ def edition_rates(
 def report_figures(db: Database, config: Config, report: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the report's pictures, for the edition `report` is about."""
     nl = config.newsletter(report["newsletter"])
-    stories, expected = story_positions(db, report, nl.name)
+    stories, expected = story_positions(report)
     last_day = date.fromisoformat(report["edition"])
     return {
         "funnel": zone_funnels(report),

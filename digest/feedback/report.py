@@ -8,7 +8,8 @@ left the newsletter after this edition reached them and before the next one did,
 route: one-click, the page, the webhook). Rates of engagement are on delivered (as SendGrid's
 and Mailchimp's are), delivery rates on sent. Every story of the edition is listed with its
 positions, impressions, unique human and machine clicks, click-through, the click-through
-expected at its positions and its lift (`edition.lift`), most read for their position first;
+expected at its positions and its lift (`edition.lift`), most read for their position first,
+and the click-through expected at each position (what the report's pictures draw);
 clicks on links that are no story (the footer, the archive) are counted under their link,
 and clicks set aside (impossible timestamps) under their reason. `edition_report` returns
 plain data (for the CLI's `--json` and the studio); `report_lines` is the text the CLI prints.
@@ -27,7 +28,7 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db, utcnow
 from ..config import Config, NewsletterConfig
-from ..edition.lift import editions_engagement
+from ..edition.lift import editions_engagement, expected_by_position
 from ..errors import DigestError, NotFoundError
 from ..invocation import digest_command
 from .events import link_key, story_of, waiting_posts
@@ -139,6 +140,10 @@ def edition_report(
         "stories": _stories(
             db, nl, ids, now, unknown=completeness["outbox_only"] and not completeness["events"]
         ),
+        "expected_ctr_by_position": [
+            row | {"expected_ctr": round(row["expected_ctr"], 4)}
+            for row in expected_by_position(db, nl, now, events_until=EVERY_EVENT)
+        ],
         "links": _links(db, ids),
         "set_aside": _set_aside(db, ids),
         "completeness": completeness,

@@ -120,13 +120,14 @@ def test_a_story_that_beats_the_usual_click_through_of_its_place_stands_out():
 def test_list_health_counts_each_days_joiners_and_leavers_and_active_at_its_end(db, the_day):
     rows = list_health(db, "daily", (AS_OF + timedelta(days=30)).date(), "UTC")
     assert len(rows) == 90
-    totals = {k: sum(r[k] for r in rows) for k in ("new", "unsubscribed", "bounced", "complained")}
-    assert totals == {"new": 8, "unsubscribed": 1, "bounced": 2, "complained": 1}
+    flows = ("new", "unsubscribed", "lapsed", "bounced", "complained")
+    totals = {k: sum(r[k] for r in rows) for k in flows}
+    assert totals == {"new": 8, "unsubscribed": 1, "lapsed": 0, "bounced": 2, "complained": 1}
     assert rows[-1]["active"] == 4
     assert rows[0]["active"] == 0
 
 
-def test_a_count_the_health_rows_carry_beyond_the_five_gets_a_row_of_its_own():
+def test_the_lapsed_have_a_row_of_their_own_in_the_list_health_chart():
     rows = [
         {
             "day": "2026-11-25",
@@ -153,11 +154,11 @@ def test_a_count_the_health_rows_carry_beyond_the_five_gets_a_row_of_its_own():
         "Active",
         "New",
         "Unsubscribed",
+        "Lapsed",
         "Bounced",
         "Complained",
-        "Lapsed",
     ]
-    assert picture.rows[0] == ["2026-11-25", 10, 2, 0, 0, 0, 3]
+    assert picture.rows[0] == ["2026-11-25", 10, 2, 0, 3, 0, 0]
     assert "3 lapsed" in picture.alt and ">Lapsed<" in picture.svg()
 
 

@@ -14,13 +14,15 @@ from email import policy
 import pytest
 from werkzeug.test import Client
 
-from digest.clock import from_db, to_db
+from digest.clock import from_db, to_db, utcnow
 from digest.config import parse_config
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.edition.checks import has_errors
 from digest.edition.render import Renderer
 from digest.errors import ConfigError
 from digest.feedback.events import process_pending, store_post
+from digest.feedback.figures import list_health as health_by_day
+from digest.feedback.list_health import list_health
 from digest.readers.reconfirm import reconfirm_checks, render_reconfirm
 from digest.readers.signup import confirm, expire_pending, process_signups, sign_up
 from digest.readers.subscribers import add_subscriber, find_subscriber
@@ -459,3 +461,21 @@ def test_saving_preferences_keeps_a_lapsed_newsletter_lapsed_unless_it_is_ticked
     form = {"timezone": "UTC", "newsletters": "daily"}
     assert app.post(page + "/preferences", data=form).status_code == 200
     assert status(db, ana) == "active"
+
+
+def test_the_list_health_chart_counts_the_lapsed_as_report_list_does(db, config, transport):
+    ana = lapse(db, config, transport, "ana@example.com")
+    # Ana joined a month ago (the audit's clock is the machine's); Ben joins today.
+    joined = to_db(utcnow() - timedelta(days=30))
+    db.execute(
+        "UPDATE audit SET at = ? WHERE subscriber_id = ? AND new_status = 'active'", [joined, ana]
+    )
+    reader(db, "ben@example.com")
+    now = utcnow()
+    rows = health_by_day(db, "daily", now.date(), "UTC")
+    health = list_health(db, config, "daily", now)
+    assert sum(row["lapsed"] for row in rows) == health["counts"]["lapsed"] == 1
+    assert rows[-1]["active"] == health["counts"]["active"] == 1
+    # Yesterday Ana was still active and Ben not yet there: her lapse left the active.
+    assert rows[-2]["active"] == 1
+    assert rows[-1]["new"] == 1

@@ -18,7 +18,7 @@ from typing import Any
 import altair as alt
 import vl_convert
 
-from .figures import BESIDE, FUNNEL, HOURS, RATE_SERIES
+from .figures import BESIDE, FUNNEL, HEALTH_FLOWS, HOURS, RATE_SERIES
 
 PAGE_INK = "currentColor"
 PRINT_INK = "#1c1c1c"
@@ -322,15 +322,10 @@ def stories(stories: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Pi
     )
 
 
-HEALTH_FLOWS = ["New", "Unsubscribed", "Bounced", "Complained"]
-
-
 def health(rows: list[dict[str, Any]]) -> Picture:
-    """Active readers by day (above), and each day's new, unsubscribed, bounced and
-    complained (below), over the last 90 days; any other count the rows carry (lapsed, with
-    the list-health work) gets a row of its own too."""
-    known = {"day", "active", *(name.lower() for name in HEALTH_FLOWS)}
-    flows = [*HEALTH_FLOWS, *(key.title() for key in rows[0] if key not in known)]
+    """Active readers by day (above), and each day's new, unsubscribed, lapsed, bounced and
+    complained (below, a row each), over the last 90 days."""
+    flows = [name.title() for name in HEALTH_FLOWS]
     x = alt.X("day:T", title=None, axis=alt.Axis(format="%b %d"))
     active = (
         alt.Chart(alt.Data(values=rows))
@@ -363,9 +358,10 @@ def health(rows: list[dict[str, Any]]) -> Picture:
     return Picture(
         key="health",
         title="The list's health",
-        caption=f"Readers active at the end of each of the last {len(rows)} days, and each "
-        "day's new, unsubscribed, bounced and complained readers (each in its own row), "
-        "from the subscriptions and the audit trail.",
+        caption=f"Readers active at the end of each of the last {len(rows)} days (the last "
+        "is the active count of the list's health), and each day's new (or back from lapsed), "
+        "unsubscribed, lapsed (rested by the sunset policy), bounced and complained readers "
+        "(each in its own row), from the subscriptions and the audit trail.",
         alt=alt_text + ".",
         spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Day", "Active", *flows],

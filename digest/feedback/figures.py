@@ -19,10 +19,13 @@ from sqlite_utils import Database
 
 from ..clock import from_db, to_db
 from ..config import Config
+from .list_health import state_counts
 from .report import NUMBERS, edition_numbers, editions_by_day, rates
 
 HOURS = 48
 HEALTH_DAYS = 90
+# Each day's changes of the list, drawn under its active readers.
+HEALTH_FLOWS = ("new", "unsubscribed", "lapsed", "bounced", "complained")
 RATE_EDITIONS = 30
 # The stages of the funnel, and the outcomes shown beside it, with the report's number names.
 FUNNEL = (
@@ -144,10 +147,12 @@ def list_health(
     db: Database, newsletter: str, last_day: date, zone: str, days: int = HEALTH_DAYS
 ) -> list[dict[str, Any]]:
     """Per local day of the last `days` up to `last_day`: the readers active at its end, and
-    the day's new, unsubscribed, bounced and complained readers, from the audit trail.
+    the day's new (or back from lapsed), unsubscribed, lapsed, bounced and complained readers,
+    from the audit trail.
 
-    Active is counted back from the subscriptions as they are now through each day's
-    changes; bounces and complaints (of the address) count for readers of this newsletter.
+    Active is counted back from the subscriptions as they are now (`list_health`'s active,
+    what `digest report --list` prints) through each day's changes, so the last day's is
+    that count; bounces and complaints (of the address) count for readers of this newsletter.
     """
     tz = ZoneInfo(zone)
     first_day = last_day - timedelta(days=days - 1)
@@ -167,32 +172,19 @@ def list_health(
         change = Counter[str]()
         if action == "subscription" and new == "active" and old != "active":
             change["new"] += 1
-        elif action == "subscription" and new == "unsubscribed":
-            change["unsubscribed"] += 1
-            change["left"] += old == "active"
-        elif action == "address":
+        elif action == "address" or new in ("unsubscribed", "lapsed"):
+            # The address's bounce or complaint, or the subscription's end or rest.
             change[new] += 1
             change["left"] += old == "active"
         (flows[day] if day <= last_day else later).update(change)
-    active_now = db.execute(
-        """SELECT COUNT(*) FROM subscriptions s JOIN subscribers r ON r.id = s.subscriber_id
-           WHERE s.newsletter = ? AND s.status = 'active' AND r.status = 'active'""",
-        [newsletter],
-    ).fetchone()[0]
-    active = active_now - later["new"] + later["left"]
+    active = state_counts(db, newsletter)["active"] - later["new"] + later["left"]
     rows = []
     for offset in range(days - 1, -1, -1):
         day = first_day + timedelta(days=offset)
         flow = flows.get(day, Counter())
         rows.append(
-            {
-                "day": day.isoformat(),
-                "active": max(active, 0),
-                "new": flow["new"],
-                "unsubscribed": flow["unsubscribed"],
-                "bounced": flow["bounced"],
-                "complained": flow["complained"],
-            }
+            {"day": day.isoformat(), "active": max(active, 0)}
+            | {name: flow[name] for name in HEALTH_FLOWS}
         )
         active = active - flow["new"] + flow["left"]
     rows.reverse()

@@ -28,19 +28,25 @@ HISTORY_DAYS = 90
 COUNTS = ("subscriptions", *STATES, "engaged", "cold", "asked")
 
 
-def current_counts(db: Database, newsletter: NewsletterConfig, now: datetime) -> dict[str, int]:
-    """The newsletter's subscriptions by state at `now`, and the active ones' engagement."""
-    counts = dict.fromkeys(COUNTS, 0)
+def state_counts(db: Database, newsletter: str) -> dict[str, int]:
+    """The newsletter's subscriptions now, by state (`STATES`), and all of them."""
+    counts = dict.fromkeys(("subscriptions", *STATES), 0)
     rows = db.execute(
         """SELECT CASE WHEN r.status IN ('bounced', 'complained') THEN r.status
                        ELSE s.status END AS state, COUNT(*)
            FROM subscriptions s JOIN subscribers r ON r.id = s.subscriber_id
            WHERE s.newsletter = ? GROUP BY state""",
-        [newsletter.name],
+        [newsletter],
     )
     for state, n in rows:
         counts[state] += n
         counts["subscriptions"] += n
+    return counts
+
+
+def current_counts(db: Database, newsletter: NewsletterConfig, now: datetime) -> dict[str, int]:
+    """The newsletter's subscriptions by state at `now`, and the active ones' engagement."""
+    counts = dict.fromkeys(COUNTS, 0) | state_counts(db, newsletter.name)
     engaged_since = to_db(now - timedelta(days=ENGAGED_DAYS))
     engaged, asked = db.execute(
         """SELECT

@@ -437,6 +437,7 @@ def test_the_report_counts_the_day_per_variant_with_rates_on_delivered(
             "human_opens": 3,
             "machine_opens": 1,
             "clicks": 2,
+            "machine_clicks": 0,
             "no_event_yet": 0,
         }
     )
@@ -483,7 +484,10 @@ def test_digest_report_prints_the_numbers_or_the_same_as_json(
     text = runner.invoke(cli, ["report", "--last"])
     assert text.exit_code == 0, text.output
     assert text.output.startswith("Test Daily (daily), edition of 2026-11-26: 1 variant(s)")
-    assert "unique opens 4 (people 3, Apple proxy only 1), unique clicks 2" in text.output
+    assert (
+        "unique opens 4 (people 3, Apple proxy only 1), "
+        "unique clicks by people 2 (+ machines only 0)" in text.output
+    )
     data = json.loads(runner.invoke(cli, ["report", "2026-11-26", "--json"]).output)
     assert data["total"]["numbers"]["complaints"] == 1
     missing = runner.invoke(cli, ["report", "2026-11-20"])

@@ -19,8 +19,8 @@ from digest.edition.build import slot_editions
 from digest.edition.lift import story_lifts
 from digest.edition.render import add_story_id
 from digest.feedback.events import pending_posts, process_pending
-from digest.feedback.figures import story_positions
-from digest.feedback.report import edition_report, link_clicks
+from digest.feedback.figures import story_positions, zone_funnels
+from digest.feedback.report import edition_report, link_clicks, report_lines
 from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.lineup import lineup
 from digest.preview import variant_selection, variant_target
@@ -512,3 +512,14 @@ def test_the_stories_chart_counts_peoples_clicks_not_the_scanners(tmp_path, db, 
     stories, _ = story_positions(tokyo_report(db, config))
     clicked = {s["story_id"]: s["human_clicks"] for s in stories}
     assert (clicked[newsroom["A"]], clicked[newsroom["D"]]) == (1, 0)
+
+
+def test_the_headline_clicked_counts_people_and_the_scanners_apart(tmp_path, db, keys, newsroom):
+    config = make(tmp_path)
+    tokyo_day(db, config, keys, newsroom, people_and_scanners_of(db, newsroom))
+    report = tokyo_report(db, config)
+    numbers = report["total"]["numbers"]
+    assert (numbers["clicks"], numbers["machine_clicks"]) == (1, 4)
+    assert "unique clicks by people 1 (+ machines only 4)" in "\n".join(report_lines(report))
+    funnel = {row["stage"]: row["readers"] for row in zone_funnels(report)}
+    assert (funnel["Clicked by people"], funnel["Clicked by machines only"]) == (1, 4)

@@ -54,7 +54,8 @@ def test_the_funnel_per_zone_is_the_reports_numbers_with_blocks_among_the_bounce
         "Delivered": total["delivered"],
         "Opened by people": total["human_opens"],
         "Apple proxy only": total["machine_opens"],
-        "Clicked": total["clicks"],
+        "Clicked by people": total["clicks"],
+        "Clicked by machines only": total["machine_clicks"],
         "Bounced": total["bounced"] + total["blocked"],
         "Complaints": total["complaints"],
     }
@@ -167,7 +168,7 @@ def test_rates_over_the_editions_are_the_reports_rates_per_edition(db, the_day):
     by_series = {r["series"]: r["rate"] for r in rows}
     rates = the_day["total"]["rates"]
     assert by_series["Opened by people"] == rates["opened_by_people"]
-    assert by_series["Clicked"] == rates["clicked"]
+    assert by_series["Clicked by people"] == rates["clicked"]
     assert by_series["Bounced"] == rates["bounced_of_sent"]
 
 
@@ -181,7 +182,7 @@ def test_each_picture_is_an_svg_with_marks_and_a_text_alternative(db, config, th
         assert "<script" not in svg and "http" not in svg.replace("http://www.w3.org", "")
         assert picture.alt and picture.caption and picture.rows
     funnel = pictures[0]
-    assert "UTC: 8 sent, 2 clicked" in funnel.alt
+    assert "UTC: 8 sent, 2 clicked by people" in funnel.alt
 
 
 def test_a_picture_draws_in_the_pages_colour_on_pages_and_dark_ink_in_png(db, config, the_day):
@@ -228,7 +229,9 @@ def test_the_funnel_has_a_row_of_bars_per_zone_with_variants_of_a_zone_added_up(
     assert sent == {"UTC": 8, "Asia/Kolkata": 7}
     assert [r["readers"] for r in rows if r["stage"] == "Bounced"] == [0, 2]
     picture = charts.funnel(rows)
-    assert "Asia/Kolkata: 7 sent, 0 clicked; UTC: 8 sent, 3 clicked" in picture.alt
+    assert (
+        "Asia/Kolkata: 7 sent, 0 clicked by people; UTC: 8 sent, 3 clicked by people" in picture.alt
+    )
     assert picture.svg().count(">Asia/Kolkata<") == 1
 
 

@@ -61,7 +61,10 @@ def test_the_report_page_prints_what_digest_report_prints(studio, db, config, th
     page = answer.get_data(as_text=True)
     printed = html.unescape(re.search(r'<pre id="printed">(.*?)</pre>', page, re.S)[1])
     assert printed == "\n".join(report_lines(edition_report(db, config, "daily", None, AS_OF)))
-    assert "unique opens 4 (people 3, Apple proxy only 1), unique clicks 2" in printed
+    assert (
+        "unique opens 4 (people 3, Apple proxy only 1), "
+        "unique clicks by people 2 (+ machines only 0)" in printed
+    )
 
 
 def test_the_report_page_tables_the_same_numbers(studio, db, config, the_day):

@@ -104,8 +104,8 @@ def _percent(value: float | None) -> str:
 
 
 def funnel(rows: list[dict[str, Any]]) -> Picture:
-    """Sent, delivered, opened by people, Apple proxy only, clicked; bounces and complaints
-    beside, one row of bars per zone, each bar labelled with its number."""
+    """Sent, delivered, opened by people, Apple proxy only, clicked by people; machines' clicks,
+    bounces and complaints beside, one row of bars per zone, each bar labelled with its number."""
     base = alt.Chart(alt.Data(values=rows))
     y = alt.Y("stage:N", sort=[label for _, label in (*FUNNEL, *BESIDE)], title=None)
     bars = base.mark_bar().encode(
@@ -133,15 +133,17 @@ def funnel(rows: list[dict[str, Any]]) -> Picture:
         .properties(title="The funnel, per time zone")
     )
     sent = {r["zone"]: r["readers"] for r in rows if r["stage"] == "Sent"}
-    clicked = {r["zone"]: r["readers"] for r in rows if r["stage"] == "Clicked"}
+    clicked = {r["zone"]: r["readers"] for r in rows if r["stage"] == "Clicked by people"}
     alt_text = "Funnel bars per time zone: " + "; ".join(
-        f"{zone}: {sent.get(zone, 0)} sent, {clicked.get(zone, 0)} clicked" for zone in zones
+        f"{zone}: {sent.get(zone, 0)} sent, {clicked.get(zone, 0)} clicked by people"
+        for zone in zones
     )
     return Picture(
         key="funnel",
         title="The funnel",
         caption="Per time zone: readers sent to, delivered, opened by people, opened only by "
-        "Apple's privacy proxy, and who clicked; bounces (and blocks) and complaints beside.",
+        "Apple's privacy proxy, and who clicked (people, not link scanners); readers whose "
+        "clicks were all a scanner's, bounces (and blocks) and complaints beside.",
         alt=alt_text + ".",
         spec=_theme(chart, PAGE_INK).to_dict(validate=False),
         columns=["Time zone", "Stage", "Readers"],

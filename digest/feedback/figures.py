@@ -33,13 +33,17 @@ FUNNEL = (
     ("delivered", "Delivered"),
     ("human_opens", "Opened by people"),
     ("machine_opens", "Apple proxy only"),
-    ("clicks", "Clicked"),
+    ("clicks", "Clicked by people"),
 )
-BESIDE = (("bounced", "Bounced"), ("complaints", "Complaints"))
+BESIDE = (
+    ("machine_clicks", "Clicked by machines only"),
+    ("bounced", "Bounced"),
+    ("complaints", "Complaints"),
+)
 # The rates drawn over the last editions, with the report's rate names.
 RATE_SERIES = (
     ("opened_by_people", "Opened by people"),
-    ("clicked", "Clicked"),
+    ("clicked", "Clicked by people"),
     ("bounced_of_sent", "Bounced"),
     ("complained", "Complained"),
     ("unsubscribed", "Unsubscribed"),

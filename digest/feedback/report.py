@@ -3,7 +3,9 @@
 An edition is a newsletter's day: every variant (topic set, time zone) whose slot falls on
 that local date. Sent comes from the ledger; delivered, deferred, bounces, blocks, drops and
 complaints from each delivery's furthest state (`events.LADDER`); opens and clicks from the
-engagement kept apart, unique per reader; unsubscribes from the audit trail (a reader who
+engagement kept apart, unique per reader (clicks are people's: a reader all of whose clicks
+were a link scanner's, by `feedback.machines`, is counted apart, as the stories' clicks are);
+unsubscribes from the audit trail (a reader who
 left the newsletter after this edition reached them and before the next one did, by any
 route: one-click, the page, the webhook). Rates of engagement are on delivered (as SendGrid's
 and Mailchimp's are), delivery rates on sent. Every story of the edition is listed with its
@@ -49,6 +51,7 @@ NUMBERS = (
     "human_opens",
     "machine_opens",
     "clicks",
+    "machine_clicks",
     "no_event_yet",
 )
 
@@ -177,16 +180,28 @@ def edition_numbers(db: Database, newsletter: str, ids: list[int]) -> dict[int, 
         # A complaint comes from a reader who had the email: it was delivered.
         if state in ("delivered", "complained"):
             numbers[edition_id]["delivered"] += n
-    for edition_id, human, machine, opens, clicks in db.execute(
-        f"""SELECT edition_id, SUM(human_opens > 0), SUM(human_opens = 0 AND machine_opens > 0),
-                   SUM(human_opens + machine_opens > 0), SUM(clicks > 0)
-            FROM engagement WHERE edition_id IN ({in_ids}) GROUP BY edition_id"""
+    # A reader clicked (a person) unless every click of theirs was a machine's: their story
+    # clicks all judged a scanner's by `feedback.machines` (their other links' clicks with
+    # them, as the click map counts them); those readers are counted apart.
+    for edition_id, human, machine, opens, clicks, machine_clicks in db.execute(
+        f"""SELECT g.edition_id, SUM(g.human_opens > 0),
+                   SUM(g.human_opens = 0 AND g.machine_opens > 0),
+                   SUM(g.human_opens + g.machine_opens > 0),
+                   SUM(g.clicks > 0 AND NOT COALESCE(k.machines > 0 AND k.people = 0, 0)),
+                   SUM(g.clicks > 0 AND COALESCE(k.machines > 0 AND k.people = 0, 0))
+            FROM engagement g LEFT JOIN (
+                SELECT delivery_id, SUM(machine_at IS NULL) AS people,
+                       SUM(machine_at IS NOT NULL) AS machines
+                FROM story_clicks WHERE edition_id IN ({in_ids}) GROUP BY delivery_id
+            ) k ON k.delivery_id = g.delivery_id
+            WHERE g.edition_id IN ({in_ids}) GROUP BY g.edition_id"""
     ):
         numbers[edition_id] |= {
             "human_opens": human,
             "machine_opens": machine,
             "opens": opens,
             "clicks": clicks,
+            "machine_clicks": machine_clicks,
         }
     for edition_id, n in _unsubscribes(db, newsletter, ids):
         numbers[edition_id]["unsubscribes"] = n
@@ -449,7 +464,8 @@ def _numbers_line(n: dict[str, int]) -> str:
         f"bounced {n['bounced']} (+ blocked {n['blocked']}), dropped {n['dropped']}, "
         f"complaints {n['complaints']}, unsubscribes {n['unsubscribes']}; "
         f"unique opens {n['opens']} (people {n['human_opens']}, Apple proxy only "
-        f"{n['machine_opens']}), unique clicks {n['clicks']}; no event yet {n['no_event_yet']}"
+        f"{n['machine_opens']}), unique clicks by people {n['clicks']} (+ machines only "
+        f"{n['machine_clicks']}); no event yet {n['no_event_yet']}"
     )
 
 

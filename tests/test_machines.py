@@ -1,8 +1,14 @@
-"""The machine-click rule: clicks at delivery, before it, or sweeping most links in a minute."""
+"""The machines rule: clicks at delivery, before it, or sweeping most links in a minute; opens all
+at delivery."""
 
 from __future__ import annotations
 
-from digest.feedback.machines import machine_times, sweep_size
+from digest.feedback.machines import (
+    AFTER_DELIVERY_SECONDS,
+    machine_times,
+    opened_by_person,
+    sweep_size,
+)
 
 DELIVERED = 1_000_000
 
@@ -44,3 +50,15 @@ def test_two_links_of_a_two_link_email_are_not_a_sweep():
         1: None,
         2: None,
     }
+
+
+def test_opens_all_within_seconds_of_delivery_are_a_scanners():
+    assert not opened_by_person(DELIVERED + AFTER_DELIVERY_SECONDS, DELIVERED)
+
+
+def test_an_open_after_the_first_seconds_is_a_persons():
+    assert opened_by_person(DELIVERED + AFTER_DELIVERY_SECONDS + 1, DELIVERED)
+
+
+def test_without_a_delivered_event_an_open_is_a_persons():
+    assert opened_by_person(DELIVERED, None)

@@ -36,7 +36,7 @@ from ..invocation import digest_command
 from ..readers.audit import record
 from ..readers.subscriptions import address_status, mark_address, set_subscription
 from ..store import write_transaction
-from .machines import AFTER_DELIVERY_SECONDS, machine_times
+from .machines import machine_times, opened_by_person
 
 log = logging.getLogger(__name__)
 
@@ -677,8 +677,8 @@ class EventApplier:
         last[slot] = max(last[slot] or at, at)
 
     def _flush_reader_opens(self) -> None:
-        """The post's opens not by Apple's proxy are a person's, unless all came within
-        `machines.AFTER_DELIVERY_SECONDS` of the delivery, when scanners fetch everything."""
+        """The post's opens not by Apple's proxy that `machines.opened_by_person` judges a
+        person's are their reader's engagement."""
         ids = list(self._opens)
         delivered: dict[int, int | None] = {}
         for start in range(0, len(ids), CHUNK):
@@ -691,8 +691,7 @@ class EventApplier:
                 ).fetchall()
             )
         for delivery_id, (delivery, opened) in self._opens.items():
-            at = delivered.get(delivery_id)
-            if at is None or opened > at + AFTER_DELIVERY_SECONDS:
+            if opened_by_person(opened, delivered.get(delivery_id)):
                 self._note_reader(delivery, opened, 0)
 
     def _note_story_click(self, event: Event, delivery: Delivery, story_id: int | None) -> None:

@@ -1,4 +1,5 @@
-"""Which clicks are a machine's (a link scanner's), not a reader's: the one rule, used everywhere.
+"""Which clicks and opens are a machine's (a link scanner's), not a reader's: the one rule,
+used everywhere.
 
 SendGrid "does not filter out clicks or opens that are produced by recipient bots or security
 software", and names the symptoms: many clicks "at approximately the same time that a message
@@ -22,6 +23,12 @@ delivery, or the click that completed the sweep); before that moment it counts a
 so a count at any moment depends only on events at or before it. A reader's stories are
 judged by their first click on each: a reader behind a scanner whose first click on a story
 was the scanner's counts as a machine for that story.
+
+Opens: an open SendGrid marks `sg_machine_open` is Apple's Mail Privacy Protection proxy's,
+never a person's. Scanners that fetch an email's links fetch its images too, so the other
+opens of an email are a person's unless every one of them came at most
+`AFTER_DELIVERY_SECONDS` after the email was delivered (`opened_by_person`); with no
+`delivered` event yet, nothing says they were a scanner's, and they count as a person's.
 """
 
 from __future__ import annotations
@@ -60,3 +67,9 @@ def machine_times(
             earlier = result[story]
             result[story] = moment if earlier is None else min(earlier, moment)
     return result
+
+
+def opened_by_person(latest_open: int, delivered_at: int | None) -> bool:
+    """Whether an email's opens not by Apple's proxy, the latest at `latest_open` (Unix time),
+    are a person's: not all within `AFTER_DELIVERY_SECONDS` of its delivery."""
+    return delivered_at is None or latest_open > delivered_at + AFTER_DELIVERY_SECONDS

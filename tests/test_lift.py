@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from digest.cli import cli
+from digest.clock import to_db
 from digest.config import parse_config
 from digest.delivery.send import send_newsletter
 from digest.delivery.transports.outbox import OutboxTransport
@@ -19,7 +20,7 @@ from digest.edition.build import slot_editions
 from digest.edition.lift import story_lifts
 from digest.edition.render import add_story_id
 from digest.feedback.events import pending_posts, process_pending
-from digest.feedback.figures import story_positions, zone_funnels
+from digest.feedback.figures import hours_since_send, story_positions, zone_funnels
 from digest.feedback.report import edition_report, link_clicks, report_lines
 from digest.feedback.webhook import KEYS_VARIABLE, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.lineup import lineup
@@ -523,3 +524,12 @@ def test_the_headline_clicked_counts_people_and_the_scanners_apart(tmp_path, db,
     assert "unique clicks by people 1 (+ machines only 4)" in "\n".join(report_lines(report))
     funnel = {row["stage"]: row["readers"] for row in zone_funnels(report)}
     assert (funnel["Clicked by people"], funnel["Clicked by machines only"]) == (1, 4)
+
+
+def test_the_hours_chart_counts_peoples_clicks_not_the_scanners(tmp_path, db, keys, newsroom):
+    config = make(tmp_path)
+    tokyo_day(db, config, keys, newsroom, people_and_scanners_of(db, newsroom))
+    # The outbox stamps sends with the machine's clock; this send was at Tokyo's slot.
+    db.execute("UPDATE deliveries SET sent_at = ?", [to_db(TOKYO + timedelta(minutes=1))])
+    rows = hours_since_send(db, tokyo_report(db, config))
+    assert sum(r["events"] for r in rows if r["series"].startswith("Clicks")) == 1

@@ -208,7 +208,7 @@ def test_the_report_page_shows_five_figures_above_the_tables(db, config, transpo
 def test_the_hours_chart_counts_events_in_the_hour_after_the_send(db, config, the_day):
     rows = report_figures(db, config, the_day)["hours"]
     opens = sum(r["events"] for r in rows if r["series"] == "Opens by people")
-    clicks = sum(r["events"] for r in rows if r["series"] == "Clicks")
+    clicks = sum(r["events"] for r in rows if r["series"] == "Clicks by people")
     # Reader 0 opens once and clicks three times, reader 5 opens once, reader 6 opens once and
     # clicks once (click:2); Apple's proxy opens are left out.
     assert (opens, clicks) == (3, 4)

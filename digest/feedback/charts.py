@@ -179,7 +179,7 @@ def _series_marks(
 
 def hours(rows: list[dict[str, Any]]) -> Picture:
     """Opens by people and clicks per hour since each zone's send, for the first 48 hours."""
-    series = ["Opens by people", "Clicks"]
+    series = ["Opens by people", "Clicks by people"]
     x = alt.X("hour:Q", title="Hours since the zone's send", scale=alt.Scale(domain=[0, HOURS]))
     y = alt.Y("events:Q", title="Events in the hour")
     chart = (
@@ -198,7 +198,7 @@ def hours(rows: list[dict[str, Any]]) -> Picture:
     zones = sorted({row["zone"] for row in rows})
     alt_text = "Opens and clicks by hour since the send: " + "; ".join(
         f"{zone}: {totals.get((zone, 'Opens by people'), 0)} opens by people, most in hour "
-        f"{peak.get(zone, (0, 0))[0]}, {totals.get((zone, 'Clicks'), 0)} clicks"
+        f"{peak.get(zone, (0, 0))[0]}, {totals.get((zone, 'Clicks by people'), 0)} clicks by people"
         for zone in zones
     )
     return Picture(
@@ -208,7 +208,7 @@ def hours(rows: list[dict[str, Any]]) -> Picture:
         f"the first {HOURS} hours (Apple's proxy opens left out: they are not readers).",
         alt=alt_text + ".",
         spec=_theme(chart, PAGE_INK).to_dict(validate=False),
-        columns=["Time zone", "Hour since send", "Opens by people", "Clicks"],
+        columns=["Time zone", "Hour since send", "Opens by people", "Clicks by people"],
         rows=_hour_table(rows),
         empty="No opens or clicks recorded for this edition yet.",
     )
@@ -219,7 +219,7 @@ def _hour_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
     for row in rows:
         cells.setdefault((row["zone"], row["hour"]), {})[row["series"]] = row["events"]
     return [
-        [zone, hour, found.get("Opens by people", 0), found.get("Clicks", 0)]
+        [zone, hour, found.get("Opens by people", 0), found.get("Clicks by people", 0)]
         for (zone, hour), found in sorted(cells.items())
         if any(found.values())
     ]

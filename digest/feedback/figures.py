@@ -20,7 +20,7 @@ from sqlite_utils import Database
 from ..clock import from_db, to_db
 from ..config import Config
 from .list_health import state_counts
-from .report import NUMBERS, edition_numbers, editions_by_day, rates
+from .report import BY_PEOPLE, NUMBERS, edition_numbers, editions_by_day, rates
 
 HOURS = 48
 HEALTH_DAYS = 90
@@ -77,7 +77,8 @@ def zone_funnels(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def hours_since_send(db: Database, report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per zone and hour since the zone's first send (0 to 47): opens by people and clicks."""
+    """Per zone and hour since the zone's first send (0 to 47): opens by people and clicks by
+    people (a click `feedback.machines` judged a scanner's is left out, as the click map does)."""
     ids_by_zone: dict[str, list[int]] = defaultdict(list)
     for variant in report["variants"]:
         ids_by_zone[variant["timezone"]].append(variant["edition_id"])
@@ -93,10 +94,12 @@ def hours_since_send(db: Database, report: dict[str, Any]) -> list[dict[str, Any
         counts = {
             (series, hour): n
             for series, hour, n in db.execute(
-                f"""SELECT CASE WHEN event = 'click' THEN 'Clicks' ELSE 'Opens by people' END,
+                f"""SELECT CASE WHEN event = 'click' THEN 'Clicks by people'
+                           ELSE 'Opens by people' END,
                            (occurred_at - :start) / 3600 AS hour, COUNT(*)
                     FROM events WHERE edition_id IN ({_ids_sql(ids)})
-                      AND (event = 'click' OR (event = 'open' AND machine_open = 0))
+                      AND ((event = 'click' AND {BY_PEOPLE})
+                           OR (event = 'open' AND machine_open = 0))
                       AND occurred_at >= :start AND occurred_at < :start + :span
                     GROUP BY 1, 2""",
                 {"start": start, "span": HOURS * 3600},
@@ -105,7 +108,7 @@ def hours_since_send(db: Database, report: dict[str, Any]) -> list[dict[str, Any
         if not counts:
             continue
         for hour in range(HOURS):
-            for series in ("Opens by people", "Clicks"):
+            for series in ("Opens by people", "Clicks by people"):
                 rows.append(
                     {
                         "zone": zone,

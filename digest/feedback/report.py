@@ -361,7 +361,7 @@ class _Links(HTMLParser):
 
 # A click event that no machine made: its reader's click on that story (or, on a link that is
 # no story, any of their story clicks) was not judged a scanner's.
-_BY_PEOPLE = """NOT EXISTS (SELECT 1 FROM story_clicks sc
+BY_PEOPLE = """NOT EXISTS (SELECT 1 FROM story_clicks sc
     WHERE sc.delivery_id = events.delivery_id AND sc.machine_at IS NOT NULL
       AND (events.story_id IS NULL OR sc.story_id = events.story_id))"""
 
@@ -380,7 +380,7 @@ def link_clicks(db: Database, edition_id: int) -> list[dict[str, Any]]:
         url: (readers, clicks)
         for url, readers, clicks in db.execute(
             f"""SELECT url, COUNT(DISTINCT delivery_id), COUNT(*) FROM events
-               WHERE edition_id = ? AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+               WHERE edition_id = ? AND event = 'click' AND url IS NOT NULL AND {BY_PEOPLE}
                GROUP BY url""",
             [edition_id],
         )
@@ -392,7 +392,7 @@ def link_clicks(db: Database, edition_id: int) -> list[dict[str, Any]]:
     if counts:
         readers = db.execute(
             f"""SELECT COUNT(DISTINCT delivery_id) FROM events WHERE edition_id = ?
-                AND event = 'click' AND url IS NOT NULL AND {_BY_PEOPLE}
+                AND event = 'click' AND url IS NOT NULL AND {BY_PEOPLE}
                 AND url NOT IN ({",".join("?" * len(parser.hrefs))})""",
             [edition_id, *parser.hrefs],
         ).fetchone()[0]

@@ -72,7 +72,7 @@ def test_each_editor_gets_the_report_once_with_its_charts_as_inline_pngs(
     assert body["subject"] == "Report: Test Daily, the edition of 2026-11-26"
     html = next(c["value"] for c in body["content"] if c["type"] == "text/html")
     text = next(c["value"] for c in body["content"] if c["type"] == "text/plain")
-    assert "unique opens 4 (people 3, Apple proxy only 1), unique clicks 2" in text
+    assert "unique opens 4 (people 3, Apple proxy only 1), unique clicks by people 2" in text
     cids = re.findall(r'<img src="cid:([^"]+)" alt="([^"]+)"', html)
     assert [cid for cid, _ in cids] == [
         f"chart-{key}@digest" for key in ("funnel", "hours", "stories", "health", "rates")

@@ -65,9 +65,7 @@ def main() -> None:
             "funnel": timed("  funnel per zone", lambda: figures.zone_funnels(report)),
             "hours": timed("  hours since send", lambda: figures.hours_since_send(db, report)),
         }
-        stories, expected = timed(
-            "  stories by place", lambda: figures.story_positions(db, report, nl.name)
-        )
+        stories, expected = timed("  stories by place", lambda: figures.story_positions(report))
         found |= {"stories": stories, "expected": expected}
         day = datetime.fromisoformat(report["edition"]).date()
         found["health"] = timed(

@@ -68,6 +68,10 @@ from .slots import record_run
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
+# One lease for every send, whatever the newsletter or zone: a slot's variants are made from
+# the histories read when it is planned (any newsletter's editions count), so no other send
+# may queue readers between that read and the slot's own queueing.
+SEND_LEASE = "send"
 # How often a send waiting for answers asks the transport again how many batches may be
 # under way (it allows more while answers are slow to come).
 PACE_CHECK_SECONDS = 0.05
@@ -410,7 +414,7 @@ def send_slot(
     force: bool = False,
     progress: Callable[[EditionResult, int], None] | None = None,
 ) -> SendReport:
-    """Build and send every variant of one newsletter slot, under the newsletter's lease.
+    """Build and send every variant of one newsletter slot, under the sending lease.
 
     Every new variant is checked as `digest check` checks it before anyone is queued: one
     with an error is saved held (its audience frozen, nobody sent to) and the others go on.
@@ -444,7 +448,7 @@ def send_slot(
         return report
     if transport is None:
         raise ValueError("send_slot needs a transport unless it is a dry run")
-    with Lease(db, f"send:{newsletter.name}") as lease:
+    with Lease(db, SEND_LEASE) as lease:
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
         if existing_only and not started:
             raise DigestError(

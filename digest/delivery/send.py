@@ -251,7 +251,12 @@ def deliver_editions(
                         f"Its batch is left unknown; `{digest_command()} status` says what to do."
                     )
                 if progress:
-                    progress(result, len(batch.recipients))
+                    try:
+                        progress(result, len(batch.recipients))
+                    except DigestError as exc:
+                        # `digest run` renews its lease here: losing it stops the send, once
+                        # the batches already under way are recorded (never left unknown).
+                        stop = stop or exc
             # After each answer, and every LEASE_RENEW_SECONDS while none comes: one batch's
             # retries can outlast a lease.
             if lease and not stop and (done or time.monotonic() - renewed >= LEASE_RENEW_SECONDS):

@@ -277,3 +277,21 @@ def test_digest_send_force_on_the_command_line_says_who_forced_it(newsroom, conf
     assert result.exit_code == 0, result.output
     assert f"(forced past check errors by {getpass.getuser()})" in result.output
     assert "sent 2" in result.output
+
+
+def test_a_reader_who_leaves_while_their_variant_is_held_is_skipped_once_it_goes(newsroom, config):
+    from digest.readers.subscribers import unsubscribe
+
+    add_subscriber(newsroom, "world2@example.com", "", ["world"])
+    run(newsroom, config, 5)
+    unsubscribe(newsroom, "world@example.com")
+    fix_the_image(newsroom)
+    run(newsroom, config, 10)
+    run(newsroom, config, 15)
+
+    assert recipients(config) == {"sport@example.com", "world2@example.com"}
+    assert len(list(config.outbox_dir.rglob("*.eml"))) == 2
+    statuses = dict(
+        newsroom.execute("SELECT email, status FROM deliveries WHERE email LIKE 'world%'")
+    )
+    assert statuses == {"world@example.com": "skipped", "world2@example.com": "sent"}

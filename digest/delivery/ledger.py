@@ -309,6 +309,24 @@ def skip_leavers(db: Database, delivery_ids: list[int], now: str) -> None:
         )
 
 
+NOT_SENT_IN_GRACE = "not sent within grace: the slot was missed"
+
+
+def skip_queued(db: Database, edition_ids: Sequence[int]) -> int:
+    """Mark `skipped` the readers still queued in editions whose slot's grace is over.
+
+    A held variant's readers are queued when it is held; once its grace is over it is never
+    sent, and a queued row would count as their history (its stories kept out of their next
+    editions) and wait for a late send. Returns how many were skipped.
+    """
+    cursor = db.execute(
+        """UPDATE deliveries SET status = 'skipped', error = ?, updated_at = ?
+           WHERE edition_id IN (SELECT value FROM json_each(?)) AND status = 'queued'""",
+        [NOT_SENT_IN_GRACE, to_db(utcnow()), json.dumps(list(edition_ids))],
+    )
+    return cursor.rowcount
+
+
 def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> int:
     """Change the rows of one batch that are still `sending` (found by id range, then key)."""
     cursor = db.execute(

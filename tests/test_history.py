@@ -536,3 +536,37 @@ def test_a_send_of_another_newsletter_landing_while_a_slot_is_planned_repeats_no
     [ana_emails] = outbox_texts(config).values()
     assert len(ana_emails) == 1
     assert_no_repeats(outbox_texts(config))
+
+
+def test_a_held_variant_rebuilt_after_a_fix_repeats_no_story_sent_to_its_readers_meanwhile(
+    db, config, tmp_path
+):
+    """Held at 07:05 (an http image), its readers frozen; a story published before the slot
+    but read in late goes out with another newsletter meanwhile; the fixed variant, rebuilt
+    at 07:25, leaves it out for them."""
+    from digest.newsroom.stories import upsert_stories
+
+    daily = config.newsletters["daily"]
+    config = replace(
+        config, newsletters={"daily": daily, "weekly": replace(daily, name="weekly", title="W")}
+    )
+    tram = story(
+        1, url="https://news.test/tram", title="Old world 1", image_url="http://i.test/t.jpg"
+    )
+    add_stories(db, tram)
+    ana = add_subscriber(db, "ana@example.com", "Ana")
+    set_subscription(db, ana.id, "weekly", "active", "form")
+    outbox = OutboxTransport(config)
+    held = send_newsletter(
+        db, config, "daily", EDITION_TIME + timedelta(minutes=5), transport=outbox
+    )
+    assert held.held
+    add_stories(db, story(0.5, title="Old science 2", category="science"))
+    send_newsletter(db, config, "weekly", EDITION_TIME + timedelta(minutes=15), transport=outbox)
+    upsert_stories(db, [tram | {"image_url": "https://i.test/t.jpg"}], "test")
+
+    send_newsletter(db, config, "daily", EDITION_TIME + timedelta(minutes=25), transport=outbox)
+
+    texts = outbox_texts(config)
+    assert len(texts["ana@example.com"]) == 2
+    assert_no_repeats(texts)

@@ -182,6 +182,20 @@ def reader_editions(db: Database, subscriber_id: int, edition_ids: Sequence[int]
     return [edition_id for (edition_id,) in rows]
 
 
+def audience_editions(db: Database, edition_id: int, edition_ids: Sequence[int]) -> list[int]:
+    """Which of `edition_ids` any reader of edition `edition_id` was sent (or is queued for)."""
+    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+    rows = db.execute(
+        f"""SELECT DISTINCT other.edition_id FROM deliveries AS mine
+            JOIN deliveries AS other ON other.subscriber_id = mine.subscriber_id
+            WHERE mine.edition_id = ?
+              AND other.edition_id IN (SELECT value FROM json_each(?))
+              AND other.status IN ({statuses}) ORDER BY other.edition_id""",
+        [edition_id, json.dumps(sorted(edition_ids))],
+    )
+    return [found for (found,) in rows]
+
+
 def queue_audience(
     db: Database,
     edition_id: int,

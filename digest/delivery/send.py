@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..invocation import digest_command, os_user
 from ..store import write_transaction
-from .history import VariantGroup, variant_groups
+from .history import VariantGroup, audience_history, variant_groups
 from .holds import check_not_held
 from .lease import Lease
 from .ledger import (
@@ -504,6 +504,17 @@ def recheck_held(
 ) -> EditionResult:
     """A held edition built and checked again (after a fix, or an edit): it goes once clean."""
     saved = result.edition
+    # What its readers were sent when frozen, and what other sends brought them since.
+    stories = edition_stories(db, newsletter, saved.slot_at, saved.timezone)
+    since = audience_history(
+        db,
+        newsletter,
+        saved.slot_at,
+        saved.timezone,
+        saved.saved_id,
+        ";".join(saved.topics),
+        stories,
+    )
     rebuilt, story_count = build_edition(
         db,
         config,
@@ -512,10 +523,11 @@ def recheck_held(
         saved.slot_at,
         saved.topics,
         saved.timezone,
-        already_sent=frozenset(saved.already_sent),
+        already_sent=frozenset(saved.already_sent) | since,
         history=saved.history,
     )
-    rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at)
+    # Still the variant its readers were frozen in.
+    rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at, variant=saved.variant)
     if too_few_stories(newsletter, story_count):
         # Its readers are queued already: an edition emptied by edits stays held, never sent.
         checked = replace(

@@ -266,7 +266,7 @@ DOC_COMMAND = re.compile(r"(?:^|[\s`/])digest((?: [^\s`|]+)+)")
 
 def _documented_invocations() -> list[str]:
     found = []
-    for path in sorted(DOCS.rglob("*.md")):
+    for path in [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]:
         if "reference" in path.parts:
             continue
         text = path.read_text(encoding="utf-8")

@@ -488,3 +488,21 @@ def test_a_reconfirm_email_sendgrid_never_answered_is_not_sent_again_and_says_so
     assert "may or may not have left" in line
     [newsletter] = digest_status(db, config, START + timedelta(days=15)).newsletters
     assert "1 reader(s) asked and not answered yet (1 of them unknown" in newsletter.sunset
+
+
+def test_a_run_killed_between_claiming_and_sending_a_reconfirm_leaves_it_visible_and_unsent(
+    db, config, transport
+):
+    from digest.readers.subscriptions import claim_reconfirm
+    from digest.status import digest_status
+
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 14, "ana@example.com")
+    # What a kill -9 right after the claim's commit leaves behind.
+    assert claim_reconfirm(db, ana, "daily", START + timedelta(days=14))
+
+    run_day(db, config, transport, 14)
+
+    assert asks(config) == []
+    [newsletter] = digest_status(db, config, START + timedelta(days=14, hours=1)).newsletters
+    assert "1 reader(s) asked and not answered yet (1 of them unknown" in newsletter.sunset

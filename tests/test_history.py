@@ -570,3 +570,33 @@ def test_a_held_variant_rebuilt_after_a_fix_repeats_no_story_sent_to_its_readers
     texts = outbox_texts(config)
     assert len(texts["ana@example.com"]) == 2
     assert_no_repeats(texts)
+
+
+def test_retrying_a_failed_reader_who_got_the_stories_since_sends_nothing_twice(
+    db, config, tmp_path, server
+):
+    """Ana's London batch was refused; she moved to Tokyo and got its stories there. Retrying
+    London's failed readers later skips her rather than repeat them."""
+    config = two_day_config(tmp_path, config, "sendgrid")
+    add_stories(db, *categories_stories("Old", EDITION_TIME))
+    add_subscriber(db, "ana@example.com", "Ana", timezone="Europe/London")
+    transport = transport_for("sendgrid", config, server)
+    server.script(400)
+    send_newsletter(db, config, None, LONDON_MORNING, transport=transport, timezone="Europe/London")
+    update_profile(db, get_subscriber(db, "ana@example.com"), "form", timezone="Asia/Tokyo")
+    send_newsletter(db, config, None, TOKYO_MORNING, transport=transport, timezone="Asia/Tokyo")
+
+    retry = send_newsletter(
+        db,
+        config,
+        None,
+        LONDON_MORNING,
+        transport=transport,
+        timezone="Europe/London",
+        retry_failed=True,
+    )
+
+    texts = received("sendgrid", config, server)
+    assert len(texts["ana@example.com"]) == 1
+    assert_no_repeats(texts)
+    assert retry.total("skipped") == 1

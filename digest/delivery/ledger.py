@@ -400,6 +400,31 @@ def requeue_batch(db: Database, batch: Batch) -> None:
     _update_batch(db, batch, "status = 'queued'", {})
 
 
+SENT_SINCE = "got its stories from a later edition since it failed"
+
+
+def skip_failed_sent_since(db: Database, edition_id: int) -> int:
+    """Mark `skipped` the failed readers of an edition a later edition has sent one of its stories.
+
+    A failed delivery is no history: a later slot (they moved zone, another newsletter) may
+    have sent them its stories. Retrying it would repeat them. Returns how many were skipped.
+    """
+    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+    cursor = db.execute(
+        f"""UPDATE deliveries SET status = 'skipped', error = :reason, updated_at = :now
+            WHERE edition_id = :edition AND status = 'failed' AND EXISTS (
+                SELECT 1 FROM deliveries AS later
+                JOIN editions ON editions.id = later.edition_id
+                WHERE later.subscriber_id = deliveries.subscriber_id
+                  AND later.edition_id > :edition AND later.status IN ({statuses})
+                  AND EXISTS (SELECT 1 FROM json_each(editions.story_ids) AS theirs
+                              WHERE theirs.value IN (SELECT value FROM json_each(
+                                  (SELECT story_ids FROM editions WHERE id = :edition)))))""",
+        {"reason": SENT_SINCE, "now": to_db(utcnow()), "edition": edition_id},
+    )
+    return cursor.rowcount
+
+
 def requeue(db: Database, edition_id: int, status: DeliveryStatus) -> int:
     """Put failed (or unknown = still `sending`) deliveries of an edition back in the queue."""
     cursor = db.execute(

@@ -61,6 +61,7 @@ from .ledger import (
     queue_audience,
     requeue,
     requeue_batch,
+    skip_failed_sent_since,
     tally,
     unknown_batches,
 )
@@ -472,6 +473,7 @@ def send_slot(
         delivering = [r for r in report.editions if not r.skipped and not r.held]
         for result in delivering:
             if retry_failed:
+                skip_failed_sent_since(db, result.edition.saved_id)
                 requeue(db, result.edition.saved_id, DeliveryStatus.FAILED)
             if resend_unknown:
                 requeue(db, result.edition.saved_id, DeliveryStatus.SENDING)

@@ -16,10 +16,11 @@ from .clock import utcnow
 from .config import Config
 from .delivery.holds import check_not_held
 from .delivery.lease import Lease
-from .delivery.ledger import DeliveryStatus, audience_values, tally
+from .delivery.ledger import DeliveryStatus, audience_values, skip_queued, tally
 from .delivery.send import SendReport, send_command, send_slot
 from .delivery.slots import last_records, record_run, record_slot
 from .delivery.transports import Transport
+from .edition.build import slot_edition_ids
 from .edition.render import Renderer
 from .errors import DigestError, LeaseHeldError, SlotHeldError
 from .feedback.events import process_pending
@@ -28,7 +29,7 @@ from .feedback.mailing import mail_reports
 from .feedback.sunset import apply_sunset
 from .invocation import digest_command
 from .readers.signup import process_signups
-from .schedule import Schedule, Slot, SlotStatus, decide
+from .schedule import LastRecord, Schedule, Slot, SlotStatus, decide
 
 RUN_LEASE = "run"
 # Renewed after every source and every batch, so only a stuck run holds it this long.
@@ -104,7 +105,9 @@ def run_due(
         _sunset(db, config, now, transport, renderer, report)
         lease.renew()
         _ingest(db, config, lease, report)
-        decisions = decide(schedules(db, config), now, last_records(db))
+        records = last_records(db)
+        _close_past_grace(db, config, now, records, report)
+        decisions = decide(schedules(db, config), now, records)
         if any(decision.action == "send" for decision in decisions):
             renderer = renderer or Renderer(config.templates_dir)
         for decision in decisions:
@@ -160,6 +163,31 @@ def run_due(
     finally:
         lease.release()
     return report
+
+
+def _close_past_grace(
+    db: Database,
+    config: Config,
+    now: datetime,
+    records: dict[tuple[str, str], LastRecord],
+    report: RunReport,
+) -> None:
+    """Readers still queued in a held or failed slot past its grace are skipped: never sent late.
+
+    Before any slot is planned: what they never got is not their history.
+    """
+    for (name, zone), last in sorted(records.items()):
+        newsletter = config.newsletters.get(name)
+        if newsletter is None or last.status not in (SlotStatus.HELD, SlotStatus.FAILED):
+            continue
+        if now - last.at <= timedelta(hours=newsletter.grace_hours):
+            continue
+        if skipped := skip_queued(db, slot_edition_ids(db, name, last.at, zone)):
+            slot = Slot(last.at, name, zone)
+            report.lines.append(
+                f"{slot_label(slot)}: {last.status} past its grace; {skipped} readers still "
+                "queued are skipped, never sent late"
+            )
 
 
 def _sunset(

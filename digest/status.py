@@ -365,14 +365,23 @@ def sunset_state(db: Database, newsletter: NewsletterConfig) -> str:
             "waiting for events: the webhook has reported on no edition yet, so nobody is "
             "asked or lapsed (is SendGrid's Event Webhook set up?)"
         )
-    asked, lapsed = db.execute(
-        """SELECT COALESCE(SUM(status = 'active'), 0), COALESCE(SUM(status = 'lapsed'), 0)
+    asked, unknown, lapsed = db.execute(
+        """SELECT COALESCE(SUM(status = 'active'), 0),
+                  COALESCE(SUM(status = 'active' AND reconfirm_id IS NULL), 0),
+                  COALESCE(SUM(status = 'lapsed'), 0)
            FROM subscriptions
            WHERE newsletter = ? AND (asked_at IS NOT NULL OR status = 'lapsed')""",
         [newsletter.name],
     ).fetchone()
+    # Claimed with no send recorded: a run stopped, or SendGrid did not answer.
+    fate = (
+        f" ({unknown} of them unknown: the email may or may not have left; not sent again, "
+        f"asked anew after {newsletter.sunset.grace_days} days unless they answer)"
+        if unknown
+        else ""
+    )
     return (
-        f"on: {asked} reader(s) asked and not answered yet, {lapsed} lapsed; "
+        f"on: {asked} reader(s) asked and not answered yet{fate}, {lapsed} lapsed; "
         f"`{digest_command()} report --list` has the figures"
     )
 

@@ -8,6 +8,7 @@ import html
 import json
 import re
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from digest.delivery.send import NOTHING_NEW, send_newsletter
 from digest.delivery.transports.outbox import OutboxTransport
 from digest.delivery.transports.sendgrid import SendGridTransport
 from digest.edition.build import edition_stories
+from digest.edition.render import Renderer
+from digest.errors import LeaseHeldError
 from digest.feedback.report import edition_report, report_lines
 from digest.lineup import lineup
 from digest.preview import reader_target, variant_target
@@ -477,3 +480,123 @@ def test_the_report_names_each_history_variant_in_print_and_in_the_studio(db, co
     name = "got an earlier edition: 4 stories already sent"
     assert any(f"all topics, UTC, {name} (edition" in line for line in printed)
     assert f'<span class="history">{name}</span>' in page
+
+
+class SendsWeeklyWhileRendering(Renderer):
+    """Renders as the project does; its first render runs a whole send of `weekly` from another
+    connection: the moment between planning a slot (its histories read) and queueing it."""
+
+    def __init__(self, config: Config):
+        super().__init__(config.templates_dir)
+        self.config = config
+        self.other_send: str = ""
+
+    def render_edition(self, *args, **kwargs):
+        if not self.other_send:
+            other = open_db(self.config.db_path)
+            try:
+                send_newsletter(
+                    other,
+                    self.config,
+                    "weekly",
+                    LONDON_MORNING,
+                    transport=OutboxTransport(self.config),
+                )
+                self.other_send = "sent"
+            except LeaseHeldError as exc:
+                self.other_send = str(exc)
+            finally:
+                other.close()
+        return super().render_edition(*args, **kwargs)
+
+
+def test_a_send_of_another_newsletter_landing_while_a_slot_is_planned_repeats_no_story(
+    db, config, tmp_path
+):
+    """Histories are read when a slot is planned: no other send may queue readers before the
+    slot's own readers are queued, or a reader could get the same story from both."""
+    config = two_day_config(tmp_path, config, "outbox")
+    daily = config.newsletters["daily"]
+    config = replace(
+        config, newsletters={"daily": daily, "weekly": replace(daily, name="weekly", title="W")}
+    )
+    add_stories(db, *categories_stories("Old", EDITION_TIME))
+    ana = add_subscriber(db, "ana@example.com", "Ana")
+    set_subscription(db, ana.id, "weekly", "active", "form")
+    renderer = SendsWeeklyWhileRendering(config)
+
+    send_newsletter(
+        db, config, "daily", LONDON_MORNING, transport=OutboxTransport(config), renderer=renderer
+    )
+
+    assert "Another process" in renderer.other_send
+    assert_no_repeats(outbox_texts(config))
+    # The weekly's send, refused, goes when run again: with nothing new for Ana.
+    send_newsletter(db, config, "weekly", LONDON_MORNING, transport=OutboxTransport(config))
+    [ana_emails] = outbox_texts(config).values()
+    assert len(ana_emails) == 1
+    assert_no_repeats(outbox_texts(config))
+
+
+def test_a_held_variant_rebuilt_after_a_fix_repeats_no_story_sent_to_its_readers_meanwhile(
+    db, config, tmp_path
+):
+    """Held at 07:05 (an http image), its readers frozen; a story published before the slot
+    but read in late goes out with another newsletter meanwhile; the fixed variant, rebuilt
+    at 07:25, leaves it out for them."""
+    from digest.newsroom.stories import upsert_stories
+
+    daily = config.newsletters["daily"]
+    config = replace(
+        config, newsletters={"daily": daily, "weekly": replace(daily, name="weekly", title="W")}
+    )
+    tram = story(
+        1, url="https://news.test/tram", title="Old world 1", image_url="http://i.test/t.jpg"
+    )
+    add_stories(db, tram)
+    ana = add_subscriber(db, "ana@example.com", "Ana")
+    set_subscription(db, ana.id, "weekly", "active", "form")
+    outbox = OutboxTransport(config)
+    held = send_newsletter(
+        db, config, "daily", EDITION_TIME + timedelta(minutes=5), transport=outbox
+    )
+    assert held.held
+    add_stories(db, story(0.5, title="Old science 2", category="science"))
+    send_newsletter(db, config, "weekly", EDITION_TIME + timedelta(minutes=15), transport=outbox)
+    upsert_stories(db, [tram | {"image_url": "https://i.test/t.jpg"}], "test")
+
+    send_newsletter(db, config, "daily", EDITION_TIME + timedelta(minutes=25), transport=outbox)
+
+    texts = outbox_texts(config)
+    assert len(texts["ana@example.com"]) == 2
+    assert_no_repeats(texts)
+
+
+def test_retrying_a_failed_reader_who_got_the_stories_since_sends_nothing_twice(
+    db, config, tmp_path, server
+):
+    """Ana's London batch was refused; she moved to Tokyo and got its stories there. Retrying
+    London's failed readers later skips her rather than repeat them."""
+    config = two_day_config(tmp_path, config, "sendgrid")
+    add_stories(db, *categories_stories("Old", EDITION_TIME))
+    add_subscriber(db, "ana@example.com", "Ana", timezone="Europe/London")
+    transport = transport_for("sendgrid", config, server)
+    server.script(400)
+    send_newsletter(db, config, None, LONDON_MORNING, transport=transport, timezone="Europe/London")
+    update_profile(db, get_subscriber(db, "ana@example.com"), "form", timezone="Asia/Tokyo")
+    send_newsletter(db, config, None, TOKYO_MORNING, transport=transport, timezone="Asia/Tokyo")
+
+    retry = send_newsletter(
+        db,
+        config,
+        None,
+        LONDON_MORNING,
+        transport=transport,
+        timezone="Europe/London",
+        retry_failed=True,
+    )
+
+    texts = received("sendgrid", config, server)
+    assert len(texts["ana@example.com"]) == 1
+    assert_no_repeats(texts)
+    assert retry.total("skipped") == 1

@@ -56,3 +56,48 @@ def test_renewing_a_lease_that_was_taken_over_stops_the_holder(db):
     Lease(db, "send:daily").acquire()
     with pytest.raises(LeaseHeldError, match="Lost the lease"):
         lease.renew()
+
+
+def test_a_send_whose_lease_is_taken_mid_send_records_every_batch_already_under_way(
+    config, monkeypatch
+):
+    """`digest run` renews its lease after each batch: losing it stops the send, but the
+    batches SendGrid already has are recorded sent, none left unknown."""
+    from dataclasses import replace
+
+    from digest.delivery.ledger import edition_counts
+    from digest.delivery.send import send_newsletter
+    from digest.delivery.transports.sendgrid import SendGridTransport
+    from digest.readers.subscribers import add_subscriber
+
+    from helpers import EDITION_TIME, add_stories, story
+    from sendgrid_server import Fault, SendGridTestServer
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    config = replace(config, sendgrid=replace(config.sendgrid, batch_size=10, concurrency=4))
+    db = open_db(config.db_path)
+    add_stories(db, story(1))
+    for n in range(100):
+        add_subscriber(db, f"r{n}@example.com")
+    lost = []
+
+    def renew(_result, _recipients):
+        if not lost:
+            lost.append(True)
+            raise LeaseHeldError("Lost the lease on 'run'")
+
+    with SendGridTestServer(api_key="SG.lease") as server:
+        # Every batch takes a while: more than one is under way when the first answer comes.
+        server.script(*[Fault("slow", delay=0.2)] * 10)
+        env = {"SENDGRID_API_KEY": "SG.lease", "SENDGRID_API_HOST": server.url}
+        transport = SendGridTransport(config, env=env, sleep=lambda _: None)
+        with pytest.raises(LeaseHeldError):
+            send_newsletter(db, config, None, EDITION_TIME, transport=transport, progress=renew)
+        accepted = len(server.recipients())
+
+    [(edition_id,)] = db.execute("SELECT id FROM editions").fetchall()
+    counts = edition_counts(db, edition_id)
+    assert accepted > 10
+    assert counts["sending"] == 0
+    assert counts["sent"] == accepted
+    assert counts["queued"] == 100 - accepted

@@ -96,7 +96,7 @@ def ledger(tmp_path: Path) -> Counter:
         db.close()
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
 def test_kill_9_mid_edition_then_a_rerun_duplicates_no_one_and_loses_no_one(
     tmp_path, server, concurrency
 ):

@@ -616,3 +616,24 @@ def test_a_sandbox_send_answered_200_counts_as_sent_and_is_never_sent_again(
     assert {row[0] for row in db.execute("SELECT provider_id FROM deliveries")} == {"sandbox"}
     send(db, config, transport, retry_failed=True)
     assert len(server.requests) == 2
+
+
+def test_429s_with_retry_after_among_batches_under_way_send_each_reader_once(
+    db, config, server, stories, tmp_path, sleeps
+):
+    from collections import Counter
+    from dataclasses import replace
+
+    config = replace(config, sendgrid=replace(config.sendgrid, batch_size=20, concurrency=16))
+    env = {"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": server.url}
+    transport = SendGridTransport(config, env=env, sleep=sleeps.append)
+    emails = add_readers(db, tmp_path, 400)
+    # Slow answers keep batches under way while others are refused and retried.
+    server.script(*[Fault("slow", delay=0.1), Fault(429, headers={"Retry-After": "1"})] * 6)
+
+    report = send(db, config, transport)
+
+    assert [r.status for r in server.requests].count(429) == 6
+    assert Counter(server.recipients()) == Counter(emails)
+    assert report.total("sent") == 400
+    assert not report.needs_attention

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import policy
 
@@ -479,3 +480,49 @@ def test_the_list_health_chart_counts_the_lapsed_as_report_list_does(db, config,
     # Yesterday Ana was still active and Ben not yet there: her lapse left the active.
     assert rows[-2]["active"] == 1
     assert rows[-1]["new"] == 1
+
+
+def test_a_reconfirm_email_sendgrid_never_answered_is_not_sent_again_and_says_so(
+    db, config, transport, monkeypatch
+):
+    from digest.delivery.transports.sendgrid import SendGridTransport
+    from digest.status import digest_status
+
+    from sendgrid_server import Fault, SendGridTestServer
+
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 14, "ana@example.com")
+    config = replace(config, sendgrid=replace(config.sendgrid, timeout_seconds=0.3, max_attempts=1))
+    with SendGridTestServer(api_key="SG.sunset") as server:
+        env = {"SENDGRID_API_KEY": "SG.sunset", "SENDGRID_API_HOST": server.url}
+        sendgrid = SendGridTransport(config, env=env, sleep=lambda _: None)
+        # The run's first request is the reconfirm email: SendGrid takes it, answers too late.
+        server.script(Fault("slow", delay=1.0))
+        lines = run_day(db, config, sendgrid, 14)
+        run_day(db, config, sendgrid, 15)
+        reconfirms = [b for b in server.accepted_bodies() if b["subject"].startswith("Still want")]
+
+    assert len(reconfirms) == 1
+    [line] = [line for line in lines if line.startswith("sunset daily")]
+    assert "may or may not have left" in line
+    [newsletter] = digest_status(db, config, START + timedelta(days=15)).newsletters
+    assert "1 reader(s) asked and not answered yet (1 of them unknown" in newsletter.sunset
+
+
+def test_a_run_killed_between_claiming_and_sending_a_reconfirm_leaves_it_visible_and_unsent(
+    db, config, transport
+):
+    from digest.readers.subscriptions import claim_reconfirm
+    from digest.status import digest_status
+
+    ana = reader(db, "ana@example.com")
+    silent_weeks(db, config, transport, 14, "ana@example.com")
+    # What a kill -9 right after the claim's commit leaves behind.
+    assert claim_reconfirm(db, ana, "daily", START + timedelta(days=14))
+
+    run_day(db, config, transport, 14)
+
+    assert asks(config) == []
+    [newsletter] = digest_status(db, config, START + timedelta(days=14, hours=1)).newsletters
+    assert "1 reader(s) asked and not answered yet (1 of them unknown" in newsletter.sunset

@@ -21,7 +21,7 @@ from ..config import NewsletterConfig
 from ..edition.build import window_start
 from ..edition.select import in_topics
 from ..models import Story
-from .ledger import collect_histories, reader_editions
+from .ledger import audience_editions, collect_histories, reader_editions
 
 
 @dataclass(frozen=True)
@@ -167,3 +167,23 @@ def reader_history(
     if not sent:
         return sent, ""
     return sent, describe_history(seen, topics, timezone, newsletter.name, len(sent))
+
+
+def audience_history(
+    db: Database,
+    newsletter: NewsletterConfig,
+    slot_at: datetime,
+    timezone: str | None,
+    edition_id: int,
+    topics: str,
+    stories: Iterable[Story],
+) -> frozenset[int]:
+    """The window's stories any reader queued in a saved edition was sent by another edition.
+
+    A held variant is rebuilt after its readers were frozen: another send may have reached
+    them meanwhile, and its stories must not come back in the rebuilt one.
+    """
+    by_id = {s.id: s for s in stories}
+    editions = window_editions(db, newsletter, slot_at, timezone, by_id.values())
+    seen = [editions[i] for i in audience_editions(db, edition_id, list(editions))]
+    return _sent_stories(seen, topics, by_id)

@@ -182,6 +182,20 @@ def reader_editions(db: Database, subscriber_id: int, edition_ids: Sequence[int]
     return [edition_id for (edition_id,) in rows]
 
 
+def audience_editions(db: Database, edition_id: int, edition_ids: Sequence[int]) -> list[int]:
+    """Which of `edition_ids` any reader of edition `edition_id` was sent (or is queued for)."""
+    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+    rows = db.execute(
+        f"""SELECT DISTINCT other.edition_id FROM deliveries AS mine
+            JOIN deliveries AS other ON other.subscriber_id = mine.subscriber_id
+            WHERE mine.edition_id = ?
+              AND other.edition_id IN (SELECT value FROM json_each(?))
+              AND other.status IN ({statuses}) ORDER BY other.edition_id""",
+        [edition_id, json.dumps(sorted(edition_ids))],
+    )
+    return [found for (found,) in rows]
+
+
 def queue_audience(
     db: Database,
     edition_id: int,
@@ -309,6 +323,24 @@ def skip_leavers(db: Database, delivery_ids: list[int], now: str) -> None:
         )
 
 
+NOT_SENT_IN_GRACE = "not sent within grace: the slot was missed"
+
+
+def skip_queued(db: Database, edition_ids: Sequence[int]) -> int:
+    """Mark `skipped` the readers still queued in editions whose slot's grace is over.
+
+    A held variant's readers are queued when it is held; once its grace is over it is never
+    sent, and a queued row would count as their history (its stories kept out of their next
+    editions) and wait for a late send. Returns how many were skipped.
+    """
+    cursor = db.execute(
+        """UPDATE deliveries SET status = 'skipped', error = ?, updated_at = ?
+           WHERE edition_id IN (SELECT value FROM json_each(?)) AND status = 'queued'""",
+        [NOT_SENT_IN_GRACE, to_db(utcnow()), json.dumps(list(edition_ids))],
+    )
+    return cursor.rowcount
+
+
 def _update_batch(db: Database, batch: Batch, assignments: str, values: dict) -> int:
     """Change the rows of one batch that are still `sending` (found by id range, then key)."""
     cursor = db.execute(
@@ -366,6 +398,31 @@ def note_batch_unknown(db: Database, batch: Batch, error: str) -> None:
 def requeue_batch(db: Database, batch: Batch) -> None:
     """Put a batch that certainly did not leave back in the queue."""
     _update_batch(db, batch, "status = 'queued'", {})
+
+
+SENT_SINCE = "got its stories from a later edition since it failed"
+
+
+def skip_failed_sent_since(db: Database, edition_id: int) -> int:
+    """Mark `skipped` the failed readers of an edition a later edition has sent one of its stories.
+
+    A failed delivery is no history: a later slot (they moved zone, another newsletter) may
+    have sent them its stories. Retrying it would repeat them. Returns how many were skipped.
+    """
+    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
+    cursor = db.execute(
+        f"""UPDATE deliveries SET status = 'skipped', error = :reason, updated_at = :now
+            WHERE edition_id = :edition AND status = 'failed' AND EXISTS (
+                SELECT 1 FROM deliveries AS later
+                JOIN editions ON editions.id = later.edition_id
+                WHERE later.subscriber_id = deliveries.subscriber_id
+                  AND later.edition_id > :edition AND later.status IN ({statuses})
+                  AND EXISTS (SELECT 1 FROM json_each(editions.story_ids) AS theirs
+                              WHERE theirs.value IN (SELECT value FROM json_each(
+                                  (SELECT story_ids FROM editions WHERE id = :edition)))))""",
+        {"reason": SENT_SINCE, "now": to_db(utcnow()), "edition": edition_id},
+    )
+    return cursor.rowcount
 
 
 def requeue(db: Database, edition_id: int, status: DeliveryStatus) -> int:

@@ -42,7 +42,7 @@ from ..errors import (
 )
 from ..invocation import digest_command, os_user
 from ..store import write_transaction
-from .history import VariantGroup, variant_groups
+from .history import VariantGroup, audience_history, variant_groups
 from .holds import check_not_held
 from .lease import Lease
 from .ledger import (
@@ -61,6 +61,7 @@ from .ledger import (
     queue_audience,
     requeue,
     requeue_batch,
+    skip_failed_sent_since,
     tally,
     unknown_batches,
 )
@@ -68,6 +69,10 @@ from .slots import record_run
 from .transports import Transport
 
 LEASE_RENEW_SECONDS = 60
+# One lease for every send, whatever the newsletter or zone: a slot's variants are made from
+# the histories read when it is planned (any newsletter's editions count), so no other send
+# may queue readers between that read and the slot's own queueing.
+SEND_LEASE = "send"
 # How often a send waiting for answers asks the transport again how many batches may be
 # under way (it allows more while answers are slow to come).
 PACE_CHECK_SECONDS = 0.05
@@ -247,7 +252,12 @@ def deliver_editions(
                         f"Its batch is left unknown; `{digest_command()} status` says what to do."
                     )
                 if progress:
-                    progress(result, len(batch.recipients))
+                    try:
+                        progress(result, len(batch.recipients))
+                    except DigestError as exc:
+                        # `digest run` renews its lease here: losing it stops the send, once
+                        # the batches already under way are recorded (never left unknown).
+                        stop = stop or exc
             # After each answer, and every LEASE_RENEW_SECONDS while none comes: one batch's
             # retries can outlast a lease.
             if lease and not stop and (done or time.monotonic() - renewed >= LEASE_RENEW_SECONDS):
@@ -410,7 +420,7 @@ def send_slot(
     force: bool = False,
     progress: Callable[[EditionResult, int], None] | None = None,
 ) -> SendReport:
-    """Build and send every variant of one newsletter slot, under the newsletter's lease.
+    """Build and send every variant of one newsletter slot, under the sending lease.
 
     Every new variant is checked as `digest check` checks it before anyone is queued: one
     with an error is saved held (its audience frozen, nobody sent to) and the others go on.
@@ -444,7 +454,7 @@ def send_slot(
         return report
     if transport is None:
         raise ValueError("send_slot needs a transport unless it is a dry run")
-    with Lease(db, f"send:{newsletter.name}") as lease:
+    with Lease(db, SEND_LEASE) as lease:
         started, new = plan_slot(db, config, renderer, newsletter, slot_at, timezone)
         if existing_only and not started:
             raise DigestError(
@@ -463,6 +473,7 @@ def send_slot(
         delivering = [r for r in report.editions if not r.skipped and not r.held]
         for result in delivering:
             if retry_failed:
+                skip_failed_sent_since(db, result.edition.saved_id)
                 requeue(db, result.edition.saved_id, DeliveryStatus.FAILED)
             if resend_unknown:
                 requeue(db, result.edition.saved_id, DeliveryStatus.SENDING)
@@ -495,6 +506,17 @@ def recheck_held(
 ) -> EditionResult:
     """A held edition built and checked again (after a fix, or an edit): it goes once clean."""
     saved = result.edition
+    # What its readers were sent when frozen, and what other sends brought them since.
+    stories = edition_stories(db, newsletter, saved.slot_at, saved.timezone)
+    since = audience_history(
+        db,
+        newsletter,
+        saved.slot_at,
+        saved.timezone,
+        saved.saved_id,
+        ";".join(saved.topics),
+        stories,
+    )
     rebuilt, story_count = build_edition(
         db,
         config,
@@ -503,10 +525,11 @@ def recheck_held(
         saved.slot_at,
         saved.topics,
         saved.timezone,
-        already_sent=frozenset(saved.already_sent),
+        already_sent=frozenset(saved.already_sent) | since,
         history=saved.history,
     )
-    rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at)
+    # Still the variant its readers were frozen in.
+    rebuilt = replace(rebuilt, id=saved.id, created_at=saved.created_at, variant=saved.variant)
     if too_few_stories(newsletter, story_count):
         # Its readers are queued already: an edition emptied by edits stays held, never sent.
         checked = replace(

@@ -30,7 +30,7 @@ from ..config import Config, NewsletterConfig
 from ..delivery.transports import Transport
 from ..edition.checks import has_errors
 from ..edition.render import Renderer
-from ..errors import DigestError, TransportAuthError
+from ..errors import DeliveryUnknownError, DigestError, TransportAuthError
 from ..readers.reconfirm import reconfirm_checks, render_reconfirm, send_reconfirm
 from ..readers.subscribers import subscriber_by_id
 from ..readers.subscriptions import (
@@ -266,6 +266,14 @@ def _ask_cold(
             with write_transaction(db):
                 release_reconfirm(db, subscriber_id, newsletter.name)
             raise
+        except DeliveryUnknownError as exc:
+            # It may have left: the claim stays (never sent again tomorrow); unanswered, it is
+            # released after grace_days like a run that stopped (`_lapse_unanswered`).
+            report.errors.append(
+                f"reconfirm email to subscriber {subscriber_id} may or may not have left ({exc}); "
+                "it is not sent again, and the cold readers not yet asked are asked tomorrow"
+            )
+            return
         except DigestError as exc:
             with write_transaction(db):
                 release_reconfirm(db, subscriber_id, newsletter.name)

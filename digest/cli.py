@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from .addresses import CONTROL_CHARACTERS
 from .clock import parse_moment, utcnow
 from .config import Config, load_config, with_overrides
 from .errors import DigestError
-from .invocation import remember_files
+from .invocation import digest_executable, remember_files
 from .readers.subscriptions import SubscriberStatus
 from .store import open_db
 
@@ -494,7 +495,7 @@ def demo(state: State, now: str | None, directory: str) -> None:
     database = report.directory / "digest.db"
     click.echo(f"database: {database}; to look at it, give every command its --db:")
     for command in ("studio", "status", "report"):
-        click.echo(f"  digest --db {database} {command}")
+        click.echo(f"  {digest_executable()} --db {shlex.quote(str(database))} {command}")
 
 
 @cli.command()

@@ -28,14 +28,23 @@ def digest_command() -> str:
     database (one found in the working folder, or set by DIGEST_DB, included: the hint may be
     run from elsewhere). Outside the command line (tests, gunicorn) it is plain `digest`.
     """
+    words = _executable()
+    return shlex.join(words + _files) if words else "digest"
+
+
+def digest_executable() -> str:
+    """This process's own `digest` executable alone, for a hint that names its own --db."""
+    words = _executable()
+    return shlex.join(words) if words else "digest"
+
+
+def _executable() -> list[str]:
     program = Path(sys.argv[0])
     if program.name == "digest" and program.is_file():
-        words = [str(program.absolute())]
-    elif program.name == "__main__.py" and program.parent.name == "digest":
-        words = [sys.executable, "-m", "digest"]
-    else:
-        return "digest"
-    return shlex.join(words + _files)
+        return [str(program.absolute())]
+    if program.name == "__main__.py" and program.parent.name == "digest":
+        return [sys.executable, "-m", "digest"]
+    return []
 
 
 def os_user() -> str:

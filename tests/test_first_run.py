@@ -114,3 +114,26 @@ def test_the_studio_on_the_demos_database_shows_its_readers_and_names_it(demo):
     page = studio.get("/", query_string={"now": "2026-11-26T05:00:00Z"}).get_data(as_text=True)
     assert f'<code class="database">{demo}</code>' in page
     assert "across 8 readers" in page and "no active readers" not in page
+
+
+@pytest.mark.slow
+def test_from_the_shell_the_demos_lines_run_as_printed(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    digest = Path(sys.executable).parent / "digest"
+    shown = subprocess.run(
+        [digest, "demo", "--dir", "demo", "--now", NOW],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [line] = [line for line in shown.splitlines() if line.endswith(" status")]
+    status = subprocess.run(
+        [*shlex.split(line), "--now", NOW], cwd="/", capture_output=True, text=True, check=True
+    )
+    assert line.startswith(f"  {digest} --db {tmp_path / 'demo' / 'digest.db'}")
+    assert "digest demo  ok: daily" in status.stdout and "sent 8" in status.stdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
@@ -38,9 +38,6 @@ from .delivery.slots import (
 )
 from .edition.build import edition_slot, slot_edition_ids, slot_histories
 from .edition.checks import CheckSummary, summarize
-from .feedback import charts
-from .feedback.charts import Picture
-from .feedback.document import inline_svg, render_page
 from .feedback.events import unknown_batch_hint, waiting_posts
 from .feedback.sunset import waiting_for_events
 from .invocation import digest_command
@@ -56,6 +53,9 @@ from .schedule import (
     next_slot_after,
     slot_times,
 )
+
+if TYPE_CHECKING:
+    from .feedback.charts import Picture
 
 # The day strip: the hours either side of now it shows, 24 in all.
 STRIP_HOURS = 12
@@ -455,11 +455,15 @@ def newsletter_strip(
 
 
 def strip_picture(rows: list[dict[str, Any]], newsletter: str, now: datetime) -> Picture:
+    from .feedback import charts  # the charts' libraries, only for the pictures (25 MB)
+
     return charts.day_strip(f"strip-{newsletter}", rows, f"{now:%Y-%m-%dT%H:%M:%SZ}", STRIP_HOURS)
 
 
 def status_html(status: Status) -> str:
     """`digest status --html`: one self-contained page, a day strip per newsletter."""
+    from .feedback.document import inline_svg, render_page
+
     return render_page(
         "status_file.html",
         status=status,

@@ -44,7 +44,9 @@ def config(tmp_path):
         transport={"kind": "sendgrid", "secret_key": "test-secret"},
         sendgrid={
             "batch_size": 1000,
-            "timeout_seconds": 1.0,
+            # Long enough for the test server to check 1000 readers' body against SendGrid's
+            # schema on a loaded machine; the slow-answer faults wait longer (3 s).
+            "timeout_seconds": 2.5,
             "max_attempts": 4,
         },
     )

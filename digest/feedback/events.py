@@ -679,17 +679,7 @@ class EventApplier:
     def _flush_reader_opens(self) -> None:
         """The post's opens not by Apple's proxy that `machines.opened_by_person` judges a
         person's are their reader's engagement."""
-        ids = list(self._opens)
-        delivered: dict[int, int | None] = {}
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            delivered |= dict(
-                self.db.conn.execute(
-                    f"""SELECT delivery_id, delivered_at FROM delivery_states
-                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
-                    chunk,
-                ).fetchall()
-            )
+        delivered = self._stored_delivery_times(list(self._opens))
         for delivery_id, (delivery, opened) in self._opens.items():
             if opened_by_person(opened, delivered.get(delivery_id)):
                 self._note_reader(delivery, opened, 0)
@@ -794,6 +784,20 @@ class EventApplier:
             [(edition_id, hour, n) for (edition_id, hour), n in lost.items() if n],
         )
 
+    def _stored_delivery_times(self, ids: list[int]) -> dict[int, int | None]:
+        """When each delivery was delivered, as `delivery_states` holds it now (None: not yet)."""
+        delivered: dict[int, int | None] = {}
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            delivered |= dict(
+                self.db.conn.execute(
+                    f"""SELECT delivery_id, delivered_at FROM delivery_states
+                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
+                    chunk,
+                ).fetchall()
+            )
+        return delivered
+
     def _delivered_at(self, delivery_id: int) -> int | None:
         found = self._delivered.get(delivery_id)
         return found[1] if found else None
@@ -808,7 +812,6 @@ class EventApplier:
         deliveries = {d.id: d for d, _ in self._delivered.values()}
         deliveries |= {d.id: d for d, _ in self._clicks.values()}
         stored: dict[int, dict[int, tuple[int, int, int | None]]] = {}
-        delivered: dict[int, int | None] = {}
         ids = list(deliveries)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
@@ -820,15 +823,7 @@ class EventApplier:
             ):
                 stored.setdefault(delivery_id, {})[story_id] = (first, clicks, machine)
         judged = [i for i in ids if i in stored or i in self._clicks]
-        for start in range(0, len(judged), CHUNK):
-            chunk = judged[start : start + CHUNK]
-            delivered |= dict(
-                self.db.conn.execute(
-                    f"""SELECT delivery_id, delivered_at FROM delivery_states
-                        WHERE delivery_id IN ({",".join("?" * len(chunk))})""",
-                    chunk,
-                ).fetchall()
-            )
+        delivered = self._stored_delivery_times(judged)
         rows = []
         hours: Counter[tuple[int, int, int, str]] = Counter()
         positions: Counter[tuple[str, int, int, int]] = Counter()

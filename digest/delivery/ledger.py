@@ -116,9 +116,10 @@ def in_audience(db: Database, newsletter: str, subscriber_id: int) -> bool:
     return db.execute(query, {**params, "id": subscriber_id}).fetchone() is not None
 
 
-# A delivery in one of these states reached its reader, or will: its stories are history.
 HISTORY_CACHE_KB = 256
+# A delivery in one of these states reached its reader, or will: its stories are history.
 HISTORY_STATUSES = ("queued", "sending", "sent")
+_HISTORY_STATUSES_SQL = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
 
 
 def collect_histories(
@@ -141,14 +142,13 @@ def collect_histories(
     )
     if edition_ids:
         where, params = audience_filter(newsletter, timezone)
-        statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
         db.execute(
             f"""INSERT INTO temp.reader_history (subscriber_id, topics, editions)
                 SELECT subscribers.id, subscribers.topics, sent.editions
                 FROM (SELECT subscriber_id, group_concat(edition_id) AS editions
                       FROM (SELECT subscriber_id, edition_id FROM deliveries
                             WHERE edition_id IN (SELECT value FROM json_each(:editions))
-                              AND status IN ({statuses})
+                              AND status IN ({_HISTORY_STATUSES_SQL})
                             ORDER BY subscriber_id, edition_id)
                       GROUP BY subscriber_id) AS sent
                 JOIN subscribers ON subscribers.id = sent.subscriber_id
@@ -172,11 +172,10 @@ def forget_histories(db: Database) -> None:
 
 def reader_editions(db: Database, subscriber_id: int, edition_ids: Sequence[int]) -> list[int]:
     """Which of `edition_ids` one reader was sent (or is queued for)."""
-    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
     rows = db.execute(
         f"""SELECT edition_id FROM deliveries
             WHERE edition_id IN (SELECT value FROM json_each(?)) AND subscriber_id = ?
-              AND status IN ({statuses}) ORDER BY edition_id""",
+              AND status IN ({_HISTORY_STATUSES_SQL}) ORDER BY edition_id""",
         [json.dumps(sorted(edition_ids)), subscriber_id],
     )
     return [edition_id for (edition_id,) in rows]
@@ -184,13 +183,12 @@ def reader_editions(db: Database, subscriber_id: int, edition_ids: Sequence[int]
 
 def audience_editions(db: Database, edition_id: int, edition_ids: Sequence[int]) -> list[int]:
     """Which of `edition_ids` any reader of edition `edition_id` was sent (or is queued for)."""
-    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
     rows = db.execute(
         f"""SELECT DISTINCT other.edition_id FROM deliveries AS mine
             JOIN deliveries AS other ON other.subscriber_id = mine.subscriber_id
             WHERE mine.edition_id = ?
               AND other.edition_id IN (SELECT value FROM json_each(?))
-              AND other.status IN ({statuses}) ORDER BY other.edition_id""",
+              AND other.status IN ({_HISTORY_STATUSES_SQL}) ORDER BY other.edition_id""",
         [edition_id, json.dumps(sorted(edition_ids))],
     )
     return [found for (found,) in rows]
@@ -409,14 +407,13 @@ def skip_failed_sent_since(db: Database, edition_id: int) -> int:
     A failed delivery is no history: a later slot (they moved zone, another newsletter) may
     have sent them its stories. Retrying it would repeat them. Returns how many were skipped.
     """
-    statuses = ", ".join(f"'{status}'" for status in HISTORY_STATUSES)
     cursor = db.execute(
         f"""UPDATE deliveries SET status = 'skipped', error = :reason, updated_at = :now
             WHERE edition_id = :edition AND status = 'failed' AND EXISTS (
                 SELECT 1 FROM deliveries AS later
                 JOIN editions ON editions.id = later.edition_id
                 WHERE later.subscriber_id = deliveries.subscriber_id
-                  AND later.edition_id > :edition AND later.status IN ({statuses})
+                  AND later.edition_id > :edition AND later.status IN ({_HISTORY_STATUSES_SQL})
                   AND EXISTS (SELECT 1 FROM json_each(editions.story_ids) AS theirs
                               WHERE theirs.value IN (SELECT value FROM json_each(
                                   (SELECT story_ids FROM editions WHERE id = :edition)))))""",

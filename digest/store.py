@@ -720,6 +720,14 @@ def m014_list_health(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m017_no_change_indexes(db: Database) -> None:
+    """The leavers' check reads each batch's readers as they are now (`ledger.claim_batch`),
+    not the readers changed since a time: nothing reads these, and every change wrote them."""
+    db.execute("DROP INDEX IF EXISTS subscribers_changed")
+    db.execute("DROP INDEX IF EXISTS subscriptions_changed")
+
+
 @contextmanager
 def write_transaction(db: Database) -> Iterator[Database]:
     """A transaction that takes the write lock first (BEGIN IMMEDIATE).

@@ -214,6 +214,15 @@ def test_the_hours_chart_counts_events_in_the_hour_after_the_send(db, config, th
     assert (opens, clicks) == (3, 4)
 
 
+def test_an_outbox_edition_draws_only_its_sent_readers_not_zeros_for_the_unknown():
+    numbers = dict.fromkeys(NUMBERS, 0) | {"sent": 8}
+    report = {
+        "variants": [{"timezone": "UTC", "numbers": numbers}],
+        "completeness": {"outbox_only": True},
+    }
+    assert [(r["stage"], r["readers"]) for r in zone_funnels(report)] == [("Sent", 8)]
+
+
 def test_the_funnel_has_a_row_of_bars_per_zone_with_variants_of_a_zone_added_up():
     numbers = dict.fromkeys(NUMBERS, 0)
     variant = {"timezone": "UTC", "numbers": numbers | {"sent": 5, "clicks": 1}}

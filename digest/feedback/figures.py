@@ -55,14 +55,20 @@ def _ids_sql(ids: list[int]) -> str:
 
 
 def zone_funnels(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per time zone of the edition, each funnel stage and the bounces and complaints beside."""
+    """Per time zone of the edition, each funnel stage and the bounces and complaints beside.
+
+    An edition written to the outbox has no delivery events: only its sent readers are
+    drawn, as the report prints the rest as unknown (n/a), not 0.
+    """
+    outbox_only = report.get("completeness", {}).get("outbox_only", False)
+    funnel, beside = (FUNNEL[:1], ()) if outbox_only else (FUNNEL, BESIDE)
     zones: dict[str, Counter[str]] = {}
     for variant in report["variants"]:
         zones.setdefault(variant["timezone"], Counter()).update(variant["numbers"])
     rows = []
     for zone, numbers in zones.items():
         numbers["bounced"] += numbers["blocked"]
-        for kind, stages in (("funnel", FUNNEL), ("beside", BESIDE)):
+        for kind, stages in (("funnel", funnel), ("beside", beside)):
             for order, (name, label) in enumerate(stages):
                 rows.append(
                     {

@@ -57,11 +57,12 @@ def _ids_sql(ids: list[int]) -> str:
 def zone_funnels(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Per time zone of the edition, each funnel stage and the bounces and complaints beside.
 
-    An edition written to the outbox has no delivery events: only its sent readers are
-    drawn, as the report prints the rest as unknown (n/a), not 0.
+    An edition written to the outbox that no event came for: only its sent readers are
+    drawn, as the report prints the rest as unknown (n/a), not 0 (its per-story rule).
     """
-    outbox_only = report.get("completeness", {}).get("outbox_only", False)
-    funnel, beside = (FUNNEL[:1], ()) if outbox_only else (FUNNEL, BESIDE)
+    completeness = report.get("completeness", {})
+    unknown = completeness.get("outbox_only", False) and not completeness.get("events")
+    funnel, beside = (FUNNEL[:1], ()) if unknown else (FUNNEL, BESIDE)
     zones: dict[str, Counter[str]] = {}
     for variant in report["variants"]:
         zones.setdefault(variant["timezone"], Counter()).update(variant["numbers"])
